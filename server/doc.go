@@ -1,0 +1,20 @@
+// Package server is the HTTP image-generation service behind "ddpm serve":
+// an OpenAI-compatible Images API (POST /v1/images/generations, GET
+// /v1/models), a PNG endpoint for curl (POST /v1/generate), asynchronous
+// jobs with progress as server-sent events (/v1/jobs), health and readiness
+// probes, Prometheus metrics (ddpm_*) and a small embedded web page.
+//
+// The server runs a model through the small Generator interface, one worker
+// per device. Requests with equal Settings (steps, sampler, eta, guidance)
+// are batched dynamically into one model batch of at most Options.MaxBatch
+// images; the queue is bounded (a full queue answers 429 with Retry-After);
+// every request has a timeout; a client that goes away, or a cancelled job,
+// drops out of its batch without stopping the others. Serve drains on
+// shutdown: readiness flips, new work is refused, jobs get
+// Options.DrainTimeout to finish and are cancelled after that.
+//
+// Errors use the OpenAI shape {"error": {"message", "type", "param",
+// "code"}}: 400 for a body that does not parse, 422 for a value out of
+// bounds, 401 for a bad API key, 429 for a full queue, 503 while draining,
+// 504 on timeout; bad input never yields a 5xx.
+package server

@@ -1,0 +1,184 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"image"
+	"image/color"
+	"time"
+)
+
+// ModelInfo describes the loaded model to clients (GET /v1/models) and to
+// the request validation.
+type ModelInfo struct {
+	Name       string   // model id shown by /v1/models, e.g. "ddpm-mnist"
+	ImageSize  int      // images are ImageSize x ImageSize pixels
+	Channels   int      // 1 (gray) or 3 (RGB)
+	NumClasses int      // 0 for an unconditional model
+	ClassNames []string // len NumClasses, or nil (then classes are named by index)
+	// TrainSteps is T, the length of the training schedule: the most
+	// denoising steps a request may ask for.
+	TrainSteps int
+	// DefaultSteps, DefaultSampler and DefaultGuidance apply when a request
+	// leaves them out.
+	DefaultSteps    int
+	DefaultSampler  string
+	DefaultGuidance float64
+	Device          string // which device runs the model, e.g. "cpu (onednn)"
+}
+
+// Check reports an inconsistent ModelInfo.
+func (m ModelInfo) Check() error {
+	switch {
+	case m.Name == "":
+		return fmt.Errorf("server: model info: Name is empty")
+	case m.ImageSize < 1 || m.ImageSize > 4096:
+		return fmt.Errorf("server: model info: ImageSize %d outside [1, 4096]", m.ImageSize)
+	case m.Channels != 1 && m.Channels != 3:
+		return fmt.Errorf("server: model info: Channels %d: want 1 or 3", m.Channels)
+	case m.NumClasses < 0:
+		return fmt.Errorf("server: model info: NumClasses %d is negative", m.NumClasses)
+	case m.ClassNames != nil && len(m.ClassNames) != m.NumClasses:
+		return fmt.Errorf("server: model info: %d ClassNames for NumClasses %d", len(m.ClassNames), m.NumClasses)
+	case m.TrainSteps < 1:
+		return fmt.Errorf("server: model info: TrainSteps %d must be >= 1", m.TrainSteps)
+	case m.DefaultSteps < 1 || m.DefaultSteps > m.TrainSteps:
+		return fmt.Errorf("server: model info: DefaultSteps %d outside [1, TrainSteps=%d]", m.DefaultSteps, m.TrainSteps)
+	}
+	if _, err := ParseSampler(m.DefaultSampler); err != nil {
+		return fmt.Errorf("server: model info: DefaultSampler: %w", err)
+	}
+	return nil
+}
+
+// Settings are the sampler settings shared by every image of one model
+// batch: two requests can be batched together exactly when their Settings
+// are equal.
+type Settings struct {
+	Steps    int     // number of denoising steps (respaced schedule length), 1..TrainSteps
+	Sampler  string  // "ddpm" (ancestral, Ho et al. 2020) or "ddim" (Song et al. 2021)
+	Eta      float64 // DDIM's eta in [0, 1]: 0 is deterministic, 1 matches DDPM's variance
+	Guidance float64 // classifier-free guidance scale w (Ho & Salimans 2022); 0 means none
+}
+
+// Item is one image to generate.
+type Item struct {
+	Seed  int64 // seeds this image's noise: the same seed and settings give the same image
+	Class int   // class label in [0, NumClasses), or -1 for none (unconditional or any class)
+	// Done is closed when nobody wants this image any more (its client went
+	// away, its job was cancelled or timed out). A Generator should stop
+	// spending work on it (leaving its image nil) while it finishes the
+	// other items of the batch. Nil means never.
+	Done <-chan struct{}
+}
+
+// dead reports whether it.Done is closed.
+func (it Item) dead() bool {
+	if it.Done == nil {
+		return false
+	}
+	select {
+	case <-it.Done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Generator runs a model: the server's one dependency on the diffusion code,
+// so that the HTTP layer is tested with a fast fake. Generate must be safe
+// to call from one goroutine at a time (the server runs one worker per
+// device); Info must be safe for concurrent use.
+type Generator interface {
+	// Info describes the model; it must not change after the server starts.
+	Info() ModelInfo
+	// Generate samples len(items) images as one batch with settings s,
+	// calling progress(step, total) after each denoising step (step counts
+	// from 1 to total). It returns one image per item, nil for items whose
+	// Done closed before they finished, or an error when ctx ends or the
+	// model fails. Settings arrive validated against Info.
+	Generate(ctx context.Context, s Settings, items []Item, progress func(step, total int)) ([]image.Image, error)
+}
+
+// FakeGenerator is a deterministic stand-in for a diffusion model, for tests
+// and for load-testing the server without a model: it is NOT a model. Each
+// image is a magenta pattern computed from the seed and class (red and blue
+// at 255, green in [0, 127]), and each denoising step sleeps StepDelay plus
+// ImageDelay per live image, a cost model in which batching pays off.
+type FakeGenerator struct {
+	Model      ModelInfo
+	StepDelay  time.Duration // fixed cost of one denoising step of a batch
+	ImageDelay time.Duration // extra cost per live image per step
+	// Fail, when non-nil, is returned by Generate (after the steps ran).
+	Fail error
+	// Calls, when non-nil, receives the number of items of every call
+	// (a non-blocking send).
+	Calls chan int
+}
+
+// NewFakeGenerator returns a FakeGenerator for a size x size model with the
+// given channels and class names (nil for an unconditional model).
+func NewFakeGenerator(size, channels int, classNames []string) *FakeGenerator {
+	return &FakeGenerator{Model: ModelInfo{
+		Name: "fake", ImageSize: size, Channels: channels,
+		NumClasses: len(classNames), ClassNames: classNames,
+		TrainSteps: 1000, DefaultSteps: 20, DefaultSampler: "ddim",
+		Device: "fake",
+	}}
+}
+
+// Info implements Generator.
+func (f *FakeGenerator) Info() ModelInfo { return f.Model }
+
+// Generate implements Generator.
+func (f *FakeGenerator) Generate(ctx context.Context, s Settings, items []Item, progress func(step, total int)) ([]image.Image, error) {
+	if f.Calls != nil {
+		select {
+		case f.Calls <- len(items):
+		default:
+		}
+	}
+	for step := 1; step <= s.Steps; step++ {
+		live := 0
+		for _, it := range items {
+			if !it.dead() {
+				live++
+			}
+		}
+		if d := f.StepDelay + time.Duration(live)*f.ImageDelay; d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, fmt.Errorf("fake generator: step %d of %d: %w", step, s.Steps, context.Cause(ctx))
+			case <-t.C:
+			}
+		} else if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("fake generator: step %d of %d: %w", step, s.Steps, context.Cause(ctx))
+		}
+		if progress != nil {
+			progress(step, s.Steps)
+		}
+	}
+	if f.Fail != nil {
+		return nil, f.Fail
+	}
+	out := make([]image.Image, len(items))
+	n := f.Model.ImageSize
+	for i, it := range items {
+		if it.dead() {
+			continue
+		}
+		img := image.NewNRGBA(image.Rect(0, 0, n, n))
+		for y := 0; y < n; y++ {
+			for x := 0; x < n; x++ {
+				h := uint64(it.Seed)*0x9E3779B97F4A7C15 ^ uint64(it.Class+1)*0xBF58476D1CE4E5B9 ^ uint64(y*n+x)*0x94D049BB133111EB
+				h ^= h >> 29
+				g := uint8(h>>33) & 0x7f
+				img.SetNRGBA(x, y, color.NRGBA{R: 255, G: g, B: 255, A: 255})
+			}
+		}
+		out[i] = img
+	}
+	return out, nil
+}

@@ -1,0 +1,293 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// ImageRequest is the body of POST /v1/images/generations, /v1/generate and
+// /v1/jobs: the OpenAI Images API request plus this server's extensions.
+// Absent fields take the model's defaults.
+type ImageRequest struct {
+	Model          string `json:"model,omitempty"`           // absent, "default" or the loaded model's name
+	Prompt         string `json:"prompt,omitempty"`          // may name a class: "7", "seven", a class name
+	N              *int   `json:"n,omitempty"`               // images, 1..MaxN (default 1)
+	Size           string `json:"size,omitempty"`            // "WxH"; must be the model's size (or "auto")
+	ResponseFormat string `json:"response_format,omitempty"` // "b64_json" (default); "url" is not supported
+
+	Steps         *int     `json:"steps,omitempty"`          // denoising steps, 1..min(MaxSteps, T)
+	Sampler       string   `json:"sampler,omitempty"`        // "ddpm" or "ddim"
+	Eta           *float64 `json:"eta,omitempty"`            // DDIM eta in [0, 1]
+	Seed          *int64   `json:"seed,omitempty"`           // image i uses seed+i; random when absent
+	ClassLabel    *int     `json:"class_label,omitempty"`    // class in [0, classes) or -1 for none; overrides the prompt
+	GuidanceScale *float64 `json:"guidance_scale,omitempty"` // classifier-free guidance w in [0, MaxGuidance]
+
+	// OpenAI fields accepted and ignored, so that client libraries that
+	// send them work unchanged.
+	Quality           json.RawMessage `json:"quality,omitempty"`
+	Style             json.RawMessage `json:"style,omitempty"`
+	User              json.RawMessage `json:"user,omitempty"`
+	Background        json.RawMessage `json:"background,omitempty"`
+	Moderation        json.RawMessage `json:"moderation,omitempty"`
+	OutputFormat      json.RawMessage `json:"output_format,omitempty"`
+	OutputCompression json.RawMessage `json:"output_compression,omitempty"`
+}
+
+// genRequest is a validated ImageRequest: what the scheduler needs.
+type genRequest struct {
+	settings Settings
+	seeds    []int64 // one per image
+	class    int     // -1 for none
+}
+
+// limits bounds the requests a server accepts.
+type limits struct {
+	maxN        int
+	maxSteps    int
+	maxGuidance float64
+	maxBody     int64
+}
+
+// decodeImageRequest parses one JSON object from r (at most maxBody bytes)
+// into an ImageRequest. Unknown fields, trailing data and wrong types are
+// 400 errors naming the field; a body over the limit is a 413.
+func decodeImageRequest(r io.Reader, maxBody int64) (ImageRequest, error) {
+	var req ImageRequest
+	data, err := io.ReadAll(io.LimitReader(r, maxBody+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return req, tooLarge(maxBody)
+		}
+		return req, badRequest("", "reading the request body: %v", err)
+	}
+	if int64(len(data)) > maxBody {
+		return req, tooLarge(maxBody)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return req, badRequest("", "the request body is empty: send a JSON object, e.g. {\"n\": 1}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, jsonError(err)
+	}
+	if dec.More() {
+		return req, badRequest("", "the request body has data after the JSON object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return req, badRequest("", "the request body has data after the JSON object")
+	}
+	return req, nil
+}
+
+func tooLarge(maxBody int64) *APIError {
+	return &APIError{Status: http.StatusRequestEntityTooLarge, Type: TypeInvalidRequest,
+		Message: fmt.Sprintf("the request body is larger than %d bytes", maxBody)}
+}
+
+// jsonError turns a encoding/json error into a 400 naming the field.
+func jsonError(err error) *APIError {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		return badRequest(te.Field, "field %q: a JSON %s cannot be a %s", te.Field, te.Value, jsonTypeName(te.Type.String()))
+	case errors.As(err, &se):
+		return badRequest("", "the request body is not valid JSON: %v (at byte %d)", se, se.Offset)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return badRequest("", "the request body is truncated JSON")
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		f = strings.Trim(f, `"`)
+		return badRequest(f, "unknown field %q; allowed: model, prompt, n, size, response_format, steps, sampler, eta, seed, class_label, guidance_scale", f)
+	}
+	return badRequest("", "the request body is not a valid request: %s", strings.TrimPrefix(msg, "json: "))
+}
+
+func jsonTypeName(goType string) string {
+	switch goType {
+	case "int", "*int", "int64", "*int64":
+		return "integer"
+	case "float64", "*float64":
+		return "number"
+	case "string":
+		return "string"
+	case "server.ImageRequest":
+		return "request object"
+	}
+	return goType
+}
+
+// ParseSampler checks a sampler name: "ddpm" or "ddim" (case-insensitive).
+func ParseSampler(s string) (string, error) {
+	switch strings.ToLower(s) {
+	case "ddpm":
+		return "ddpm", nil
+	case "ddim":
+		return "ddim", nil
+	}
+	return "", fmt.Errorf("sampler %q: allowed values are \"ddpm\" and \"ddim\"", s)
+}
+
+// validate checks req against the model and limits and resolves defaults.
+// newSeed supplies a seed when the request has none.
+func validate(req ImageRequest, info ModelInfo, lim limits, newSeed func() int64) (genRequest, error) {
+	var g genRequest
+	switch req.Model {
+	case "", "default", info.Name:
+	default:
+		return g, &APIError{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Param: "model", Code: "model_not_found",
+			Message: fmt.Sprintf("the model %q does not exist; this server has %q (or use \"default\")", req.Model, info.Name)}
+	}
+	switch req.ResponseFormat {
+	case "", "b64_json":
+	case "url":
+		return g, invalid("response_format", "response_format \"url\" is not supported by this server; use \"b64_json\"")
+	default:
+		return g, invalid("response_format", "response_format %q: the only allowed value is \"b64_json\"", req.ResponseFormat)
+	}
+	want := fmt.Sprintf("%dx%d", info.ImageSize, info.ImageSize)
+	if req.Size != "" && req.Size != "auto" && req.Size != want {
+		return g, invalid("size", "size %q: this model makes %s images only (or use \"auto\")", truncate(req.Size), want)
+	}
+	n := 1
+	if req.N != nil {
+		n = *req.N
+	}
+	if n < 1 || n > lim.maxN {
+		return g, invalid("n", "n = %d: allowed range is 1 to %d", n, lim.maxN)
+	}
+	maxSteps := min(lim.maxSteps, info.TrainSteps)
+	s := Settings{Steps: min(info.DefaultSteps, maxSteps), Sampler: info.DefaultSampler, Guidance: info.DefaultGuidance}
+	if req.Steps != nil {
+		s.Steps = *req.Steps
+		if s.Steps < 1 || s.Steps > maxSteps {
+			return g, invalid("steps", "steps = %d: allowed range is 1 to %d", s.Steps, maxSteps)
+		}
+	}
+	if req.Sampler != "" {
+		sm, err := ParseSampler(req.Sampler)
+		if err != nil {
+			return g, invalid("sampler", "%s", truncateErr(err))
+		}
+		s.Sampler = sm
+	}
+	if req.Eta != nil {
+		s.Eta = *req.Eta
+		if !(s.Eta >= 0 && s.Eta <= 1) {
+			return g, invalid("eta", "eta = %g: allowed range is 0 to 1", s.Eta)
+		}
+		if s.Sampler != "ddim" && s.Eta != 0 {
+			return g, invalid("eta", "eta applies to the \"ddim\" sampler only, and this request uses %q", s.Sampler)
+		}
+	}
+	if req.GuidanceScale != nil {
+		w := *req.GuidanceScale
+		if info.NumClasses == 0 && w != 0 {
+			return g, invalid("guidance_scale", "guidance_scale needs a class-conditional model; %q is unconditional", info.Name)
+		}
+		if !(w >= 0 && w <= lim.maxGuidance) {
+			return g, invalid("guidance_scale", "guidance_scale = %g: allowed range is 0 to %g", w, lim.maxGuidance)
+		}
+		s.Guidance = w
+	}
+	g.settings = s
+	g.class = -1
+	if req.ClassLabel != nil {
+		c := *req.ClassLabel
+		if info.NumClasses == 0 {
+			return g, invalid("class_label", "class_label needs a class-conditional model; %q is unconditional", info.Name)
+		}
+		if c < -1 || c >= info.NumClasses {
+			return g, invalid("class_label", "class_label = %d: allowed range is 0 to %d, or -1 for none", c, info.NumClasses-1)
+		}
+		g.class = c
+	} else if info.NumClasses > 0 {
+		g.class = classFromPrompt(req.Prompt, info)
+	}
+	var seed int64
+	if req.Seed != nil {
+		seed = *req.Seed
+	} else {
+		seed = newSeed()
+	}
+	g.seeds = make([]int64, n)
+	for i := range g.seeds {
+		g.seeds[i] = seed + int64(i) // wraps around at the int64 limit, which is fine for a seed
+	}
+	return g, nil
+}
+
+// truncate shortens user strings echoed in error messages.
+func truncate(s string) string {
+	const max = 40
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
+}
+
+func truncateErr(err error) string { return truncate(err.Error()) }
+
+// numberWords are the English names of 0..20, so that a prompt can say
+// "seven" for class 7.
+var numberWords = [...]string{"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+	"ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"}
+
+// classFromPrompt finds the class a prompt names, or -1: a class name
+// (case-insensitive, as a whole word or phrase; the longest match wins),
+// else a number ("7") or number word ("seven") that is a valid class index.
+func classFromPrompt(prompt string, info ModelInfo) int {
+	p := normalise(prompt)
+	if p == "" {
+		return -1
+	}
+	padded := " " + p + " "
+	best, bestLen := -1, 0
+	for i, name := range info.ClassNames {
+		n := normalise(name)
+		if n != "" && len(n) > bestLen && strings.Contains(padded, " "+n+" ") {
+			best, bestLen = i, len(n)
+		}
+	}
+	if best >= 0 {
+		return best
+	}
+	for _, w := range strings.Fields(p) {
+		if k, err := strconv.Atoi(w); err == nil && k >= 0 && k < info.NumClasses {
+			return k
+		}
+		for k, nw := range numberWords {
+			if w == nw && k < info.NumClasses {
+				return k
+			}
+		}
+	}
+	return -1
+}
+
+// normalise lower-cases s and turns every run of non-alphanumeric runes into
+// one space.
+func normalise(s string) string {
+	var b strings.Builder
+	space := true
+	for _, r := range strings.ToLower(s) {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			b.WriteRune(r)
+			space = false
+		} else if !space {
+			b.WriteByte(' ')
+			space = true
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
