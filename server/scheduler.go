@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,8 +87,10 @@ type scheduler struct {
 	m           *metrics
 
 	mu      sync.Mutex
-	queue   []*job // jobs with images not yet dispatched, oldest first
-	running int    // jobs with images in the running batch
+	queue   []*job            // jobs with images not yet dispatched, oldest first
+	active  map[*job]struct{} // jobs submitted and not final
+	closed  bool              // no more submissions
+	running int               // jobs with images in the running batch
 	wake    chan struct{}
 	idle    chan struct{} // closed and replaced when queue and worker become idle
 
@@ -96,7 +99,7 @@ type scheduler struct {
 
 func newScheduler(gen Generator, maxBatch, queueCap int, window time.Duration, log *slog.Logger, m *metrics) *scheduler {
 	return &scheduler{gen: gen, maxBatch: maxBatch, queueCap: queueCap, batchWindow: window, log: log, m: m,
-		wake: make(chan struct{}, 1), idle: make(chan struct{})}
+		wake: make(chan struct{}, 1), idle: make(chan struct{}), active: map[*job]struct{}{}}
 }
 
 // newJob makes a job for g whose context derives from parent.
@@ -117,14 +120,27 @@ func (s *scheduler) newJob(parent context.Context, id string, g genRequest, time
 // submit queues j, or fails with a 429 when the queue is full.
 func (s *scheduler) submit(j *job) error {
 	s.mu.Lock()
+	if s.closed {
+		err := &APIError{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, RetryAfter: 5,
+			Message: "the server is shutting down and takes no new work; retry on another instance"}
+		j.state, j.err, j.ended = StateCancelled, err, time.Now()
+		close(j.done)
+		s.mu.Unlock()
+		j.cancel(nil)
+		return err
+	}
 	if len(s.queue) >= s.queueCap {
 		retry := s.retryAfterLocked()
+		err := &APIError{Status: http.StatusTooManyRequests, Type: TypeRateLimit, RetryAfter: retry,
+			Message: fmt.Sprintf("the queue is full (%d requests); retry in about %d s", s.queueCap, retry)}
+		j.state, j.err, j.ended = StateFailed, err, time.Now()
+		close(j.done)
 		s.mu.Unlock()
 		j.cancel(nil)
 		s.m.rejected.WithLabelValues("queue_full").Inc()
-		return &APIError{Status: http.StatusTooManyRequests, Type: TypeRateLimit, RetryAfter: retry,
-			Message: fmt.Sprintf("the queue is full (%d requests); retry in about %d s", s.queueCap, retry)}
+		return err
 	}
+	s.active[j] = struct{}{}
 	s.queue = append(s.queue, j)
 	s.m.queueDepth.Set(float64(len(s.queue)))
 	// A job whose context ends leaves the queue at once and becomes final,
@@ -191,6 +207,7 @@ func (s *scheduler) finishLocked(j *job, st JobState, err *APIError) {
 	j.state = st
 	j.err = err
 	j.ended = time.Now()
+	delete(s.active, j)
 	s.m.jobs.WithLabelValues(string(st)).Inc()
 	s.notifyLocked(j)
 	close(j.done)
@@ -371,7 +388,7 @@ func (s *scheduler) runBatch(ctx context.Context, parts []part, set Settings) {
 	}
 	s.m.batchSize.Observe(float64(len(items)))
 	start := time.Now()
-	imgs, err := s.gen.Generate(bctx, set, items, func(step, total int) {
+	imgs, err := s.generate(bctx, set, items, func(step, total int) {
 		s.m.steps.Inc()
 		s.m.imageSteps.Add(float64(len(items)))
 		s.mu.Lock()
@@ -442,4 +459,16 @@ func (s *scheduler) runBatch(ctx context.Context, parts []part, set Settings) {
 		}
 	}
 	s.checkIdleLocked()
+}
+
+// generate calls the Generator, turning a panic into an error so that one
+// bad batch cannot kill the worker.
+func (s *scheduler) generate(ctx context.Context, set Settings, items []Item, progress func(step, total int)) (imgs []image.Image, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("generator panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			imgs, err = nil, fmt.Errorf("generator panicked: %v", r)
+		}
+	}()
+	return s.gen.Generate(ctx, set, items, progress)
 }

@@ -180,7 +180,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.sched.waitIdle(ctx)
 	if err != nil {
 		s.log.Warn("drain deadline reached; cancelling the remaining jobs")
-		s.jobsStop(errShutdown)
 		s.cancelAll(errShutdown)
 	}
 	return err
@@ -190,25 +189,30 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() {
 	s.stopOnce.Do(func() {
 		s.draining.Store(true)
-		s.jobsStop(errShutdown)
+		s.sched.mu.Lock()
+		s.sched.closed = true
+		s.sched.mu.Unlock()
 		s.cancelAll(errShutdown)
+		s.jobsStop(errShutdown)
 		s.worker.Wait()
 	})
 }
 
-// cancelAll cancels every job the server knows, queued or running.
+// cancelAll cancels every job not yet final, queued or running, and waits
+// until they are final (they become so in context.AfterFunc goroutines).
 func (s *Server) cancelAll(cause error) {
 	s.sched.mu.Lock()
-	q := append([]*job(nil), s.sched.queue...)
+	var js []*job
+	for j := range s.sched.active {
+		js = append(js, j)
+	}
 	s.sched.mu.Unlock()
-	for _, j := range q {
+	for _, j := range js {
 		j.cancel(cause)
 	}
-	s.mu.Lock()
-	for _, j := range s.jobs {
-		j.cancel(cause)
+	for _, j := range js {
+		<-j.done
 	}
-	s.mu.Unlock()
 }
 
 func (s *Server) queueLen() int {
