@@ -1,0 +1,199 @@
+package schedule
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Spacing names how a subsequence of n timesteps is picked from 0..T-1
+// (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are
+// Flawed", Table 2; diffusers' timestep_spacing).
+type Spacing int
+
+const (
+	// Leading takes t = k * (T / n) for k = 0..n-1 (integer division), as
+	// DDIM and diffusers' default: it starts at 0 and may never reach T-1.
+	Leading Spacing = iota
+	// Linspace takes round(k * (T-1) / (n-1)), from 0 to T-1 inclusive
+	// (round half to even, as numpy).
+	Linspace
+	// Trailing takes round(T - k * T/n) - 1 for k = 0..n-1: it always
+	// includes T-1.
+	Trailing
+)
+
+// String returns "leading", "linspace" or "trailing".
+func (s Spacing) String() string {
+	switch s {
+	case Leading:
+		return "leading"
+	case Linspace:
+		return "linspace"
+	case Trailing:
+		return "trailing"
+	}
+	return fmt.Sprintf("Spacing(%d)", int(s))
+}
+
+// ParseSpacing parses "leading", "linspace" or "trailing".
+func ParseSpacing(s string) (Spacing, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "leading":
+		return Leading, nil
+	case "linspace":
+		return Linspace, nil
+	case "trailing":
+		return Trailing, nil
+	}
+	return 0, fmt.Errorf("schedule: unknown timestep spacing %q: allowed are leading, linspace, trailing", s)
+}
+
+// SpacedTimesteps returns n distinct timesteps of 0..T-1 in increasing
+// order, picked with the given spacing. offset is added to each (diffusers'
+// steps_offset) and must keep them below T.
+func SpacedTimesteps(T, n int, sp Spacing, offset int) ([]int, error) {
+	if T < 1 || T > MaxT {
+		return nil, fmt.Errorf("schedule: timesteps %d: must be in 1..%d", T, MaxT)
+	}
+	if n < 1 || n > T {
+		return nil, fmt.Errorf("schedule: %d sampling steps: must be in 1..%d (the training timesteps)", n, T)
+	}
+	ts := make([]int, n)
+	switch sp {
+	case Leading:
+		r := T / n
+		for k := range ts {
+			ts[k] = k*r + offset
+		}
+	case Linspace:
+		for k := range ts {
+			if n == 1 {
+				ts[k] = 0
+				continue
+			}
+			ts[k] = int(math.RoundToEven(float64(k)*float64(T-1)/float64(n-1))) + offset
+		}
+	case Trailing:
+		r := float64(T) / float64(n)
+		for k := range ts {
+			ts[n-1-k] = int(math.RoundToEven(float64(T)-float64(k)*r)) - 1 + offset
+		}
+	default:
+		return nil, fmt.Errorf("schedule: unknown spacing %v: allowed are leading, linspace, trailing", sp)
+	}
+	for k, t := range ts {
+		if t < 0 || t >= T || (k > 0 && t <= ts[k-1]) {
+			return nil, fmt.Errorf("schedule: %s spacing of %d steps over %d timesteps with offset %d gives timestep %d: not a strictly increasing sequence in 0..%d", sp, n, T, offset, t, T-1)
+		}
+	}
+	return ts, nil
+}
+
+// SectionTimesteps implements improved-diffusion's space_timesteps: the
+// string is either "ddimN" (the stride i for which range(0, T, i) has N
+// entries, as in the DDIM paper) or comma-separated counts "10,15,20" that
+// split 0..T-1 into that many equal sections and take that many evenly
+// strided timesteps (rounded half to even) from each. A single count "50"
+// takes 50 evenly spaced timesteps from 0 to T-1. The result is increasing.
+func SectionTimesteps(T int, sections string) ([]int, error) {
+	if T < 1 || T > MaxT {
+		return nil, fmt.Errorf("schedule: timesteps %d: must be in 1..%d", T, MaxT)
+	}
+	s := strings.TrimSpace(sections)
+	if rest, ok := strings.CutPrefix(s, "ddim"); ok {
+		n, err := strconv.Atoi(rest)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("schedule: section string %q: want ddimN with N >= 1", sections)
+		}
+		for i := 1; i < T; i++ {
+			if (T+i-1)/i == n {
+				ts := make([]int, 0, n)
+				for t := 0; t < T; t += i {
+					ts = append(ts, t)
+				}
+				return ts, nil
+			}
+		}
+		if n == T {
+			return SpacedTimesteps(T, T, Leading, 0)
+		}
+		return nil, fmt.Errorf("schedule: section string %q: no integer stride gives exactly %d of %d timesteps", sections, n, T)
+	}
+	parts := strings.Split(s, ",")
+	counts := make([]int, len(parts))
+	for i, p := range parts {
+		c, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || c < 0 {
+			return nil, fmt.Errorf("schedule: section string %q: part %d (%q) must be a count >= 0, or the whole string ddimN", sections, i, p)
+		}
+		counts[i] = c
+	}
+	if len(counts) > T {
+		return nil, fmt.Errorf("schedule: section string %q: %d sections for %d timesteps", sections, len(counts), T)
+	}
+	size, extra := T/len(counts), T%len(counts)
+	start := 0
+	var ts []int
+	for i, c := range counts {
+		sz := size
+		if i < extra {
+			sz++
+		}
+		if sz < c {
+			return nil, fmt.Errorf("schedule: section string %q: section %d has %d timesteps, cannot take %d", sections, i, sz, c)
+		}
+		stride := 1.0
+		if c > 1 {
+			stride = float64(sz-1) / float64(c-1)
+		}
+		cur := 0.0
+		for k := 0; k < c; k++ {
+			ts = append(ts, start+int(math.RoundToEven(cur)))
+			cur += stride
+		}
+		start += sz
+	}
+	sort.Ints(ts)
+	out := ts[:0]
+	for i, t := range ts {
+		if i == 0 || t != ts[i-1] {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("schedule: section string %q selects no timesteps", sections)
+	}
+	return out, nil
+}
+
+// Respace returns the schedule restricted to the given timesteps of s
+// (indices into s, strictly increasing), as improved-diffusion's
+// SpacedDiffusion: with S the kept set, the new betas are
+// beta'_k = 1 - alphabar_{t_k} / alphabar_{t_{k-1}} (alphabar_{t_{-1}} = 1),
+// so the new alphabar'_k equals the old alphabar_{t_k} and q(x_t | x_0) is
+// unchanged on the kept steps. Timesteps of the result map each new index
+// to the original training timestep (composed with s.Timesteps).
+func (s *Schedule) Respace(use []int) (*Schedule, error) {
+	if len(use) == 0 {
+		return nil, fmt.Errorf("schedule: respace: no timesteps given, need 1..%d", s.T())
+	}
+	b := make([]float64, len(use))
+	ts := make([]int, len(use))
+	last := 1.0
+	for k, t := range use {
+		if t < 0 || t >= s.T() || (k > 0 && t <= use[k-1]) {
+			return nil, fmt.Errorf("schedule: respace: timesteps[%d] = %d: must be strictly increasing in 0..%d", k, t, s.T()-1)
+		}
+		ac := s.AlphasCumprod[t]
+		b[k] = 1 - ac/last
+		last = ac
+		ts[k] = s.Timesteps[t]
+	}
+	if err := checkBetas(b); err != nil {
+		return nil, fmt.Errorf("schedule: respace: %w", err)
+	}
+	return fromBetas(b, ts), nil
+}
