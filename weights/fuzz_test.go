@@ -1,0 +1,55 @@
+package weights
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+// FuzzParse feeds arbitrary bytes to the safetensors reader: it must never
+// panic, never allocate beyond the input's size, and anything it accepts
+// must survive a Write/Read round trip.
+func FuzzParse(f *testing.F) {
+	if b, err := os.ReadFile(filepath.Join("testdata", "dtypes.safetensors")); err == nil {
+		f.Add(b)
+	}
+	var buf bytes.Buffer
+	if err := Write(&buf, sampleFile()); err == nil {
+		f.Add(buf.Bytes())
+	}
+	f.Add(build(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[1],"data_offsets":[8,10]}}`, make([]byte, 10)))
+	f.Add(build(`{"__metadata__":{"k":"v"}}`, nil))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		file, err := Read(bytes.NewReader(in), int64(len(in)))
+		if err != nil {
+			return
+		}
+		total := 0
+		for name, tn := range file.Tensors {
+			if len(tn.Data) != tn.NumElements() {
+				t.Fatalf("%q: %d values for shape %v", name, len(tn.Data), tn.Shape)
+			}
+			total += len(tn.Data)
+		}
+		if total > len(in) {
+			t.Fatalf("%d values from %d bytes", total, len(in))
+		}
+		for name, tn := range file.Tensors {
+			tn.DType = ""
+			file.Tensors[name] = tn
+		}
+		var out bytes.Buffer
+		if err := Write(&out, file); err != nil {
+			t.Fatalf("re-encoding an accepted file: %v", err)
+		}
+		again, err := Read(bytes.NewReader(out.Bytes()), int64(out.Len()))
+		if err != nil {
+			t.Fatalf("re-reading: %v", err)
+		}
+		if len(again.Tensors) != len(file.Tensors) || (len(file.Metadata) > 0 && !reflect.DeepEqual(again.Metadata, file.Metadata)) {
+			t.Fatal("round trip changed the file")
+		}
+	})
+}
