@@ -31,6 +31,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"schedule": {"print or plot a noise schedule", runSchedule},
+		"serve":    {"serve a model over HTTP (OpenAI Images API, jobs, metrics, web page)", runServe},
 	}
 }
 

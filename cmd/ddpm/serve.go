@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ddpm-go/ddpm/server"
+)
+
+// serveOptions are the flags of "ddpm serve".
+type serveOptions struct {
+	model   string
+	addr    string
+	device  string
+	server  server.Options
+	logJSON bool
+
+	// Test-only: serve the deterministic fake generator instead of a model
+	// (for the end-to-end, browser and load tests of the HTTP layer). Hidden
+	// from -h; never use it for anything but tests.
+	testFake           bool
+	testFakeStepDelay  time.Duration
+	testFakeImageDelay time.Duration
+}
+
+const serveSynopsis = "serve [--model PATH] [--addr :8080] [--max-batch N] [--queue N] [--timeout D] [--api-key K] [--device auto|cpu|cuda]"
+
+const serveExamples = `  ddpm serve                                   # the embedded default model on :8080
+  ddpm serve --model ./ddpm-cifar10 --addr 127.0.0.1:9000 --max-batch 16
+  DDPM_API_KEY=secret ddpm serve --queue 128 --timeout 2m
+
+  curl -s localhost:8080/v1/generate -d '{"n":16,"steps":50,"seed":1}' > grid.png`
+
+// parseServe parses the serve flags.
+func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
+	var o serveOptions
+	fs := newFlagSet("serve", serveSynopsis, serveExamples, stderr)
+	fs.StringVar(&o.model, "model", "", "model `path`: a diffusers folder or checkpoint (default: the embedded model)")
+	fs.StringVar(&o.addr, "addr", ":8080", "listen `address`")
+	fs.StringVar(&o.device, "device", "auto", "device: auto (CUDA when present, else CPU), cpu or cuda")
+	fs.IntVar(&o.server.MaxBatch, "max-batch", 8, "most images per model batch (dynamic batching)")
+	fs.IntVar(&o.server.QueueSize, "queue", 64, "most requests waiting; more are answered 429")
+	fs.DurationVar(&o.server.Timeout, "timeout", 5*time.Minute, "per-request time limit, queueing included")
+	fs.DurationVar(&o.server.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long running jobs may finish")
+	fs.DurationVar(&o.server.BatchWindow, "batch-window", 0, "how long an idle worker waits for a batch to fill")
+	fs.IntVar(&o.server.MaxN, "max-n", 16, "most images per request")
+	fs.IntVar(&o.server.MaxSteps, "max-steps", 1000, "most denoising steps per request")
+	fs.Int64Var(&o.server.MaxBodyBytes, "max-body", 64<<10, "request body limit in bytes")
+	fs.StringVar(&o.server.APIKey, "api-key", "", "bearer token required on every route but /healthz, /readyz and / (default: $DDPM_API_KEY)")
+	fs.BoolVar(&o.logJSON, "log-json", false, "log JSON lines instead of text")
+	fs.BoolVar(&o.testFake, "test-fake-model", false, "TEST ONLY: serve a fake generator, not a model")
+	fs.DurationVar(&o.testFakeStepDelay, "test-fake-step-delay", 0, "TEST ONLY: fake cost per batch step")
+	fs.DurationVar(&o.testFakeImageDelay, "test-fake-image-delay", 0, "TEST ONLY: fake cost per image per step")
+	fs.Usage = func() { // as flag.PrintDefaults, without the test-only flags
+		fmt.Fprintf(stderr, "usage: ddpm %s\n\n", serveSynopsis)
+		fs.VisitAll(func(f *flag.Flag) {
+			if strings.HasPrefix(f.Name, "test-") {
+				return
+			}
+			name, help := flag.UnquoteUsage(f)
+			fmt.Fprintf(stderr, "  -%s %s\n    \t%s", f.Name, name, help)
+			if f.DefValue != "" && f.DefValue != "false" {
+				fmt.Fprintf(stderr, " (default %s)", f.DefValue)
+			}
+			fmt.Fprintln(stderr)
+		})
+		fmt.Fprintf(stderr, "\nexamples:\n%s\n", serveExamples)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return o, err
+	}
+	if o.server.APIKey == "" {
+		o.server.APIKey = os.Getenv("DDPM_API_KEY")
+	}
+	switch o.device {
+	case "auto", "cpu", "cuda":
+	default:
+		return o, usageError{fmt.Sprintf("serve: --device %q: allowed values are auto, cpu and cuda", o.device)}
+	}
+	if o.testFake && o.model != "" {
+		return o, usageError{"serve: --test-fake-model and --model exclude each other"}
+	}
+	return o, nil
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseServe(args, stderr)
+	if err != nil {
+		return err
+	}
+	var h slog.Handler = slog.NewTextHandler(stderr, nil)
+	if o.logJSON {
+		h = slog.NewJSONHandler(stderr, nil)
+	}
+	log := slog.New(h)
+	o.server.Logger = log
+
+	var gen server.Generator
+	if o.testFake {
+		f := server.NewFakeGenerator(32, 1, []string{"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"})
+		f.Model.Name = "test-fake"
+		f.StepDelay, f.ImageDelay = o.testFakeStepDelay, o.testFakeImageDelay
+		log.Warn("serving the TEST-ONLY fake generator: images are noise patterns, not model samples")
+		gen = f
+	} else {
+		g, closeGen, err := loadServeModel(ctx, o, log)
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		defer closeGen()
+		gen = g
+	}
+	srv, err := server.New(gen, o.server)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("serve: --addr %q: %w", o.addr, err)
+	}
+	info := gen.Info()
+	fmt.Fprintf(stdout, "ddpm serve: listening on http://%s (model %s on %s, max batch %d, queue %d)\n",
+		ln.Addr(), info.Name, info.Device, o.server.MaxBatch, o.server.QueueSize)
+	err = srv.Serve(ctx, ln)
+	if err == nil {
+		fmt.Fprintln(stdout, "ddpm serve: drained and stopped")
+	}
+	return err
+}

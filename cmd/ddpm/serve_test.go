@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"image/png"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestParseServe(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		env   string
+		ok    bool
+		check func(serveOptions) bool
+	}{
+		{"defaults", nil, "", true, func(o serveOptions) bool {
+			return o.addr == ":8080" && o.server.MaxBatch == 8 && o.server.QueueSize == 64 && o.device == "auto" && o.server.APIKey == ""
+		}},
+		{"flags", []string{"--addr", "127.0.0.1:0", "--max-batch", "3", "--queue", "5", "--timeout", "7s", "--api-key", "k", "--device", "cpu"}, "", true,
+			func(o serveOptions) bool {
+				return o.addr == "127.0.0.1:0" && o.server.MaxBatch == 3 && o.server.QueueSize == 5 && o.server.Timeout == 7*time.Second &&
+					o.server.APIKey == "k" && o.device == "cpu"
+			}},
+		{"env key", nil, "fromenv", true, func(o serveOptions) bool { return o.server.APIKey == "fromenv" }},
+		{"flag beats env", []string{"--api-key", "flag"}, "fromenv", true, func(o serveOptions) bool { return o.server.APIKey == "flag" }},
+		{"bad device", []string{"--device", "tpu"}, "", false, nil},
+		{"bad duration", []string{"--timeout", "soon"}, "", false, nil},
+		{"extra arg", []string{"model.bin"}, "", false, nil},
+		{"fake and model", []string{"--test-fake-model", "--model", "x"}, "", false, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("DDPM_API_KEY", tc.env)
+			o, err := parseServe(tc.args, io.Discard)
+			if (err == nil) != tc.ok {
+				t.Fatalf("err %v", err)
+			}
+			if err != nil {
+				var u usageError
+				if !errors.As(err, &u) {
+					t.Errorf("%v is not a usage error", err)
+				}
+				return
+			}
+			if !tc.check(o) {
+				t.Errorf("options %+v", o)
+			}
+		})
+	}
+}
+
+func TestServeHelpHidesTestFlags(t *testing.T) {
+	var buf bytes.Buffer
+	parseServe([]string{"-h"}, &buf)
+	if !strings.Contains(buf.String(), "-max-batch") || strings.Contains(buf.String(), "test-fake") {
+		t.Errorf("help:\n%s", buf.String())
+	}
+}
+
+// TestServeEndToEnd builds the real binary, starts "ddpm serve" on a
+// loopback port with the test-only fake generator, generates with curl and
+// stops it with SIGTERM, expecting a clean drain and exit status 0.
+func TestServeEndToEnd(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl is not installed")
+	}
+	if testing.Short() {
+		t.Skip("builds the binary; skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "ddpm")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve", "--test-fake-model", "--test-fake-step-delay", "1ms",
+		"--addr", "127.0.0.1:0", "--api-key", "e2e-key", "--drain-timeout", "10s")
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(stdout)
+	var base string
+	for sc.Scan() {
+		if _, rest, ok := strings.Cut(sc.Text(), "listening on "); ok {
+			base = strings.Fields(rest)[0]
+			break
+		}
+	}
+	if base == "" {
+		t.Fatalf("no listening line; stderr:\n%s", stderr.String())
+	}
+	lines := make(chan string, 16)
+	go func() {
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	run := func(args ...string) []byte {
+		t.Helper()
+		out, err := exec.CommandContext(ctx, curl, append([]string{"-sS", "--fail-with-body", "-H", "Authorization: Bearer e2e-key"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("curl %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
+	// PNG grid for curl users.
+	grid := run("-d", `{"n":4,"steps":5,"seed":1}`, base+"/v1/generate")
+	img, err := png.Decode(bytes.NewReader(grid))
+	if err != nil {
+		t.Fatalf("/v1/generate: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() != 66 || b.Dy() != 66 {
+		t.Errorf("grid %v, want 66x66", b)
+	}
+	// OpenAI Images API.
+	var resp struct {
+		Data []struct {
+			B64JSON string `json:"b64_json"`
+		} `json:"data"`
+	}
+	body := run("-H", "Content-Type: application/json", "-d", `{"prompt":"seven","n":2,"size":"32x32","steps":3}`, base+"/v1/images/generations")
+	if err := json.Unmarshal(body, &resp); err != nil || len(resp.Data) != 2 {
+		t.Fatalf("generations: %v %.200s", err, body)
+	}
+	for _, d := range resp.Data {
+		b, _ := base64.StdEncoding.DecodeString(d.B64JSON)
+		if _, err := png.Decode(bytes.NewReader(b)); err != nil {
+			t.Errorf("b64 image: %v", err)
+		}
+	}
+	// Without the key: 401.
+	code, _ := exec.CommandContext(ctx, curl, "-s", "-o", "/dev/null", "-w", "%{http_code}", base+"/v1/models").Output()
+	if string(code) != "401" {
+		t.Errorf("no key: %s", code)
+	}
+	// SIGTERM drains and exits 0.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var rest []string
+	for l := range lines {
+		rest = append(rest, l)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\nstderr:\n%s", err, stderr.String())
+	}
+	if !strings.Contains(strings.Join(rest, "\n"), "drained") {
+		t.Errorf("stdout after SIGTERM: %q", rest)
+	}
+}
