@@ -104,7 +104,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	var gen server.Generator
 	if o.testFake {
-		f := server.NewFakeGenerator(32, 1, []string{"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"})
+		f := server.NewFakeGenerator(32, 3, []string{"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"})
 		f.Model.Name = "test-fake"
 		f.StepDelay, f.ImageDelay = o.testFakeStepDelay, o.testFakeImageDelay
 		log.Warn("serving the TEST-ONLY fake generator: images are noise patterns, not model samples")
