@@ -1,0 +1,179 @@
+package weights
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// Format names the kind of weights source Open found.
+type Format int
+
+// The formats Open accepts.
+const (
+	// FormatDiffusers is a diffusers model folder: config.json +
+	// diffusion_pytorch_model.safetensors.
+	FormatDiffusers Format = iota + 1
+	// FormatDiffusersPipeline is a diffusers pipeline root with unet/ and
+	// optionally scheduler/ subfolders.
+	FormatDiffusersPipeline
+	// FormatModel is a ddpm model file.
+	FormatModel
+	// FormatCheckpoint is a ddpm training checkpoint.
+	FormatCheckpoint
+	// FormatSafetensors is a plain safetensors file with no model
+	// configuration (Inspect only; Open rejects it).
+	FormatSafetensors
+)
+
+// String returns the format's name as the CLI prints it.
+func (f Format) String() string {
+	switch f {
+	case FormatDiffusers:
+		return "diffusers"
+	case FormatDiffusersPipeline:
+		return "diffusers-pipeline"
+	case FormatModel:
+		return "ddpm-model"
+	case FormatCheckpoint:
+		return "ddpm-checkpoint"
+	case FormatSafetensors:
+		return "safetensors"
+	}
+	return fmt.Sprintf("Format(%d)", int(f))
+}
+
+// File names inside diffusers folders.
+const (
+	DiffusersConfig      = "config.json"
+	DiffusersWeights     = "diffusion_pytorch_model.safetensors"
+	diffusersWeightsFP16 = "diffusion_pytorch_model.fp16.safetensors"
+	diffusersPickle      = "diffusion_pytorch_model.bin"
+	DiffusersScheduler   = "scheduler_config.json"
+	pipelineUNetDir      = "unet"
+	pipelineSchedulerDir = "scheduler"
+)
+
+// Source is a model loaded by Open, with where it came from.
+type Source struct {
+	// Path is the path given to Open.
+	Path string
+	// Format is what Open found there.
+	Format Format
+	// Model holds the configs and the model tensors; a checkpoint's training
+	// state tensors are not loaded.
+	Model
+	// Metadata is the safetensors metadata of the weights file (for model
+	// files and checkpoints it includes the Meta* keys).
+	Metadata map[string]string
+}
+
+// Open loads a model from path, which may be a diffusers model folder, a
+// diffusers pipeline root (unet/ + scheduler/), a diffusers weights file
+// with config.json beside it, a ddpm model file or a ddpm checkpoint (whose
+// EMA weights are the model; its training state is skipped, see
+// ReadCheckpoint). Errors name the path and say what was expected there.
+func Open(path string) (*Source, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("open model: %w", err)
+	}
+	if st.IsDir() {
+		return LoadDiffusers(path)
+	}
+	f, err := readFileSelected(path, func(name string) bool { return !isExtra(name) })
+	if err != nil {
+		return nil, fmt.Errorf("open model: %w", err)
+	}
+	if _, ok := f.Metadata[MetaUNetConfig]; !ok {
+		// A diffusers weights file named directly: use its folder's config.
+		cfg := filepath.Join(filepath.Dir(path), DiffusersConfig)
+		b, err := os.ReadFile(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open model %s: no %q metadata (not a ddpm model file) and no readable %s beside it (not a diffusers folder)", path, MetaUNetConfig, DiffusersConfig)
+		}
+		if err := checkConfig(cfg, b); err != nil {
+			return nil, err
+		}
+		return &Source{Path: path, Format: FormatDiffusers, Metadata: f.Metadata,
+			Model: Model{UNetConfig: b, Tensors: f.Tensors}}, nil
+	}
+	return sourceFromModelFile(path, f)
+}
+
+// LoadDiffusers loads a diffusers UNet2DModel folder (config.json +
+// diffusion_pytorch_model.safetensors, or the .fp16 variant) or a pipeline
+// root whose unet/ subfolder is one; for a pipeline, scheduler/
+// scheduler_config.json is returned in SchedulerConfig when present.
+// config.json is returned as read (it must be a JSON object).
+func LoadDiffusers(dir string) (*Source, error) {
+	if isFile(filepath.Join(dir, DiffusersConfig)) {
+		return loadDiffusersModel(dir, dir, FormatDiffusers)
+	}
+	unet := filepath.Join(dir, pipelineUNetDir)
+	if isFile(filepath.Join(unet, DiffusersConfig)) {
+		s, err := loadDiffusersModel(dir, unet, FormatDiffusersPipeline)
+		if err != nil {
+			return nil, err
+		}
+		sched := filepath.Join(dir, pipelineSchedulerDir, DiffusersScheduler)
+		b, err := os.ReadFile(sched)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return nil, fmt.Errorf("open model: %w", err)
+		default:
+			if err := checkConfig(sched, b); err != nil {
+				return nil, err
+			}
+			s.SchedulerConfig = b
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("open model %s: not a diffusers folder (no %s) nor a pipeline (no %s/%s)", dir, DiffusersConfig, pipelineUNetDir, DiffusersConfig)
+}
+
+func loadDiffusersModel(root, dir string, format Format) (*Source, error) {
+	cfgPath := filepath.Join(dir, DiffusersConfig)
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, fmt.Errorf("open model: %w", err)
+	}
+	if err := checkConfig(cfgPath, cfg); err != nil {
+		return nil, err
+	}
+	wpath := filepath.Join(dir, DiffusersWeights)
+	if !isFile(wpath) {
+		switch alt := filepath.Join(dir, diffusersWeightsFP16); {
+		case isFile(alt):
+			wpath = alt
+		case isFile(filepath.Join(dir, diffusersPickle)):
+			return nil, fmt.Errorf("open model %s: only %s (a PyTorch pickle) is present; convert it to %s (safetensors), pickles are not loaded", dir, diffusersPickle, DiffusersWeights)
+		default:
+			return nil, fmt.Errorf("open model %s: %s has no %s", root, dir, DiffusersWeights)
+		}
+	}
+	f, err := ReadFile(wpath)
+	if err != nil {
+		return nil, fmt.Errorf("open model: %w", err)
+	}
+	return &Source{Path: root, Format: format, Metadata: f.Metadata,
+		Model: Model{UNetConfig: cfg, Tensors: f.Tensors}}, nil
+}
+
+// checkConfig requires a config file to be a JSON object.
+func checkConfig(path string, b []byte) error {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(b, &obj); err != nil {
+		return fmt.Errorf("open model: %s is not a JSON object: %v", path, err)
+	}
+	return nil
+}
+
+func isFile(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && !st.IsDir()
+}
