@@ -1,0 +1,25 @@
+// Package diffusion implements Gaussian diffusion models (Ho et al. 2020,
+// "Denoising Diffusion Probabilistic Models"; Nichol & Dhariwal 2021,
+// "Improved Denoising Diffusion Probabilistic Models"; Song et al. 2021,
+// "Denoising Diffusion Implicit Models") against a small Model interface: the
+// network's parameterisations, the reverse process p(x_{t-1} | x_t), the
+// training losses with their gradients, the NLL in bits per dimension and
+// the samplers (DDPM ancestral, respaced DDPM, DDIM, classifier-free
+// guidance, RePaint inpainting, SDEdit img2img).
+//
+// Conventions: tensors are float32 in (N, C, H, W) order with images in
+// [-1, 1]; schedule tables are float64 (package schedule); timesteps are
+// 0-indexed, t = 0..T-1, so index t is the paper's step t+1 and "x_{t-1}"
+// at t = 0 is the data x_0. A Model is always called with timesteps of its
+// training schedule, also when sampling over a respaced one.
+//
+// The math follows improved-diffusion's gaussian_diffusion.py: the network
+// predicts epsilon, x_0 or v (Salimans & Ho 2022) and optionally the
+// variance; p(x_{t-1} | x_t) = N(mu_theta, Sigma_theta) with
+// mu_theta = coef1_t xhat_0 + coef2_t x_t (Ho Eq. 7 with x_0 replaced by its
+// estimate). Losses are per example, averaged over all C*H*W dimensions
+// ("mean_flat"), and the VLB terms are in bits.
+//
+// Nothing here uses global random state: every function that draws noise
+// takes an explicit *rand.Rand (math/rand/v2) or a seed.
+package diffusion
