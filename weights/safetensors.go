@@ -61,12 +61,13 @@ type File struct {
 
 // TensorInfo describes one tensor of a safetensors header without its data.
 type TensorInfo struct {
-	Name  string
-	DType string
-	Shape []int
+	Name  string `json:"name"`
+	DType string `json:"dtype"`
+	Shape []int  `json:"shape"`
 	// Begin and End are byte offsets into the data buffer, which starts at
 	// Header.DataOffset in the file.
-	Begin, End int64
+	Begin int64 `json:"begin"`
+	End   int64 `json:"end"`
 }
 
 // NumElements returns product(Shape), 1 for a scalar.

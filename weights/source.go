@@ -110,15 +110,37 @@ func Open(path string) (*Source, error) {
 // scheduler_config.json is returned in SchedulerConfig when present.
 // config.json is returned as read (it must be a JSON object).
 func LoadDiffusers(dir string) (*Source, error) {
-	if isFile(filepath.Join(dir, DiffusersConfig)) {
-		return loadDiffusersModel(dir, dir, FormatDiffusers)
+	l, err := findDiffusers(dir)
+	if err != nil {
+		return nil, err
 	}
-	unet := filepath.Join(dir, pipelineUNetDir)
-	if isFile(filepath.Join(unet, DiffusersConfig)) {
-		s, err := loadDiffusersModel(dir, unet, FormatDiffusersPipeline)
-		if err != nil {
-			return nil, err
+	f, err := ReadFile(l.weights)
+	if err != nil {
+		return nil, fmt.Errorf("open model: %w", err)
+	}
+	return &Source{Path: dir, Format: l.format, Metadata: f.Metadata,
+		Model: Model{UNetConfig: l.config, SchedulerConfig: l.scheduler, Tensors: f.Tensors}}, nil
+}
+
+// diffusersLayout is what findDiffusers located in a diffusers folder.
+type diffusersLayout struct {
+	format    Format
+	weights   string // path of the safetensors file
+	config    []byte // config.json
+	scheduler []byte // scheduler/scheduler_config.json of a pipeline, or nil
+}
+
+// findDiffusers locates and reads the configs of a diffusers model folder
+// or pipeline root, without reading the weights.
+func findDiffusers(dir string) (*diffusersLayout, error) {
+	l := &diffusersLayout{format: FormatDiffusers}
+	unet := dir
+	if !isFile(filepath.Join(dir, DiffusersConfig)) {
+		unet = filepath.Join(dir, pipelineUNetDir)
+		if !isFile(filepath.Join(unet, DiffusersConfig)) {
+			return nil, fmt.Errorf("open model %s: not a diffusers folder (no %s) nor a pipeline (no %s/%s)", dir, DiffusersConfig, pipelineUNetDir, DiffusersConfig)
 		}
+		l.format = FormatDiffusersPipeline
 		sched := filepath.Join(dir, pipelineSchedulerDir, DiffusersScheduler)
 		b, err := os.ReadFile(sched)
 		switch {
@@ -129,15 +151,10 @@ func LoadDiffusers(dir string) (*Source, error) {
 			if err := checkConfig(sched, b); err != nil {
 				return nil, err
 			}
-			s.SchedulerConfig = b
+			l.scheduler = b
 		}
-		return s, nil
 	}
-	return nil, fmt.Errorf("open model %s: not a diffusers folder (no %s) nor a pipeline (no %s/%s)", dir, DiffusersConfig, pipelineUNetDir, DiffusersConfig)
-}
-
-func loadDiffusersModel(root, dir string, format Format) (*Source, error) {
-	cfgPath := filepath.Join(dir, DiffusersConfig)
+	cfgPath := filepath.Join(unet, DiffusersConfig)
 	cfg, err := os.ReadFile(cfgPath)
 	if err != nil {
 		return nil, fmt.Errorf("open model: %w", err)
@@ -145,23 +162,19 @@ func loadDiffusersModel(root, dir string, format Format) (*Source, error) {
 	if err := checkConfig(cfgPath, cfg); err != nil {
 		return nil, err
 	}
-	wpath := filepath.Join(dir, DiffusersWeights)
-	if !isFile(wpath) {
-		switch alt := filepath.Join(dir, diffusersWeightsFP16); {
+	l.config = cfg
+	l.weights = filepath.Join(unet, DiffusersWeights)
+	if !isFile(l.weights) {
+		switch alt := filepath.Join(unet, diffusersWeightsFP16); {
 		case isFile(alt):
-			wpath = alt
-		case isFile(filepath.Join(dir, diffusersPickle)):
-			return nil, fmt.Errorf("open model %s: only %s (a PyTorch pickle) is present; convert it to %s (safetensors), pickles are not loaded", dir, diffusersPickle, DiffusersWeights)
+			l.weights = alt
+		case isFile(filepath.Join(unet, diffusersPickle)):
+			return nil, fmt.Errorf("open model %s: only %s (a PyTorch pickle) is present; convert it to %s (safetensors), pickles are not loaded", unet, diffusersPickle, DiffusersWeights)
 		default:
-			return nil, fmt.Errorf("open model %s: %s has no %s", root, dir, DiffusersWeights)
+			return nil, fmt.Errorf("open model %s: %s has no %s", dir, unet, DiffusersWeights)
 		}
 	}
-	f, err := ReadFile(wpath)
-	if err != nil {
-		return nil, fmt.Errorf("open model: %w", err)
-	}
-	return &Source{Path: root, Format: format, Metadata: f.Metadata,
-		Model: Model{UNetConfig: cfg, Tensors: f.Tensors}}, nil
+	return l, nil
 }
 
 // checkConfig requires a config file to be a JSON object.
