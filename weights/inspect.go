@@ -26,8 +26,10 @@ type Info struct {
 	Configs map[string]json.RawMessage `json:"configs"`
 	// ClassNames are the class labels of a class-conditional model file.
 	ClassNames []string `json:"class_names,omitempty"`
+	// NumTensors counts the tensors, checkpoint state included.
+	NumTensors int `json:"num_tensors"`
 	// Tensors lists every tensor in file order, checkpoint state included.
-	Tensors []TensorInfo `json:"tensors"`
+	Tensors []TensorInfo `json:"tensors,omitempty"`
 	// NumParams counts the elements of the model tensors; NumExtraParams
 	// those of a checkpoint's raw/, adam_m/ and adam_v/ tensors.
 	NumParams      int64 `json:"num_params"`
@@ -59,7 +61,7 @@ func Inspect(path string) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inspect: %w", err)
 	}
-	info.Metadata, info.Tensors = h.Metadata, h.Tensors
+	info.Metadata, info.Tensors, info.NumTensors = h.Metadata, h.Tensors, len(h.Tensors)
 	if info.Metadata == nil {
 		info.Metadata = map[string]string{}
 	}
