@@ -62,8 +62,8 @@ func TestSgemmAgainstReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	type tc struct {
 		m, n, k, padA, padB, padC int
-		ta, tb                     bool
-		alpha, beta                float32
+		ta, tb                    bool
+		alpha, beta               float32
 	}
 	var cases []tc
 	for _, ta := range []bool{false, true} {
