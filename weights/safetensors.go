@@ -378,8 +378,11 @@ func encodeHeader(f *File) ([]byte, []string, error) {
 		}
 		n := 1
 		for i, d := range t.Shape {
-			if d < 0 {
-				return nil, nil, fmt.Errorf("write safetensors: tensor %q: shape[%d] = %d, want >= 0", name, i, d)
+			if d < 0 || d > math.MaxInt32 {
+				return nil, nil, fmt.Errorf("write safetensors: tensor %q: shape[%d] = %d, want 0..%d", name, i, d, math.MaxInt32)
+			}
+			if d != 0 && n > math.MaxInt/4/d {
+				return nil, nil, fmt.Errorf("write safetensors: tensor %q: shape %v is too large", name, t.Shape)
 			}
 			n *= d
 		}
@@ -445,13 +448,19 @@ func Write(w io.Writer, f *File) error {
 	if _, err := bw.Write(hdr); err != nil {
 		return fmt.Errorf("write safetensors header: %w", err)
 	}
-	var buf [4]byte
+	buf := make([]byte, 0, 64<<10)
 	for _, name := range names {
-		for _, v := range f.Tensors[name].Data {
-			binary.LittleEndian.PutUint32(buf[:], math.Float32bits(v))
-			if _, err := bw.Write(buf[:]); err != nil {
+		data := f.Tensors[name].Data
+		for len(data) > 0 {
+			k := min(len(data), cap(buf)/4)
+			buf = buf[:0]
+			for _, v := range data[:k] {
+				buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
+			}
+			if _, err := bw.Write(buf); err != nil {
 				return fmt.Errorf("write tensor %q: %w", name, err)
 			}
+			data = data[k:]
 		}
 	}
 	if err := bw.Flush(); err != nil {

@@ -173,6 +173,8 @@ func TestWriteErrors(t *testing.T) {
 		{"nil", nil, "nil File"},
 		{"short data", &File{Tensors: map[string]Tensor{"w": {Shape: []int{2, 2}, Data: seq(3)}}}, `tensor "w": shape [2 2] needs 4 values, Data has 3`},
 		{"negative", &File{Tensors: map[string]Tensor{"w": {Shape: []int{-1}}}}, "shape[0] = -1"},
+		{"overflow", &File{Tensors: map[string]Tensor{"w": {Shape: []int{1 << 31, 1 << 31}}}}, "shape[0] = 2147483648"},
+		{"wraps to zero", &File{Tensors: map[string]Tensor{"w": {Shape: []int{1 << 30, 1 << 30, 1 << 30, 1 << 30}}}}, "too large"},
 		{"f16", &File{Tensors: map[string]Tensor{"w": {DType: "F16", Shape: []int{1}, Data: seq(1)}}}, "F32 only"},
 		{"reserved", &File{Tensors: map[string]Tensor{"__metadata__": {Shape: []int{1}, Data: seq(1)}}}, "reserved"},
 		{"empty name", &File{Tensors: map[string]Tensor{"": {Shape: []int{1}, Data: seq(1)}}}, "reserved or empty"},

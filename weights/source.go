@@ -48,11 +48,16 @@ func (f Format) String() string {
 
 // File names inside diffusers folders.
 const (
-	DiffusersConfig      = "config.json"
-	DiffusersWeights     = "diffusion_pytorch_model.safetensors"
+	// DiffusersConfig is a diffusers model folder's config JSON.
+	DiffusersConfig = "config.json"
+	// DiffusersWeights is a diffusers model folder's safetensors weights.
+	DiffusersWeights = "diffusion_pytorch_model.safetensors"
+	// DiffusersScheduler is the scheduler config inside a pipeline's
+	// scheduler/ folder.
+	DiffusersScheduler = "scheduler_config.json"
+
 	diffusersWeightsFP16 = "diffusion_pytorch_model.fp16.safetensors"
 	diffusersPickle      = "diffusion_pytorch_model.bin"
-	DiffusersScheduler   = "scheduler_config.json"
 	pipelineUNetDir      = "unet"
 	pipelineSchedulerDir = "scheduler"
 )
