@@ -1,0 +1,99 @@
+package diffusion
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func TestTimestepSamplerUniform(t *testing.T) {
+	s, err := NewUniformSampler(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, w := s.Sample(rand.New(rand.NewPCG(1, 1)), 1000)
+	for i := range ts {
+		if ts[i] < 0 || ts[i] >= 10 || w[i] != 1 {
+			t.Fatalf("sample %d: t=%d w=%v", i, ts[i], w[i])
+		}
+	}
+	if _, err := NewUniformSampler(0); err == nil {
+		t.Error("T=0 accepted")
+	}
+}
+
+func TestTimestepSamplerSecondMoment(t *testing.T) {
+	const T = 4
+	s, err := NewLossSecondMomentSampler(T, 3, 0.01)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(2, 2))
+	// Not warmed up: uniform.
+	_, w := s.Sample(rng, 5)
+	for _, v := range w {
+		if v != 1 {
+			t.Fatal("weights before warm-up must be 1")
+		}
+	}
+	loss := []float64{1, 2, 4, 8}
+	for range 3 {
+		if err := s.Update([]int{0, 1, 2, 3}, loss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := s.Probabilities()
+	sum := 0.0
+	for i, v := range p {
+		sum += v
+		want := loss[i]/15*(1-0.01) + 0.01/T
+		if math.Abs(v-want) > 1e-12 {
+			t.Errorf("p[%d] = %v, want %v", i, v, want)
+		}
+	}
+	if math.Abs(sum-1) > 1e-12 {
+		t.Errorf("probabilities sum to %v", sum)
+	}
+	// Importance weights make the estimate unbiased: E_p[w L_t] = mean_t L_t.
+	n := 200000
+	ts, ws := s.Sample(rng, n)
+	est := 0.0
+	for i := range ts {
+		est += ws[i] * loss[ts[i]] / float64(n)
+	}
+	if math.Abs(est-3.75) > 0.05 {
+		t.Errorf("importance-weighted mean %v, want 3.75", est)
+	}
+	// History keeps the last 3 values.
+	_ = s.Update([]int{0}, []float64{100})
+	if h := s.History[0]; len(h) != 3 || h[2] != 100 || h[0] != 1 {
+		t.Errorf("history %v", h)
+	}
+	// State round trip.
+	b, err := s.MarshalState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := UnmarshalTimestepSampler(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, _ := s.Sample(rand.New(rand.NewPCG(5, 5)), 20)
+	a2, _ := s2.Sample(rand.New(rand.NewPCG(5, 5)), 20)
+	for i := range a1 {
+		if a1[i] != a2[i] {
+			t.Fatal("restored sampler draws differently")
+		}
+	}
+	for _, bad := range []string{`{`, `{"timesteps":0}`, `{"timesteps":2,"second_moment":true,"history_per_term":1,"uniform_prob":0.1,"history":[[1,2],[]]}`} {
+		if _, err := UnmarshalTimestepSampler([]byte(bad)); err == nil {
+			t.Errorf("state %s accepted", bad)
+		}
+	}
+	if err := s.Update([]int{9}, []float64{1}); err == nil {
+		t.Error("t out of range accepted")
+	}
+	if err := s.Update([]int{0}, []float64{math.NaN()}); err == nil {
+		t.Error("NaN loss accepted")
+	}
+}
