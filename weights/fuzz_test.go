@@ -53,3 +53,23 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOpenModel feeds arbitrary model files (metadata JSON included) to the
+// model decoder: errors are fine, panics are not.
+func FuzzOpenModel(f *testing.F) {
+	mf, err := tinyModel().File()
+	if err != nil {
+		f.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := Write(&buf, mf); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(buf.Bytes())
+	f.Fuzz(func(t *testing.T, in []byte) {
+		s, err := openModelBytes("fuzz", in)
+		if err == nil && len(s.UNetConfig) == 0 {
+			t.Fatal("accepted a model without a UNet config")
+		}
+	})
+}
