@@ -81,6 +81,7 @@ func (ti TensorInfo) NumElements() int64 {
 
 // Header is a validated safetensors header.
 type Header struct {
+	// Metadata is the "__metadata__" object, nil when the file has none.
 	Metadata map[string]string
 	// Tensors are sorted by Begin, which is file order.
 	Tensors []TensorInfo
