@@ -796,3 +796,28 @@ func TestServeLoopback(t *testing.T) {
 		t.Error("still listening after shutdown")
 	}
 }
+
+// TestBatchWindow: an idle worker with a batch window waits for more
+// requests before it starts, so two requests 10 ms apart share a batch.
+func TestBatchWindow(t *testing.T) {
+	f, calls := slowFake(0)
+	s := newTest(t, f, Options{BatchWindow: 300 * time.Millisecond})
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if w := do(t, s.Handler(), "POST", "/v1/images/generations", `{"steps":2}`); w.Code != 200 {
+				t.Errorf("%d", w.Code)
+			}
+		}()
+		if i == 0 {
+			waitQueue(t, s, 1)
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	wg.Wait()
+	if n := <-calls; n != 2 {
+		t.Errorf("batch of %d, want 2", n)
+	}
+}
