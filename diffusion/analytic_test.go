@@ -208,3 +208,5 @@ func TestAnalyticLSimple(t *testing.T) {
 		}
 	}
 }
+
+func newRNG(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed+1)) }
