@@ -6,10 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"image"
 	"image/color"
 	"image/jpeg"
 	"image/png"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -552,5 +554,25 @@ func TestMNISTDirWithoutGoTool(t *testing.T) {
 	_, err = MNISTDir("")
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(empty, "github.com", "petar", "!go!m!n!i!s!t@")) || !strings.Contains(err.Error(), "go mod download") {
 		t.Fatalf("error should list the places looked: %v", err)
+	}
+}
+
+func TestBindFlags(t *testing.T) {
+	o := Options{Size: 32, Resize: ResizePad}
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	o.BindFlags(fs)
+	if err := fs.Parse([]string{"-split", "test", "-resize", "resize", "-size", "64", "-labels"}); err != nil {
+		t.Fatal(err)
+	}
+	if o.Split != Test || o.Resize != ResizeScale || o.Size != 64 || !o.Labels {
+		t.Fatalf("options %+v", o)
+	}
+	fs = flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	o.BindFlags(fs)
+	for _, bad := range [][]string{{"-split", "val"}, {"-resize", "crop"}} {
+		if err := fs.Parse(bad); err == nil {
+			t.Fatalf("%v accepted", bad)
+		}
 	}
 }
