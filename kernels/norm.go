@@ -1,0 +1,171 @@
+package kernels
+
+import "math"
+
+func (c *CPU) checkGN(op string, d GroupNormDims) bool {
+	if d.N < 1 || d.C < 1 || d.HW < 1 || d.Groups < 1 || d.C%d.Groups != 0 {
+		c.fail("%s: dims %+v: N, C, HW, Groups must be >= 1 and Groups must divide C", op, d)
+		return false
+	}
+	if !(d.Eps >= 0) {
+		c.fail("%s: Eps = %v: must be >= 0", op, d.Eps)
+		return false
+	}
+	return true
+}
+
+// GroupNorm normalises each (n, group) of C/Groups channels (Wu & He 2018):
+// with mu and var the mean and biased variance of the group's
+// (C/Groups)*HW values, z = (x - mu) / sqrt(var + Eps) * gamma[c] + beta[c],
+// and y = z, or y = z * sigmoid(z) when d.SiLU (the fused activation).
+// mean and rstd (N*Groups) receive mu and 1/sqrt(var + Eps). gamma and beta
+// may be nil (1 and 0). Statistics are accumulated in float64 in two passes;
+// the (n, group) pairs are split over the threads.
+func (c *CPU) GroupNorm(y, mean, rstd, x, gamma, beta []float32, d GroupNormDims) {
+	const op = "GroupNorm"
+	if !c.checkGN(op, d) {
+		return
+	}
+	total, ng := d.N*d.C*d.HW, d.N*d.Groups
+	if !c.has(op, "y", y, total) || !c.has(op, "x", x, total) || !c.has(op, "mean", mean, ng) ||
+		!c.has(op, "rstd", rstd, ng) || !c.opt(op, "gamma", gamma, d.C) || !c.opt(op, "beta", beta, d.C) {
+		return
+	}
+	cg := d.C / d.Groups
+	cnt := cg * d.HW
+	c.parallel(ng, max(1, elemGrain/cnt), func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			xs := x[i*cnt : (i+1)*cnt]
+			var s float64
+			for _, v := range xs {
+				s += float64(v)
+			}
+			mu := s / float64(cnt)
+			var ss float64
+			for _, v := range xs {
+				dv := float64(v) - mu
+				ss += dv * dv
+			}
+			rs := 1 / math.Sqrt(ss/float64(cnt)+float64(d.Eps))
+			mean[i], rstd[i] = float32(mu), float32(rs)
+			g0 := (i % d.Groups) * cg
+			for j := 0; j < cg; j++ {
+				ch := g0 + j
+				a := float32(rs)
+				if gamma != nil {
+					a *= gamma[ch]
+				}
+				bb := -float32(mu) * a
+				if beta != nil {
+					bb += beta[ch]
+				}
+				xr := xs[j*d.HW : (j+1)*d.HW]
+				yr := y[i*cnt+j*d.HW : i*cnt+(j+1)*d.HW]
+				if d.SiLU {
+					for p, v := range xr {
+						z := v*a + bb
+						yr[p] = z * sigmoid(z)
+					}
+				} else {
+					for p, v := range xr {
+						yr[p] = v*a + bb
+					}
+				}
+			}
+		}
+	})
+}
+
+// GroupNormBackward computes dx, dgamma and dbeta of GroupNorm given dy and
+// the saved mean and rstd. With xhat = (x - mu) * rstd, z = xhat*gamma +
+// beta and dz = dy (or dy * s * (1 + z*(1-s)), s = sigmoid(z), with SiLU):
+//
+//	dbeta[c]  = sum_{n,p} dz
+//	dgamma[c] = sum_{n,p} dz * xhat
+//	dx        = rstd * (g - mean_group(g) - xhat * mean_group(g * xhat)), g = dz*gamma
+//
+// dgamma and dbeta may be nil to skip them; gamma and beta may be nil (1
+// and 0) as in GroupNorm. dx serves as scratch for dz, so it must not alias
+// any input.
+func (c *CPU) GroupNormBackward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta []float32, d GroupNormDims) {
+	const op = "GroupNormBackward"
+	if !c.checkGN(op, d) {
+		return
+	}
+	total, ng := d.N*d.C*d.HW, d.N*d.Groups
+	if !c.has(op, "dx", dx, total) || !c.has(op, "dy", dy, total) || !c.has(op, "x", x, total) ||
+		!c.has(op, "mean", mean, ng) || !c.has(op, "rstd", rstd, ng) || !c.opt(op, "gamma", gamma, d.C) ||
+		!c.opt(op, "beta", beta, d.C) || !c.opt(op, "dgamma", dgamma, d.C) || !c.opt(op, "dbeta", dbeta, d.C) {
+		return
+	}
+	cg := d.C / d.Groups
+	cnt := cg * d.HW
+	// sums[(n*C+c)*2+{0,1}] = per-(n, c) sum of dz and of dz*xhat.
+	sums := c.ws.get(2 * d.N * d.C)
+	defer c.ws.put(sums)
+	c.parallel(ng, max(1, elemGrain/cnt), func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			mu, rs := mean[i], rstd[i]
+			g0 := (i % d.Groups) * cg
+			n := i / d.Groups
+			var m1, m2 float64 // sums of g and g*xhat over the group
+			for j := 0; j < cg; j++ {
+				ch := g0 + j
+				ga, be := float32(1), float32(0)
+				if gamma != nil {
+					ga = gamma[ch]
+				}
+				if beta != nil {
+					be = beta[ch]
+				}
+				off := i*cnt + j*d.HW
+				xr, gr, dr := x[off:off+d.HW], dy[off:off+d.HW], dx[off:off+d.HW]
+				var sdz, sdzx float32
+				for p, v := range xr {
+					xh := (v - mu) * rs
+					dz := gr[p]
+					if d.SiLU {
+						z := xh*ga + be
+						s := sigmoid(z)
+						dz *= s * (1 + z*(1-s))
+					}
+					dr[p] = dz
+					sdz += dz
+					sdzx += dz * xh
+				}
+				sums[(n*d.C+ch)*2] = sdz
+				sums[(n*d.C+ch)*2+1] = sdzx
+				m1 += float64(ga) * float64(sdz)
+				m2 += float64(ga) * float64(sdzx)
+			}
+			a1 := float32(m1 / float64(cnt))
+			a2 := float32(m2 / float64(cnt))
+			for j := 0; j < cg; j++ {
+				ch := g0 + j
+				ga := float32(1)
+				if gamma != nil {
+					ga = gamma[ch]
+				}
+				off := i*cnt + j*d.HW
+				xr, dr := x[off:off+d.HW], dx[off:off+d.HW]
+				for p, v := range xr {
+					xh := (v - mu) * rs
+					dr[p] = rs * (dr[p]*ga - a1 - xh*a2)
+				}
+			}
+		}
+	})
+	for ch := 0; ch < d.C; ch++ {
+		var sb, sg float32
+		for n := 0; n < d.N; n++ {
+			sb += sums[(n*d.C+ch)*2]
+			sg += sums[(n*d.C+ch)*2+1]
+		}
+		if dbeta != nil {
+			dbeta[ch] = sb
+		}
+		if dgamma != nil {
+			dgamma[ch] = sg
+		}
+	}
+}
