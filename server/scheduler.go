@@ -53,11 +53,11 @@ type job struct {
 
 	// guarded by scheduler.mu
 	state      JobState
-	dispatched int           // images handed to batches
-	finished   int           // images done
-	images     []image.Image // len(gen.seeds)
-	step       int           // steps done over all its batches
-	err        *APIError     // set when failed or cancelled
+	dispatched int       // images handed to batches
+	finished   int       // images done
+	pngs       [][]byte  // len(gen.seeds): the PNG of each finished image
+	step       int       // steps done over all its batches
+	err        *APIError // set when failed or cancelled
 	ended      time.Time
 	changed    chan struct{} // closed and replaced on every change
 	done       chan struct{} // closed when the state becomes final
@@ -114,7 +114,7 @@ func (s *scheduler) newJob(parent context.Context, id string, g genRequest, time
 	n := len(g.seeds)
 	return &job{id: id, created: time.Now(), gen: g, ctx: ctx, cancel: cancel,
 		chunks: (n + s.maxBatch - 1) / s.maxBatch, state: StateQueued,
-		images: make([]image.Image, n), changed: make(chan struct{}), done: make(chan struct{})}
+		pngs: make([][]byte, n), changed: make(chan struct{}), done: make(chan struct{})}
 }
 
 // submit queues j, or fails with a 429 when the queue is full.
@@ -413,6 +413,18 @@ func (s *scheduler) runBatch(ctx context.Context, parts []part, set Settings) {
 	if err == nil && len(imgs) != len(items) {
 		err = fmt.Errorf("generator returned %d images for %d items", len(imgs), len(items))
 	}
+	// Encode outside the lock, once: jobs keep PNG bytes, not pixels.
+	pngs := make([][]byte, len(imgs))
+	for i, img := range imgs {
+		if err != nil {
+			break
+		}
+		if img != nil {
+			if pngs[i], err = encodePNG(img); err != nil {
+				err = fmt.Errorf("image %d: %w", i, err)
+			}
+		}
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -436,8 +448,8 @@ func (s *scheduler) runBatch(ctx context.Context, parts []part, set Settings) {
 		}
 		missing := false
 		for i := 0; i < p.n; i++ {
-			j.images[p.start+i] = imgs[k+i]
-			if imgs[k+i] == nil {
+			j.pngs[p.start+i] = pngs[k+i]
+			if pngs[k+i] == nil {
 				missing = true
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/png"
 	"io/fs"
 	"log/slog"
 	mrand "math/rand/v2"
@@ -524,8 +525,8 @@ func (s *Server) refuseIfDraining() error {
 }
 
 // runSync queues g tied to the request's context (a client that goes away
-// cancels its work) and waits for the images.
-func (s *Server) runSync(c echo.Context, g genRequest) ([]image.Image, error) {
+// cancels its work) and waits for the images' PNGs.
+func (s *Server) runSync(c echo.Context, g genRequest) ([][]byte, error) {
 	if err := s.refuseIfDraining(); err != nil {
 		return nil, err
 	}
@@ -544,7 +545,7 @@ func (s *Server) runSync(c echo.Context, g genRequest) ([]image.Image, error) {
 	if j.state != StateSucceeded {
 		return nil, j.err
 	}
-	return j.images, nil
+	return j.pngs, nil
 }
 
 func (s *Server) generations(c echo.Context) (any, error) {
@@ -552,27 +553,24 @@ func (s *Server) generations(c echo.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	imgs, err := s.runSync(c, g)
+	pngs, err := s.runSync(c, g)
 	if err != nil {
 		return nil, err
 	}
-	return s.imageResponse(g, imgs)
+	return imageResponse(g, pngs, time.Now()), nil
 }
 
-func (s *Server) imageResponse(g genRequest, imgs []image.Image) (*ImageResponse, error) {
-	resp := &ImageResponse{Created: time.Now().Unix(), Data: make([]ImageData, len(imgs))}
-	for i, img := range imgs {
-		b, err := encodePNG(img)
-		if err != nil {
-			return nil, fmt.Errorf("encode image %d: %w", i, err)
-		}
+// imageResponse is the OpenAI images response for the PNGs made for g.
+func imageResponse(g genRequest, pngs [][]byte, created time.Time) *ImageResponse {
+	resp := &ImageResponse{Created: created.Unix(), Data: make([]ImageData, len(pngs))}
+	for i, b := range pngs {
 		resp.Data[i] = ImageData{B64JSON: base64.StdEncoding.EncodeToString(b), Seed: g.seeds[i]}
 		if g.class >= 0 {
 			c := g.class
 			resp.Data[i].ClassLabel = &c
 		}
 	}
-	return resp, nil
+	return resp
 }
 
 func (s *Server) generatePNG(c echo.Context) (any, error) {
@@ -580,13 +578,21 @@ func (s *Server) generatePNG(c echo.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	imgs, err := s.runSync(c, g)
+	pngs, err := s.runSync(c, g)
 	if err != nil {
 		return nil, err
 	}
-	b, err := encodePNG(grid(imgs))
-	if err != nil {
-		return nil, fmt.Errorf("encode grid: %w", err)
+	b := pngs[0]
+	if len(pngs) > 1 {
+		imgs := make([]image.Image, len(pngs))
+		for i, p := range pngs {
+			if imgs[i], err = png.Decode(bytes.NewReader(p)); err != nil {
+				return nil, fmt.Errorf("decode image %d for the grid: %w", i, err)
+			}
+		}
+		if b, err = encodePNG(grid(imgs)); err != nil {
+			return nil, fmt.Errorf("encode grid: %w", err)
+		}
 	}
 	seeds := make([]string, len(g.seeds))
 	for i, sd := range g.seeds {
@@ -681,31 +687,40 @@ func (s *Server) lookup(c echo.Context) (*job, error) {
 }
 
 // fullStatus is the job's status with its images once it succeeded.
-func (s *Server) fullStatus(j *job) (JobStatus, error) {
+func (s *Server) fullStatus(j *job) JobStatus {
 	s.sched.mu.Lock()
+	defer s.sched.mu.Unlock()
 	st := s.sched.statusLocked(j)
-	var imgs []image.Image
 	if j.state == StateSucceeded {
-		imgs = j.images
+		st.Result = imageResponse(j.gen, j.pngs, j.ended)
 	}
-	s.sched.mu.Unlock()
-	if imgs != nil {
-		r, err := s.imageResponse(j.gen, imgs)
-		if err != nil {
-			return st, err
-		}
-		r.Created = j.ended.Unix()
-		st.Result = r
-	}
-	return st, nil
+	return st
 }
 
+// maxWait bounds the long poll of GET /v1/jobs/{id}?wait=SECONDS.
+const maxWait = 60
+
+// getJob answers the job's status. With ?wait=SECONDS (0 to 60) it first
+// waits up to that long for the job to finish (long polling).
 func (s *Server) getJob(c echo.Context) (any, error) {
 	j, err := s.lookup(c)
 	if err != nil {
 		return nil, err
 	}
-	return s.fullStatus(j)
+	if w := c.QueryParam("wait"); w != "" {
+		sec, err := strconv.ParseFloat(w, 64)
+		if err != nil || !(sec >= 0 && sec <= maxWait) {
+			return nil, badRequest("wait", "wait=%q: want seconds from 0 to %d", truncate(w), maxWait)
+		}
+		t := time.NewTimer(time.Duration(sec * float64(time.Second)))
+		defer t.Stop()
+		select {
+		case <-j.done:
+		case <-t.C:
+		case <-c.Request().Context().Done():
+		}
+	}
+	return s.fullStatus(j), nil
 }
 
 func (s *Server) deleteJob(c echo.Context) (any, error) {
@@ -715,7 +730,7 @@ func (s *Server) deleteJob(c echo.Context) (any, error) {
 	}
 	j.cancel(errCancelledByClient)
 	<-j.done
-	return s.fullStatus(j)
+	return s.fullStatus(j), nil
 }
 
 // events streams a job's progress as server-sent events: an event

@@ -153,6 +153,9 @@ func TestBadInput(t *testing.T) {
 	s := newTest(t, nil, Options{MaxN: 4, MaxSteps: 100, MaxBodyBytes: 1024})
 	uncond := newTest(t, NewFakeGenerator(8, 3, nil), Options{})
 	big := `{"prompt":"` + strings.Repeat("x", 2000) + `"}`
+	var wj JobStatus
+	json.Unmarshal(do(t, s.Handler(), "POST", "/v1/jobs", `{"steps":1}`).Body.Bytes(), &wj)
+	waitJob := wj.ID
 	tests := []struct {
 		name   string
 		s      *Server
@@ -196,6 +199,9 @@ func TestBadInput(t *testing.T) {
 		{"job unknown", s, "GET", "/v1/jobs/job_nope", ``, 404, "id", "job_not_found"},
 		{"delete unknown", s, "DELETE", "/v1/jobs/job_nope", ``, 404, "id", "job_not_found"},
 		{"events unknown", s, "GET", "/v1/jobs/job_nope/events", ``, 404, "id", "job_not_found"},
+		{"wait bad", s, "GET", "/v1/jobs/" + waitJob + "?wait=x", ``, 400, "wait", ""},
+		{"wait over", s, "GET", "/v1/jobs/" + waitJob + "?wait=61", ``, 400, "wait", ""},
+		{"wait negative", s, "GET", "/v1/jobs/" + waitJob + "?wait=-1", ``, 400, "wait", ""},
 		{"model unknown", s, "GET", "/v1/models/gpt", ``, 404, "model", "model_not_found"},
 		{"no route", s, "GET", "/v2/nothing", ``, 404, "", ""},
 		{"wrong method", s, "GET", "/v1/images/generations", ``, 405, "", ""},
@@ -368,6 +374,10 @@ func TestJobLifecycle(t *testing.T) {
 		t.Fatalf("job %+v, Location %q", st, w.Header().Get("Location"))
 	}
 	<-calls
+	// Long poll: returns when the job is final.
+	w = do(t, h, "GET", "/v1/jobs/"+st.ID+"?wait=10", "")
+	st = JobStatus{}
+	json.Unmarshal(w.Body.Bytes(), &st)
 	deadline := time.Now().Add(5 * time.Second)
 	for st.State != StateSucceeded {
 		if time.Now().After(deadline) || st.State.final() {
