@@ -576,3 +576,19 @@ func TestBindFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestRead(t *testing.T) {
+	ds := indexDataset(t, 10)
+	x, y, err := Read(ds, 7, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.N != 3 || img.ToUint8(x.Data[3]) != 8 || !slices.Equal(y, []int{1, 2, 0}) {
+		t.Fatalf("read %v %v", x.Data, y)
+	}
+	for _, r := range [][2]int{{8, 3}, {-1, 2}, {0, 0}} {
+		if _, _, err := Read(ds, r[0], r[1]); err == nil {
+			t.Fatalf("Read(%d, %d) accepted", r[0], r[1])
+		}
+	}
+}

@@ -162,3 +162,24 @@ func flipRows(x []float32, w int) {
 		}
 	}
 }
+
+// Read returns examples start..start+n−1 of ds in order as a (n, C, H, W)
+// batch and their labels, for evaluation passes that need no shuffling
+// (e.g. NLL over the test set in chunks).
+func Read(ds Dataset, start, n int) (diffusion.Batch, []int, error) {
+	if n < 1 || start < 0 || start+n > ds.Len() {
+		return diffusion.Batch{}, nil, fmt.Errorf("data: read examples [%d, %d): allowed within [0, %d) and n >= 1", start, start+n, ds.Len())
+	}
+	c, h, w := ds.Shape()
+	x := diffusion.NewBatch(n, c, h, w)
+	y := make([]int, n)
+	per := c * h * w
+	for i := range n {
+		l, err := ds.Example(start+i, x.Data[i*per:(i+1)*per])
+		if err != nil {
+			return diffusion.Batch{}, nil, fmt.Errorf("data: read: %w", err)
+		}
+		y[i] = l
+	}
+	return x, y, nil
+}

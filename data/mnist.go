@@ -146,7 +146,7 @@ func MNISTDir(override string) (string, error) {
 			return d, nil
 		}
 	}
-	return "", fmt.Errorf("data: MNIST files not found; looked in %s; run `go mod download %s` or pass the directory holding train-images-idx3-ubyte.gz explicitly",
+	return "", fmt.Errorf("data: MNIST files not found; looked in %s; run `go mod download %s` or pass the directory holding train-images-idx3-ubyte.gz (ddpm train -data-dir DIR)",
 		strings.Join(looked, ", "), GoMNISTModule)
 }
 
