@@ -2,10 +2,289 @@ package main
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"io"
+	"math"
+	"os"
+	"strconv"
+
+	"golang.org/x/image/font"
+	"golang.org/x/image/font/basicfont"
+	"golang.org/x/image/math/fixed"
+
+	"github.com/ddpm-go/ddpm/schedule"
 )
 
+// scheduleOptions are the flags of "ddpm schedule".
+type scheduleOptions struct {
+	Spec   schedule.Spec
+	Config string // diffusers scheduler_config.json, overrides Spec
+	JSON   bool
+	Out    string
+	Width  int
+	Height int
+}
+
+const scheduleExamples = `  ddpm schedule --schedule linear --timesteps 1000 --json > linear.json
+  ddpm schedule --schedule cosine --out cosine.png
+  ddpm schedule --config scheduler_config.json --json`
+
 func runSchedule(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("schedule: not built yet")
+	var o scheduleOptions
+	fs := newFlagSet("schedule", "schedule [--schedule NAME] [--timesteps T] [--json | --out FILE.png]", scheduleExamples, stderr)
+	kind := fs.String("schedule", "linear", "beta schedule: linear, cosine, scaled-linear, sigmoid")
+	fs.IntVar(&o.Spec.T, "timesteps", 1000, "number of diffusion steps T (>= 1)")
+	fs.Float64Var(&o.Spec.BetaStart, "beta-start", 0, "first beta (0 = the schedule's default; linear defaults scale with 1000/T)")
+	fs.Float64Var(&o.Spec.BetaEnd, "beta-end", 0, "last beta (0 = the schedule's default)")
+	fs.StringVar(&o.Config, "config", "", "read the schedule from a diffusers scheduler_config.json instead")
+	fs.BoolVar(&o.JSON, "json", false, "print the tables as one JSON object instead of plotting")
+	fs.StringVar(&o.Out, "out", "schedule.png", "PNG file for the plot of alphas_cumprod and log SNR")
+	fs.IntVar(&o.Width, "width", 800, "plot width in pixels (200..8000)")
+	fs.IntVar(&o.Height, "height", 500, "plot height in pixels (150..8000)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	k, err := schedule.ParseKind(*kind)
+	if err != nil {
+		return usageError{"schedule: --schedule: " + err.Error()}
+	}
+	if k == schedule.Custom {
+		return usageError{"schedule: --schedule custom needs --config with trained_betas"}
+	}
+	o.Spec.Kind = k
+	if o.Width < 200 || o.Width > 8000 || o.Height < 150 || o.Height > 8000 {
+		return usageError{fmt.Sprintf("schedule: --width %d --height %d: allowed are 200..8000 and 150..8000", o.Width, o.Height)}
+	}
+	return scheduleRun(ctx, o, stdout, stderr)
+}
+
+func scheduleRun(ctx context.Context, o scheduleOptions, stdout, stderr io.Writer) error {
+	spec := o.Spec
+	if o.Config != "" {
+		data, err := os.ReadFile(o.Config)
+		if err != nil {
+			return fmt.Errorf("schedule: %w", err)
+		}
+		c, err := schedule.ParseDiffusersConfig(data)
+		if err != nil {
+			return fmt.Errorf("schedule: %s: %w", o.Config, err)
+		}
+		if spec, err = c.Spec(); err != nil {
+			return fmt.Errorf("schedule: %s: %w", o.Config, err)
+		}
+	}
+	s, err := schedule.New(spec)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	if o.JSON {
+		return writeScheduleJSON(stdout, s)
+	}
+	img := plotSchedule(s, fmt.Sprintf("%s schedule, T = %d", spec.Kind, s.T()), o.Width, o.Height)
+	f, err := os.Create(o.Out)
+	if err != nil {
+		return fmt.Errorf("schedule: %w", err)
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return fmt.Errorf("schedule: write %s: %w", o.Out, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("schedule: write %s: %w", o.Out, err)
+	}
+	fmt.Fprintf(stderr, "wrote %s\n", o.Out)
+	return nil
+}
+
+// writeScheduleJSON prints the tables as one JSON object; encoding/json
+// writes the shortest decimal that round-trips each float64.
+func writeScheduleJSON(w io.Writer, s *schedule.Schedule) error {
+	v := struct {
+		Betas                       []float64 `json:"betas"`
+		AlphasCumprod               []float64 `json:"alphas_cumprod"`
+		AlphasCumprodPrev           []float64 `json:"alphas_cumprod_prev"`
+		PosteriorVariance           []float64 `json:"posterior_variance"`
+		PosteriorLogVarianceClipped []float64 `json:"posterior_log_variance_clipped"`
+		PosteriorMeanCoef1          []float64 `json:"posterior_mean_coef1"`
+		PosteriorMeanCoef2          []float64 `json:"posterior_mean_coef2"`
+	}{s.Betas, s.AlphasCumprod, s.AlphasCumprodPrev, s.PosteriorVariance, s.PosteriorLogVarianceClipped, s.PosteriorMeanCoef1, s.PosteriorMeanCoef2}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("schedule: %w", err)
+	}
+	b = append(b, '\n')
+	_, err = w.Write(b)
+	return err
+}
+
+var (
+	plotBlue   = color.RGBA{31, 119, 180, 255}
+	plotOrange = color.RGBA{230, 110, 20, 255}
+	plotGrid   = color.RGBA{225, 225, 225, 255}
+	plotInk    = color.RGBA{40, 40, 40, 255}
+)
+
+// plotSchedule draws alphas_cumprod (left axis, 0..1) and log SNR (right
+// axis) against t, with axes, ticks, grid, title and legend.
+func plotSchedule(s *schedule.Schedule, title string, w, h int) *image.RGBA {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	fill(img, img.Bounds(), color.RGBA{255, 255, 255, 255})
+	left, right, top, bottom := 70, w-70, 40, h-50
+	T := s.T()
+	snr := s.LogSNR()
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, v := range snr {
+		lo, hi = math.Min(lo, v), math.Max(hi, v)
+	}
+	lo, hi, step := niceRange(lo, hi)
+	xMax := float64(max(T-1, 1))
+	px := func(t float64) float64 { return float64(left) + t/xMax*float64(right-left) }
+	pyL := func(v float64) float64 { return float64(bottom) - v*float64(bottom-top) }
+	pyR := func(v float64) float64 { return float64(bottom) - (v-lo)/(hi-lo)*float64(bottom-top) }
+
+	// Grid and ticks: left axis every 0.2, x axis at nice steps.
+	for k := 0; k <= 5; k++ {
+		y := int(math.Round(pyL(float64(k) / 5)))
+		hline(img, left, right, y, plotGrid)
+		label(img, left-8, y+4, strconv.FormatFloat(float64(k)/5, 'f', 1, 64), plotBlue, alignRight)
+	}
+	for v := lo; v <= hi+step/2; v += step {
+		y := int(math.Round(pyR(v)))
+		hline(img, right, right+5, y, plotInk)
+		label(img, right+8, y+4, strconv.FormatFloat(v, 'g', 4, 64), plotOrange, alignLeft)
+	}
+	_, _, xs := niceRange(0, xMax)
+	for t := 0.0; t <= xMax+xs/2; t += xs {
+		x := int(math.Round(px(t)))
+		vline(img, x, top, bottom, plotGrid)
+		vline(img, x, bottom, bottom+5, plotInk)
+		label(img, x, bottom+18, strconv.FormatFloat(t, 'f', -1, 64), plotInk, alignCenter)
+	}
+	// Axes box.
+	hline(img, left, right, bottom, plotInk)
+	hline(img, left, right, top, plotInk)
+	vline(img, left, top, bottom, plotInk)
+	vline(img, right, top, bottom, plotInk)
+	label(img, (left+right)/2, h-12, "timestep t (0-indexed)", plotInk, alignCenter)
+	label(img, (left+right)/2, top-14, title, plotInk, alignCenter)
+	label(img, 8, top-14, "alphas_cumprod", plotBlue, alignLeft)
+	label(img, w-8, top-14, "log SNR", plotOrange, alignRight)
+
+	// Curves.
+	curve := func(f func(t int) (float64, float64), c color.RGBA) {
+		for t := 1; t < T; t++ {
+			x0, y0 := f(t - 1)
+			x1, y1 := f(t)
+			thickLine(img, x0, y0, x1, y1, 1.3, c)
+		}
+		if T == 1 {
+			x, y := f(0)
+			thickLine(img, x, y, x+1, y, 1.3, c)
+		}
+	}
+	curve(func(t int) (float64, float64) { return px(float64(t)), pyL(s.AlphasCumprod[t]) }, plotBlue)
+	curve(func(t int) (float64, float64) { return px(float64(t)), pyR(snr[t]) }, plotOrange)
+
+	// Legend, top right inside the axes.
+	lx, ly := right-200, top+12
+	fill(img, image.Rect(lx-8, ly-8, right-10, ly+38), color.RGBA{255, 255, 255, 255})
+	for i, e := range []struct {
+		name string
+		c    color.RGBA
+	}{{"alphas_cumprod (left)", plotBlue}, {"log SNR (right)", plotOrange}} {
+		y := float64(ly + 6 + 20*i)
+		thickLine(img, float64(lx), y, float64(lx+22), y, 1.3, e.c)
+		label(img, lx+28, int(y)+4, e.name, plotInk, alignLeft)
+	}
+	return img
+}
+
+// niceRange widens [lo, hi] to multiples of a 1-2-5 step giving about 5
+// ticks.
+func niceRange(lo, hi float64) (nlo, nhi, step float64) {
+	if !(hi > lo) {
+		lo, hi = lo-1, hi+1
+	}
+	raw := (hi - lo) / 5
+	mag := math.Pow(10, math.Floor(math.Log10(raw)))
+	step = 10 * mag
+	for _, m := range []float64{1, 2, 5} {
+		if m*mag >= raw {
+			step = m * mag
+			break
+		}
+	}
+	return math.Floor(lo/step) * step, math.Ceil(hi/step) * step, step
+}
+
+func fill(img *image.RGBA, r image.Rectangle, c color.RGBA) {
+	r = r.Intersect(img.Bounds())
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			img.SetRGBA(x, y, c)
+		}
+	}
+}
+
+func hline(img *image.RGBA, x0, x1, y int, c color.RGBA) {
+	fill(img, image.Rect(x0, y, x1+1, y+1), c)
+}
+
+func vline(img *image.RGBA, x, y0, y1 int, c color.RGBA) {
+	fill(img, image.Rect(x, y0, x+1, y1+1), c)
+}
+
+// thickLine draws an anti-aliased segment of half-width r: each pixel near
+// the segment is blended with coverage falling off linearly over one pixel
+// beyond r.
+func thickLine(img *image.RGBA, x0, y0, x1, y1, r float64, c color.RGBA) {
+	minX, maxX := int(math.Floor(math.Min(x0, x1)-r-1)), int(math.Ceil(math.Max(x0, x1)+r+1))
+	minY, maxY := int(math.Floor(math.Min(y0, y1)-r-1)), int(math.Ceil(math.Max(y0, y1)+r+1))
+	b := img.Bounds()
+	dx, dy := x1-x0, y1-y0
+	l2 := dx*dx + dy*dy
+	for y := max(minY, b.Min.Y); y <= min(maxY, b.Max.Y-1); y++ {
+		for x := max(minX, b.Min.X); x <= min(maxX, b.Max.X-1); x++ {
+			cx, cy := float64(x)+0.5, float64(y)+0.5
+			u := 0.0
+			if l2 > 0 {
+				u = math.Max(0, math.Min(1, ((cx-x0)*dx+(cy-y0)*dy)/l2))
+			}
+			ex, ey := cx-(x0+u*dx), cy-(y0+u*dy)
+			a := math.Max(0, math.Min(1, r+0.5-math.Hypot(ex, ey)))
+			if a == 0 {
+				continue
+			}
+			o := img.RGBAAt(x, y)
+			mix := func(p, q uint8) uint8 { return uint8(math.Round(float64(p)*(1-a) + float64(q)*a)) }
+			n := color.RGBA{mix(o.R, c.R), mix(o.G, c.G), mix(o.B, c.B), 255}
+			img.SetRGBA(x, y, n)
+		}
+	}
+}
+
+type align int
+
+const (
+	alignLeft align = iota
+	alignCenter
+	alignRight
+)
+
+// label draws text with its baseline at y, aligned at x.
+func label(img *image.RGBA, x, y int, text string, c color.RGBA, a align) {
+	d := &font.Drawer{Dst: img, Src: image.NewUniform(c), Face: basicfont.Face7x13}
+	wd := d.MeasureString(text).Round()
+	switch a {
+	case alignCenter:
+		x -= wd / 2
+	case alignRight:
+		x -= wd
+	}
+	d.Dot = fixed.P(x, y)
+	d.DrawString(text)
 }
