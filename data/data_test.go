@@ -592,3 +592,17 @@ func TestRead(t *testing.T) {
 		}
 	}
 }
+
+func TestTestdataIDX(t *testing.T) {
+	ds, err := LoadIDXDir("testdata", Test, 10, nil, 32, ResizePad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, y, err := Read(ds, 0, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(y, []int{7, 2, 1}) || x.H != 32 || slices.Max(x.Data) != 1 || x.Data[0] != -1 {
+		t.Fatalf("labels %v shape %dx%d", y, x.H, x.W)
+	}
+}
