@@ -35,7 +35,9 @@ const (
 	// (MNIST 28 → 32 adds 2 px on each side). Size must be >= the native size.
 	ResizePad
 	// ResizeScale resizes (Catmull-Rom, see img.Fit) to Size×Size,
-	// center-cropping when the aspect ratio differs.
+	// center-cropping when the aspect ratio differs. It runs on every
+	// Example call (about 40 µs for MNIST 28 → 32 here), so ResizePad is
+	// much cheaper when it fits.
 	ResizeScale
 )
 

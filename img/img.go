@@ -91,7 +91,8 @@ func ToImages(b diffusion.Batch) ([]image.Image, error) {
 // GridOptions lays out a grid of images, as torchvision's make_grid.
 // The zero value gives a square-ish grid with no padding.
 type GridOptions struct {
-	// NRow is the number of images per row; 0 means ceil(sqrt(N)).
+	// NRow is the number of images per row; 0 means ceil(sqrt(N)). A value
+	// above N is lowered to N.
 	NRow int
 	// Padding is the number of pixels around and between images (>= 0).
 	Padding int
