@@ -494,7 +494,9 @@ func TestDynamicBatching(t *testing.T) {
 			}
 		}()
 	}
-	post(`{"steps":10}`) // occupies the worker
+	// A job occupies the worker until every other request is queued.
+	var blocker JobStatus
+	json.Unmarshal(do(t, h, "POST", "/v1/jobs", `{"steps":1000}`).Body.Bytes(), &blocker)
 	if n := <-calls; n != 1 {
 		t.Fatalf("first batch %d", n)
 	}
@@ -510,6 +512,7 @@ func TestDynamicBatching(t *testing.T) {
 	waitQueue(t, s, 4)
 	post(`{"steps":4,"seed":4}`)
 	waitQueue(t, s, 5)
+	do(t, h, "DELETE", "/v1/jobs/"+blocker.ID, "")
 	wg.Wait()
 	var got []int
 	for len(calls) > 0 {
@@ -640,10 +643,12 @@ func TestClientDisconnect(t *testing.T) {
 	s := newTest(t, f, Options{MaxBatch: 4})
 	ts := httptest.NewServer(s.Handler())
 	defer ts.Close()
-	blocker := do(t, s.Handler(), "POST", "/v1/jobs", `{"steps":30}`)
+	blocker := do(t, s.Handler(), "POST", "/v1/jobs", `{"steps":1000}`)
 	if blocker.Code != 202 {
 		t.Fatal(blocker.Code)
 	}
+	var bj JobStatus
+	json.Unmarshal(blocker.Body.Bytes(), &bj)
 	<-calls
 	ctx, cancel := context.WithCancel(context.Background())
 	gone := make(chan error, 1)
@@ -656,6 +661,7 @@ func TestClientDisconnect(t *testing.T) {
 	stay := make(chan *httptest.ResponseRecorder, 1)
 	go func() { stay <- do(t, s.Handler(), "POST", "/v1/images/generations", `{"steps":200}`) }()
 	waitQueue(t, s, 2)
+	do(t, s.Handler(), "DELETE", "/v1/jobs/"+bj.ID, "")
 	if n := <-calls; n != 2 {
 		t.Fatalf("batch of %d, want 2", n)
 	}
@@ -672,7 +678,7 @@ func TestClientDisconnect(t *testing.T) {
 		t.Errorf("%d images", len(r.Data))
 	}
 	m := do(t, s.Handler(), "GET", "/metrics", "").Body.String()
-	if !strings.Contains(m, `ddpm_jobs_total{state="cancelled"} 1`) {
+	if !strings.Contains(m, `ddpm_jobs_total{state="cancelled"} 2`) { // the blocker and the client that left
 		t.Errorf("no cancelled job in metrics")
 	}
 }
@@ -811,7 +817,7 @@ func TestServeLoopback(t *testing.T) {
 // requests before it starts, so two requests 10 ms apart share a batch.
 func TestBatchWindow(t *testing.T) {
 	f, calls := slowFake(0)
-	s := newTest(t, f, Options{BatchWindow: 300 * time.Millisecond})
+	s := newTest(t, f, Options{BatchWindow: time.Second})
 	var wg sync.WaitGroup
 	for i := range 2 {
 		wg.Add(1)
