@@ -1,6 +1,8 @@
 package diffusion
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 
@@ -256,4 +258,22 @@ func FromDiffusers(data []byte) (Config, *schedule.DiffusersConfig, error) {
 		return Config{}, nil, fmt.Errorf("diffusion: scheduler_config.json: %w", err)
 	}
 	return cfg, dc, nil
+}
+
+// ParseConfig decodes a Config from JSON (as stored with checkpoints),
+// rejecting unknown keys and any value New would reject.
+func ParseConfig(data []byte) (Config, error) {
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("diffusion: config JSON: %w", err)
+	}
+	if dec.More() {
+		return Config{}, fmt.Errorf("diffusion: config JSON: trailing data after the object")
+	}
+	if _, err := New(c); err != nil {
+		return Config{}, err
+	}
+	return c, nil
 }

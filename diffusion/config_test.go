@@ -207,3 +207,40 @@ func TestPMeanVarianceVarianceTypes(t *testing.T) {
 		}
 	}
 }
+
+func TestParseConfig(t *testing.T) {
+	c := DefaultConfig()
+	c.Variance = Learned
+	b, _ := json.Marshal(c)
+	got, err := ParseConfig(b)
+	if err != nil || got.Variance != Learned || got.Timesteps != 1000 {
+		t.Fatalf("%+v %v", got, err)
+	}
+	for _, bad := range []string{`{"timesteps":1000,"colour":1}`, `{"timesteps":0}`, `{"timesteps":10} {}`, `[`, `{"timesteps":10,"schedule":"nope"}`} {
+		if _, err := ParseConfig([]byte(bad)); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(`{"schedule":"cosine","timesteps":100,"prediction":"v","variance":"learned_range","loss":"hybrid"}`))
+	f.Add([]byte(`{"schedule":"custom","timesteps":2,"betas":[0.1,0.2]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig(data)
+		if err != nil || c.Timesteps > 5000 {
+			return
+		}
+		d, err := New(c)
+		if err != nil {
+			t.Fatalf("accepted config does not build: %v", err)
+		}
+		b, err := json.Marshal(d.Config())
+		if err != nil {
+			t.Fatalf("accepted config does not marshal: %v", err)
+		}
+		if _, err := ParseConfig(b); err != nil {
+			t.Fatalf("config does not round-trip: %v\n%s", err, b)
+		}
+	})
+}

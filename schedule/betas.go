@@ -15,9 +15,10 @@ type Spec struct {
 	Betas     []float64 `json:"betas,omitempty"`      // Custom only: the T betas, each in (0, 1)
 }
 
-// MaxT bounds the number of timesteps accepted, to keep tables of
+// MaxT bounds the number of timesteps accepted (far above the 1000-4000
+// of published models), to keep the tables of
 // untrusted configs a sane size.
-const MaxT = 1 << 20
+const MaxT = 100000
 
 // CosineOffset is s in Nichol & Dhariwal 2021, Eq. 17.
 const CosineOffset = 0.008
