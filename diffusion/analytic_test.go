@@ -2,6 +2,7 @@ package diffusion
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -210,3 +211,21 @@ func TestAnalyticLSimple(t *testing.T) {
 }
 
 func newRNG(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed+1)) }
+
+func TestNLLCancel(t *testing.T) {
+	d := gaussDiffusion(t, 50, FixedSmall)
+	m := newGauss(0, 0.5, PredictEpsilon, false, d.Schedule())
+	ctx, cancel := context.WithCancel(context.Background())
+	x0 := gaussData(newRNG(1), 1, 1, 4, 4, 0, 0.5)
+	_, err := d.NLL(ctx, m, x0, nil, newRNG(2), func(done, total int) {
+		if done == 2 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) || m.calls != 2 {
+		t.Fatalf("err %v after %d calls, want context.Canceled after 2", err, m.calls)
+	}
+	if _, err := d.NLL(context.Background(), m, x0, []int{1, 2}, newRNG(2), nil); err == nil {
+		t.Error("wrong label count accepted")
+	}
+}

@@ -97,3 +97,37 @@ func TestTimestepSamplerSecondMoment(t *testing.T) {
 		t.Error("NaN loss accepted")
 	}
 }
+
+func TestNewTrainingBatch(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Timesteps = 20
+	d, _ := New(cfg)
+	x0 := NewBatch(3, 1, 2, 2)
+	for i := range x0.Data {
+		x0.Data[i] = 0.5
+	}
+	s, _ := NewLossSecondMomentSampler(20, 2, 0.1)
+	tb, err := d.NewTrainingBatch(x0, s, rand.New(rand.NewPCG(1, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := d.QSample(x0, tb.Noise, tb.T)
+	for i := range want.Data {
+		if want.Data[i] != tb.Xt.Data[i] {
+			t.Fatal("Xt is not q_sample(X0, T, Noise)")
+		}
+	}
+	// The ideal epsilon predictor has zero L_simple and zero gradient.
+	var terms LossTerms
+	dout := make([]float32, len(tb.Noise.Data))
+	loss, err := tb.LossFunc(d, &terms)(tb.Noise, dout)
+	if err != nil || loss != 0 || len(terms.Loss) != 3 {
+		t.Errorf("loss %v terms %v err %v", loss, terms, err)
+	}
+	if _, err := d.NewTrainingBatch(x0, &TimestepSampler{T: 5}, rand.New(rand.NewPCG(1, 1))); err == nil {
+		t.Error("sampler with another T accepted")
+	}
+	if _, err := d.NewTrainingBatch(x0, nil, nil); err == nil {
+		t.Error("nil rng accepted")
+	}
+}
