@@ -64,7 +64,7 @@ type Settings struct {
 // Item is one image to generate.
 type Item struct {
 	Seed  int64 // seeds this image's noise: the same seed and settings give the same image
-	Class int   // class label in [0, NumClasses), or -1 for none (unconditional or any class)
+	Class int   // class label in [0, NumClasses), or -1 for an unconditional model
 	// Done is closed when nobody wants this image any more (its client went
 	// away, its job was cancelled or timed out). A Generator should stop
 	// spending work on it (leaving its image nil) while it finishes the

@@ -26,7 +26,7 @@ type ImageRequest struct {
 	Sampler       string   `json:"sampler,omitempty"`        // "ddpm" or "ddim"
 	Eta           *float64 `json:"eta,omitempty"`            // DDIM eta in [0, 1]
 	Seed          *int64   `json:"seed,omitempty"`           // image i uses seed+i; random when absent
-	ClassLabel    *int     `json:"class_label,omitempty"`    // class in [0, classes) or -1 for none; overrides the prompt
+	ClassLabel    *int     `json:"class_label,omitempty"`    // class in [0, classes), or -1 for a random one per image; overrides the prompt
 	GuidanceScale *float64 `json:"guidance_scale,omitempty"` // classifier-free guidance w in [0, MaxGuidance]
 
 	// OpenAI fields accepted and ignored, so that client libraries that
@@ -44,7 +44,7 @@ type ImageRequest struct {
 type genRequest struct {
 	settings Settings
 	seeds    []int64 // one per image
-	class    int     // -1 for none
+	classes  []int   // one per image; -1 for an unconditional model
 }
 
 // limits bounds the requests a server accepts.
@@ -201,18 +201,18 @@ func validate(req ImageRequest, info ModelInfo, lim limits, newSeed func() int64
 		s.Guidance = w
 	}
 	g.settings = s
-	g.class = -1
+	class := -1
 	if req.ClassLabel != nil {
 		c := *req.ClassLabel
 		if info.NumClasses == 0 {
 			return g, invalid("class_label", "class_label needs a class-conditional model; %q is unconditional", info.Name)
 		}
 		if c < -1 || c >= info.NumClasses {
-			return g, invalid("class_label", "class_label = %d: allowed range is 0 to %d, or -1 for none", c, info.NumClasses-1)
+			return g, invalid("class_label", "class_label = %d: allowed range is 0 to %d, or -1 for a random class", c, info.NumClasses-1)
 		}
-		g.class = c
+		class = c
 	} else if info.NumClasses > 0 {
-		g.class = classFromPrompt(req.Prompt, info)
+		class = classFromPrompt(req.Prompt, info)
 	}
 	var seed int64
 	if req.Seed != nil {
@@ -221,10 +221,25 @@ func validate(req ImageRequest, info ModelInfo, lim limits, newSeed func() int64
 		seed = newSeed()
 	}
 	g.seeds = make([]int64, n)
+	g.classes = make([]int, n)
 	for i := range g.seeds {
 		g.seeds[i] = seed + int64(i) // wraps around at the int64 limit, which is fine for a seed
+		g.classes[i] = class
+		if class < 0 && info.NumClasses > 0 {
+			g.classes[i] = seedClass(g.seeds[i], info.NumClasses)
+		}
 	}
 	return g, nil
+}
+
+// seedClass picks the class of an image whose request named none, from its
+// seed (a SplitMix64 hash), so that the seed alone reproduces the image.
+func seedClass(seed int64, classes int) int {
+	z := uint64(seed) + 0x9E3779B97F4A7C15
+	z = (z ^ z>>30) * 0xBF58476D1CE4E5B9
+	z = (z ^ z>>27) * 0x94D049BB133111EB
+	z ^= z >> 31
+	return int(z % uint64(classes))
 }
 
 // truncate shortens user strings echoed in error messages.

@@ -136,8 +136,13 @@ func FuzzDecodeRequest(f *testing.F) {
 			if err == nil {
 				s := g.settings
 				if len(g.seeds) < 1 || len(g.seeds) > lim.maxN || s.Steps < 1 || s.Steps > lim.maxSteps ||
-					s.Eta < 0 || s.Eta > 1 || s.Guidance < 0 || s.Guidance > lim.maxGuidance || g.class < -1 || g.class >= info.NumClasses {
+					s.Eta < 0 || s.Eta > 1 || s.Guidance < 0 || s.Guidance > lim.maxGuidance || len(g.classes) != len(g.seeds) {
 					t.Fatalf("accepted out-of-bounds request %s -> %+v", body, g)
+				}
+				for _, c := range g.classes {
+					if c < 0 || c >= info.NumClasses {
+						t.Fatalf("request %s: class %d for a %d-class model", body, c, info.NumClasses)
+					}
 				}
 				if _, err := ParseSampler(s.Sampler); err != nil {
 					t.Fatal(err)
@@ -177,4 +182,23 @@ func FuzzHandler(f *testing.F) {
 			apiErr(t, w)
 		}
 	})
+}
+
+func TestSeedClass(t *testing.T) {
+	counts := make([]int, 10)
+	for seed := int64(0); seed < 10000; seed++ {
+		c := seedClass(seed, 10)
+		if c != seedClass(seed, 10) {
+			t.Fatal("not deterministic")
+		}
+		counts[c]++
+	}
+	for c, k := range counts {
+		if k < 900 || k > 1100 {
+			t.Errorf("class %d drawn %d times of 10000", c, k)
+		}
+	}
+	if c := seedClass(-5, 3); c < 0 || c > 2 {
+		t.Errorf("negative seed gave class %d", c)
+	}
 }

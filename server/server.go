@@ -565,8 +565,7 @@ func imageResponse(g genRequest, pngs [][]byte, created time.Time) *ImageRespons
 	resp := &ImageResponse{Created: created.Unix(), Data: make([]ImageData, len(pngs))}
 	for i, b := range pngs {
 		resp.Data[i] = ImageData{B64JSON: base64.StdEncoding.EncodeToString(b), Seed: g.seeds[i]}
-		if g.class >= 0 {
-			c := g.class
+		if c := g.classes[i]; c >= 0 {
 			resp.Data[i].ClassLabel = &c
 		}
 	}

@@ -96,7 +96,7 @@ func TestGenerationsOK(t *testing.T) {
 		name  string
 		body  string
 		n     int
-		class int // -1: no class_label in the answer
+		class int // -1: any class (the request named none)
 	}{
 		{"defaults", `{}`, 1, -1},
 		{"openai fields", `{"model":"fake","prompt":"a cat","n":2,"size":"8x8","response_format":"b64_json","quality":"standard","user":"u"}`, 2, -1},
@@ -105,6 +105,7 @@ func TestGenerationsOK(t *testing.T) {
 		{"word prompt", `{"prompt":"Seven.","steps":2}`, 1, 7},
 		{"class name prompt", `{"prompt":"draw me a FOUR please","steps":2}`, 1, 4},
 		{"class_label wins", `{"prompt":"seven","class_label":2,"steps":2}`, 1, 2},
+		{"class_label random", `{"prompt":"seven","class_label":-1,"steps":2,"n":3}`, 3, -1},
 		{"ddim eta guidance", `{"sampler":"ddim","eta":0.5,"guidance_scale":3,"class_label":1,"steps":2}`, 1, 1},
 		{"size auto", `{"size":"auto","steps":1}`, 1, -1},
 	}
@@ -122,11 +123,11 @@ func TestGenerationsOK(t *testing.T) {
 				t.Error("created is 0")
 			}
 			for _, d := range r.Data {
-				got := -1
-				if d.ClassLabel != nil {
-					got = *d.ClassLabel
+				if d.ClassLabel == nil {
+					t.Fatal("no class_label from a class-conditional model")
 				}
-				if got != tc.class {
+				got := *d.ClassLabel
+				if got != tc.class && (tc.class != -1 || got < 0 || got > 9) {
 					t.Errorf("class_label %d, want %d", got, tc.class)
 				}
 			}
