@@ -20,6 +20,20 @@
 // estimate). Losses are per example, averaged over all C*H*W dimensions
 // ("mean_flat"), and the VLB terms are in bits.
 //
+// Training, one step (the trainer owns the network; LossFunc's closure has
+// train.LossFunc's signature):
+//
+//	tb, _ := d.NewTrainingBatch(x0, sampler, rng)     // t, weights, eps, x_t
+//	var terms diffusion.LossTerms
+//	loss, _ := net.Step(ctx, tb.Xt, tb.T, y, seed, tb.LossFunc(d, &terms))
+//	_ = sampler.Update(tb.T, terms.Loss)                // importance sampling of t
+//
+// Sampling: d.Sample(ctx, model, diffusion.Options{...}); likelihood:
+// d.NLL(ctx, model, x0, y, rng, progress).
+//
+// Inputs are never modified; results are new batches. A Diffusion is
+// immutable and safe for concurrent use.
+//
 // Nothing here uses global random state: every function that draws noise
 // takes an explicit *rand.Rand (math/rand/v2) or a seed.
 package diffusion
