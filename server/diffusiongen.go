@@ -1,0 +1,267 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"runtime/debug"
+	"sync"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/img"
+)
+
+// DiffusionGenerator is the Generator of a real model: it samples with
+// package diffusion (DDPM ancestral sampling, Ho et al. 2020, Algorithm 2;
+// DDIM, Song et al. 2021, Eq. 12; classifier-free guidance, Ho & Salimans
+// 2022) and batches the images of one Generate call into one model call per
+// denoising step.
+//
+// Each image runs its own diffusion.Sample with its own seed, so an image
+// depends only on its seed, class and settings, never on the other images
+// of its batch; the runs meet at every step in a shared model wrapper that
+// concatenates their inputs into one (N, C, H, W) batch, calls the model
+// once and hands each run its rows. A run whose Item is cancelled stops at
+// its next step and leaves the group; the others go on in a smaller batch.
+type DiffusionGenerator struct {
+	model diffusion.Model
+	diff  *diffusion.Diffusion
+	info  ModelInfo
+}
+
+// NewDiffusionGenerator wraps model, sampled with the process d, as a
+// Generator described by info. info.TrainSteps is set to d.T(); the other
+// fields are checked as ModelInfo.Check does.
+func NewDiffusionGenerator(model diffusion.Model, d *diffusion.Diffusion, info ModelInfo) (*DiffusionGenerator, error) {
+	if model == nil || d == nil {
+		return nil, errors.New("server: NewDiffusionGenerator: nil model or diffusion")
+	}
+	info.TrainSteps = d.T()
+	if info.DefaultSteps == 0 {
+		info.DefaultSteps = min(50, d.T())
+	}
+	if info.DefaultSampler == "" {
+		info.DefaultSampler = "ddim"
+	}
+	if err := info.Check(); err != nil {
+		return nil, err
+	}
+	return &DiffusionGenerator{model: model, diff: d, info: info}, nil
+}
+
+// Info implements Generator.
+func (g *DiffusionGenerator) Info() ModelInfo { return g.info }
+
+// Generate implements Generator.
+func (g *DiffusionGenerator) Generate(ctx context.Context, s Settings, items []Item, progress func(step, total int)) ([]image.Image, error) {
+	sampler := diffusion.SamplerDDPM
+	if s.Sampler == "ddim" {
+		sampler = diffusion.SamplerDDIM
+	}
+	gr := &group{inner: g.model, ctx: ctx, members: len(items)}
+	var progMu sync.Mutex
+	best := 0
+	report := func(p diffusion.Progress) {
+		progMu.Lock()
+		defer progMu.Unlock()
+		if p.Step > best {
+			best = p.Step
+			if progress != nil {
+				progress(p.Step, p.Total)
+			}
+		}
+	}
+	out := make([]image.Image, len(items))
+	errs := make([]error, len(items))
+	var wg sync.WaitGroup
+	for i, it := range items {
+		ictx, cancel := context.WithCancel(ctx)
+		if it.Done != nil {
+			go func() { // ends when the run ends (cancel) or the item is dropped
+				select {
+				case <-it.Done:
+					cancel()
+				case <-ictx.Done():
+				}
+			}()
+		}
+		o := diffusion.Options{Sampler: sampler, Steps: s.Steps, Eta: s.Eta, Seed: uint64(it.Seed),
+			N: 1, C: g.info.Channels, H: g.info.ImageSize, W: g.info.ImageSize, Progress: report}
+		if g.info.NumClasses > 0 {
+			o.Labels = []int{it.Class}
+			o.Guidance = s.Guidance
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cancel()
+			defer gr.leave()
+			defer func() {
+				if r := recover(); r != nil {
+					errs[i] = fmt.Errorf("sampling image %d panicked: %v\n%s", i, r, debug.Stack())
+				}
+			}()
+			x, err := g.diff.Sample(ictx, gr, o)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			imgs, err := img.ToImages(x)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			out[i] = imgs[0]
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("generate: %w", context.Cause(ctx))
+	}
+	for i, err := range errs {
+		if err != nil && !items[i].dead() {
+			return nil, fmt.Errorf("generate image %d (seed %d): %w", i, items[i].Seed, err)
+		}
+		if items[i].dead() {
+			out[i] = nil
+		}
+	}
+	return out, nil
+}
+
+// group is the diffusion.Model the runs of one Generate call share: each
+// Predict call waits until every run still in the group has called, then
+// the last caller runs the inner model once on the concatenated batch.
+type group struct {
+	inner diffusion.Model
+	ctx   context.Context // the batch's context (not a run's)
+
+	mu      sync.Mutex
+	members int     // runs still sampling
+	pending []*call // calls of the current step
+}
+
+// call is one run's Predict of the current step.
+type call struct {
+	x    diffusion.Batch
+	t, y []int
+	out  diffusion.Batch
+	err  error
+	done chan struct{}
+}
+
+// Predict implements diffusion.Model.
+func (gr *group) Predict(ctx context.Context, x diffusion.Batch, t []int, y []int) (diffusion.Batch, error) {
+	if err := x.Check(); err != nil {
+		return diffusion.Batch{}, err
+	}
+	if len(t) != x.N || (y != nil && len(y) != x.N) {
+		return diffusion.Batch{}, fmt.Errorf("group: %d timesteps and %d labels for %d rows", len(t), len(y), x.N)
+	}
+	c := &call{x: x, t: t, y: y, done: make(chan struct{})}
+	gr.mu.Lock()
+	gr.pending = append(gr.pending, c)
+	batch := gr.takeLocked()
+	gr.mu.Unlock()
+	if batch != nil {
+		gr.run(batch)
+	}
+	// A call always completes: either this run is the last to arrive, or a
+	// later arrival or a leaving run completes the group.
+	<-c.done
+	return c.out, c.err
+}
+
+// leave removes a finished or cancelled run from the group, running the
+// pending step if the others were only waiting for it.
+func (gr *group) leave() {
+	gr.mu.Lock()
+	gr.members--
+	batch := gr.takeLocked()
+	gr.mu.Unlock()
+	if batch != nil {
+		gr.run(batch)
+	}
+}
+
+// takeLocked returns the pending calls when every member has called.
+func (gr *group) takeLocked() []*call {
+	if len(gr.pending) == 0 || len(gr.pending) < gr.members {
+		return nil
+	}
+	b := gr.pending
+	gr.pending = nil
+	return b
+}
+
+// run evaluates the inner model on the calls' rows as one batch and
+// completes every call.
+func (gr *group) run(calls []*call) {
+	defer func() {
+		if r := recover(); r != nil {
+			err := fmt.Errorf("model panicked: %v", r)
+			for _, c := range calls {
+				select {
+				case <-c.done:
+				default:
+					c.err = err
+					close(c.done)
+				}
+			}
+		}
+	}()
+	finish := func(err error) {
+		for _, c := range calls {
+			c.err = err
+			close(c.done)
+		}
+	}
+	x0 := calls[0].x
+	rows := 0
+	labels := false
+	for _, c := range calls {
+		if c.x.C != x0.C || c.x.H != x0.H || c.x.W != x0.W {
+			finish(fmt.Errorf("group: row shapes differ: (%d,%d,%d) and (%d,%d,%d)", x0.C, x0.H, x0.W, c.x.C, c.x.H, c.x.W))
+			return
+		}
+		rows += c.x.N
+		labels = labels || c.y != nil
+	}
+	x := diffusion.NewBatch(rows, x0.C, x0.H, x0.W)
+	t := make([]int, 0, rows)
+	var y []int
+	if labels {
+		y = make([]int, 0, rows)
+	}
+	off := 0
+	for _, c := range calls {
+		off += copy(x.Data[off:], c.x.Data)
+		t = append(t, c.t...)
+		if labels {
+			if c.y != nil {
+				y = append(y, c.y...)
+			} else {
+				for range c.x.N {
+					y = append(y, -1)
+				}
+			}
+		}
+	}
+	out, err := gr.inner.Predict(gr.ctx, x, t, y)
+	if err == nil && (out.N != rows || len(out.Data) != out.Len() || out.H != x0.H || out.W != x0.W) {
+		err = fmt.Errorf("group: model answered (%d,%d,%d,%d) for %d rows of (%d,%d,%d)", out.N, out.C, out.H, out.W, rows, x0.C, x0.H, x0.W)
+	}
+	if err != nil {
+		finish(err)
+		return
+	}
+	per := out.C * out.H * out.W
+	r := 0
+	for _, c := range calls {
+		c.out = diffusion.Batch{N: c.x.N, C: out.C, H: out.H, W: out.W,
+			Data: append([]float32(nil), out.Data[r*per:(r+c.x.N)*per]...)}
+		r += c.x.N
+		close(c.done)
+	}
+}

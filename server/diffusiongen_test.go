@@ -1,0 +1,233 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"image"
+	"sync"
+	"testing"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+)
+
+// toyModel is a tiny row-wise "network": eps = 0.1 x + 1e-4 t + 0.05 y
+// (y = -1 for the null class), recording the batch size of every call.
+type toyModel struct {
+	mu    sync.Mutex
+	sizes []int
+	// after, when set, is called after each call with the call count.
+	after func(calls int)
+}
+
+func (m *toyModel) Predict(_ context.Context, x diffusion.Batch, t []int, y []int) (diffusion.Batch, error) {
+	out := diffusion.NewBatch(x.N, x.C, x.H, x.W)
+	d := x.C * x.H * x.W
+	for r := 0; r < x.N; r++ {
+		yv := 0.0
+		if y != nil {
+			yv = float64(y[r])
+		}
+		for i := 0; i < d; i++ {
+			out.Data[r*d+i] = float32(0.1*float64(x.Data[r*d+i]) + 1e-4*float64(t[r]) + 0.05*yv)
+		}
+	}
+	m.mu.Lock()
+	m.sizes = append(m.sizes, x.N)
+	n := len(m.sizes)
+	m.mu.Unlock()
+	if m.after != nil {
+		m.after(n)
+	}
+	return out, nil
+}
+
+func newToyGen(t *testing.T, classes int) (*DiffusionGenerator, *toyModel) {
+	t.Helper()
+	d, err := diffusion.New(diffusion.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &toyModel{}
+	var names []string
+	if classes > 0 {
+		names = digits[:classes]
+	}
+	g, err := NewDiffusionGenerator(m, d, ModelInfo{Name: "toy", ImageSize: 4, Channels: 1, NumClasses: classes, ClassNames: names, Device: "cpu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, m
+}
+
+func pix(t *testing.T, im image.Image) []byte {
+	t.Helper()
+	g, ok := im.(*image.Gray)
+	if !ok {
+		t.Fatalf("image is %T, want *image.Gray", im)
+	}
+	return g.Pix
+}
+
+// TestDiffusionGeneratorBatchIndependent: an image depends on its seed and
+// settings only, not on the rest of its batch; the model runs once per step
+// on the whole batch.
+func TestDiffusionGeneratorBatchIndependent(t *testing.T) {
+	for _, set := range []Settings{{Steps: 5, Sampler: "ddpm"}, {Steps: 5, Sampler: "ddim", Eta: 0.5}, {Steps: 4, Sampler: "ddim"}} {
+		t.Run(set.Sampler, func(t *testing.T) {
+			g, m := newToyGen(t, 0)
+			items := []Item{{Seed: 1, Class: -1}, {Seed: 2, Class: -1}, {Seed: 3, Class: -1}}
+			var steps []int
+			all, err := g.Generate(context.Background(), set, items, func(step, total int) {
+				steps = append(steps, step)
+				if total != set.Steps {
+					t.Errorf("total %d, want %d", total, set.Steps)
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(m.sizes) != set.Steps || m.sizes[0] != 3 {
+				t.Errorf("model calls %v, want %d calls of 3 rows", m.sizes, set.Steps)
+			}
+			if len(steps) != set.Steps || steps[len(steps)-1] != set.Steps {
+				t.Errorf("progress %v", steps)
+			}
+			alone, err := g.Generate(context.Background(), set, items[1:2], nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(pix(t, all[1]), pix(t, alone[0])) {
+				t.Error("seed 2 gave different pixels alone and in a batch")
+			}
+			if bytes.Equal(pix(t, all[0]), pix(t, all[1])) {
+				t.Error("seeds 1 and 2 gave the same image")
+			}
+			// Reference: diffusion.Sample directly with the seed.
+			ref, err := g.diff.Sample(context.Background(), &toyModel{}, diffusion.Options{Sampler: map[string]diffusion.Sampler{"ddpm": diffusion.SamplerDDPM, "ddim": diffusion.SamplerDDIM}[set.Sampler],
+				Steps: set.Steps, Eta: set.Eta, Seed: 3, N: 1, C: 1, H: 4, W: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range ref.Data {
+				want := byte(0)
+				if f := (float64(v) + 1) * 127.5; f >= 255 {
+					want = 255
+				} else if f > 0 {
+					want = byte(f + 0.5)
+				}
+				if d := int(pix(t, all[2])[i]) - int(want); d < -1 || d > 1 {
+					t.Fatalf("pixel %d: %d, direct Sample gives %d", i, pix(t, all[2])[i], want)
+				}
+			}
+		})
+	}
+}
+
+func TestDiffusionGeneratorGuidance(t *testing.T) {
+	g, m := newToyGen(t, 3)
+	set := Settings{Steps: 3, Sampler: "ddim", Guidance: 2}
+	imgs, err := g.Generate(context.Background(), set, []Item{{Seed: 1, Class: 2}, {Seed: 1, Class: 0}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.sizes[0] != 4 {
+		t.Errorf("model saw %d rows, want 4 (conditional and null rows of 2 images)", m.sizes[0])
+	}
+	if bytes.Equal(pix(t, imgs[0]), pix(t, imgs[1])) {
+		t.Error("classes 2 and 0 gave the same image")
+	}
+}
+
+// TestDiffusionGeneratorDropItem: an item cancelled mid-run leaves the
+// batch (the model sees fewer rows from then on), gets no image, and the
+// others' images are unchanged.
+func TestDiffusionGeneratorDropItem(t *testing.T) {
+	g, m := newToyGen(t, 0)
+	set := Settings{Steps: 8, Sampler: "ddpm"}
+	done := make(chan struct{})
+	m.after = func(calls int) {
+		if calls == 3 {
+			close(done)
+		}
+	}
+	items := []Item{{Seed: 1, Class: -1}, {Seed: 2, Class: -1, Done: done}, {Seed: 3, Class: -1}}
+	imgs, err := g.Generate(context.Background(), set, items, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if imgs[1] != nil || imgs[0] == nil || imgs[2] == nil {
+		t.Fatalf("images %v", imgs)
+	}
+	if m.sizes[0] != 3 || m.sizes[len(m.sizes)-1] != 2 || len(m.sizes) != set.Steps {
+		t.Errorf("batch sizes %v: want 3 then 2, %d calls", m.sizes, set.Steps)
+	}
+	g2, _ := newToyGen(t, 0)
+	ref, err := g2.Generate(context.Background(), set, []Item{items[0], items[2]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(pix(t, ref[0]), pix(t, imgs[0])) || !bytes.Equal(pix(t, ref[1]), pix(t, imgs[2])) {
+		t.Error("the other images changed when an item left")
+	}
+}
+
+func TestDiffusionGeneratorCancel(t *testing.T) {
+	g, m := newToyGen(t, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	m.after = func(calls int) {
+		if calls == 2 {
+			cancel()
+		}
+	}
+	_, err := g.Generate(ctx, Settings{Steps: 50, Sampler: "ddpm"}, []Item{{Seed: 1, Class: -1}, {Seed: 2, Class: -1}}, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want context.Canceled", err)
+	}
+	if len(m.sizes) > 3 {
+		t.Errorf("%d model calls after cancel at 2", len(m.sizes))
+	}
+}
+
+type failModel struct{}
+
+func (failModel) Predict(context.Context, diffusion.Batch, []int, []int) (diffusion.Batch, error) {
+	return diffusion.Batch{}, errors.New("out of memory")
+}
+
+type panicModel struct{}
+
+func (panicModel) Predict(context.Context, diffusion.Batch, []int, []int) (diffusion.Batch, error) {
+	panic("kernel bug")
+}
+
+func TestDiffusionGeneratorModelErrors(t *testing.T) {
+	d, _ := diffusion.New(diffusion.DefaultConfig())
+	for name, m := range map[string]diffusion.Model{"error": failModel{}, "panic": panicModel{}} {
+		t.Run(name, func(t *testing.T) {
+			g, err := NewDiffusionGenerator(m, d, ModelInfo{Name: "x", ImageSize: 2, Channels: 1, Device: "cpu"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := g.Generate(context.Background(), Settings{Steps: 2, Sampler: "ddpm"}, []Item{{Seed: 1, Class: -1}, {Seed: 2, Class: -1}}, nil); err == nil {
+				t.Fatal("no error")
+			}
+		})
+	}
+	if _, err := NewDiffusionGenerator(nil, d, ModelInfo{}); err == nil {
+		t.Error("nil model accepted")
+	}
+}
+
+// TestDiffusionGeneratorServer runs the toy model behind the HTTP server:
+// the same seed gives the same bytes whether batched or not.
+func TestDiffusionGeneratorServer(t *testing.T) {
+	g, _ := newToyGen(t, 10)
+	s := newTest(t, g, Options{})
+	body := `{"n":3,"steps":4,"seed":11,"sampler":"ddim","guidance_scale":1.5}`
+	a := decodeImages(t, do(t, s.Handler(), "POST", "/v1/images/generations", body).Body.Bytes())
+	b := decodeImages(t, do(t, s.Handler(), "POST", "/v1/images/generations", `{"n":1,"steps":4,"seed":12,"sampler":"ddim","guidance_scale":1.5}`).Body.Bytes())
+	if len(a.Data) != 3 || a.Data[1].B64JSON != b.Data[0].B64JSON || *a.Data[1].ClassLabel != *b.Data[0].ClassLabel {
+		t.Error("seed 12 differs between a batch of 3 and a batch of 1")
+	}
+}
