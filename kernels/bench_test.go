@@ -43,11 +43,26 @@ func benchCPU(b *testing.B) *CPU {
 }
 
 // BenchmarkConv reports GFLOP/s (2*N*K*C*R*S*OH*OW per pass) of Conv2D,
-// Conv2DBackwardData and Conv2DBackwardFilter on the UNet shapes:
+// Conv2DBackwardData and Conv2DBackwardFilter on the UNet shapes, with
+// im2col + GEMM and (where libdnnl.so.2 loads) oneDNN's primitives:
 //
 //	nice go test -run '^$' -bench Conv -benchtime 20x ./kernels
 func BenchmarkConv(b *testing.B) {
-	c := benchCPU(b)
+	pref := os.Getenv("DDPM_BLAS")
+	if pref == "" {
+		pref = "auto"
+	}
+	for _, algo := range []string{"im2col", "dnnl"} {
+		c, err := NewCPU(CPUOptions{BLAS: pref, Conv: algo})
+		if err != nil {
+			b.Logf("skipping conv %s: %v", algo, err)
+			continue
+		}
+		b.Run(algo, func(b *testing.B) { benchConv(b, c) })
+	}
+}
+
+func benchConv(b *testing.B, c *CPU) {
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, s := range benchConvShapes {
 		d := s.d

@@ -18,6 +18,11 @@ type CPUOptions struct {
 	// The ops split work over Threads goroutines and call the BLAS with one
 	// thread each, so BLAS threads and goroutines never oversubscribe.
 	Threads int
+	// Conv picks the convolution algorithm: "auto" (default when empty:
+	// oneDNN's convolution primitives when the BLAS is oneDNN, else
+	// im2col + GEMM), "dnnl" (oneDNN primitives; an error without
+	// libdnnl.so.2) or "im2col" (im2col + GEMM on the chosen BLAS).
+	Conv string
 }
 
 // CPU implements Ops[[]float32] on the host. Buffers are plain Go slices;
@@ -33,6 +38,7 @@ type CPU struct {
 	gemm    blas.Sgemm
 	threads int
 	ws      wsPool
+	dconv   *dnnlConvs // oneDNN convolution primitives, or nil for im2col
 
 	mu  sync.Mutex
 	err error
@@ -58,7 +64,25 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernels: CPUOptions.BLAS: %w", err)
 	}
-	return &CPU{gemm: g, threads: th}, nil
+	c := &CPU{gemm: g, threads: th}
+	switch opts.Conv {
+	case "", "auto":
+		if g.Name() == "dnnl" {
+			if api, err := loadDNNLAPI(); err == nil {
+				c.dconv = &dnnlConvs{api: api, m: map[ConvDims]*dnnlConv{}}
+			}
+		}
+	case "dnnl":
+		api, err := loadDNNLAPI()
+		if err != nil {
+			return nil, fmt.Errorf("kernels: CPUOptions.Conv = %q: %w", opts.Conv, err)
+		}
+		c.dconv = &dnnlConvs{api: api, m: map[ConvDims]*dnnlConv{}}
+	case "im2col":
+	default:
+		return nil, fmt.Errorf("kernels: CPUOptions.Conv = %q: allowed are auto, dnnl, im2col", opts.Conv)
+	}
+	return c, nil
 }
 
 // NewCPUWith returns a CPU backend on an already loaded sgemm, using
@@ -72,8 +96,11 @@ func NewCPUWith(g blas.Sgemm, threads int) *CPU {
 	return &CPU{gemm: g, threads: threads}
 }
 
-// Name returns "cpu (<blas>, <n> threads)".
+// Name returns "cpu (<blas>[, dnnl conv], <n> threads)".
 func (c *CPU) Name() string {
+	if c.dconv != nil {
+		return fmt.Sprintf("cpu (%s, dnnl conv, %d threads)", c.gemm.Name(), c.threads)
+	}
 	return fmt.Sprintf("cpu (%s, %d threads)", c.gemm.Name(), c.threads)
 }
 

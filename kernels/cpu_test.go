@@ -206,3 +206,20 @@ func TestAttention(t *testing.T) {
 		}
 	}
 }
+
+// TestDNNLConvUsed checks that Conv "dnnl" really runs oneDNN primitives
+// for every test shape (a rejected shape would silently use im2col).
+func TestDNNLConvUsed(t *testing.T) {
+	c, err := NewCPU(CPUOptions{BLAS: "dnnl", Conv: "dnnl", Threads: 2})
+	if err != nil {
+		t.Skipf("oneDNN not available: %v", err)
+	}
+	for i, d := range append(convCases, benchConvShapes[0].d) {
+		dc := c.dnnlConv(d)
+		if dc == nil {
+			t.Errorf("case %d %+v: oneDNN rejected the shape", i, d)
+			continue
+		}
+		t.Logf("case %d: %s", i, dc.impl)
+	}
+}

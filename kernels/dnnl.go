@@ -1,0 +1,514 @@
+package kernels
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/ebitengine/purego"
+)
+
+// This file runs convolutions through oneDNN's convolution primitives (the
+// JIT direct kernels PyTorch uses on this CPU) when libdnnl.so.2 is
+// present, bound at run time with purego. User tensors stay NCHW/OIHW;
+// each primitive picks its own (blocked) layouts and reorders in and out.
+
+// oneDNN 2.6 C API constants (dnnl_types.h).
+const (
+	dnnlSuccess          = 0
+	dnnlF32              = 3
+	dnnlTagAny           = 1
+	dnnlTagA             = 2 // x
+	dnnlTagABCD          = 5 // nchw, oihw
+	dnnlForwardTraining  = 64
+	dnnlBackwardData     = 160
+	dnnlBackwardWeights  = 192
+	dnnlConvDirect       = 1
+	dnnlCPU              = 1
+	dnnlStreamDefault    = 1
+	dnnlArgSrc           = 1
+	dnnlArgDst           = 17
+	dnnlArgWeights       = 33
+	dnnlArgBias          = 41
+	dnnlArgDiffSrc       = 129
+	dnnlArgDiffDst       = 145
+	dnnlArgDiffWeights   = 161
+	dnnlArgDiffBias      = 169
+	dnnlQuerySrcMD       = 129
+	dnnlQueryDiffSrcMD   = 130
+	dnnlQueryWeightsMD   = 131
+	dnnlQueryDiffWeights = 132
+	dnnlQueryDstMD       = 133
+	dnnlQueryDiffDstMD   = 134
+	dnnlQueryImplInfoStr = 8
+	dnnlMemDescSize      = 696  // sizeof(dnnl_memory_desc_t)
+	dnnlConvDescSize     = 5976 // sizeof(dnnl_convolution_desc_t)
+	dnnlMaxDims          = 12
+)
+
+// dnnlMemoryAllocate is DNNL_MEMORY_ALLOCATE, ((void *)(size_t)-1).
+var dnnlMemoryAllocate = ^uintptr(0)
+
+type (
+	memDesc  [dnnlMemDescSize / 8]uint64 // 8-byte aligned
+	convDesc [dnnlConvDescSize / 8]uint64
+	dims     [dnnlMaxDims]int64
+	execArg  struct {
+		arg int32
+		_   int32
+		mem uintptr
+	}
+)
+
+// dnnlAPI holds the bound oneDNN functions and one CPU engine and stream.
+type dnnlAPI struct {
+	mdInitByTag   func(md *memDesc, ndims int32, d *dims, dt int32, tag int32) int32
+	convFwdInit   func(cd *convDesc, prop, alg int32, src, wei, bias, dst *memDesc, strides, padL, padR *dims) int32
+	convBwdDInit  func(cd *convDesc, alg int32, dsrc, wei, ddst *memDesc, strides, padL, padR *dims) int32
+	convBwdWInit  func(cd *convDesc, alg int32, src, dwei, dbias, ddst *memDesc, strides, padL, padR *dims) int32
+	pdCreate      func(pd *uintptr, op unsafe.Pointer, attr uintptr, engine uintptr, hint uintptr) int32
+	pdQueryMD     func(pd uintptr, what int32, index int32) unsafe.Pointer
+	pdQuery       func(pd uintptr, what int32, index int32, result unsafe.Pointer) int32
+	primCreate    func(p *uintptr, pd uintptr) int32
+	primExecute   func(p uintptr, stream uintptr, nargs int32, args unsafe.Pointer) int32
+	memCreate     func(m *uintptr, md unsafe.Pointer, engine uintptr, handle uintptr) int32
+	memSetHandle  func(m uintptr, handle unsafe.Pointer) int32
+	mdEqual       func(a, b unsafe.Pointer) int32
+	reorderCreate func(pd *uintptr, src unsafe.Pointer, srcEng uintptr, dst unsafe.Pointer, dstEng uintptr, attr uintptr) int32
+	engineCreate  func(e *uintptr, kind int32, index uintptr) int32
+	streamCreate  func(s *uintptr, e uintptr, flags uint32) int32
+	streamWait    func(s uintptr) int32
+	ompSetThreads func(n int32)
+
+	engine, stream uintptr
+}
+
+var (
+	dnnlAPIOnce sync.Once
+	dnnlAPIVal  *dnnlAPI
+	dnnlAPIErr  error
+)
+
+// loadDNNLAPI binds oneDNN once per process (dlopen is process-wide).
+func loadDNNLAPI() (*dnnlAPI, error) {
+	dnnlAPIOnce.Do(func() {
+		lib, err := purego.Dlopen("libdnnl.so.2", purego.RTLD_NOW|purego.RTLD_GLOBAL)
+		if err != nil {
+			dnnlAPIErr = fmt.Errorf("open libdnnl.so.2: %w", err)
+			return
+		}
+		a := &dnnlAPI{}
+		for _, f := range []struct {
+			p    any
+			name string
+		}{
+			{&a.mdInitByTag, "dnnl_memory_desc_init_by_tag"},
+			{&a.convFwdInit, "dnnl_convolution_forward_desc_init"},
+			{&a.convBwdDInit, "dnnl_convolution_backward_data_desc_init"},
+			{&a.convBwdWInit, "dnnl_convolution_backward_weights_desc_init"},
+			{&a.pdCreate, "dnnl_primitive_desc_create"},
+			{&a.pdQueryMD, "dnnl_primitive_desc_query_md"},
+			{&a.pdQuery, "dnnl_primitive_desc_query"},
+			{&a.primCreate, "dnnl_primitive_create"},
+			{&a.primExecute, "dnnl_primitive_execute"},
+			{&a.memCreate, "dnnl_memory_create"},
+			{&a.memSetHandle, "dnnl_memory_set_data_handle"},
+			{&a.mdEqual, "dnnl_memory_desc_equal"},
+			{&a.reorderCreate, "dnnl_reorder_primitive_desc_create"},
+			{&a.engineCreate, "dnnl_engine_create"},
+			{&a.streamCreate, "dnnl_stream_create"},
+			{&a.streamWait, "dnnl_stream_wait"},
+		} {
+			sym, err := purego.Dlsym(lib, f.name)
+			if err != nil {
+				dnnlAPIErr = fmt.Errorf("libdnnl.so.2: symbol %s: %w", f.name, err)
+				return
+			}
+			purego.RegisterFunc(f.p, sym)
+		}
+		if gomp, err := purego.Dlopen("libgomp.so.1", purego.RTLD_NOW|purego.RTLD_GLOBAL); err == nil {
+			if sym, err := purego.Dlsym(gomp, "omp_set_num_threads"); err == nil {
+				purego.RegisterFunc(&a.ompSetThreads, sym)
+			}
+		}
+		if st := a.engineCreate(&a.engine, dnnlCPU, 0); st != dnnlSuccess {
+			dnnlAPIErr = fmt.Errorf("dnnl_engine_create: status %d", st)
+			return
+		}
+		if st := a.streamCreate(&a.stream, a.engine, dnnlStreamDefault); st != dnnlSuccess {
+			dnnlAPIErr = fmt.Errorf("dnnl_stream_create: status %d", st)
+			return
+		}
+		dnnlAPIVal = a
+	})
+	return dnnlAPIVal, dnnlAPIErr
+}
+
+// dnnlTensor is one tensor argument of a primitive: the user's memory
+// object (plain layout, handle set per call) and, when the primitive wants
+// another layout, its own buffer and the reorder between them.
+type dnnlTensor struct {
+	user     uintptr // memory with the user layout
+	internal uintptr // memory with the primitive's layout, or 0 if the same
+	reorder  uintptr // user->internal (inputs) or internal->user (outputs)
+}
+
+// mem returns the memory object the primitive reads or writes.
+func (t *dnnlTensor) mem() uintptr {
+	if t.internal != 0 {
+		return t.internal
+	}
+	return t.user
+}
+
+// dnnlConv is the set of primitives for one ConvDims: forward (with or
+// without bias), backward data and backward weights (with or without
+// bias), created on first use. A mutex serialises its runs because the
+// internal buffers are shared.
+type dnnlConv struct {
+	mu  sync.Mutex
+	api *dnnlAPI
+	d   ConvDims
+
+	userX, userW, userB, userY memDesc
+	strides, padL, padR        dims
+
+	fwdPD [2]uintptr // [bias]
+	fwd   [2]*dnnlStep
+	bwdD  *dnnlStep
+	bwdW  [2]*dnnlStep
+	impl  string // implementation name of the forward primitive
+}
+
+// dnnlStep is one primitive with its tensors.
+type dnnlStep struct {
+	prim    uintptr
+	tensors map[int32]*dnnlTensor // by DNNL_ARG_*
+}
+
+// newDNNLConv prepares the user memory descriptors and the forward
+// primitive descriptor; it fails when oneDNN rejects the shape.
+func newDNNLConv(api *dnnlAPI, d ConvDims) (*dnnlConv, error) {
+	c := &dnnlConv{api: api, d: d}
+	oh, ow := d.OutH(), d.OutW()
+	for _, m := range []struct {
+		md  *memDesc
+		n   int32
+		dm  dims
+		tag int32
+	}{
+		{&c.userX, 4, dims{int64(d.N), int64(d.C), int64(d.H), int64(d.W)}, dnnlTagABCD},
+		{&c.userW, 4, dims{int64(d.K), int64(d.C), int64(d.R), int64(d.S)}, dnnlTagABCD},
+		{&c.userB, 1, dims{int64(d.K)}, dnnlTagA},
+		{&c.userY, 4, dims{int64(d.N), int64(d.K), int64(oh), int64(ow)}, dnnlTagABCD},
+	} {
+		dm := m.dm
+		if st := api.mdInitByTag(m.md, m.n, &dm, dnnlF32, m.tag); st != dnnlSuccess {
+			return nil, fmt.Errorf("dnnl_memory_desc_init_by_tag: status %d", st)
+		}
+	}
+	c.strides = dims{int64(d.StrideH), int64(d.StrideW)}
+	c.padL = dims{int64(d.PadTop), int64(d.PadLeft)}
+	c.padR = dims{int64(d.PadBottom), int64(d.PadRight)}
+	for bias := 0; bias < 2; bias++ {
+		pd, err := c.fwdDesc(bias == 1)
+		if err != nil {
+			return nil, err
+		}
+		c.fwdPD[bias] = pd
+	}
+	var info *byte
+	if api.pdQuery(c.fwdPD[0], dnnlQueryImplInfoStr, 0, unsafe.Pointer(&info)) == dnnlSuccess && info != nil {
+		c.impl = cString(info)
+	}
+	return c, nil
+}
+
+// cString copies a NUL-terminated C string owned by oneDNN (at most 256 bytes).
+func cString(p *byte) string {
+	var b []byte
+	for i := 0; i < 256; i++ {
+		ch := *(*byte)(unsafe.Add(unsafe.Pointer(p), i))
+		if ch == 0 {
+			break
+		}
+		b = append(b, ch)
+	}
+	return string(b)
+}
+
+// anyLike returns a descriptor with md's dims and format "any".
+func (c *dnnlConv) anyLike(n int32, dm dims) (memDesc, error) {
+	var md memDesc
+	if st := c.api.mdInitByTag(&md, n, &dm, dnnlF32, dnnlTagAny); st != dnnlSuccess {
+		return md, fmt.Errorf("dnnl_memory_desc_init_by_tag(any): status %d", st)
+	}
+	return md, nil
+}
+
+func (c *dnnlConv) anyDescs() (x, w, y memDesc, err error) {
+	d := c.d
+	if x, err = c.anyLike(4, dims{int64(d.N), int64(d.C), int64(d.H), int64(d.W)}); err != nil {
+		return
+	}
+	if w, err = c.anyLike(4, dims{int64(d.K), int64(d.C), int64(d.R), int64(d.S)}); err != nil {
+		return
+	}
+	y, err = c.anyLike(4, dims{int64(d.N), int64(d.K), int64(d.OutH()), int64(d.OutW())})
+	return
+}
+
+func (c *dnnlConv) fwdDesc(bias bool) (uintptr, error) {
+	x, w, y, err := c.anyDescs()
+	if err != nil {
+		return 0, err
+	}
+	var cd convDesc
+	var b *memDesc
+	if bias {
+		b = &c.userB
+	}
+	if st := c.api.convFwdInit(&cd, dnnlForwardTraining, dnnlConvDirect, &x, &w, b, &y, &c.strides, &c.padL, &c.padR); st != dnnlSuccess {
+		return 0, fmt.Errorf("dnnl_convolution_forward_desc_init: status %d", st)
+	}
+	var pd uintptr
+	if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), 0, c.api.engine, 0); st != dnnlSuccess {
+		return 0, fmt.Errorf("dnnl_primitive_desc_create(conv fwd): status %d", st)
+	}
+	return pd, nil
+}
+
+// tensor makes the memory objects for argument query of pd, with user
+// layout user; input says which way the reorder goes.
+func (c *dnnlConv) tensor(pd uintptr, query int32, user *memDesc, input bool) (*dnnlTensor, error) {
+	api := c.api
+	t := &dnnlTensor{}
+	if st := api.memCreate(&t.user, unsafe.Pointer(user), api.engine, 0); st != dnnlSuccess {
+		return nil, fmt.Errorf("dnnl_memory_create: status %d", st)
+	}
+	want := api.pdQueryMD(pd, query, 0)
+	if want == nil {
+		return nil, fmt.Errorf("dnnl_primitive_desc_query_md(%d): none", query)
+	}
+	if api.mdEqual(unsafe.Pointer(user), want) != 0 {
+		return t, nil
+	}
+	if st := api.memCreate(&t.internal, want, api.engine, dnnlMemoryAllocate); st != dnnlSuccess {
+		return nil, fmt.Errorf("dnnl_memory_create(internal): status %d", st)
+	}
+	src, dst := unsafe.Pointer(user), want
+	if !input {
+		src, dst = dst, src
+	}
+	var rpd uintptr
+	if st := api.reorderCreate(&rpd, src, api.engine, dst, api.engine, 0); st != dnnlSuccess {
+		return nil, fmt.Errorf("dnnl_reorder_primitive_desc_create: status %d", st)
+	}
+	if st := api.primCreate(&t.reorder, rpd); st != dnnlSuccess {
+		return nil, fmt.Errorf("dnnl_primitive_create(reorder): status %d", st)
+	}
+	return t, nil
+}
+
+type argSpec struct {
+	arg   int32
+	query int32
+	user  *memDesc
+	input bool
+}
+
+func (c *dnnlConv) step(pd uintptr, specs []argSpec) (*dnnlStep, error) {
+	s := &dnnlStep{tensors: map[int32]*dnnlTensor{}}
+	for _, a := range specs {
+		var t *dnnlTensor
+		var err error
+		if a.query == 0 { // bias: always the plain layout
+			t = &dnnlTensor{}
+			if st := c.api.memCreate(&t.user, unsafe.Pointer(a.user), c.api.engine, 0); st != dnnlSuccess {
+				return nil, fmt.Errorf("dnnl_memory_create(bias): status %d", st)
+			}
+		} else if t, err = c.tensor(pd, a.query, a.user, a.input); err != nil {
+			return nil, err
+		}
+		s.tensors[a.arg] = t
+	}
+	if st := c.api.primCreate(&s.prim, pd); st != dnnlSuccess {
+		return nil, fmt.Errorf("dnnl_primitive_create(conv): status %d", st)
+	}
+	return s, nil
+}
+
+// run binds the user buffers (by argument), reorders inputs in, executes
+// the primitive, reorders outputs out and waits.
+func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, threads int) error {
+	api := c.api
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if api.ompSetThreads != nil {
+		api.ompSetThreads(int32(threads))
+	}
+	args := make([]execArg, 0, len(s.tensors))
+	for arg, t := range s.tensors {
+		b := bufs[arg]
+		api.memSetHandle(t.user, unsafe.Pointer(&b[0]))
+		args = append(args, execArg{arg: arg, mem: t.mem()})
+	}
+	isOut := func(a int32) bool {
+		for _, o := range outputs {
+			if o == a {
+				return true
+			}
+		}
+		return false
+	}
+	for arg, t := range s.tensors {
+		if t.reorder != 0 && !isOut(arg) {
+			ra := [2]execArg{{arg: dnnlArgSrc, mem: t.user}, {arg: dnnlArgDst, mem: t.internal}}
+			if st := api.primExecute(t.reorder, api.stream, 2, unsafe.Pointer(&ra[0])); st != dnnlSuccess {
+				return fmt.Errorf("reorder in: status %d", st)
+			}
+		}
+	}
+	if st := api.primExecute(s.prim, api.stream, int32(len(args)), unsafe.Pointer(&args[0])); st != dnnlSuccess {
+		return fmt.Errorf("dnnl_primitive_execute: status %d", st)
+	}
+	for _, arg := range outputs {
+		t := s.tensors[arg]
+		if t != nil && t.reorder != 0 {
+			ra := [2]execArg{{arg: dnnlArgSrc, mem: t.internal}, {arg: dnnlArgDst, mem: t.user}}
+			if st := api.primExecute(t.reorder, api.stream, 2, unsafe.Pointer(&ra[0])); st != dnnlSuccess {
+				return fmt.Errorf("reorder out: status %d", st)
+			}
+		}
+	}
+	if st := api.streamWait(api.stream); st != dnnlSuccess {
+		return fmt.Errorf("dnnl_stream_wait: status %d", st)
+	}
+	for _, b := range bufs {
+		runtime.KeepAlive(b)
+	}
+	return nil
+}
+
+// forward runs y = conv(x, w) + b (b may be nil).
+func (c *dnnlConv) forward(y, x, w, b []float32, threads int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bi := 0
+	if b != nil {
+		bi = 1
+	}
+	if c.fwd[bi] == nil {
+		specs := []argSpec{{dnnlArgSrc, dnnlQuerySrcMD, &c.userX, true}, {dnnlArgWeights, dnnlQueryWeightsMD, &c.userW, true},
+			{dnnlArgDst, dnnlQueryDstMD, &c.userY, false}}
+		if bi == 1 {
+			specs = append(specs, argSpec{dnnlArgBias, 0, &c.userB, true})
+		}
+		s, err := c.step(c.fwdPD[bi], specs)
+		if err != nil {
+			return err
+		}
+		c.fwd[bi] = s
+	}
+	bufs := map[int32][]float32{dnnlArgSrc: x, dnnlArgWeights: w, dnnlArgDst: y}
+	if bi == 1 {
+		bufs[dnnlArgBias] = b
+	}
+	return c.run(c.fwd[bi], bufs, []int32{dnnlArgDst}, threads)
+}
+
+// backwardData runs dx = conv^T(dy, w).
+func (c *dnnlConv) backwardData(dx, dy, w []float32, threads int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bwdD == nil {
+		x, wd, y, err := c.anyDescs()
+		if err != nil {
+			return err
+		}
+		var cd convDesc
+		if st := c.api.convBwdDInit(&cd, dnnlConvDirect, &x, &wd, &y, &c.strides, &c.padL, &c.padR); st != dnnlSuccess {
+			return fmt.Errorf("dnnl_convolution_backward_data_desc_init: status %d", st)
+		}
+		var pd uintptr
+		if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), 0, c.api.engine, c.fwdPD[0]); st != dnnlSuccess {
+			return fmt.Errorf("dnnl_primitive_desc_create(conv bwd data): status %d", st)
+		}
+		s, err := c.step(pd, []argSpec{{dnnlArgDiffDst, dnnlQueryDiffDstMD, &c.userY, true},
+			{dnnlArgWeights, dnnlQueryWeightsMD, &c.userW, true}, {dnnlArgDiffSrc, dnnlQueryDiffSrcMD, &c.userX, false}})
+		if err != nil {
+			return err
+		}
+		c.bwdD = s
+	}
+	return c.run(c.bwdD, map[int32][]float32{dnnlArgDiffDst: dy, dnnlArgWeights: w, dnnlArgDiffSrc: dx},
+		[]int32{dnnlArgDiffSrc}, threads)
+}
+
+// backwardWeights runs dw (and db when not nil) from dy and x.
+func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32, threads int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bi := 0
+	if db != nil {
+		bi = 1
+	}
+	if c.bwdW[bi] == nil {
+		x, wd, y, err := c.anyDescs()
+		if err != nil {
+			return err
+		}
+		var cd convDesc
+		var b *memDesc
+		if bi == 1 {
+			b = &c.userB
+		}
+		if st := c.api.convBwdWInit(&cd, dnnlConvDirect, &x, &wd, b, &y, &c.strides, &c.padL, &c.padR); st != dnnlSuccess {
+			return fmt.Errorf("dnnl_convolution_backward_weights_desc_init: status %d", st)
+		}
+		var pd uintptr
+		if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), 0, c.api.engine, c.fwdPD[bi]); st != dnnlSuccess {
+			return fmt.Errorf("dnnl_primitive_desc_create(conv bwd weights): status %d", st)
+		}
+		specs := []argSpec{{dnnlArgSrc, dnnlQuerySrcMD, &c.userX, true}, {dnnlArgDiffDst, dnnlQueryDiffDstMD, &c.userY, true},
+			{dnnlArgDiffWeights, dnnlQueryDiffWeights, &c.userW, false}}
+		if bi == 1 {
+			specs = append(specs, argSpec{dnnlArgDiffBias, 0, &c.userB, false})
+		}
+		s, err := c.step(pd, specs)
+		if err != nil {
+			return err
+		}
+		c.bwdW[bi] = s
+	}
+	bufs := map[int32][]float32{dnnlArgSrc: x, dnnlArgDiffDst: dy, dnnlArgDiffWeights: dw}
+	outs := []int32{dnnlArgDiffWeights}
+	if bi == 1 {
+		bufs[dnnlArgDiffBias] = db
+		outs = append(outs, dnnlArgDiffBias)
+	}
+	return c.run(c.bwdW[bi], bufs, outs, threads)
+}
+
+// dnnlConvs caches dnnlConv values by shape for one CPU.
+type dnnlConvs struct {
+	api *dnnlAPI
+	mu  sync.Mutex
+	m   map[ConvDims]*dnnlConv // nil value: oneDNN rejected the shape
+}
+
+// get returns the primitives for d, or nil when oneDNN cannot run it.
+func (p *dnnlConvs) get(d ConvDims) *dnnlConv {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.m[d]; ok {
+		return c
+	}
+	c, err := newDNNLConv(p.api, d)
+	if err != nil {
+		c = nil
+	}
+	p.m[d] = c
+	return c
+}
