@@ -9,12 +9,15 @@ import (
 	"errors"
 	"image/png"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ddpm-go/ddpm/weights"
 )
 
 func TestParseServe(t *testing.T) {
@@ -164,5 +167,60 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(rest, "\n"), "drained") {
 		t.Errorf("stdout after SIGTERM: %q", rest)
+	}
+}
+
+func TestServeModelInfo(t *testing.T) {
+	dir := filepath.Join("..", "..", "..", "shared", "fixtures", "diffusers-unet-small")
+	if _, err := os.Stat(dir); err != nil {
+		t.Skipf("fixtures not found at %s (they live in the shared folder beside the repository)", dir)
+	}
+	src, err := weights.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := serveInfo(src, modelName(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Name != "diffusers-unet-small" || info.ImageSize != 32 || info.Channels != 1 || info.NumClasses != 0 {
+		t.Errorf("info %+v", info)
+	}
+	d, err := diffusionFor(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.T() != 1000 {
+		t.Errorf("T = %d", d.T())
+	}
+}
+
+func TestServeInfoConfigs(t *testing.T) {
+	tests := []struct {
+		name, cfg string
+		size, ch  int
+		classes   int
+		ok        bool
+	}{
+		{"int size", `{"sample_size":28,"in_channels":1}`, 28, 1, 0, true},
+		{"pair size", `{"sample_size":[64,64],"in_channels":3,"num_class_embeds":10}`, 64, 3, 10, true},
+		{"not square", `{"sample_size":[64,32],"in_channels":3}`, 0, 0, 0, false},
+		{"bad json", `{"sample_size":`, 0, 0, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			info, err := serveInfo(&weights.Source{Path: "x", Model: weights.Model{UNetConfig: []byte(tc.cfg)}}, "m")
+			if (err == nil) != tc.ok {
+				t.Fatalf("err %v", err)
+			}
+			if tc.ok && (info.ImageSize != tc.size || info.Channels != tc.ch || info.NumClasses != tc.classes) {
+				t.Errorf("info %+v", info)
+			}
+		})
+	}
+	for path, want := range map[string]string{"/a/b/model.safetensors": "model", "./ddpm-cifar10/": "ddpm-cifar10", "ckpt": "ckpt"} {
+		if got := modelName(path); got != want {
+			t.Errorf("modelName(%q) = %q, want %q", path, got, want)
+		}
 	}
 }
