@@ -366,8 +366,16 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		if route == "" {
 			route = "unmatched"
 		}
-		s.m.requests.WithLabelValues(route, c.Request().Method, strconv.Itoa(c.Response().Status)).Inc()
-		s.m.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		status := c.Response().Status
+		took := time.Since(start)
+		s.m.requests.WithLabelValues(route, c.Request().Method, strconv.Itoa(status)).Inc()
+		s.m.latency.WithLabelValues(route).Observe(took.Seconds())
+		switch route {
+		case "/healthz", "/readyz", "/metrics": // probes and scrapes are not logged
+		default:
+			s.log.Info("http", "method", c.Request().Method, "route", route, "status", status,
+				"ms", took.Milliseconds(), "remote", c.RealIP())
+		}
 		return nil
 	}
 }
