@@ -31,10 +31,7 @@ func (c *CPU) Conv2D(y, x, w, b []float32, d ConvDims) {
 	if !c.has(op, "y", y, d.N*kohw) || !c.has(op, "x", x, d.N*chw) || !c.has(op, "w", w, d.K*crs) || !c.opt(op, "b", b, d.K) {
 		return
 	}
-	if dc := c.dnnlConv(d); dc != nil {
-		if err := dc.forward(y, x, w, b, c.threads); err != nil {
-			c.fail("%s: %v", op, err)
-		}
+	if c.dnnlForward(y, x, w, b, d) {
 		return
 	}
 	perImage := d.N < c.threads
@@ -77,10 +74,7 @@ func (c *CPU) Conv2DBackwardData(dx, dy, w []float32, d ConvDims) {
 	if !c.has(op, "dx", dx, d.N*chw) || !c.has(op, "dy", dy, d.N*kohw) || !c.has(op, "w", w, d.K*crs) {
 		return
 	}
-	if dc := c.dnnlConv(d); dc != nil {
-		if err := dc.backwardData(dx, dy, w, c.threads); err != nil {
-			c.fail("%s: %v", op, err)
-		}
+	if c.dnnlBackwardData(dx, dy, w, d) {
 		return
 	}
 	perImage := d.N < c.threads
@@ -116,10 +110,7 @@ func (c *CPU) Conv2DBackwardFilter(dw, db, dy, x []float32, d ConvDims) {
 	if !c.has(op, "dw", dw, d.K*crs) || !c.opt(op, "db", db, d.K) || !c.has(op, "dy", dy, d.N*kohw) || !c.has(op, "x", x, d.N*chw) {
 		return
 	}
-	if dc := c.dnnlConv(d); dc != nil {
-		if err := dc.backwardWeights(dw, db, dy, x, c.threads); err != nil {
-			c.fail("%s: %v", op, err)
-		}
+	if c.dnnlBackwardFilter(dw, db, dy, x, d) {
 		return
 	}
 	direct := d.direct()
@@ -171,14 +162,6 @@ func (c *CPU) Conv2DBackwardFilter(dw, db, dy, x []float32, d ConvDims) {
 			db[k] = s
 		}
 	}
-}
-
-// dnnlConv returns oneDNN's primitives for d, or nil to use im2col.
-func (c *CPU) dnnlConv(d ConvDims) *dnnlConv {
-	if c.dconv == nil {
-		return nil
-	}
-	return c.dconv.get(d)
 }
 
 // images runs fn over the n images: on one goroutine when serial (the

@@ -69,7 +69,7 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 	case "", "auto":
 		if g.Name() == "dnnl" {
 			if api, err := loadDNNLAPI(); err == nil {
-				c.dconv = &dnnlConvs{api: api, m: map[ConvDims]*dnnlConv{}}
+				c.dconv = &dnnlConvs{api: api, m: map[dnnlKey]*dnnlConv{}}
 			}
 		}
 	case "dnnl":
@@ -77,7 +77,7 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kernels: CPUOptions.Conv = %q: %w", opts.Conv, err)
 		}
-		c.dconv = &dnnlConvs{api: api, m: map[ConvDims]*dnnlConv{}}
+		c.dconv = &dnnlConvs{api: api, m: map[dnnlKey]*dnnlConv{}}
 	case "im2col":
 	default:
 		return nil, fmt.Errorf("kernels: CPUOptions.Conv = %q: allowed are auto, dnnl, im2col", opts.Conv)

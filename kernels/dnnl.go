@@ -491,24 +491,30 @@ func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32, threads int) error {
 	return c.run(c.bwdW[bi], bufs, outs, threads)
 }
 
-// dnnlConvs caches dnnlConv values by shape for one CPU.
+// dnnlConvs caches dnnlConv values by shape and worker for one CPU.
 type dnnlConvs struct {
 	api *dnnlAPI
 	mu  sync.Mutex
-	m   map[ConvDims]*dnnlConv // nil value: oneDNN rejected the shape
+	m   map[dnnlKey]*dnnlConv // nil value: oneDNN rejected the shape
 }
 
-// get returns the primitives for d, or nil when oneDNN cannot run it.
-func (p *dnnlConvs) get(d ConvDims) *dnnlConv {
+type dnnlKey struct {
+	d      ConvDims
+	worker int
+}
+
+// get returns worker's primitives for d, or nil when oneDNN cannot run it.
+func (p *dnnlConvs) get(d ConvDims, worker int) *dnnlConv {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := p.m[d]; ok {
+	k := dnnlKey{d, worker}
+	if c, ok := p.m[k]; ok {
 		return c
 	}
 	c, err := newDNNLConv(p.api, d)
 	if err != nil {
 		c = nil
 	}
-	p.m[d] = c
+	p.m[k] = c
 	return c
 }
