@@ -5,7 +5,8 @@
 // probes, Prometheus metrics (ddpm_*) and a small embedded web page.
 //
 // The server runs a model through the small Generator interface, one worker
-// per device. Requests with equal Settings (steps, sampler, eta, guidance)
+// per device: DiffusionGenerator for a diffusion.Model sampled by package
+// diffusion, FakeGenerator for tests. Requests with equal Settings (steps, sampler, eta, guidance)
 // are batched dynamically into one model batch of at most Options.MaxBatch
 // images; the queue is bounded (a full queue answers 429 with Retry-After);
 // every request has a timeout; a client that goes away, or a cancelled job,

@@ -198,6 +198,9 @@ func validate(req ImageRequest, info ModelInfo, lim limits, newSeed func() int64
 		if !(w >= 0 && w <= lim.maxGuidance) {
 			return g, invalid("guidance_scale", "guidance_scale = %g: allowed range is 0 to %g", w, lim.maxGuidance)
 		}
+		if w == 1 {
+			w = 0 // w = 1 is plain conditional sampling, as w = 0: one batch key for both
+		}
 		s.Guidance = w
 	}
 	g.settings = s
