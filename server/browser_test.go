@@ -100,3 +100,18 @@ func TestWebPageInBrowser(t *testing.T) {
 		t.Errorf("screenshot has %d magenta pixels, want >= %d (four 128x128 images)", magenta, want)
 	}
 }
+
+// TestWebPageNeedsKey: behind an API key the page still loads and says
+// that it needs the key.
+func TestWebPageNeedsKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser; skipped with -short")
+	}
+	s := newTest(t, nil, Options{APIKey: "k"})
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	dom := chromium(t, ts.URL+"/?autorun=1", "--dump-dom")
+	if !strings.Contains(dom, `data-state="error"`) || !strings.Contains(dom, "API key") || strings.Contains(dom, `class="generated"`) {
+		t.Errorf("DOM:\n%s", dom)
+	}
+}
