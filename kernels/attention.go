@@ -54,13 +54,7 @@ func softmaxRow(r []float32) {
 			m = v
 		}
 	}
-	var s float32
-	for j, v := range r {
-		e := expf(v - m)
-		r[j] = e
-		s += e
-	}
-	inv := 1 / s
+	inv := 1 / expSum(r, m)
 	for j := range r {
 		r[j] *= inv
 	}

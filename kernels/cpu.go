@@ -225,10 +225,7 @@ func (c *CPU) SiLU(y, x []float32, n int) {
 		return
 	}
 	c.parallel(n, elemGrain, func(_, lo, hi int) {
-		xs, ys := x[lo:hi], y[lo:hi]
-		for i, v := range xs {
-			ys[i] = v * sigmoid(v)
-		}
+		siluAffine(y[lo:hi], x[lo:hi], 1, 0)
 	})
 }
 
@@ -239,11 +236,7 @@ func (c *CPU) SiLUBackward(dx, dy, x []float32, n int) {
 		return
 	}
 	c.parallel(n, elemGrain, func(_, lo, hi int) {
-		xs, gs, ds := x[lo:hi], dy[lo:hi], dx[lo:hi]
-		for i, v := range xs {
-			s := sigmoid(v)
-			ds[i] = gs[i] * s * (1 + v*(1-s))
-		}
+		siluBwd(dx[lo:hi], x[lo:hi], dy[lo:hi], 0, 1, 1, 0)
 	})
 }
 
@@ -568,14 +561,3 @@ func (c *CPU) EMA(ema, p []float32, decay float32, n int) {
 		}
 	})
 }
-
-// sigmoid is 1/(1+exp(-x)), computed without overflow.
-func sigmoid(x float32) float32 {
-	if x >= 0 {
-		return 1 / (1 + expf(-x))
-	}
-	e := expf(x)
-	return e / (1 + e)
-}
-
-func expf(x float32) float32 { return float32(math.Exp(float64(x))) }

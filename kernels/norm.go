@@ -62,10 +62,7 @@ func (c *CPU) GroupNorm(y, mean, rstd, x, gamma, beta []float32, d GroupNormDims
 				xr := xs[j*d.HW : (j+1)*d.HW]
 				yr := y[i*cnt+j*d.HW : i*cnt+(j+1)*d.HW]
 				if d.SiLU {
-					for p, v := range xr {
-						z := v*a + bb
-						yr[p] = z * sigmoid(z)
-					}
+					siluAffine(yr, xr, a, bb)
 				} else {
 					for p, v := range xr {
 						yr[p] = v*a + bb
@@ -121,17 +118,16 @@ func (c *CPU) GroupNormBackward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, bet
 				off := i*cnt + j*d.HW
 				xr, gr, dr := x[off:off+d.HW], dy[off:off+d.HW], dx[off:off+d.HW]
 				var sdz, sdzx float32
-				for p, v := range xr {
-					xh := (v - mu) * rs
-					dz := gr[p]
-					if d.SiLU {
-						z := xh*ga + be
-						s := sigmoid(z)
-						dz *= s * (1 + z*(1-s))
+				if d.SiLU {
+					sdz, sdzx = siluBwd(dr, xr, gr, mu, rs, ga, be)
+				} else {
+					for p, v := range xr {
+						xh := (v - mu) * rs
+						dz := gr[p]
+						dr[p] = dz
+						sdz += dz
+						sdzx += dz * xh
 					}
-					dr[p] = dz
-					sdz += dz
-					sdzx += dz * xh
 				}
 				sums[(n*d.C+ch)*2] = sdz
 				sums[(n*d.C+ch)*2+1] = sdzx

@@ -1,0 +1,76 @@
+package kernels
+
+// The three exponential-heavy loops, each with a plain-Go version (the
+// reference the tests compare against, and the fallback without AVX2) and
+// an AVX2 kernel for the multiple-of-8 prefix.
+
+// siluAffine sets dst[i] = z*sigmoid(z), z = a*src[i] + b (dst may alias src).
+func siluAffine(dst, src []float32, a, b float32) {
+	n := len(src)
+	dst = dst[:n]
+	i := 0
+	if useAVX2 && n >= 8 {
+		i = n &^ 7
+		siluAffineAVX2(&dst[0], &src[0], i, a, b)
+	}
+	siluAffineGo(dst[i:], src[i:], a, b)
+}
+
+func siluAffineGo(dst, src []float32, a, b float32) {
+	for i, v := range src {
+		z := a*v + b
+		dst[i] = z * sigmoid(z)
+	}
+}
+
+// siluBwd sets dz[i] = dy[i] * s * (1 + z*(1-s)) with xh = (x[i]-mu)*rs,
+// z = ga*xh + be, s = sigmoid(z), and returns sum dz and sum dz*xh
+// (dz may alias dy).
+func siluBwd(dz, x, dy []float32, mu, rs, ga, be float32) (float32, float32) {
+	n := len(x)
+	dz, dy = dz[:n], dy[:n]
+	i := 0
+	var s1, s2 float32
+	if useAVX2 && n >= 8 {
+		i = n &^ 7
+		s1, s2 = siluBwdAVX2(&dz[0], &x[0], &dy[0], i, mu, rs, ga, be)
+	}
+	t1, t2 := siluBwdGo(dz[i:], x[i:], dy[i:], mu, rs, ga, be)
+	return s1 + t1, s2 + t2
+}
+
+func siluBwdGo(dz, x, dy []float32, mu, rs, ga, be float32) (float32, float32) {
+	var s1, s2 float32
+	for i, v := range x {
+		xh := (v - mu) * rs
+		z := ga*xh + be
+		s := sigmoid(z)
+		d := dy[i] * s * (1 + z*(1-s))
+		dz[i] = d
+		s1 += d
+		s2 += d * xh
+	}
+	return s1, s2
+}
+
+// expSum sets r[i] = e^(r[i]-m) (m >= every r[i]) and returns the sum.
+func expSum(r []float32, m float32) float32 {
+	n := len(r)
+	i := 0
+	var s float32
+	if useAVX2 && n >= 8 {
+		i = n &^ 7
+		s = expSumAVX2(&r[0], i, m)
+	}
+	return s + expSumGo(r[i:], m)
+}
+
+func expSumGo(r []float32, m float32) float32 {
+	var s float32
+	for j, v := range r {
+		e := expf(v - m)
+		r[j] = e
+		s += e
+	}
+	return s
+}

@@ -1,0 +1,15 @@
+package kernels
+
+import "golang.org/x/sys/cpu"
+
+// useAVX2 says whether the assembly kernels in vec_amd64.s may run.
+var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+//go:noescape
+func siluAffineAVX2(dst, src *float32, n int, a, b float32)
+
+//go:noescape
+func siluBwdAVX2(dz, x, dy *float32, n int, mu, rs, ga, be float32) (sdz, sdzx float32)
+
+//go:noescape
+func expSumAVX2(r *float32, n int, m float32) float32

@@ -1,0 +1,13 @@
+//go:build !amd64
+
+package kernels
+
+const useAVX2 = false
+
+func siluAffineAVX2(dst, src *float32, n int, a, b float32) { panic("unreachable") }
+
+func siluBwdAVX2(dz, x, dy *float32, n int, mu, rs, ga, be float32) (float32, float32) {
+	panic("unreachable")
+}
+
+func expSumAVX2(r *float32, n int, m float32) float32 { panic("unreachable") }

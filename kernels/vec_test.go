@@ -1,0 +1,85 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestVecKernels compares the AVX2 kernels with their Go twins on
+// lengths around multiples of 8 and on values across the exponential's
+// range (tolerance abs 1e-6 + rel 1e-5 per element; sums 1e-4 relative).
+func TestVecKernels(t *testing.T) {
+	if !useAVX2 {
+		t.Skip("no AVX2+FMA: only the Go versions run")
+	}
+	r := rand.New(rand.NewPCG(21, 22))
+	for _, n := range []int{1, 7, 8, 9, 16, 31, 100, 1027} {
+		for _, scale := range []float64{1, 10, 60} {
+			t.Run(fmt.Sprintf("n%d_scale%v", n, scale), func(t *testing.T) {
+				x := make([]float32, n)
+				dy := rnd(r, n)
+				for i := range x {
+					x[i] = float32(r.NormFloat64() * scale)
+				}
+				if n > 2 {
+					x[1], x[2] = 120, -120
+				}
+				cmp := func(name string, got, want []float32) {
+					t.Helper()
+					for i := range want {
+						if d := math.Abs(float64(got[i] - want[i])); !(d <= 1e-6+1e-5*math.Abs(float64(want[i]))) &&
+							!(math.IsNaN(float64(got[i])) && math.IsNaN(float64(want[i]))) {
+							t.Fatalf("%s[%d] (x=%v) = %v, want %v", name, i, x[i], got[i], want[i])
+						}
+					}
+				}
+				// siluAffine
+				got, want := newOut(n), make([]float32, n)
+				siluAffine(got.v(), x, 0.7, -0.2)
+				siluAffineGo(want, x, 0.7, -0.2)
+				got.checkGuard(t, "siluAffine")
+				cmp("siluAffine", got.v(), want)
+				xf := x
+				// siluBwd
+				g2, w2 := newOut(n), make([]float32, n)
+				s1, s2 := siluBwd(g2.v(), xf, dy, 0.1, 1.3, 0.9, 0.05)
+				t1, t2 := siluBwdGo(w2, xf, dy, 0.1, 1.3, 0.9, 0.05)
+				g2.checkGuard(t, "siluBwd")
+				cmp("siluBwd", g2.v(), w2)
+				if math.Abs(float64(s1-t1)) > 1e-4*(1+math.Abs(float64(t1))) || math.Abs(float64(s2-t2)) > 1e-4*(1+math.Abs(float64(t2))) {
+					t.Fatalf("siluBwd sums %v %v, want %v %v", s1, s2, t1, t2)
+				}
+				// expSum
+				m := float32(math.Inf(-1))
+				for _, v := range xf {
+					m = max(m, v)
+				}
+				e1, e2 := append([]float32(nil), xf...), append([]float32(nil), xf...)
+				se := expSum(e1, m)
+				sw := expSumGo(e2, m)
+				cmp("expSum", e1, e2)
+				if math.Abs(float64(se-sw)) > 1e-5*math.Abs(float64(sw)) {
+					t.Fatalf("expSum = %v, want %v", se, sw)
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkSiLUAffine(b *testing.B) {
+	x := rnd(rand.New(rand.NewPCG(1, 2)), 1<<16)
+	y := make([]float32, len(x))
+	for _, impl := range []struct {
+		name string
+		f    func(dst, src []float32, a, b float32)
+	}{{"avx2", siluAffine}, {"go", siluAffineGo}} {
+		b.Run(impl.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				impl.f(y, x, 1.1, 0.1)
+			}
+			b.ReportMetric(float64(b.N*len(x))/b.Elapsed().Seconds()/1e9, "Gelem/s")
+		})
+	}
+}
