@@ -74,3 +74,62 @@ func expSumGo(r []float32, m float32) float32 {
 	}
 	return s
 }
+
+// sumVec returns sum_i x[i] in float32 (eight or sixteen partial sums).
+func sumVec(x []float32) float32 {
+	n := len(x)
+	i := 0
+	var s float32
+	if useAVX2 && n >= 8 {
+		i = n &^ 7
+		s = sumAVX2(&x[0], i)
+	}
+	return s + sum32(x[i:])
+}
+
+// sqDevVec returns sum_i (x[i]-mu)^2 in float32.
+func sqDevVec(x []float32, mu float32) float32 {
+	n := len(x)
+	i := 0
+	var s float32
+	if useAVX2 && n >= 8 {
+		i = n &^ 7
+		s = sqDevAVX2(&x[0], i, mu)
+	}
+	return s + sqDevGo(x[i:], mu)
+}
+
+func sqDevGo(x []float32, mu float32) float32 {
+	var a0, a1, a2, a3 float32
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		d0, d1, d2, d3 := x[i]-mu, x[i+1]-mu, x[i+2]-mu, x[i+3]-mu
+		a0 += d0 * d0
+		a1 += d1 * d1
+		a2 += d2 * d2
+		a3 += d3 * d3
+	}
+	for ; i < len(x); i++ {
+		d := x[i] - mu
+		a0 += d * d
+	}
+	return (a0 + a1) + (a2 + a3)
+}
+
+// axbyc sets y[i] = a*y[i] + b*x[i] + c.
+func axbyc(y, x []float32, a, b, c float32) {
+	n := len(x)
+	y = y[:n]
+	i := 0
+	if useAVX2 && n >= 8 {
+		i = n &^ 7
+		axbycAVX2(&y[0], &x[0], i, a, b, c)
+	}
+	axbycGo(y[i:], x[i:], a, b, c)
+}
+
+func axbycGo(y, x []float32, a, b, c float32) {
+	for i, v := range x {
+		y[i] = a*y[i] + b*v + c
+	}
+}

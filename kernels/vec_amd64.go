@@ -13,3 +13,12 @@ func siluBwdAVX2(dz, x, dy *float32, n int, mu, rs, ga, be float32) (sdz, sdzx f
 
 //go:noescape
 func expSumAVX2(r *float32, n int, m float32) float32
+
+//go:noescape
+func sumAVX2(x *float32, n int) float32
+
+//go:noescape
+func sqDevAVX2(x *float32, n int, mu float32) float32
+
+//go:noescape
+func axbycAVX2(y, x *float32, n int, a, b, c float32)

@@ -238,3 +238,93 @@ exp_done:
 	VZEROUPPER
 	MOVSS X14, ret+24(FP)
 	RET
+
+// func sumAVX2(x *float32, n int) float32: sum of x[i], n a multiple of 8.
+TEXT ·sumAVX2(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+sum_loop16:
+	CMPQ CX, $16
+	JL sum_tail
+	VADDPS (SI), Y0, Y0
+	VADDPS 32(SI), Y1, Y1
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JMP sum_loop16
+sum_tail:
+	CMPQ CX, $8
+	JL sum_done
+	VADDPS (SI), Y0, Y0
+sum_done:
+	VADDPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+16(FP)
+	RET
+
+// func sqDevAVX2(x *float32, n int, mu float32) float32: sum of
+// (x[i]-mu)^2, n a multiple of 8.
+TEXT ·sqDevAVX2(SB), NOSPLIT, $0-28
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS mu+16(FP), Y4
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+sq_loop16:
+	CMPQ CX, $16
+	JL sq_tail
+	VMOVUPS (SI), Y2
+	VMOVUPS 32(SI), Y3
+	VSUBPS Y4, Y2, Y2
+	VSUBPS Y4, Y3, Y3
+	VFMADD231PS Y2, Y2, Y0
+	VFMADD231PS Y3, Y3, Y1
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JMP sq_loop16
+sq_tail:
+	CMPQ CX, $8
+	JL sq_done
+	VMOVUPS (SI), Y2
+	VSUBPS Y4, Y2, Y2
+	VFMADD231PS Y2, Y2, Y0
+sq_done:
+	VADDPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func axbycAVX2(y, x *float32, n int, a, b, c float32)
+// y[i] = a*y[i] + b*x[i] + c, n a multiple of 8.
+TEXT ·axbycAVX2(SB), NOSPLIT, $0-36
+	MOVQ y+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS a+24(FP), Y10
+	VBROADCASTSS b+28(FP), Y11
+	VBROADCASTSS c+32(FP), Y12
+axb_loop:
+	CMPQ CX, $8
+	JL axb_done
+	VMOVUPS (SI), Y0
+	VMOVUPS Y12, Y1
+	VFMADD231PS Y0, Y11, Y1
+	VMOVUPS (DI), Y2
+	VFMADD231PS Y2, Y10, Y1
+	VMOVUPS Y1, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP axb_loop
+axb_done:
+	VZEROUPPER
+	RET

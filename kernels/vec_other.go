@@ -11,3 +11,9 @@ func siluBwdAVX2(dz, x, dy *float32, n int, mu, rs, ga, be float32) (float32, fl
 }
 
 func expSumAVX2(r *float32, n int, m float32) float32 { panic("unreachable") }
+
+func sumAVX2(x *float32, n int) float32 { panic("unreachable") }
+
+func sqDevAVX2(x *float32, n int, mu float32) float32 { panic("unreachable") }
+
+func axbycAVX2(y, x *float32, n int, a, b, c float32) { panic("unreachable") }

@@ -51,6 +51,25 @@ func TestVecKernels(t *testing.T) {
 				if math.Abs(float64(s1-t1)) > 1e-4*(1+math.Abs(float64(t1))) || math.Abs(float64(s2-t2)) > 1e-4*(1+math.Abs(float64(t2))) {
 					t.Fatalf("siluBwd sums %v %v, want %v %v", s1, s2, t1, t2)
 				}
+				// sumVec, sqDevVec (float32 sums; 1e-5 relative of the magnitude)
+				var ws, wq, mag float64
+				for _, v := range x {
+					ws += float64(v)
+					wq += (float64(v) - 0.3) * (float64(v) - 0.3)
+					mag += math.Abs(float64(v))
+				}
+				if got := float64(sumVec(x)); math.Abs(got-ws) > 1e-5*mag+1e-6 {
+					t.Fatalf("sumVec = %v, want %v", got, ws)
+				}
+				if got := float64(sqDevVec(x, 0.3)); math.Abs(got-wq) > 1e-5*wq+1e-6 {
+					t.Fatalf("sqDevVec = %v, want %v", got, wq)
+				}
+				// axbyc
+				ya, yb := newIn(dy), append([]float32(nil), dy...)
+				axbyc(ya.v(), x, 0.5, -1.5, 0.25)
+				axbycGo(yb, x, 0.5, -1.5, 0.25)
+				ya.checkGuard(t, "axbyc")
+				cmp("axbyc", ya.v(), yb)
 				// expSum
 				m := float32(math.Inf(-1))
 				for _, v := range xf {

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Side-by-side conv table: kernels.BenchmarkConv (im2col and oneDNN
+"""Side-by-side tables: convolutions: kernels.BenchmarkConv (im2col and oneDNN
 primitives) against PyTorch (conv_torch.py) on the same shapes, measured
 in one run, alternating, keeping each side's best GFLOP/s (the machine is
 shared and noisy). Prints a Markdown table with the ratio ours/PyTorch.
@@ -39,10 +39,25 @@ for rnd in range(args.rounds):
         if len(f) == 4 and f[1] in ("fwd", "bwd_data", "bwd_filter"):
             key = ("pytorch", f[0], f[1])
             best[key] = max(best[key], float(f[3]))
+    out = subprocess.run(["nice", "go", "test", "-run", "^$", "-bench", "^Benchmark(GroupNormSiLU|Attention)$",
+                          "-benchtime", "20x", "./kernels"], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        m = re.match(r"^Benchmark(\w+)/(\w+)-\d+\s+\d+\s+([\d.]+) ns/op", line)
+        if m:
+            key = ("go-ops", m.group(1), m.group(2))
+            ms = float(m.group(3)) / 1e6
+            best[key] = min(best.get(key, 1e9), ms)
+    out = subprocess.run(["nice", "/usr/bin/python3", "bench/kernels/ops_torch.py"],
+                         capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) == 3:
+            key = ("torch-ops", f[0], f[1])
+            best[key] = min(best.get(key, 1e9), float(f[2]))
     print(f"round {rnd + 1} done", file=sys.stderr)
 
-impls = sorted({k[0] for k in best if k[0] != "pytorch"})
-rows = sorted({(k[1], k[2]) for k in best}, key=lambda r: (r[0], ["fwd", "bwd_data", "bwd_filter"].index(r[1])))
+impls = sorted({k[0] for k in best if k[0] not in ("pytorch", "go-ops", "torch-ops")})
+rows = sorted({(k[1], k[2]) for k in best if k[0] not in ("go-ops", "torch-ops")}, key=lambda r: (r[0], ["fwd", "bwd_data", "bwd_filter"].index(r[1])))
 print(f"PyTorch: {torch_version}")
 print("| shape | pass | " + " | ".join(impls) + " | pytorch | " + " | ".join(f"{i} / pytorch" for i in impls) + " |")
 print("|" + " --- |" * (3 + 2 * len(impls)))
@@ -51,3 +66,12 @@ for shape, pas in rows:
     vals = [best[(i, shape, pas)] for i in impls]
     ratios = [f"{v / pt:.2f}" if pt else "-" for v in vals]
     print(f"| {shape} | {pas} | " + " | ".join(f"{v:.0f}" for v in vals) + f" | {pt:.0f} | " + " | ".join(ratios) + " |")
+
+print()
+print("| op (shape in kernels/bench_test.go) | pass | go ms | pytorch ms | speed-up go vs pytorch |")
+print("| --- | --- | --- | --- | --- |")
+for op in ("GroupNormSiLU", "Attention"):
+    for pas in ("fwd", "bwd"):
+        g, p = best.get(("go-ops", op, pas)), best.get(("torch-ops", op, pas))
+        if g and p:
+            print(f"| {op} | {pas} | {g:.3f} | {p:.3f} | {p / g:.2f} |")
