@@ -15,6 +15,8 @@ var convCases = []ConvDims{
 	{N: 2, C: 2, H: 7, W: 9, K: 3, R: 3, S: 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
 	{N: 3, C: 2, H: 6, W: 5, K: 2, R: 2, S: 4, StrideH: 1, StrideW: 3, PadTop: 2, PadLeft: 0, PadBottom: 0, PadRight: 3}, // odd
 	{N: 4, C: 16, H: 8, W: 8, K: 8, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
+	// one image, GEMMs large enough to be split over the threads
+	{N: 1, C: 16, H: 16, W: 16, K: 24, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
 }
 
 func TestConv(t *testing.T) {
@@ -83,7 +85,8 @@ func TestConv(t *testing.T) {
 func TestLinear(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	for _, c := range backends(t) {
-		for _, s := range [][3]int{{1, 1, 1}, {4, 7, 5}, {16, 64, 256}, {33, 130, 70}} {
+		// the last two are large enough for mm to split C by columns, then by rows
+		for _, s := range [][3]int{{1, 1, 1}, {4, 7, 5}, {16, 64, 256}, {33, 130, 70}, {40, 100, 200}, {300, 50, 40}} {
 			m, in, out := s[0], s[1], s[2]
 			t.Run(fmt.Sprintf("%s/%dx%dx%d", c.Name(), m, in, out), func(t *testing.T) {
 				xs, ws, bs, dys := rnd(r, m*in), rnd(r, out*in), rnd(r, out), rnd(r, m*out)
@@ -173,6 +176,7 @@ func TestAttention(t *testing.T) {
 		{B: 2, T: 5, Heads: 1, HeadDim: 4, Scale: 0.5},
 		{B: 3, T: 7, Heads: 2, HeadDim: 3, Scale: float32(1 / math.Sqrt(3))},
 		{B: 2, T: 64, Heads: 4, HeadDim: 8, Scale: float32(1 / math.Sqrt(8))},
+		{B: 1, T: 96, Heads: 1, HeadDim: 64, Scale: 0.125}, // one pair: split GEMMs
 	}
 	for _, c := range backends(t) {
 		for ci, d := range cases {
@@ -220,5 +224,55 @@ func TestDNNLConvUsed(t *testing.T) {
 			continue
 		}
 		t.Logf("case %d: %s", i, c.dconv.get(chunkDims(d, 0, 1), 0).impl)
+	}
+}
+
+// TestConcurrent runs the same ops from several goroutines on one CPU
+// (shared workspace pool and oneDNN primitives) and checks every result
+// equals the serial one bit for bit.
+func TestConcurrent(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	d := convCases[0]
+	ohw := d.OutH() * d.OutW()
+	x, w, dy := rnd(r, d.N*d.C*d.H*d.W), rnd(r, d.K*d.C*d.R*d.S), rnd(r, d.N*d.K*ohw)
+	gd := GroupNormDims{N: 2, C: 8, HW: 30, Groups: 4, Eps: 1e-5, SiLU: true}
+	gx := rnd(r, gd.N*gd.C*gd.HW)
+	for _, c := range backends(t) {
+		t.Run(c.Name(), func(t *testing.T) {
+			run := func() []float32 {
+				y, dx, dw := make([]float32, d.N*d.K*ohw), make([]float32, len(x)), make([]float32, len(w))
+				c.Conv2D(y, x, w, nil, d)
+				c.Conv2DBackwardData(dx, dy, w, d)
+				c.Conv2DBackwardFilter(dw, nil, dy, x, d)
+				gy, m, s := make([]float32, len(gx)), make([]float32, 8), make([]float32, 8)
+				c.GroupNorm(gy, m, s, gx, nil, nil, gd)
+				return append(append(append(y, dx...), dw...), gy...)
+			}
+			want := run()
+			const workers = 4
+			got := make([][]float32, workers)
+			done := make(chan int)
+			for i := 0; i < workers; i++ {
+				go func() {
+					for k := 0; k < 5; k++ {
+						got[i] = run()
+					}
+					done <- i
+				}()
+			}
+			for i := 0; i < workers; i++ {
+				<-done
+			}
+			if err := c.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			for i := range got {
+				for j := range want {
+					if got[i][j] != want[j] {
+						t.Fatalf("worker %d: value %d = %v, serial %v", i, j, got[i][j], want[j])
+					}
+				}
+			}
+		})
 	}
 }
