@@ -19,12 +19,38 @@
 //   - Errors (bad dimensions, short buffers, ids outside a table) are not
 //     panics: the op does nothing and Sync returns the first error.
 //
-// CPU runs convolutions as im2col + GEMM per image (1x1 convolutions as a
-// direct GEMM), attention as GEMMs around a row softmax, and GroupNorm
-// fused with SiLU, with the work split over a fixed number of goroutines
-// and the GEMM in the BLAS that package blas loads at run time (oneDNN,
-// OpenBLAS or pure-Go gonum) running one thread per goroutine. Scratch
-// memory is pooled inside the CPU value, so steady-state calls do not
-// allocate large buffers. The reference twins of every op, plain float64
-// loops with their formulas, live in ref_test.go.
+// # CPU
+//
+// NewCPU(CPUOptions{BLAS, Threads, Conv}) builds the host backend. Work is
+// split over Threads goroutines (default GOMAXPROCS), and every BLAS or
+// oneDNN call inside runs one thread (except a one-image convolution, one
+// oneDNN call with Threads OpenMP threads), so goroutines and library
+// threads never oversubscribe the cores:
+//
+//   - Convolutions: with oneDNN (libdnnl.so.2, chosen by BLAS "auto" or
+//     "dnnl", or Conv "dnnl") through its convolution primitives (JIT
+//     direct kernels, the ones PyTorch uses here), the batch split into one
+//     chunk per thread, each on its own primitives with one OpenMP thread;
+//     NCHW/OIHW buffers are reordered to the primitives' blocked layouts
+//     and back inside the call. Otherwise im2col + GEMM per image (1x1
+//     convolutions as a direct GEMM), images split over the threads.
+//   - Linear and attention: GEMMs (attention as q k^T, a row softmax and
+//     P v per batch item and head), split over the threads.
+//   - GroupNorm: two-pass statistics per (n, group), normalisation, affine
+//     and SiLU fused in one pass; the backward in two passes.
+//   - SiLU, softmax and the GroupNorm loops use AVX2+FMA assembly
+//     (vec_amd64.s) when the CPU has it, with plain-Go twins otherwise;
+//     the exponential is a float32 polynomial (expf), about 1 ulp.
+//
+// A CPU is safe for concurrent use. Scratch memory (im2col columns,
+// attention scores, partial gradients) comes from a pool inside the CPU
+// that grows to the largest request and is then reused; oneDNN primitives
+// and their internal buffers are created once per shape and kept for the
+// life of the CPU. Keep one CPU per process rather than one per call.
+//
+// The reference twins of every op, plain float64 loops with their
+// formulas, live in ref_test.go; the tests compare CPU with them on seeded
+// random inputs in NaN guard bands and check every backward against finite
+// differences of the forward twin. bench/kernels compares the speed with
+// PyTorch.
 package kernels
