@@ -17,11 +17,15 @@ const (
 	// Leading takes t = k * (T / n) for k = 0..n-1 (integer division), as
 	// DDIM and diffusers' default: it starts at 0 and may never reach T-1.
 	Leading Spacing = iota
-	// Linspace takes round(k * (T-1) / (n-1)), from 0 to T-1 inclusive
-	// (round half to even, as numpy).
+	// Linspace takes round(k * ((T-1) / (n-1))) for k = 0..n-1, from 0 to
+	// T-1 inclusive, in float64 arithmetic as numpy.linspace(0, T-1,
+	// n).round() does it (rounding half to even), so the timesteps are
+	// diffusers' bit for bit.
 	Linspace
 	// Trailing takes round(T - k * T/n) - 1 for k = 0..n-1: it always
-	// includes T-1.
+	// includes T-1. The values T - k*T/n are computed as numpy.arange(T, 0,
+	// -T/n) computes them (from its first step T + (-T/n) - T), so the
+	// timesteps are diffusers' bit for bit.
 	Trailing
 )
 
@@ -51,9 +55,11 @@ func ParseSpacing(s string) (Spacing, error) {
 	return 0, fmt.Errorf("schedule: unknown timestep spacing %q: allowed are leading, linspace, trailing", s)
 }
 
-// SpacedTimesteps returns n distinct timesteps of 0..T-1 in increasing
-// order, picked with the given spacing. offset is added to each (diffusers'
-// steps_offset) and must keep them below T.
+// SpacedTimesteps returns n distinct 0-indexed timesteps of 0..T-1 in
+// increasing order, picked with the given spacing (see Spacing for the
+// formulas). offset is added to each and must keep them below T; diffusers
+// adds its steps_offset with Leading spacing only, so pass 0 with the others
+// to match it.
 func SpacedTimesteps(T, n int, sp Spacing, offset int) ([]int, error) {
 	if T < 1 || T > MaxT {
 		return nil, fmt.Errorf("schedule: timesteps %d: must be in 1..%d", T, MaxT)
@@ -69,17 +75,28 @@ func SpacedTimesteps(T, n int, sp Spacing, offset int) ([]int, error) {
 			ts[k] = k*r + offset
 		}
 	case Linspace:
+		// numpy.linspace: k * step with step = (T-1)/(n-1), the last
+		// value set to T-1 exactly. k*(T-1)/(n-1) computed exactly would
+		// round differently for some (T, n), e.g. T = 30, n = 15.
+		step := 0.0
+		if n > 1 {
+			step = float64(T-1) / float64(n-1)
+		}
 		for k := range ts {
-			if n == 1 {
-				ts[k] = 0
-				continue
-			}
-			ts[k] = int(math.RoundToEven(float64(k)*float64(T-1)/float64(n-1))) + offset
+			ts[k] = int(math.RoundToEven(float64(k)*step)) + offset
+		}
+		if n > 1 {
+			ts[n-1] = T - 1 + offset
 		}
 	case Trailing:
+		// numpy.arange(T, 0, -r) stores T and T - r, then fills entry k
+		// as T + k*delta with delta = (T - r) - T recomputed from those
+		// two; that delta differs from -r in its last bits, which moves
+		// some halves, e.g. T = 7, n = 6.
 		r := float64(T) / float64(n)
+		delta := (float64(T) - r) - float64(T)
 		for k := range ts {
-			ts[n-1-k] = int(math.RoundToEven(float64(T)-float64(k)*r)) - 1 + offset
+			ts[n-1-k] = int(math.RoundToEven(float64(T)+float64(k)*delta)) - 1 + offset
 		}
 	default:
 		return nil, fmt.Errorf("schedule: unknown spacing %v: allowed are leading, linspace, trailing", sp)

@@ -118,7 +118,7 @@ func fromBetas(b []float64, ts []int) *Schedule {
 	return s
 }
 
-// T is the number of steps.
+// T is the number of steps; valid timesteps are 0..T-1.
 func (s *Schedule) T() int { return len(s.Betas) }
 
 func (s *Schedule) check(t int) error {
@@ -130,7 +130,8 @@ func (s *Schedule) check(t int) error {
 
 // QMeanVariance returns the mean coefficient, variance and log variance of
 // q(x_t | x_0) = N(sqrt(alphabar_t) x_0, (1 - alphabar_t) I) (Ho et al.
-// 2020, Eq. 4): the mean is meanCoef * x_0.
+// 2020, Eq. 4) at the 0-indexed timestep t in 0..T-1: the mean is
+// meanCoef * x_0.
 func (s *Schedule) QMeanVariance(t int) (meanCoef, variance, logVariance float64, err error) {
 	if err := s.check(t); err != nil {
 		return 0, 0, 0, err
@@ -140,8 +141,8 @@ func (s *Schedule) QMeanVariance(t int) (meanCoef, variance, logVariance float64
 
 // QSample writes x_t = sqrt(alphabar_t) x_0 + sqrt(1 - alphabar_t) noise
 // into dst (Ho et al. 2020, Eq. 4 reparameterised), a draw from q(x_t | x_0)
-// when noise ~ N(0, I). dst, x0 and noise must have the same length; dst
-// may alias either input.
+// when noise ~ N(0, I); t is 0-indexed, in 0..T-1. dst, x0 and noise must
+// have the same length; dst may alias either input.
 func (s *Schedule) QSample(dst, x0, noise []float64, t int) error {
 	if err := s.check(t); err != nil {
 		return err
@@ -158,9 +159,9 @@ func (s *Schedule) QSample(dst, x0, noise []float64, t int) error {
 
 // PosteriorMeanVariance writes the mean of q(x_{t-1} | x_t, x_0),
 // mutilde_t = coef1_t x_0 + coef2_t x_t, into dst and returns its variance
-// betatilde_t and the clipped log variance (Ho et al. 2020, Eqs. 6-7). At
-// t = 0 the posterior is the point mass at x_0 (variance 0). dst may alias
-// either input.
+// betatilde_t and the clipped log variance (Ho et al. 2020, Eqs. 6-7); t
+// is 0-indexed, in 0..T-1. At t = 0 the posterior is the point mass at x_0
+// (variance 0). dst may alias either input.
 func (s *Schedule) PosteriorMeanVariance(dst, x0, xt []float64, t int) (variance, logVarianceClipped float64, err error) {
 	if err := s.check(t); err != nil {
 		return 0, 0, err
@@ -175,7 +176,9 @@ func (s *Schedule) PosteriorMeanVariance(dst, x0, xt []float64, t int) (variance
 	return s.PosteriorVariance[t], s.PosteriorLogVarianceClipped[t], nil
 }
 
-// LogSNR returns log(alphabar_t / (1 - alphabar_t)) for every t.
+// LogSNR returns a new slice with log SNR(t) = log(alphabar_t / (1 -
+// alphabar_t)) (Kingma et al. 2021, "Variational Diffusion Models")
+// for every 0-indexed t = 0..T-1; it decreases with t.
 func (s *Schedule) LogSNR() []float64 {
 	out := make([]float64, len(s.SNR))
 	for i, v := range s.SNR {

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -40,7 +42,7 @@ func TestPublishedValues(t *testing.T) {
 func TestKindsValidAndMonotone(t *testing.T) {
 	for _, k := range []Kind{Linear, Cosine, ScaledLinear, Sigmoid} {
 		for _, T := range []int{1, 2, 7, 10, 100, 1000, 4000} {
-			t.Run(k.String()+"/"+itoa(T), func(t *testing.T) {
+			t.Run(k.String()+"/"+strconv.Itoa(T), func(t *testing.T) {
 				s, err := New(Spec{Kind: k, T: T})
 				if err != nil {
 					t.Fatal(err)
@@ -66,17 +68,22 @@ func TestKindsValidAndMonotone(t *testing.T) {
 	}
 }
 
-func itoa(i int) string { return fmtInt(i) }
-
-func fmtInt(i int) string {
-	if i == 0 {
-		return "0"
+func TestLogSNR(t *testing.T) {
+	s := MustNew(Spec{Kind: Cosine, T: 50})
+	l := s.LogSNR()
+	for i, v := range l {
+		ac := s.AlphasCumprod[i]
+		if want := math.Log(ac / (1 - ac)); !near(v, want, 1e-12, 1e-12) {
+			t.Errorf("LogSNR[%d] = %v, want log(%v / (1 - %v)) = %v", i, v, ac, ac, want)
+		}
+		if i > 0 && !(v < l[i-1]) {
+			t.Errorf("LogSNR not decreasing at %d: %v after %v", i, v, l[i-1])
+		}
 	}
-	var b []byte
-	for ; i > 0; i /= 10 {
-		b = append([]byte{byte('0' + i%10)}, b...)
+	l[0] = 99
+	if s.SNR[0] == math.Exp(99) || s.LogSNR()[0] == 99 {
+		t.Error("LogSNR shares memory with the schedule")
 	}
-	return string(b)
 }
 
 func TestCosineFormula(t *testing.T) {
@@ -246,6 +253,13 @@ func TestSpacedTimesteps(t *testing.T) {
 		{10, 3, Trailing, 0, []int{2, 6, 9}},
 		{5, 5, Linspace, 0, []int{0, 1, 2, 3, 4}},
 		{7, 1, Linspace, 0, []int{0}},
+		{7, 1, Trailing, 0, []int{6}},
+		// From numpy 1.24 (diffusers' expressions), where float64
+		// rounding moves a half: sorted(np.linspace(0, 29, 15).round())
+		// and sorted(np.round(np.arange(T, 0, -T/n)) - 1).
+		{30, 15, Linspace, 0, []int{0, 2, 4, 6, 8, 10, 12, 15, 17, 19, 21, 23, 25, 27, 29}},
+		{7, 6, Trailing, 0, []int{0, 1, 2, 4, 5, 6}},
+		{11, 6, Trailing, 0, []int{1, 3, 4, 6, 8, 10}},
 	}
 	for _, c := range cases {
 		got, err := SpacedTimesteps(c.T, c.n, c.sp, c.off)
@@ -258,7 +272,7 @@ func TestSpacedTimesteps(t *testing.T) {
 				c.want[i] = 20 * i
 			}
 		}
-		if !equalInts(got, c.want) {
+		if !slices.Equal(got, c.want) {
 			t.Errorf("SpacedTimesteps(%d, %d, %v, %d) = %v, want %v", c.T, c.n, c.sp, c.off, got, c.want)
 		}
 	}
@@ -270,18 +284,6 @@ func TestSpacedTimesteps(t *testing.T) {
 	if _, err := SpacedTimesteps(10, 5, Leading, 9); err == nil {
 		t.Error("offset past T accepted")
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestSectionTimesteps(t *testing.T) {
@@ -306,7 +308,7 @@ func TestSectionTimesteps(t *testing.T) {
 			}
 			continue
 		}
-		if !equalInts(got, c.want) {
+		if !slices.Equal(got, c.want) {
 			t.Errorf("SectionTimesteps(%d, %q) = %v, want %v", c.T, c.s, got, c.want)
 		}
 	}
@@ -443,20 +445,44 @@ func TestDiffusersVariance(t *testing.T) {
 	}
 }
 
+// TestDiffusersTimesteps checks the inference timesteps of diffusers'
+// DDPMScheduler (all 1000, 999..0) and DDIMScheduler (50 leading steps,
+// 980..0), and that the respaced DDIM process ends at alphabar = 1, as
+// diffusers' final_alpha_cumprod with set_alpha_to_one.
 func TestDiffusersTimesteps(t *testing.T) {
 	dir := fixtures(t)
-	a, err := npy.ReadFile(filepath.Join(dir, "ddim_timesteps.npy"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, _ := a.Int64s()
-	got, err := SpacedTimesteps(1000, 50, Leading, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range got {
-		if int64(got[len(got)-1-i]) != want[i] {
-			t.Fatalf("timestep %d = %d, diffusers %d", i, got[len(got)-1-i], want[i])
+	s := MustNew(Spec{Kind: Linear, T: 1000})
+	for _, c := range []struct {
+		file string
+		n    int
+	}{{"ddpm_timesteps.npy", 1000}, {"ddim_timesteps.npy", 50}} {
+		a, err := npy.ReadFile(filepath.Join(dir, c.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := a.Int64s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := SpacedTimesteps(1000, c.n, Leading, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(want) != len(got) {
+			t.Fatalf("%s: %d timesteps, diffusers %d", c.file, len(got), len(want))
+		}
+		for i := range got {
+			if int64(got[len(got)-1-i]) != want[i] {
+				t.Fatalf("%s: timestep %d = %d, diffusers %d", c.file, i, got[len(got)-1-i], want[i])
+			}
+		}
+		r, err := s.Respace(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		final := readF64(t, filepath.Join(dir, "ddim_final_alpha_cumprod.npy"))
+		if len(final) != 1 || r.AlphasCumprodPrev[0] != final[0] {
+			t.Errorf("%s: alphabar before the first kept step %v, diffusers final_alpha_cumprod %v", c.file, r.AlphasCumprodPrev[0], final)
 		}
 	}
 }
