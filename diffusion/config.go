@@ -31,7 +31,9 @@ type Config struct {
 	// Thresholding enables dynamic thresholding of the x_0 estimate
 	// (Saharia et al. 2022, "Imagen", Sec. 2.3): s = the ThresholdRatio
 	// quantile of |xhat_0| over each example, clamped to [1, ThresholdMax];
-	// xhat_0 <- clamp(xhat_0, -s, s) / s. It replaces ClipDenoised.
+	// xhat_0 <- clamp(xhat_0, -s, s) / s. It takes the place of the clamp
+	// wherever clipping is on (ClipDenoised, or Options.Clip when set), so
+	// it needs ClipDenoised true to act by default.
 	Thresholding   bool    `json:"thresholding"`
 	ThresholdRatio float64 `json:"threshold_ratio,omitempty"` // 0 = 0.995
 	ThresholdMax   float64 `json:"threshold_max,omitempty"`   // 0 = 1
@@ -113,7 +115,6 @@ type Diffusion struct {
 	// Sigma for FixedLarge: beta_t with betatilde_1 at t = 0
 	// (improved-diffusion), and its log.
 	largeVar, largeLogVar []float64
-	trainT                int // T of the training schedule, for the L_vlb scale
 }
 
 // New builds a Diffusion from a config.
@@ -127,11 +128,11 @@ func New(cfg Config) (*Diffusion, error) {
 	}
 	cfg = cfg.withDefaults()
 	cfg.Timesteps = s.T()
-	return fromSchedule(cfg, s, s.T()), nil
+	return fromSchedule(cfg, s), nil
 }
 
-func fromSchedule(cfg Config, s *schedule.Schedule, trainT int) *Diffusion {
-	d := &Diffusion{cfg: cfg, s: s, trainT: trainT}
+func fromSchedule(cfg Config, s *schedule.Schedule) *Diffusion {
+	d := &Diffusion{cfg: cfg, s: s}
 	T := s.T()
 	d.largeVar = make([]float64, T)
 	d.largeLogVar = make([]float64, T)
@@ -173,7 +174,7 @@ func (d *Diffusion) Respace(use []int) (*Diffusion, error) {
 	if err != nil {
 		return nil, fmt.Errorf("diffusion: %w", err)
 	}
-	return fromSchedule(d.cfg, s, d.trainT), nil
+	return fromSchedule(d.cfg, s), nil
 }
 
 // RespaceSteps respaces to steps timesteps. spacing is "leading",
@@ -212,8 +213,10 @@ func (d *Diffusion) RespaceSteps(steps int, spacing string) (*Diffusion, error) 
 // prediction_type, variance_type (fixed_small, fixed_small_log,
 // fixed_large, fixed_large_log, learned, learned_range), clip_sample,
 // clip_sample_range, thresholding, dynamic_thresholding_ratio,
-// sample_max_value. It also returns the parsed file for the sampling keys
-// (timestep_spacing, steps_offset, set_alpha_to_one).
+// sample_max_value. diffusers thresholds whether or not clip_sample is set,
+// so thresholding true also sets ClipDenoised (see Config.Thresholding). It
+// also returns the parsed file for the sampling keys (timestep_spacing,
+// steps_offset, set_alpha_to_one), which Config does not hold.
 func FromDiffusers(data []byte) (Config, *schedule.DiffusersConfig, error) {
 	dc, err := schedule.ParseDiffusersConfig(data)
 	if err != nil {
@@ -248,6 +251,9 @@ func FromDiffusers(data []byte) (Config, *schedule.DiffusersConfig, error) {
 		cfg.ClipRange = *dc.ClipSampleRange
 	}
 	cfg.Thresholding = dc.Thresholding
+	if dc.Thresholding {
+		cfg.ClipDenoised = true
+	}
 	if dc.DynamicThresholdRatio != nil {
 		cfg.ThresholdRatio = *dc.DynamicThresholdRatio
 	}

@@ -39,6 +39,14 @@ func TestEnumsRoundTrip(t *testing.T) {
 	if v, _ := ParseVariance("learned-range"); v != LearnedRange {
 		t.Error("learned-range")
 	}
+	// A failed UnmarshalText leaves the value as it was.
+	p, v, l, sm := PredictV, Learned, LossHybrid, SamplerDDIM
+	if p.UnmarshalText([]byte("noise")) == nil || v.UnmarshalText([]byte("small")) == nil || l.UnmarshalText([]byte("l1")) == nil || sm.UnmarshalText([]byte("euler")) == nil {
+		t.Error("UnmarshalText accepted an unknown name")
+	}
+	if p != PredictV || v != Learned || l != LossHybrid || sm != SamplerDDIM {
+		t.Errorf("failed UnmarshalText changed the values to %v %v %v %v", p, v, l, sm)
+	}
 	for _, f := range []func() error{
 		func() error { _, err := ParsePrediction("noise"); return err },
 		func() error { _, err := ParseVariance("small"); return err },
@@ -116,13 +124,40 @@ func TestFromDiffusers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Timesteps != 500 || cfg.Schedule != schedule.Cosine || cfg.Prediction != PredictV || cfg.Variance != LearnedRange || cfg.ClipDenoised || !cfg.Thresholding || cfg.ThresholdRatio != 0.9 || cfg.ThresholdMax != 2 || dc.Spacing() != schedule.Trailing {
+	// clip_sample false but thresholding true: diffusers thresholds, so
+	// ClipDenoised (the switch for x_0 processing here) must be on.
+	if cfg.Timesteps != 500 || cfg.Schedule != schedule.Cosine || cfg.Prediction != PredictV || cfg.Variance != LearnedRange || !cfg.ClipDenoised || !cfg.Thresholding || cfg.ThresholdRatio != 0.9 || cfg.ThresholdMax != 2 || dc.Spacing() != schedule.Trailing {
 		t.Errorf("config %+v", cfg)
 	}
 	for _, bad := range []string{`{"variance_type":"huge"}`, `{"prediction_type":"noise"}`, `{"beta_schedule":"x"}`, `not json`} {
 		if _, _, err := FromDiffusers([]byte(bad)); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
+	}
+}
+
+// TestFromDiffusersThresholds checks that a diffusers config with
+// thresholding and clip_sample false thresholds the x_0 estimate, as
+// diffusers' step does.
+func TestFromDiffusersThresholds(t *testing.T) {
+	// prediction_type sample: the x_0 estimate is the output itself.
+	cfg, _, err := FromDiffusers([]byte(`{"num_train_timesteps":10,"prediction_type":"sample","clip_sample":false,"thresholding":true,"dynamic_thresholding_ratio":0.5,"sample_max_value":3}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := Batch{N: 1, C: 1, H: 1, W: 2, Data: []float32{0, 0}}
+	out := Batch{N: 1, C: 1, H: 1, W: 2, Data: []float32{2, -4}}
+	_, x0, err := d.DDPMStep(out, x, 5, NewBatch(1, 1, 1, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// s = the 0.5 quantile of {2, 4} = 3 (in [1, 3]); x0 = clamp(x0, -3, 3) / 3.
+	if want := []float32{2.0 / 3, -1}; math.Abs(float64(x0.Data[0]-want[0])) > 1e-6 || x0.Data[1] != want[1] {
+		t.Errorf("thresholded x0 %v, want %v", x0.Data, want)
 	}
 }
 

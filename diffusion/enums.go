@@ -55,11 +55,15 @@ func (p Prediction) MarshalText() ([]byte, error) {
 	return []byte(p.String()), nil
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
+// UnmarshalText implements encoding.TextUnmarshaler; on error the value
+// is left unchanged.
 func (p *Prediction) UnmarshalText(b []byte) error {
 	v, err := ParsePrediction(string(b))
+	if err != nil {
+		return err
+	}
 	*p = v
-	return err
+	return nil
 }
 
 // Variance is how Sigma_theta(x_t, t) of p(x_{t-1} | x_t) is chosen
@@ -124,11 +128,15 @@ func (v Variance) MarshalText() ([]byte, error) {
 	return []byte(v.String()), nil
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
+// UnmarshalText implements encoding.TextUnmarshaler; on error the value
+// is left unchanged.
 func (v *Variance) UnmarshalText(b []byte) error {
 	x, err := ParseVariance(string(b))
+	if err != nil {
+		return err
+	}
 	*v = x
-	return err
+	return nil
 }
 
 // Loss is the training objective (improved-diffusion's LossType).
@@ -184,11 +192,15 @@ func (l Loss) MarshalText() ([]byte, error) {
 	return []byte(l.String()), nil
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
+// UnmarshalText implements encoding.TextUnmarshaler; on error the value
+// is left unchanged.
 func (l *Loss) UnmarshalText(b []byte) error {
 	x, err := ParseLoss(string(b))
+	if err != nil {
+		return err
+	}
 	*l = x
-	return err
+	return nil
 }
 
 // Sampler is a reverse-process sampler.
@@ -233,9 +245,13 @@ func (s Sampler) MarshalText() ([]byte, error) {
 	return []byte(s.String()), nil
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
+// UnmarshalText implements encoding.TextUnmarshaler; on error the value
+// is left unchanged.
 func (s *Sampler) UnmarshalText(b []byte) error {
 	x, err := ParseSampler(string(b))
+	if err != nil {
+		return err
+	}
 	*s = x
-	return err
+	return nil
 }

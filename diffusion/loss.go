@@ -41,7 +41,10 @@ func (d *Diffusion) QSample(x0, noise Batch, t []int) (Batch, error) {
 // output out = model(x_t, t) for x_t = QSample(x0, noise, t) (improved-
 // diffusion's training_losses), and dout = d(mean_i w_i Loss_i)/d out, the
 // gradient a trainer back-propagates (weights w from importance sampling;
-// nil means all 1). t indexes the training schedule. The objectives:
+// nil means all 1). t holds 0-indexed timesteps of this process's
+// schedule, one per example, and T below is this process's T (as
+// improved-diffusion's num_timesteps, also for a respaced process). The
+// objectives:
 //
 //	simple: L_simple = mean_j (target_j - out_j)^2 with target eps, x_0 or
 //	        v = sqrt(alphabar_t) eps - sqrt(1 - alphabar_t) x_0
@@ -160,7 +163,7 @@ func (d *Diffusion) lossExample(out, x0, noise []float64, t int, g []float64) (l
 	}
 	// VLB weight: T for vlb (an unbiased estimate of L_vlb), lambda*T for
 	// the hybrid term.
-	weight := float64(d.trainT)
+	weight := float64(d.T())
 	stopMean := false
 	if d.cfg.Loss == LossHybrid {
 		weight *= d.cfg.HybridLambda

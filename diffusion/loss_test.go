@@ -65,9 +65,7 @@ func TestLossGradientFiniteDifference(t *testing.T) {
 				// mean channels see only L_simple and the variance channels
 				// L_simple + lambda T L_t with the mean held at its value.
 				ref := func(o []float64) float64 {
-					l, mse, vb := d.lossExample(o, x0, noise, tt, make([]float64, per))
-					_ = mse
-					_ = vb
+					l, _, _ := d.lossExample(o, x0, noise, tt, make([]float64, per))
 					return l
 				}
 				h := 1e-6
@@ -140,6 +138,40 @@ func TestTrainingLossBatchAndWeights(t *testing.T) {
 	bad.Data[0] = float32(math.NaN())
 	if _, _, err := d.TrainingLoss(bad, x0, noise, ts, nil); err == nil {
 		t.Error("NaN output gave no error")
+	}
+}
+
+// TestVLBScaleRespaced checks that L_vlb is scaled by the T of the process
+// it is computed on, as improved-diffusion's num_timesteps is for a
+// SpacedDiffusion: T' L_t is then unbiased for the respaced bound.
+func TestVLBScaleRespaced(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Variance, cfg.Loss = Learned, LossVLB
+	base, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := base.RespaceSteps(10, "leading")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	x0, noise, out := NewBatch(2, 1, 2, 2), NewBatch(2, 1, 2, 2), NewBatch(2, 2, 2, 2)
+	for i := range x0.Data {
+		x0.Data[i] = float32(rng.IntN(256))*2/255 - 1
+		noise.Data[i] = float32(rng.NormFloat64())
+	}
+	for i := range out.Data {
+		out.Data[i] = float32(rng.NormFloat64() * 0.3)
+	}
+	terms, _, err := d.TrainingLoss(out, x0, noise, []int{0, 7}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range terms.Loss {
+		if want := 10 * terms.VB[i]; math.Abs(terms.Loss[i]-want) > 1e-12*want || !(terms.VB[i] > 0) {
+			t.Errorf("example %d: vlb loss %v, want T' L_t = 10 * %v", i, terms.Loss[i], terms.VB[i])
+		}
 	}
 }
 

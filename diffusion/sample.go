@@ -46,7 +46,9 @@ type Options struct {
 	// with both evaluated in one batched Predict. 0 (or 1) is plain
 	// conditional sampling. Requires Labels.
 	Guidance float64 `json:"guidance,omitempty"`
-	// Clip overrides Config.ClipDenoised when non-nil.
+	// Clip overrides Config.ClipDenoised when non-nil; with
+	// Config.Thresholding it switches thresholding, which takes the
+	// clamp's place.
 	Clip *bool `json:"clip,omitempty"`
 
 	// Image is the input of img2img (without Mask) or the known image of

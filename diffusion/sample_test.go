@@ -255,14 +255,19 @@ func TestSameSeedSameBytes(t *testing.T) {
 	m := newGauss(0, 0.5, PredictEpsilon, false, d.Schedule())
 	for _, sampler := range []Sampler{SamplerDDPM, SamplerDDIM} {
 		o := Options{Sampler: sampler, N: 2, C: 1, H: 8, W: 8, Seed: 42, Steps: 10}
-		a, _ := d.Sample(context.Background(), m, o)
-		b, _ := d.Sample(context.Background(), m, o)
-		if !slices.Equal(a.Data, b.Data) {
+		sample := func() []float32 {
+			x, err := d.Sample(context.Background(), m, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return x.Data
+		}
+		a, b := sample(), sample()
+		if !slices.Equal(a, b) {
 			t.Errorf("%s: same seed gave different output", sampler)
 		}
 		o.Seed = 43
-		c, _ := d.Sample(context.Background(), m, o)
-		if slices.Equal(a.Data, c.Data) {
+		if slices.Equal(a, sample()) {
 			t.Errorf("%s: different seeds gave the same output", sampler)
 		}
 	}
@@ -395,8 +400,8 @@ func TestSampleCancel(t *testing.T) {
 	}
 }
 
-// labelModel outputs label + 0.01 t as epsilon (null class -1 gives -1),
-// and records its batch sizes and labels.
+// labelModel outputs its label as epsilon (the null class -1 gives -1) and
+// records the labels of every call.
 type labelModel struct {
 	batches [][]int
 }
@@ -430,7 +435,9 @@ func TestGuidance(t *testing.T) {
 		t.Errorf("model calls %d, first labels %v: want 10 calls of [3 7 -1 -1]", len(m.batches), m.batches[0])
 	}
 	m = &labelModel{}
-	_, _ = d.Sample(context.Background(), m, Options{N: 2, C: 1, H: 2, W: 2, Labels: []int{3, 7}})
+	if _, err := d.Sample(context.Background(), m, Options{N: 2, C: 1, H: 2, W: 2, Labels: []int{3, 7}}); err != nil {
+		t.Fatal(err)
+	}
 	if !slices.Equal(m.batches[0], []int{3, 7}) {
 		t.Errorf("no guidance: labels %v", m.batches[0])
 	}

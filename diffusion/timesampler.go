@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+
+	"github.com/ddpm-go/ddpm/schedule"
 )
 
 // TimestepSampler draws training timesteps t in 0..T-1 and the importance
@@ -26,8 +28,8 @@ type TimestepSampler struct {
 
 // NewUniformSampler samples t uniformly from 0..T-1 with weight 1.
 func NewUniformSampler(T int) (*TimestepSampler, error) {
-	if T < 1 {
-		return nil, fmt.Errorf("diffusion: timestep sampler: T = %d: must be >= 1", T)
+	if err := checkSamplerT(T); err != nil {
+		return nil, err
 	}
 	return &TimestepSampler{T: T}, nil
 }
@@ -36,16 +38,27 @@ func NewUniformSampler(T int) (*TimestepSampler, error) {
 // LossSecondMomentResampler: historyPerTerm (10 there) recent losses per
 // timestep, uniformProb (0.001 there) of uniform mixing.
 func NewLossSecondMomentSampler(T, historyPerTerm int, uniformProb float64) (*TimestepSampler, error) {
-	if T < 1 {
-		return nil, fmt.Errorf("diffusion: timestep sampler: T = %d: must be >= 1", T)
+	if err := checkSamplerT(T); err != nil {
+		return nil, err
 	}
-	if historyPerTerm < 1 {
-		return nil, fmt.Errorf("diffusion: timestep sampler: history per term %d: must be >= 1", historyPerTerm)
+	if historyPerTerm < 1 || historyPerTerm > maxHistoryPerTerm {
+		return nil, fmt.Errorf("diffusion: timestep sampler: history per term %d: must be in 1..%d", historyPerTerm, maxHistoryPerTerm)
 	}
 	if !(uniformProb > 0 && uniformProb <= 1) {
 		return nil, fmt.Errorf("diffusion: timestep sampler: uniform probability %v: must be in (0, 1]", uniformProb)
 	}
 	return &TimestepSampler{T: T, SecondMoment: true, HistoryPerTerm: historyPerTerm, UniformProb: uniformProb, History: make([][]float64, T)}, nil
+}
+
+// maxHistoryPerTerm bounds HistoryPerTerm (improved-diffusion uses 10) so
+// that a restored state cannot ask for unbounded memory.
+const maxHistoryPerTerm = 10000
+
+func checkSamplerT(T int) error {
+	if T < 1 || T > schedule.MaxT {
+		return fmt.Errorf("diffusion: timestep sampler: timesteps %d: must be in 1..%d", T, schedule.MaxT)
+	}
+	return nil
 }
 
 // warmedUp reports whether every timestep has a full loss history.
@@ -157,12 +170,12 @@ func UnmarshalTimestepSampler(data []byte) (*TimestepSampler, error) {
 	if err := json.Unmarshal(data, &s); err != nil {
 		return nil, fmt.Errorf("diffusion: timestep sampler state: %w", err)
 	}
-	if s.T < 1 {
-		return nil, fmt.Errorf("diffusion: timestep sampler state: timesteps %d: must be >= 1", s.T)
+	if err := checkSamplerT(s.T); err != nil {
+		return nil, fmt.Errorf("%w (restoring its state)", err)
 	}
 	if s.SecondMoment {
-		if s.HistoryPerTerm < 1 || !(s.UniformProb > 0 && s.UniformProb <= 1) {
-			return nil, fmt.Errorf("diffusion: timestep sampler state: history_per_term %d, uniform_prob %v: need >= 1 and (0, 1]", s.HistoryPerTerm, s.UniformProb)
+		if s.HistoryPerTerm < 1 || s.HistoryPerTerm > maxHistoryPerTerm || !(s.UniformProb > 0 && s.UniformProb <= 1) {
+			return nil, fmt.Errorf("diffusion: timestep sampler state: history_per_term %d, uniform_prob %v: need 1..%d and (0, 1]", s.HistoryPerTerm, s.UniformProb, maxHistoryPerTerm)
 		}
 		if s.History == nil {
 			s.History = make([][]float64, s.T)

@@ -3,6 +3,7 @@ package diffusion
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -19,6 +20,9 @@ func TestTimestepSamplerUniform(t *testing.T) {
 	}
 	if _, err := NewUniformSampler(0); err == nil {
 		t.Error("T=0 accepted")
+	}
+	if _, err := NewLossSecondMomentSampler(1<<40, 10, 0.001); err == nil || !strings.Contains(err.Error(), "timesteps") {
+		t.Errorf("T=2^40: %v, want an error naming timesteps", err)
 	}
 }
 
@@ -85,7 +89,7 @@ func TestTimestepSamplerSecondMoment(t *testing.T) {
 			t.Fatal("restored sampler draws differently")
 		}
 	}
-	for _, bad := range []string{`{`, `{"timesteps":0}`, `{"timesteps":2,"second_moment":true,"history_per_term":1,"uniform_prob":0.1,"history":[[1,2],[]]}`} {
+	for _, bad := range []string{`{`, `{"timesteps":0}`, `{"timesteps":1000000000,"second_moment":true,"history_per_term":1,"uniform_prob":0.1}`, `{"timesteps":2,"second_moment":true,"history_per_term":1000000000,"uniform_prob":0.1}`, `{"timesteps":2,"second_moment":true,"history_per_term":1,"uniform_prob":0.1,"history":[[1,2],[]]}`} {
 		if _, err := UnmarshalTimestepSampler([]byte(bad)); err == nil {
 			t.Errorf("state %s accepted", bad)
 		}
