@@ -138,3 +138,32 @@ func BenchmarkAttention(b *testing.B) {
 		b.ReportMetric(2.5*flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 	})
 }
+
+// BenchmarkConvThenGroupNorm times a 3x3 conv (128 channels, 32x32)
+// followed by GroupNorm+SiLU, the pattern of every ResNet block, at batch
+// 1 (sampling one image) and 4: it shows threads of one op getting in the
+// way of the next (an OpenMP team spinning after its region, say).
+func BenchmarkConvThenGroupNorm(b *testing.B) {
+	r := rand.New(rand.NewPCG(4, 4))
+	for _, n := range []int{1, 4} {
+		d := conv3(n, 128, 32, 128)
+		x, w := rnd(r, n*128*1024), rnd(r, 128*128*9)
+		y := make([]float32, n*128*1024)
+		gd := GroupNormDims{N: n, C: 128, HW: 1024, Groups: 32, Eps: 1e-6, SiLU: true}
+		m, s := make([]float32, n*32), make([]float32, n*32)
+		for _, algo := range []string{"dnnl", "im2col"} {
+			c, err := NewCPU(CPUOptions{BLAS: "auto", Conv: algo})
+			if err != nil {
+				b.Logf("skipping %s: %v", algo, err)
+				continue
+			}
+			b.Run(fmt.Sprintf("%s/batch%d", algo, n), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					c.Conv2D(y, x, w, nil, d)
+					c.GroupNorm(x, m, s, y, nil, nil, gd)
+				}
+				b.ReportMetric(2*float64(n*128*128*9*1024)*float64(b.N)/b.Elapsed().Seconds()/1e9, "conv-GFLOP/s")
+			})
+		}
+	}
+}

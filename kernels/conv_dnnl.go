@@ -1,50 +1,85 @@
 package kernels
 
-// Convolutions through oneDNN. With several threads and at least two
-// images the batch is split into one chunk per thread, each run by its
-// own primitives on its own OS thread with one OpenMP thread: no OpenMP
-// barriers between the cores, which on a shared 2-core machine otherwise
-// stall whenever another process takes a core. A single image runs one
-// primitive with Threads OpenMP threads. 1x1 convolutions also go to
-// oneDNN (its jit_1x1 kernels measured faster than the direct GEMM here).
+// Convolutions through oneDNN, planned so that no OpenMP team spans the
+// cores: with several threads and at least two images the batch is split
+// into one chunk per thread; a single image is split by output channels
+// instead. Each chunk runs its own primitives on its own OS thread with
+// one OpenMP thread. (OpenMP teams spin-wait at their barriers and after
+// each region: on a 2-core machine they stall whenever another process,
+// or this process's next Go op, takes a core. BenchmarkConvThenGroupNorm
+// at batch 1: 1.34 ms per conv+GroupNorm with a 2-thread OpenMP team,
+// 0.79 ms split by output channels.) 1x1 convolutions also go to
+// oneDNN: its jit_1x1 kernels measured faster than the direct GEMM here.
 
-// dnnlChunks returns the chunk count for d, or 0 when oneDNN is off or
-// rejects one of the chunk shapes (the caller then uses im2col).
-func (c *CPU) dnnlChunks(d ConvDims) int {
+// dnnlPlan says how one convolution is split.
+type dnnlPlan struct {
+	w   int  // chunks, one per goroutine
+	byK bool // split output channels of the one image, not images
+	omp int  // OpenMP threads per chunk
+}
+
+// planDNNL returns the split for d and whether oneDNN runs it (false when
+// oneDNN is off or rejects a chunk shape: the caller then uses im2col).
+func (c *CPU) planDNNL(d ConvDims) (dnnlPlan, bool) {
 	if c.dconv == nil {
-		return 0
+		return dnnlPlan{}, false
 	}
-	w := max(1, min(c.threads, d.N))
-	for i := 0; i < w; i++ {
-		if c.dconv.get(chunkDims(d, i, w), i) == nil {
-			return 0
+	p := dnnlPlan{w: max(1, min(c.threads, d.N)), omp: 1}
+	if d.N == 1 && c.threads > 1 {
+		if d.K >= 32 {
+			p = dnnlPlan{w: min(c.threads, d.K/16), byK: true, omp: 1}
+		} else {
+			p.omp = c.threads
 		}
 	}
-	return w
-}
-
-// chunkDims is d restricted to chunk i of w (images i*N/w .. (i+1)*N/w-1).
-func chunkDims(d ConvDims, i, w int) ConvDims {
-	lo, hi := i*d.N/w, (i+1)*d.N/w
-	d.N = hi - lo
-	return d
-}
-
-// dnnlRun runs fn(chunk, lo, hi, prims, ompThreads) for each chunk on its
-// own goroutine (the caller's for the last) and reports the first error.
-func (c *CPU) dnnlRun(op string, d ConvDims, w int, fn func(i, lo, hi int, p *dnnlConv, omp int) error) {
-	omp := 1
-	if w == 1 {
-		omp = c.threads
+	for i := 0; i < p.w; i++ {
+		cd, _, _ := p.chunk(d, i)
+		if c.dconv.get(cd, i) == nil {
+			return dnnlPlan{}, false
+		}
 	}
-	errs := make([]error, w)
-	c.parallel(w, 1, func(_, clo, chi int) {
+	return p, true
+}
+
+// chunk returns chunk i's dims and its range [lo, hi): images, or output
+// channels (multiples of 16, for oneDNN's blocked layouts) when byK.
+func (p dnnlPlan) chunk(d ConvDims, i int) (ConvDims, int, int) {
+	if p.byK {
+		lo, hi := align16(i*d.K/p.w), align16((i+1)*d.K/p.w)
+		if i == p.w-1 {
+			hi = d.K
+		}
+		d.K = hi - lo
+		return d, lo, hi
+	}
+	lo, hi := i*d.N/p.w, (i+1)*d.N/p.w
+	d.N = hi - lo
+	return d, lo, hi
+}
+
+// dnnlRun runs fn(chunk, lo, hi, prims) for each chunk of p on its own
+// goroutine (the caller's for the last) and records the first error.
+func (c *CPU) dnnlRun(op string, d ConvDims, p dnnlPlan, fn func(i, lo, hi int, prims *dnnlConv) error) {
+	var errs [8]error
+	var more []error
+	if p.w > len(errs) {
+		more = make([]error, p.w)
+	}
+	c.parallel(p.w, 1, func(_, clo, chi int) {
 		for i := clo; i < chi; i++ {
-			lo, hi := i*d.N/w, (i+1)*d.N/w
-			errs[i] = fn(i, lo, hi, c.dconv.get(chunkDims(d, i, w), i), omp)
+			cd, lo, hi := p.chunk(d, i)
+			err := fn(i, lo, hi, c.dconv.get(cd, i))
+			if more != nil {
+				more[i] = err
+			} else {
+				errs[i] = err
+			}
 		}
 	})
-	for _, err := range errs {
+	if more == nil {
+		more = errs[:p.w]
+	}
+	for _, err := range more {
 		if err != nil {
 			c.fail("%s (oneDNN): %v", op, err)
 			return
@@ -53,43 +88,86 @@ func (c *CPU) dnnlRun(op string, d ConvDims, w int, fn func(i, lo, hi int, p *dn
 }
 
 func (c *CPU) dnnlForward(y, x, wt, b []float32, d ConvDims) bool {
-	w := c.dnnlChunks(d)
-	if w == 0 {
+	p, ok := c.planDNNL(d)
+	if !ok {
 		return false
 	}
-	chw, kohw := d.C*d.H*d.W, d.K*d.OutH()*d.OutW()
-	c.dnnlRun("Conv2D", d, w, func(_, lo, hi int, p *dnnlConv, omp int) error {
-		return p.forward(y[lo*kohw:hi*kohw], x[lo*chw:hi*chw], wt, b, omp)
+	chw, ohw := d.C*d.H*d.W, d.OutH()*d.OutW()
+	kohw, crs := d.K*ohw, d.C*d.R*d.S
+	c.dnnlRun("Conv2D", d, p, func(_, lo, hi int, prims *dnnlConv) error {
+		if p.byK { // output channels lo..hi-1 of the one image
+			var bk []float32
+			if b != nil {
+				bk = b[lo:hi]
+			}
+			return prims.forward(y[lo*ohw:hi*ohw], x[:chw], wt[lo*crs:hi*crs], bk, p.omp)
+		}
+		return prims.forward(y[lo*kohw:hi*kohw], x[lo*chw:hi*chw], wt, b, p.omp)
 	})
 	return true
 }
 
 func (c *CPU) dnnlBackwardData(dx, dy, wt []float32, d ConvDims) bool {
-	w := c.dnnlChunks(d)
-	if w == 0 {
+	p, ok := c.planDNNL(d)
+	if !ok {
 		return false
 	}
-	chw, kohw := d.C*d.H*d.W, d.K*d.OutH()*d.OutW()
-	c.dnnlRun("Conv2DBackwardData", d, w, func(_, lo, hi int, p *dnnlConv, omp int) error {
-		return p.backwardData(dx[lo*chw:hi*chw], dy[lo*kohw:hi*kohw], wt, omp)
+	chw, ohw := d.C*d.H*d.W, d.OutH()*d.OutW()
+	kohw, crs := d.K*ohw, d.C*d.R*d.S
+	if !p.byK {
+		c.dnnlRun("Conv2DBackwardData", d, p, func(_, lo, hi int, prims *dnnlConv) error {
+			return prims.backwardData(dx[lo*chw:hi*chw], dy[lo*kohw:hi*kohw], wt, p.omp)
+		})
+		return true
+	}
+	// Output-channel chunks each give a partial dx; chunk 0 writes dx, the
+	// others scratch buffers summed into it.
+	var part []float32
+	if p.w > 1 {
+		part = c.ws.get((p.w - 1) * chw)
+		defer c.ws.put(part)
+	}
+	c.dnnlRun("Conv2DBackwardData", d, p, func(i, lo, hi int, prims *dnnlConv) error {
+		out := dx[:chw]
+		if i > 0 {
+			out = part[(i-1)*chw : i*chw]
+		}
+		return prims.backwardData(out, dy[lo*ohw:hi*ohw], wt[lo*crs:hi*crs], p.omp)
 	})
+	for i := 1; i < p.w; i++ {
+		for j, v := range part[(i-1)*chw : i*chw] {
+			dx[j] += v
+		}
+	}
 	return true
 }
 
 func (c *CPU) dnnlBackwardFilter(dw, db, dy, x []float32, d ConvDims) bool {
-	w := c.dnnlChunks(d)
-	if w == 0 {
+	p, ok := c.planDNNL(d)
+	if !ok {
 		return false
 	}
-	chw, kohw := d.C*d.H*d.W, d.K*d.OutH()*d.OutW()
-	nw := d.K * d.C * d.R * d.S
-	// chunk 0 writes dw and db; the others write partials summed below.
+	chw, ohw := d.C*d.H*d.W, d.OutH()*d.OutW()
+	kohw, crs := d.K*ohw, d.C*d.R*d.S
+	if p.byK { // disjoint rows of dw and db: no reduction
+		c.dnnlRun("Conv2DBackwardFilter", d, p, func(_, lo, hi int, prims *dnnlConv) error {
+			var dbk []float32
+			if db != nil {
+				dbk = db[lo:hi]
+			}
+			return prims.backwardWeights(dw[lo*crs:hi*crs], dbk, dy[lo*ohw:hi*ohw], x[:chw], p.omp)
+		})
+		return true
+	}
+	nw := d.K * crs
+	// Image chunks each give partial dw, db: chunk 0 writes dw and db, the
+	// others scratch buffers summed into them.
 	var part []float32
-	if w > 1 {
-		part = c.ws.get((w - 1) * (nw + d.K))
+	if p.w > 1 {
+		part = c.ws.get((p.w - 1) * (nw + d.K))
 		defer c.ws.put(part)
 	}
-	c.dnnlRun("Conv2DBackwardFilter", d, w, func(i, lo, hi int, p *dnnlConv, omp int) error {
+	c.dnnlRun("Conv2DBackwardFilter", d, p, func(i, lo, hi int, prims *dnnlConv) error {
 		pw, pb := dw[:nw], db
 		if i > 0 {
 			off := (i - 1) * (nw + d.K)
@@ -98,9 +176,9 @@ func (c *CPU) dnnlBackwardFilter(dw, db, dy, x []float32, d ConvDims) bool {
 				pb = part[off+nw : off+nw+d.K]
 			}
 		}
-		return p.backwardWeights(pw, pb, dy[lo*kohw:hi*kohw], x[lo*chw:hi*chw], omp)
+		return prims.backwardWeights(pw, pb, dy[lo*kohw:hi*kohw], x[lo*chw:hi*chw], p.omp)
 	})
-	for i := 1; i < w; i++ {
+	for i := 1; i < p.w; i++ {
 		off := (i - 1) * (nw + d.K)
 		for j, v := range part[off : off+nw] {
 			dw[j] += v

@@ -15,8 +15,11 @@ var convCases = []ConvDims{
 	{N: 2, C: 2, H: 7, W: 9, K: 3, R: 3, S: 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
 	{N: 3, C: 2, H: 6, W: 5, K: 2, R: 2, S: 4, StrideH: 1, StrideW: 3, PadTop: 2, PadLeft: 0, PadBottom: 0, PadRight: 3}, // odd
 	{N: 4, C: 16, H: 8, W: 8, K: 8, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
-	// one image, GEMMs large enough to be split over the threads
+	// one image, GEMMs large enough to be split over the threads (oneDNN:
+	// one call with 2 OpenMP threads, K < 32)
 	{N: 1, C: 16, H: 16, W: 16, K: 24, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
+	// one image split by output channels for oneDNN (K = 48: chunks 16, 32)
+	{N: 1, C: 5, H: 6, W: 7, K: 48, R: 3, S: 3, StrideH: 2, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 0, PadRight: 1},
 }
 
 func TestConv(t *testing.T) {
@@ -219,11 +222,13 @@ func TestDNNLConvUsed(t *testing.T) {
 		t.Skipf("oneDNN not available: %v", err)
 	}
 	for i, d := range append(convCases, benchConvShapes[0].d) {
-		if c.dnnlChunks(d) == 0 {
+		p, ok := c.planDNNL(d)
+		if !ok {
 			t.Errorf("case %d %+v: oneDNN rejected the shape", i, d)
 			continue
 		}
-		t.Logf("case %d: %s", i, c.dconv.get(chunkDims(d, 0, 1), 0).impl)
+		cd, _, _ := p.chunk(d, 0)
+		t.Logf("case %d: %d chunks (by output channel %v): %s", i, p.w, p.byK, c.dconv.get(cd, 0).impl)
 	}
 }
 
