@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	gblas "gonum.org/v1/gonum/blas"
 )
 
 // refSgemm is the obvious triple loop, in float64:
@@ -196,4 +198,27 @@ func ExampleLoad() {
 	s.Sgemm(false, false, 2, 2, 2, 1, a, 2, b, 2, 0, c, 2)
 	fmt.Println(s.Name(), c)
 	// Output: gonum [1 2 3 4]
+}
+
+func TestFull(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	s, err := Load("auto", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := randSlice(r, 6*4), randSlice(r, 4*5)
+	for _, f := range []Full{{S: s}, {}} {
+		got, want := make([]float32, 6*5), make([]float32, 6*5)
+		f.Sgemm(gblas.NoTrans, gblas.NoTrans, 6, 5, 4, 1, a, 4, b, 5, 0, got, 5)
+		refSgemm(false, false, 6, 5, 4, 1, a, 4, b, 5, 0, want, 5)
+		for i := range want {
+			if math.Abs(float64(got[i]-want[i])) > 1e-5 {
+				t.Fatalf("Full{%v}.Sgemm[%d] = %v, want %v", f.S, i, got[i], want[i])
+			}
+		}
+	}
+	// The other routines are gonum's.
+	if d := (Full{S: s}).Sdot(3, []float32{1, 2, 3}, 1, []float32{4, 5, 6}, 1); d != 32 {
+		t.Fatalf("Sdot = %v, want 32", d)
+	}
 }
