@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -34,7 +35,7 @@ func FuzzRead(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-reading: %v", err)
 		}
-		if b.DType != a.DType || len(b.Shape) != len(a.Shape) || !bytes.Equal(b.data, a.data) {
+		if b.DType != a.DType || !slices.Equal(b.Shape, a.Shape) || !bytes.Equal(b.data, a.data) {
 			t.Fatal("round trip changed the array")
 		}
 	})

@@ -167,70 +167,53 @@ func newArray(shape []int, dt DType, n int) *Array {
 	return &Array{Shape: append([]int(nil), shape...), DType: dt, data: make([]byte, n*dt.Size())}
 }
 
-// NewFloat32 returns an array of the given shape holding a copy of data,
-// which must have exactly product(shape) elements.
-func NewFloat32(shape []int, data []float32) (*Array, error) {
-	n, err := checkShape(shape, 4)
+// newFrom returns an array of type dt holding a copy of data, each element
+// encoded into its little-endian bytes by put; fn names the caller in
+// errors.
+func newFrom[T any](fn string, shape []int, dt DType, data []T, put func(dst []byte, v T)) (*Array, error) {
+	n, err := checkShape(shape, dt.Size())
 	if err != nil {
 		return nil, err
 	}
 	if n != len(data) {
-		return nil, fmt.Errorf("npy: NewFloat32: shape %v needs %d elements, data has %d", shape, n, len(data))
+		return nil, fmt.Errorf("npy: %s: shape %v needs %d elements, data has %d", fn, shape, n, len(data))
 	}
-	a := newArray(shape, Float32, n)
+	a := newArray(shape, dt, n)
+	size := dt.Size()
 	for i, v := range data {
-		binary.LittleEndian.PutUint32(a.data[4*i:], math.Float32bits(v))
+		put(a.data[i*size:], v)
 	}
 	return a, nil
+}
+
+// NewFloat32 returns an array of the given shape holding a copy of data,
+// which must have exactly product(shape) elements.
+func NewFloat32(shape []int, data []float32) (*Array, error) {
+	return newFrom("NewFloat32", shape, Float32, data, func(b []byte, v float32) {
+		binary.LittleEndian.PutUint32(b, math.Float32bits(v))
+	})
 }
 
 // NewFloat64 returns an array of the given shape holding a copy of data,
 // which must have exactly product(shape) elements.
 func NewFloat64(shape []int, data []float64) (*Array, error) {
-	n, err := checkShape(shape, 8)
-	if err != nil {
-		return nil, err
-	}
-	if n != len(data) {
-		return nil, fmt.Errorf("npy: NewFloat64: shape %v needs %d elements, data has %d", shape, n, len(data))
-	}
-	a := newArray(shape, Float64, n)
-	for i, v := range data {
-		binary.LittleEndian.PutUint64(a.data[8*i:], math.Float64bits(v))
-	}
-	return a, nil
+	return newFrom("NewFloat64", shape, Float64, data, func(b []byte, v float64) {
+		binary.LittleEndian.PutUint64(b, math.Float64bits(v))
+	})
 }
 
 // NewInt64 returns an array of the given shape holding a copy of data,
 // which must have exactly product(shape) elements.
 func NewInt64(shape []int, data []int64) (*Array, error) {
-	n, err := checkShape(shape, 8)
-	if err != nil {
-		return nil, err
-	}
-	if n != len(data) {
-		return nil, fmt.Errorf("npy: NewInt64: shape %v needs %d elements, data has %d", shape, n, len(data))
-	}
-	a := newArray(shape, Int64, n)
-	for i, v := range data {
-		binary.LittleEndian.PutUint64(a.data[8*i:], uint64(v))
-	}
-	return a, nil
+	return newFrom("NewInt64", shape, Int64, data, func(b []byte, v int64) {
+		binary.LittleEndian.PutUint64(b, uint64(v))
+	})
 }
 
 // NewUint8 returns an array of the given shape holding a copy of data,
 // which must have exactly product(shape) elements.
 func NewUint8(shape []int, data []uint8) (*Array, error) {
-	n, err := checkShape(shape, 1)
-	if err != nil {
-		return nil, err
-	}
-	if n != len(data) {
-		return nil, fmt.Errorf("npy: NewUint8: shape %v needs %d elements, data has %d", shape, n, len(data))
-	}
-	a := newArray(shape, Uint8, n)
-	copy(a.data, data)
-	return a, nil
+	return newFrom("NewUint8", shape, Uint8, data, func(b []byte, v uint8) { b[0] = v })
 }
 
 // Read decodes one .npy array from r. It reads exactly the header and the

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -150,7 +151,7 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.DType != a.DType || len(got.Shape) != len(a.Shape) || !bytes.Equal(got.data, a.data) {
+			if got.DType != a.DType || !slices.Equal(got.Shape, a.Shape) || !bytes.Equal(got.data, a.data) {
 				t.Fatalf("round trip: got %s %v, want %s %v", got.DType, got.Shape, a.DType, a.Shape)
 			}
 			if buf.Len() != 0 {
