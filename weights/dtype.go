@@ -5,18 +5,27 @@ import (
 	"math"
 )
 
-// dtypeSize gives the element size in bytes of each dtype Read converts to
-// float32.
-var dtypeSize = map[string]int{
-	"F64": 8, "F32": 4, "F16": 2, "BF16": 2,
-	"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+// dtypeSize returns the element size in bytes of a dtype Read converts to
+// float32, and false for any other dtype.
+func dtypeSize(dt string) (int, bool) {
+	switch dt {
+	case "F64", "I64":
+		return 8, true
+	case "F32", "I32":
+		return 4, true
+	case "F16", "BF16", "I16":
+		return 2, true
+	case "I8", "U8", "BOOL":
+		return 1, true
+	}
+	return 0, false
 }
 
-// supportedDTypes lists dtypeSize's keys for error messages.
+// supportedDTypes lists the dtypes dtypeSize knows, for error messages.
 const supportedDTypes = "F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL"
 
 // decode converts little-endian elements of dtype dt in src to float32 in
-// dst; len(src) must be len(dst) * dtypeSize[dt].
+// dst; len(src) must be len(dst) times dtypeSize(dt).
 func decode(dst []float32, src []byte, dt string) {
 	switch dt {
 	case "F32":

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -307,7 +308,7 @@ func CheckTensors(tensors map[string]Tensor, want map[string][]int) error {
 			e.Missing = append(e.Missing, name)
 			continue
 		}
-		if !equalShape(t.Shape, shape) {
+		if !slices.Equal(t.Shape, shape) {
 			e.Misshaped = append(e.Misshaped, ShapeMismatch{Name: name, Got: t.Shape, Want: shape})
 		}
 	}
@@ -323,16 +324,4 @@ func CheckTensors(tensors map[string]Tensor, want map[string][]int) error {
 	sort.Strings(e.Unexpected)
 	sort.Slice(e.Misshaped, func(i, j int) bool { return e.Misshaped[i].Name < e.Misshaped[j].Name })
 	return e
-}
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

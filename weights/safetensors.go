@@ -198,7 +198,7 @@ func (ri rawInfo) check(name string) (TensorInfo, error) {
 		return ti, fmt.Errorf("%w: tensor %q has no dtype", ErrFormat, name)
 	}
 	ti.DType = *ri.DType
-	esize, ok := dtypeSize[ti.DType]
+	esize, ok := dtypeSize(ti.DType)
 	if !ok {
 		return ti, fmt.Errorf("%w: tensor %q has dtype %q, supported: %s", ErrFormat, name, ti.DType, supportedDTypes)
 	}
@@ -325,35 +325,42 @@ func ReadFile(path string) (*File, error) {
 }
 
 func readFileSelected(path string, keep func(string) bool) (*File, error) {
-	fh, err := os.Open(path)
+	fh, size, err := openSized(path)
 	if err != nil {
 		return nil, err
 	}
 	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return nil, err
-	}
-	f, err := readSelected(fh, st.Size(), keep)
+	f, err := readSelected(fh, size, keep)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	return f, nil
 }
 
+// openSized opens path for reading and returns its size; the caller
+// closes the file.
+func openSized(path string) (*os.File, int64, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := fh.Stat()
+	if err != nil {
+		fh.Close()
+		return nil, 0, err
+	}
+	return fh, st.Size(), nil
+}
+
 // ReadHeaderFile reads and validates the header of the safetensors file at
 // path without reading tensor data.
 func ReadHeaderFile(path string) (*Header, error) {
-	fh, err := os.Open(path)
+	fh, size, err := openSized(path)
 	if err != nil {
 		return nil, err
 	}
 	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return nil, err
-	}
-	h, err := ReadHeader(fh, st.Size())
+	h, err := ReadHeader(fh, size)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
