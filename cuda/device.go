@@ -1,0 +1,408 @@
+package cuda
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// Ptr is a device address (CUdeviceptr) of float32 data; the zero Ptr is
+// the absent optional buffer of the kernels.Ops contract.
+type Ptr uint64
+
+// Options configure Open.
+type Options struct {
+	// Precision of the cuBLAS GEMMs: "tf32" (default when empty: TF32
+	// tensor cores, about 10 mantissa bits per product, float32
+	// accumulation) or "fp32" (strict IEEE float32).
+	Precision string
+	// CacheLimit bounds the bytes of freed blocks the caching allocator
+	// keeps for reuse (0 means no limit; they are released on OOM anyway).
+	CacheLimit int64
+}
+
+// kernelNames are the entry points of kernels/ops.cu, in the order of the
+// kernel* constants below.
+var kernelNames = []string{
+	"silu_fwd", "silu_bwd", "add_f", "mul_f", "axpby_f", "clamp_f", "sumsq_partial", "sum_partials",
+	"add_channel_bias", "row_sum", "add_row_bias", "col_sum", "conv_bias_grad", "knp_to_nkp", "nkp_to_knp",
+	"transpose12", "concat_ch", "split_ch", "upsample2x", "upsample2x_bwd", "im2col", "col2im",
+	"groupnorm_fwd", "groupnorm_bwd_dx", "groupnorm_bwd_affine", "fill_ptrs", "softmax_rows",
+	"softmax_bwd_rows", "embedding_fwd", "embedding_bwd", "adamw", "ema_f",
+}
+
+const (
+	kSiLU = iota
+	kSiLUBwd
+	kAdd
+	kMul
+	kAxpby
+	kClamp
+	kSumSqPartial
+	kSumPartials
+	kAddChannelBias
+	kRowSum
+	kAddRowBias
+	kColSum
+	kConvBiasGrad
+	kKNPtoNKP
+	kNKPtoKNP
+	kTranspose12
+	kConcat
+	kSplit
+	kUpsample
+	kUpsampleBwd
+	kIm2col
+	kCol2im
+	kGNFwd
+	kGNBwdDx
+	kGNBwdAffine
+	kFillPtrs
+	kSoftmax
+	kSoftmaxBwd
+	kEmbFwd
+	kEmbBwd
+	kAdamW
+	kEMA
+	numKernels
+)
+
+// Scratch slots (each grows independently and is reused across calls).
+const (
+	wsCol  = iota // im2col columns / attention scores
+	wsTmp         // GEMM output in (K, N, P) / attention dP
+	wsPtr         // cublasSgemmBatched pointer tables
+	wsMisc        // ids, reduction partials
+	numWS
+)
+
+// Device is one CUDA GPU implementing kernels.Ops[Ptr]: kernels from
+// kernels/ops.cu and cuBLAS GEMMs queued on one stream of the device's
+// primary context. Ops are asynchronous; Download, SumSquares and Sync wait.
+//
+// A Device is safe for concurrent use (calls are serialised by a mutex)
+// and binds its context to the calling OS thread for the duration of each
+// call, so goroutines may move between threads freely. Close releases it.
+type Device struct {
+	mu     sync.Mutex
+	drv    *driver
+	blas   *blasHandle
+	info   DeviceInfo
+	dev    int32
+	ctx    uintptr
+	stream uintptr
+	mod    uintptr
+	fn     [numKernels]uintptr
+	tf32   bool
+
+	alloc allocator
+	ws    [numWS]struct {
+		p     Ptr
+		bytes int64
+	}
+	err error // first failure since the last Sync (sticky, like CUDA's)
+
+	// Launch parameter block: args holds the values, argp their addresses
+	// (cuLaunchKernel's kernelParams). Both live inside the heap-allocated
+	// Device, so their addresses are stable.
+	args [24]uint64
+	argp [24]uintptr
+	ids  []int32 // host staging for Embedding ids
+
+	closed bool
+}
+
+// Open initialises GPU index (0-based) and returns a Device. Errors wrap
+// ErrNoDriver, ErrNoDevice or ErrNoCUBLAS (test with errors.Is) when the
+// stack is missing, naming the paths tried.
+func Open(index int, opts Options) (*Device, error) {
+	tf32 := true
+	switch opts.Precision {
+	case "", "tf32":
+	case "fp32":
+		tf32 = false
+	default:
+		return nil, fmt.Errorf("cuda: Options.Precision = %q: allowed are tf32, fp32", opts.Precision)
+	}
+	if opts.CacheLimit < 0 {
+		return nil, fmt.Errorf("cuda: Options.CacheLimit = %d: must be >= 0", opts.CacheLimit)
+	}
+	drv, err := loadDriver()
+	if err != nil {
+		return nil, err
+	}
+	var count int32
+	if err := check("cuDeviceGetCount", drv.call(drv.cuDeviceGetCount, uintptr(unsafe.Pointer(&count)))); err != nil {
+		return nil, err
+	}
+	if index < 0 || index >= int(count) {
+		return nil, fmt.Errorf("%w: index %d: the driver sees %d device(s) (allowed 0..%d)", ErrNoDevice, index, count, count-1)
+	}
+	api, err := loadCUBLAS()
+	if err != nil {
+		return nil, err
+	}
+	info, err := drv.info(index)
+	if err != nil {
+		return nil, err
+	}
+	d := &Device{drv: drv, info: info, tf32: tf32}
+	d.alloc.limit = opts.CacheLimit
+	for i := range d.argp {
+		d.argp[i] = uintptr(unsafe.Pointer(&d.args[i]))
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := d.init(index, api); err != nil {
+		d.release()
+		return nil, fmt.Errorf("cuda: open device %d (%s): %w", index, info.Name, err)
+	}
+	return d, nil
+}
+
+func (d *Device) init(index int, api *cublasAPI) error {
+	drv := d.drv
+	if err := check("cuDeviceGet", drv.call(drv.cuDeviceGet, uintptr(unsafe.Pointer(&d.dev)), uintptr(index))); err != nil {
+		return err
+	}
+	if err := check("cuDevicePrimaryCtxRetain", drv.call(drv.cuDevicePrimaryCtxRetain, uintptr(unsafe.Pointer(&d.ctx)), uintptr(d.dev))); err != nil {
+		return err
+	}
+	if err := check("cuCtxSetCurrent", drv.call(drv.cuCtxSetCurrent, d.ctx)); err != nil {
+		return err
+	}
+	// CU_STREAM_NON_BLOCKING: no implicit sync with the legacy stream.
+	if err := check("cuStreamCreate", drv.call(drv.cuStreamCreate, uintptr(unsafe.Pointer(&d.stream)), 1)); err != nil {
+		return err
+	}
+	if err := d.loadModule(); err != nil {
+		return err
+	}
+	b, err := newBLASHandle(api, d.stream, d.tf32)
+	if err != nil {
+		return err
+	}
+	d.blas = b
+	return nil
+}
+
+// loadModule JIT-compiles the embedded PTX, capturing the JIT error log.
+func (d *Device) loadModule() error {
+	const (
+		jitErrorLogBuffer     = 5 // CU_JIT_ERROR_LOG_BUFFER
+		jitErrorLogBufferSize = 6 // CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES
+	)
+	ptx := append([]byte(opsPTX), 0)
+	logBuf := make([]byte, 8192)
+	optKeys := []int32{jitErrorLogBuffer, jitErrorLogBufferSize}
+	optVals := []uintptr{uintptr(unsafe.Pointer(&logBuf[0])), uintptr(len(logBuf))}
+	r := d.drv.call(d.drv.cuModuleLoadDataEx, uintptr(unsafe.Pointer(&d.mod)), uintptr(unsafe.Pointer(&ptx[0])),
+		2, uintptr(unsafe.Pointer(&optKeys[0])), uintptr(unsafe.Pointer(&optVals[0])))
+	runtime.KeepAlive(ptx)
+	runtime.KeepAlive(logBuf)
+	runtime.KeepAlive(optKeys)
+	runtime.KeepAlive(optVals)
+	if r != 0 {
+		return fmt.Errorf("cuModuleLoadDataEx (kernels/ops.ptx): %w: JIT log: %s", r, cString(&logBuf[0]))
+	}
+	for i, name := range kernelNames {
+		cname := append([]byte(name), 0)
+		r := d.drv.call(d.drv.cuModuleGetFunction, uintptr(unsafe.Pointer(&d.fn[i])), d.mod, uintptr(unsafe.Pointer(&cname[0])))
+		runtime.KeepAlive(cname)
+		if r != 0 {
+			return fmt.Errorf("cuModuleGetFunction(%s): %w", name, r)
+		}
+	}
+	return nil
+}
+
+// Info describes the GPU.
+func (d *Device) Info() DeviceInfo { return d.info }
+
+// TF32 reports whether GEMMs use TF32 tensor cores.
+func (d *Device) TF32() bool { return d.tf32 }
+
+// Name returns e.g. "cuda:0 NVIDIA H100 80GB HBM3 (cuBLAS 130001, tf32)".
+func (d *Device) Name() string {
+	prec := "fp32"
+	if d.tf32 {
+		prec = "tf32"
+	}
+	v := 0
+	if d.blas != nil {
+		v = d.blas.version()
+	}
+	return fmt.Sprintf("cuda:%d %s (cuBLAS %d, %s)", d.info.Index, d.info.Name, v, prec)
+}
+
+// enter serialises the call and makes the context current on this thread.
+// It returns false (and the caller returns) after a sticky error.
+func (d *Device) enter() bool {
+	d.mu.Lock()
+	runtime.LockOSThread()
+	if d.closed {
+		d.failLocked(fmt.Errorf("cuda: device used after Close"))
+		return false
+	}
+	if d.err != nil {
+		return false
+	}
+	if r := d.drv.call(d.drv.cuCtxSetCurrent, d.ctx); r != 0 {
+		d.failLocked(check("cuCtxSetCurrent", r))
+		return false
+	}
+	return true
+}
+
+func (d *Device) leave() {
+	runtime.UnlockOSThread()
+	d.mu.Unlock()
+}
+
+func (d *Device) failLocked(err error) {
+	if d.err == nil && err != nil {
+		d.err = err
+	}
+}
+
+// failf records an argument error for Sync (with the mutex held).
+func (d *Device) failf(format string, args ...any) {
+	d.failLocked(fmt.Errorf("cuda: "+format, args...))
+}
+
+// Sync waits for all queued work and returns (and clears) the first error
+// since the last Sync.
+func (d *Device) Sync() error {
+	d.mu.Lock()
+	runtime.LockOSThread()
+	defer d.leave()
+	if !d.closed {
+		if r := d.drv.call(d.drv.cuCtxSetCurrent, d.ctx); r != 0 {
+			d.failLocked(check("cuCtxSetCurrent", r))
+		} else if r := d.drv.call(d.drv.cuStreamSynchronize, d.stream); r != 0 {
+			d.failLocked(check("cuStreamSynchronize", r))
+		}
+	}
+	err := d.err
+	d.err = nil
+	return err
+}
+
+// Close waits for queued work and frees every buffer, the cuBLAS handle,
+// the stream and the context reference. The Device is unusable afterwards.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	runtime.LockOSThread()
+	defer d.leave()
+	if d.closed {
+		return nil
+	}
+	d.drv.call(d.drv.cuCtxSetCurrent, d.ctx)
+	r := d.drv.call(d.drv.cuStreamSynchronize, d.stream)
+	d.release()
+	d.closed = true
+	return check("cuStreamSynchronize", r)
+}
+
+// release frees everything Open created (thread locked, context current).
+func (d *Device) release() {
+	for i := range d.ws {
+		if d.ws[i].p != 0 {
+			d.drv.call(d.drv.cuMemFree, uintptr(d.ws[i].p))
+			d.ws[i].p, d.ws[i].bytes = 0, 0
+		}
+	}
+	d.alloc.releaseAll(d.drv)
+	d.blas.close()
+	if d.mod != 0 {
+		d.drv.call(d.drv.cuModuleUnload, d.mod)
+		d.mod = 0
+	}
+	if d.stream != 0 {
+		d.drv.call(d.drv.cuStreamDestroy, d.stream)
+		d.stream = 0
+	}
+	if d.ctx != 0 {
+		d.drv.call(d.drv.cuDevicePrimaryCtxRelease, uintptr(d.dev))
+		d.ctx = 0
+	}
+}
+
+// scratch returns slot i grown to at least bytes (contents undefined).
+func (d *Device) scratch(i int, bytes int64) (Ptr, bool) {
+	s := &d.ws[i]
+	if s.bytes >= bytes {
+		return s.p, true
+	}
+	if s.p != 0 {
+		// cuMemFree waits for work using the block to finish.
+		d.drv.call(d.drv.cuStreamSynchronize, d.stream)
+		d.drv.call(d.drv.cuMemFree, uintptr(s.p))
+		s.p, s.bytes = 0, 0
+	}
+	sz := bytes + bytes/4 // headroom so slowly growing requests reuse
+	p, err := d.alloc.raw(d.drv, sz)
+	if err != nil {
+		d.failLocked(fmt.Errorf("cuda: scratch of %d bytes: %w", sz, err))
+		return 0, false
+	}
+	s.p, s.bytes = p, sz
+	return p, true
+}
+
+// Kernel argument encoders: each value occupies one 8-byte slot, read by
+// the kernel at its parameter's width (little-endian).
+func pa(p Ptr) uint64     { return uint64(p) }
+func ia(v int) uint64     { return uint64(uint32(int32(v))) }
+func fa(v float32) uint64 { return uint64(*(*uint32)(unsafe.Pointer(&v))) }
+func ua(v uint64) uint64  { return v }
+func ba(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// launch queues kernel k on the stream with the given grid and block.
+func (d *Device) launch(k int, gx, gy, gz, bx, by, bz int, args ...uint64) {
+	if d.err != nil {
+		return
+	}
+	copy(d.args[:], args)
+	r := d.drv.call(d.drv.cuLaunchKernel, d.fn[k], uintptr(gx), uintptr(gy), uintptr(gz),
+		uintptr(bx), uintptr(by), uintptr(bz), 0, d.stream, uintptr(unsafe.Pointer(&d.argp[0])), 0)
+	if r != 0 {
+		d.failLocked(fmt.Errorf("cuda: launch %s grid (%d,%d,%d) block (%d,%d,%d): %w",
+			kernelNames[k], gx, gy, gz, bx, by, bz, r))
+	}
+}
+
+const blockSize = 256
+
+// launch1D queues a grid-stride kernel over n elements.
+func (d *Device) launch1D(k, n int, args ...uint64) {
+	if n <= 0 {
+		return
+	}
+	g := (n + blockSize - 1) / blockSize
+	if g > 1<<16 {
+		g = 1 << 16
+	}
+	d.launch(k, g, 1, 1, blockSize, 1, 1, args...)
+}
+
+// launchRows queues one block of blockSize threads per row.
+func (d *Device) launchRows(k, rows int, args ...uint64) {
+	if rows <= 0 {
+		return
+	}
+	// gridDim.x may be up to 2^31-1.
+	d.launch(k, rows, 1, 1, blockSize, 1, 1, args...)
+}
+
+func (d *Device) blasErr(op string, s BLASStatus) {
+	if s != 0 {
+		d.failLocked(fmt.Errorf("cuda: %s: cuBLAS: %w", op, s))
+	}
+}

@@ -1,0 +1,472 @@
+// ops.cu: the CUDA kernels behind cuda.Device's kernels.Ops[Ptr] methods.
+//
+// Compiled to PTX without a CUDA SDK by Debian's clang-16 (see gen.go):
+//   clang-16 -x cuda --cuda-device-only --cuda-gpu-arch=sm_80 -nocudainc
+//            -nocudalib -O3 -S ops.cu -o ops.ptx
+// so there are no CUDA headers and no libdevice: the qualifiers are defined
+// as attributes below and exp/sqrt come from NVVM intrinsics. Every kernel
+// is extern "C" (unmangled names for cuModuleGetFunction), uses 32-bit
+// sizes (all tensors here hold fewer than 2^31 values) and grid-stride
+// loops where the grid is capped. The names and argument order follow the
+// kernels.CPU methods: outputs first, then inputs, then dims.
+
+#define __global__ __attribute__((global))
+#define __device__ __attribute__((device))
+#define __shared__ __attribute__((shared))
+#include <__clang_cuda_builtin_vars.h>
+
+#define BLOCK 256
+#define LOG2E 1.4426950408889634f
+
+typedef unsigned long long u64;
+
+// exp(x) = 2^(x log2 e) through ex2.approx (relative error about 2^-22).
+static __device__ __attribute__((always_inline)) float exp_f(float x) {
+  return __nvvm_ex2_approx_f(x * LOG2E);
+}
+
+static __device__ __attribute__((always_inline)) float sigmoid_f(float x) {
+  return 1.0f / (1.0f + exp_f(-x));
+}
+
+#define GRID_STRIDE(i, n) \
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)
+
+// block_sum reduces v over a block of BLOCK threads through shared memory
+// (fixed tree order, so results are deterministic); every thread gets it.
+static __device__ float block_sum(float v, float* sh) {
+  sh[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = BLOCK / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+    __syncthreads();
+  }
+  float r = sh[0];
+  __syncthreads();
+  return r;
+}
+
+static __device__ double block_sum_d(double v, double* sh) {
+  sh[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = BLOCK / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+    __syncthreads();
+  }
+  double r = sh[0];
+  __syncthreads();
+  return r;
+}
+
+static __device__ float block_max(float v, float* sh) {
+  sh[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = BLOCK / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) sh[threadIdx.x] = __builtin_fmaxf(sh[threadIdx.x], sh[threadIdx.x + s]);
+    __syncthreads();
+  }
+  float r = sh[0];
+  __syncthreads();
+  return r;
+}
+
+// ---- elementwise -----------------------------------------------------------
+
+// y = x * sigmoid(x)
+extern "C" __global__ void silu_fwd(float* y, const float* x, int n) {
+  GRID_STRIDE(i, n) { float v = x[i]; y[i] = v * sigmoid_f(v); }
+}
+
+// dx = dy * s * (1 + x (1 - s)), s = sigmoid(x)
+extern "C" __global__ void silu_bwd(float* dx, const float* dy, const float* x, int n) {
+  GRID_STRIDE(i, n) {
+    float v = x[i], s = sigmoid_f(v);
+    dx[i] = dy[i] * s * (1.0f + v * (1.0f - s));
+  }
+}
+
+extern "C" __global__ void add_f(float* y, const float* a, const float* b, int n) {
+  GRID_STRIDE(i, n) { y[i] = a[i] + b[i]; }
+}
+
+extern "C" __global__ void mul_f(float* y, const float* a, const float* b, int n) {
+  GRID_STRIDE(i, n) { y[i] = a[i] * b[i]; }
+}
+
+// y = alpha x + beta y; beta == 0 overwrites (NaN in y ignored).
+extern "C" __global__ void axpby_f(float* y, float alpha, const float* x, float beta, int n) {
+  if (beta == 0.0f) {
+    GRID_STRIDE(i, n) { y[i] = alpha * x[i]; }
+  } else {
+    GRID_STRIDE(i, n) { y[i] = alpha * x[i] + beta * y[i]; }
+  }
+}
+
+// y = min(max(x, lo), hi); NaN stays NaN.
+extern "C" __global__ void clamp_f(float* y, const float* x, float lo, float hi, int n) {
+  GRID_STRIDE(i, n) {
+    float v = x[i];
+    if (v < lo) v = lo; else if (v > hi) v = hi;
+    y[i] = v;
+  }
+}
+
+// Stage 1 of sum of squares: partial[blockIdx.x] = sum over this block's
+// grid-stride share of x^2, accumulated in double.
+extern "C" __global__ void sumsq_partial(double* partial, const float* x, int n) {
+  __shared__ double sh[BLOCK];
+  double acc = 0.0;
+  GRID_STRIDE(i, n) { double v = x[i]; acc += v * v; }
+  double s = block_sum_d(acc, sh);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// Stage 2: out[0] = (float) sum of m partials (one block).
+extern "C" __global__ void sum_partials(float* out, const double* partial, int m) {
+  __shared__ double sh[BLOCK];
+  double acc = 0.0;
+  for (int i = threadIdx.x; i < m; i += BLOCK) acc += partial[i];
+  double s = block_sum_d(acc, sh);
+  if (threadIdx.x == 0) out[0] = (float)s;
+}
+
+// ---- per-channel bias ------------------------------------------------------
+
+// y[r, p] = x[r, p] + bias[r] for r < rows (= N*C), p < hw.
+extern "C" __global__ void add_channel_bias(float* y, const float* x, const float* bias, int rows, int hw) {
+  int n = rows * hw;
+  GRID_STRIDE(i, n) { y[i] = x[i] + bias[i / hw]; }
+}
+
+// dbias[r] = sum_p dy[r, p]; one block per row r.
+extern "C" __global__ void row_sum(float* dbias, const float* dy, int hw) {
+  __shared__ float sh[BLOCK];
+  const float* row = dy + (long long)blockIdx.x * hw;
+  float acc = 0.0f;
+  for (int p = threadIdx.x; p < hw; p += BLOCK) acc += row[p];
+  float s = block_sum(acc, sh);
+  if (threadIdx.x == 0) dbias[blockIdx.x] = s;
+}
+
+// y[m, o] += b[o] for a row-major (rows, cols) matrix (Linear's bias).
+extern "C" __global__ void add_row_bias(float* y, const float* b, int rows, int cols) {
+  int n = rows * cols;
+  GRID_STRIDE(i, n) { y[i] += b[i % cols]; }
+}
+
+// db[o] = sum_m dy[m, o]; one thread per column (coalesced over o).
+extern "C" __global__ void col_sum(float* db, const float* dy, int rows, int cols) {
+  GRID_STRIDE(o, cols) {
+    float acc = 0.0f;
+    for (int m = 0; m < rows; m++) acc += dy[(long long)m * cols + o];
+    db[o] = acc;
+  }
+}
+
+// db[k] = sum_{n,p} dy[n, k, p]; one block per k.
+extern "C" __global__ void conv_bias_grad(float* db, const float* dy, int n, int k, int p) {
+  __shared__ float sh[BLOCK];
+  int kk = blockIdx.x;
+  float acc = 0.0f;
+  for (int b = 0; b < n; b++) {
+    const float* row = dy + ((long long)b * k + kk) * p;
+    for (int j = threadIdx.x; j < p; j += BLOCK) acc += row[j];
+  }
+  float s = block_sum(acc, sh);
+  if (threadIdx.x == 0) db[kk] = s;
+}
+
+// ---- layout ----------------------------------------------------------------
+
+// (K, N, P) -> (N, K, P), adding bias[k] when bias is not null.
+extern "C" __global__ void knp_to_nkp(float* y, const float* t, const float* bias, int n, int k, int p) {
+  int total = n * k * p;
+  GRID_STRIDE(i, total) {
+    int pp = i % p, r = i / p, kk = r % k, b = r / k;
+    float v = t[((long long)kk * n + b) * p + pp];
+    if (bias) v += bias[kk];
+    y[i] = v;
+  }
+}
+
+// (N, K, P) -> (K, N, P).
+extern "C" __global__ void nkp_to_knp(float* t, const float* y, int n, int k, int p) {
+  int total = n * k * p;
+  GRID_STRIDE(i, total) {
+    int pp = i % p, r = i / p, b = r % n, kk = r / n;
+    t[i] = y[((long long)b * k + kk) * p + pp];
+  }
+}
+
+// y[b, j, i] = x[b, i, j] for x (B, I, J); 32x32 tiles through shared memory.
+// Grid (ceil(J/32), ceil(I/32), B), block (32, 8).
+extern "C" __global__ void transpose12(float* y, const float* x, int ni, int nj) {
+  __shared__ float tile[32][33];
+  long long base = (long long)blockIdx.z * ni * nj;
+  int j0 = blockIdx.x * 32, i0 = blockIdx.y * 32;
+  for (int r = threadIdx.y; r < 32; r += 8) {
+    int i = i0 + r, j = j0 + threadIdx.x;
+    if (i < ni && j < nj) tile[r][threadIdx.x] = x[base + (long long)i * nj + j];
+  }
+  __syncthreads();
+  for (int r = threadIdx.y; r < 32; r += 8) {
+    int j = j0 + r, i = i0 + threadIdx.x;
+    if (i < ni && j < nj) y[base + (long long)j * ni + i] = tile[threadIdx.x][r];
+  }
+}
+
+// y (N, Ca+Cb, HW) = [a (N, Ca, HW), b (N, Cb, HW)].
+extern "C" __global__ void concat_ch(float* y, const float* a, const float* b, int n, int ca, int cb, int hw) {
+  int c = ca + cb, total = n * c * hw;
+  GRID_STRIDE(i, total) {
+    int p = i % hw, r = i / hw, ch = r % c, bb = r / c;
+    y[i] = ch < ca ? a[((long long)bb * ca + ch) * hw + p] : b[((long long)bb * cb + (ch - ca)) * hw + p];
+  }
+}
+
+// da, db (either may be null) from dy (N, Ca+Cb, HW).
+extern "C" __global__ void split_ch(float* da, float* db, const float* dy, int n, int ca, int cb, int hw) {
+  int c = ca + cb, total = n * c * hw;
+  GRID_STRIDE(i, total) {
+    int p = i % hw, r = i / hw, ch = r % c, bb = r / c;
+    if (ch < ca) {
+      if (da) da[((long long)bb * ca + ch) * hw + p] = dy[i];
+    } else if (db) {
+      db[((long long)bb * cb + (ch - ca)) * hw + p] = dy[i];
+    }
+  }
+}
+
+// Nearest 2x: y (NC, 2H, 2W) from x (NC, H, W).
+extern "C" __global__ void upsample2x(float* y, const float* x, int nc, int h, int w) {
+  int oh = 2 * h, ow = 2 * w, total = nc * oh * ow;
+  GRID_STRIDE(i, total) {
+    int xx = i % ow, r = i / ow, yy = r % oh, c = r / oh;
+    y[i] = x[((long long)c * h + yy / 2) * w + xx / 2];
+  }
+}
+
+// dx (NC, H, W) = sum of the 2x2 block of dy (NC, 2H, 2W).
+extern "C" __global__ void upsample2x_bwd(float* dx, const float* dy, int nc, int h, int w) {
+  int total = nc * h * w, ow = 2 * w;
+  GRID_STRIDE(i, total) {
+    int xx = i % w, r = i / w, yy = r % h, c = r / h;
+    const float* d = dy + ((long long)c * 2 * h + 2 * yy) * ow + 2 * xx;
+    dx[i] = (d[0] + d[1]) + (d[ow] + d[ow + 1]);
+  }
+}
+
+// ---- convolution through im2col --------------------------------------------
+
+// col (C*R*S, nb, OH*OW) for images n0..n0+nb-1 of x (N, C, H, W):
+// col[(c,r,s), b, (oh,ow)] = x[n0+b, c, oh*sh - pt + r, ow*sw - pl + s] or 0.
+extern "C" __global__ void im2col(float* col, const float* x, int n0, int nb, int c, int h, int w,
+                                  int r, int s, int sh, int sw, int pt, int pl, int oh, int ow) {
+  int p = oh * ow, total = c * r * s * nb * p;
+  GRID_STRIDE(i, total) {
+    int pp = i % p, t = i / p, b = t % nb, crs = t / nb;
+    int ss = crs % s, rr = (crs / s) % r, cc = crs / (r * s);
+    int oy = pp / ow, ox = pp % ow;
+    int iy = oy * sh - pt + rr, ix = ox * sw - pl + ss;
+    float v = 0.0f;
+    if (iy >= 0 && iy < h && ix >= 0 && ix < w) v = x[(((long long)(n0 + b) * c + cc) * h + iy) * w + ix];
+    col[i] = v;
+  }
+}
+
+// dx[n0+b, c, y, x] = sum over (r, s) whose output position lands on (y, x)
+// of dcol[(c,r,s), b, (oh,ow)] (a gather: no atomics, deterministic).
+extern "C" __global__ void col2im(float* dx, const float* dcol, int n0, int nb, int c, int h, int w,
+                                  int r, int s, int sh, int sw, int pt, int pl, int oh, int ow) {
+  int p = oh * ow, total = nb * c * h * w;
+  GRID_STRIDE(i, total) {
+    int ix = i % w, t = i / w, iy = t % h; t /= h;
+    int cc = t % c, b = t / c;
+    float acc = 0.0f;
+    for (int rr = 0; rr < r; rr++) {
+      int ty = iy + pt - rr;
+      if (ty < 0 || ty % sh != 0) continue;
+      int oy = ty / sh;
+      if (oy >= oh) continue;
+      for (int ss = 0; ss < s; ss++) {
+        int tx = ix + pl - ss;
+        if (tx < 0 || tx % sw != 0) continue;
+        int ox = tx / sw;
+        if (ox >= ow) continue;
+        int crs = (cc * r + rr) * s + ss;
+        acc += dcol[((long long)crs * nb + b) * p + oy * ow + ox];
+      }
+    }
+    dx[(long long)n0 * c * h * w + i] = acc;
+  }
+}
+
+// ---- group normalisation (+ SiLU) -------------------------------------------
+
+// gamma and beta may be null (meaning 1 and 0) here and in the backward.
+// One block per (n, g): two passes (mean, then centred variance) over the
+// group's cpg*hw values, then z = (x - mu) rstd gamma[c] + beta[c] and
+// y = z or z sigmoid(z).
+extern "C" __global__ void groupnorm_fwd(float* y, float* mean, float* rstd, const float* x,
+                                         const float* gamma, const float* beta, int c, int hw,
+                                         int groups, float eps, int silu) {
+  __shared__ float sh[BLOCK];
+  int ng = blockIdx.x, g = ng % groups, cpg = c / groups, cnt = cpg * hw;
+  long long off = (long long)ng * cnt;  // (n, g) groups are contiguous in NCHW
+  const float* xg = x + off;
+  float acc = 0.0f;
+  for (int i = threadIdx.x; i < cnt; i += BLOCK) acc += xg[i];
+  float mu = block_sum(acc, sh) / (float)cnt;
+  acc = 0.0f;
+  for (int i = threadIdx.x; i < cnt; i += BLOCK) { float d = xg[i] - mu; acc += d * d; }
+  float var = block_sum(acc, sh) / (float)cnt;
+  float rs = 1.0f / __nvvm_sqrt_rn_f(var + eps);
+  if (threadIdx.x == 0) { mean[ng] = mu; rstd[ng] = rs; }
+  float* yg = y + off;
+  for (int i = threadIdx.x; i < cnt; i += BLOCK) {
+    int ch = g * cpg + i / hw;
+    float z = (xg[i] - mu) * rs * (gamma ? gamma[ch] : 1.0f) + (beta ? beta[ch] : 0.0f);
+    if (silu) z = z * sigmoid_f(z);
+    yg[i] = z;
+  }
+}
+
+// dz = dL/dz given dy, undoing the SiLU when present.
+static __device__ __attribute__((always_inline)) float gn_dz(float dy, float xhat, float gm, float bt, int silu) {
+  if (!silu) return dy;
+  float z = xhat * gm + bt, s = sigmoid_f(z);
+  return dy * s * (1.0f + z * (1.0f - s));
+}
+
+// dx for one (n, g) per block:
+// dx = rstd (gd - mean(gd) - xhat mean(gd xhat)), gd = dz gamma[c].
+extern "C" __global__ void groupnorm_bwd_dx(float* dx, const float* dy, const float* x, const float* mean,
+                                            const float* rstd, const float* gamma, const float* beta,
+                                            int c, int hw, int groups, int silu) {
+  __shared__ float sh[BLOCK];
+  int ng = blockIdx.x, g = ng % groups, cpg = c / groups, cnt = cpg * hw;
+  long long off = (long long)ng * cnt;
+  float mu = mean[ng], rs = rstd[ng];
+  float a1 = 0.0f, a2 = 0.0f;
+  for (int i = threadIdx.x; i < cnt; i += BLOCK) {
+    int ch = g * cpg + i / hw;
+    float xh = (x[off + i] - mu) * rs;
+    float gm = gamma ? gamma[ch] : 1.0f, bt = beta ? beta[ch] : 0.0f;
+    float gd = gn_dz(dy[off + i], xh, gm, bt, silu) * gm;
+    a1 += gd;
+    a2 += gd * xh;
+  }
+  float m1 = block_sum(a1, sh) / (float)cnt;
+  float m2 = block_sum(a2, sh) / (float)cnt;
+  for (int i = threadIdx.x; i < cnt; i += BLOCK) {
+    int ch = g * cpg + i / hw;
+    float xh = (x[off + i] - mu) * rs;
+    float gm = gamma ? gamma[ch] : 1.0f, bt = beta ? beta[ch] : 0.0f;
+    float gd = gn_dz(dy[off + i], xh, gm, bt, silu) * gm;
+    dx[off + i] = rs * (gd - m1 - xh * m2);
+  }
+}
+
+// dgamma[c] = sum_{n,p} dz xhat, dbeta[c] = sum_{n,p} dz; one block per c.
+extern "C" __global__ void groupnorm_bwd_affine(float* dgamma, float* dbeta, const float* dy, const float* x,
+                                                const float* mean, const float* rstd, const float* gamma,
+                                                const float* beta, int n, int c, int hw, int groups, int silu) {
+  __shared__ float sh[BLOCK];
+  int ch = blockIdx.x, g = ch / (c / groups);
+  float gm = gamma ? gamma[ch] : 1.0f, bt = beta ? beta[ch] : 0.0f;
+  float ag = 0.0f, ab = 0.0f;
+  for (int b = 0; b < n; b++) {
+    int ng = b * groups + g;
+    float mu = mean[ng], rs = rstd[ng];
+    long long off = ((long long)b * c + ch) * hw;
+    for (int p = threadIdx.x; p < hw; p += BLOCK) {
+      float xh = (x[off + p] - mu) * rs;
+      float dz = gn_dz(dy[off + p], xh, gm, bt, silu);
+      ag += dz * xh;
+      ab += dz;
+    }
+  }
+  float sg = block_sum(ag, sh);
+  float sb = block_sum(ab, sh);
+  if (threadIdx.x == 0) {
+    if (dgamma) dgamma[ch] = sg;
+    if (dbeta) dbeta[ch] = sb;
+  }
+}
+
+// ---- attention ---------------------------------------------------------------
+
+// ptrs[i] = base + (i / inner) * outer_stride + (i % inner) * inner_stride
+// (byte addresses), the operand tables for cublasSgemmBatched.
+extern "C" __global__ void fill_ptrs(u64* ptrs, u64 base, u64 outer_stride, u64 inner_stride, int inner, int count) {
+  GRID_STRIDE(i, count) {
+    ptrs[i] = base + (u64)(i / inner) * outer_stride + (u64)(i % inner) * inner_stride;
+  }
+}
+
+// In place row softmax over cols of p = softmax(s * scale); one block per row.
+extern "C" __global__ void softmax_rows(float* p, const float* s, int cols, float scale) {
+  __shared__ float sh[BLOCK];
+  long long off = (long long)blockIdx.x * cols;
+  float m = -__builtin_inff();
+  for (int j = threadIdx.x; j < cols; j += BLOCK) m = __builtin_fmaxf(m, s[off + j] * scale);
+  m = block_max(m, sh);
+  float acc = 0.0f;
+  for (int j = threadIdx.x; j < cols; j += BLOCK) {
+    float e = exp_f(s[off + j] * scale - m);
+    p[off + j] = e;
+    acc += e;
+  }
+  float inv = 1.0f / block_sum(acc, sh);
+  for (int j = threadIdx.x; j < cols; j += BLOCK) p[off + j] *= inv;
+}
+
+// ds = scale * p * (dp - sum_j p dp) per row (ds may alias dp); one block per row.
+extern "C" __global__ void softmax_bwd_rows(float* ds, const float* p, const float* dp, int cols, float scale) {
+  __shared__ float sh[BLOCK];
+  long long off = (long long)blockIdx.x * cols;
+  float acc = 0.0f;
+  for (int j = threadIdx.x; j < cols; j += BLOCK) acc += p[off + j] * dp[off + j];
+  float dot = block_sum(acc, sh);
+  for (int j = threadIdx.x; j < cols; j += BLOCK) ds[off + j] = scale * p[off + j] * (dp[off + j] - dot);
+}
+
+// ---- embedding, optimiser ------------------------------------------------------
+
+// y[i, :] = table[ids[i], :].
+extern "C" __global__ void embedding_fwd(float* y, const float* table, const int* ids, int count, int dim) {
+  int total = count * dim;
+  GRID_STRIDE(i, total) { y[i] = table[(long long)ids[i / dim] * dim + i % dim]; }
+}
+
+// dtable[v, j] = sum_{i: ids[i] = v} dy[i, j] (a gather over ids: deterministic).
+extern "C" __global__ void embedding_bwd(float* dtable, const float* dy, const int* ids, int count, int vocab, int dim) {
+  int total = vocab * dim;
+  GRID_STRIDE(t, total) {
+    int v = t / dim, j = t % dim;
+    float acc = 0.0f;
+    for (int i = 0; i < count; i++)
+      if (ids[i] == v) acc += dy[(long long)i * dim + j];
+    dtable[t] = acc;
+  }
+}
+
+// AdamW (Loshchilov & Hutter 2019) with bias corrections bc1 = 1/(1-b1^t),
+// bc2 = 1/(1-b2^t) computed on the host.
+extern "C" __global__ void adamw(float* p, float* m, float* v, const float* g, float lr, float b1, float b2,
+                                 float eps, float wd, float bc1, float bc2, int n) {
+  GRID_STRIDE(i, n) {
+    float gi = g[i];
+    float mi = b1 * m[i] + (1.0f - b1) * gi;
+    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    float upd = mi * bc1 / (__nvvm_sqrt_rn_f(vi * bc2) + eps) + wd * p[i];
+    p[i] -= lr * upd;
+  }
+}
+
+// ema = decay ema + (1 - decay) p.
+extern "C" __global__ void ema_f(float* e, const float* p, float decay, int n) {
+  GRID_STRIDE(i, n) { e[i] = decay * e[i] + (1.0f - decay) * p[i]; }
+}

@@ -1,0 +1,247 @@
+package cuda
+
+import (
+	"github.com/ddpm-go/ddpm/kernels"
+)
+
+// convWorkspace bounds the im2col scratch per chunk of images (bytes).
+const convWorkspace = 512 << 20
+
+// convChunk returns how many images one im2col pass covers.
+func convChunk(dd kernels.ConvDims) int {
+	p := dd.OutH() * dd.OutW()
+	per := int64(dd.C*dd.R*dd.S*p+dd.K*p) * 4
+	nb := int(convWorkspace / per)
+	return max(1, min(dd.N, nb))
+}
+
+func (d *Device) convCheck(op string, dd kernels.ConvDims) bool {
+	if err := dd.Validate(); err != nil {
+		d.failf("%s: %v", op, err)
+		return false
+	}
+	return d.sizes(op, dd.N, dd.C, dd.H, dd.W) && d.sizes(op, dd.N, dd.K, dd.OutH(), dd.OutW()) &&
+		d.sizes(op, dd.C*dd.R*dd.S, convChunk(dd), dd.OutH()*dd.OutW())
+}
+
+// convScratch returns the column (C*R*S, nb, P) and (K, nb, P) buffers.
+func (d *Device) convScratch(dd kernels.ConvDims, nb int) (col, tmp Ptr, ok bool) {
+	p := dd.OutH() * dd.OutW()
+	col, ok = d.scratch(wsCol, int64(dd.C*dd.R*dd.S*nb*p)*4)
+	if !ok {
+		return 0, 0, false
+	}
+	tmp, ok = d.scratch(wsTmp, int64(dd.K*nb*p)*4)
+	return col, tmp, ok
+}
+
+func (d *Device) im2col(kind int, buf, x Ptr, n0, nb int, dd kernels.ConvDims, total int) {
+	d.launch1D(kind, total, pa(buf), pa(x), ia(n0), ia(nb), ia(dd.C), ia(dd.H), ia(dd.W), ia(dd.R), ia(dd.S),
+		ia(dd.StrideH), ia(dd.StrideW), ia(dd.PadTop), ia(dd.PadLeft), ia(dd.OutH()), ia(dd.OutW()))
+}
+
+// Conv2D: im2col over a chunk of nb images into col (C*R*S, nb*P), one
+// GEMM tmp (K, nb*P) = w (K, C*R*S) col, then a permute to (nb, K, P)
+// that adds the bias. Large GEMMs keep the tensor cores busy.
+func (d *Device) Conv2D(y, x, w, b Ptr, dd kernels.ConvDims) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	const op = "Conv2D"
+	if !d.convCheck(op, dd) {
+		return
+	}
+	p, crs := dd.OutH()*dd.OutW(), dd.C*dd.R*dd.S
+	if !d.need(op, "y", y, dd.N*dd.K*p) || !d.need(op, "x", x, dd.N*dd.C*dd.H*dd.W) ||
+		!d.need(op, "w", w, dd.K*crs) || !d.opt(op, "b", b, dd.K) {
+		return
+	}
+	nbMax := convChunk(dd)
+	col, tmp, ok := d.convScratch(dd, nbMax)
+	if !ok {
+		return
+	}
+	for n0 := 0; n0 < dd.N; n0 += nbMax {
+		nb := min(nbMax, dd.N-n0)
+		d.im2col(kIm2col, col, x, n0, nb, dd, crs*nb*p)
+		d.blasErr(op, d.blas.gemmRM(false, false, dd.K, nb*p, crs, &d.blas.one, w, crs, col, nb*p, &d.blas.zero, tmp, nb*p))
+		d.launch1D(kKNPtoNKP, nb*dd.K*p, pa(y+Ptr(n0*dd.K*p*4)), pa(tmp), pa(b), ia(nb), ia(dd.K), ia(p))
+	}
+}
+
+// Conv2DBackwardData: per chunk, dy to (K, nb*P), dcol = w^T dy, then a
+// col2im gather (deterministic, no atomics).
+func (d *Device) Conv2DBackwardData(dx, dy, w Ptr, dd kernels.ConvDims) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	const op = "Conv2DBackwardData"
+	if !d.convCheck(op, dd) {
+		return
+	}
+	p, crs := dd.OutH()*dd.OutW(), dd.C*dd.R*dd.S
+	if !d.need(op, "dx", dx, dd.N*dd.C*dd.H*dd.W) || !d.need(op, "dy", dy, dd.N*dd.K*p) || !d.need(op, "w", w, dd.K*crs) {
+		return
+	}
+	nbMax := convChunk(dd)
+	col, tmp, ok := d.convScratch(dd, nbMax)
+	if !ok {
+		return
+	}
+	for n0 := 0; n0 < dd.N; n0 += nbMax {
+		nb := min(nbMax, dd.N-n0)
+		d.launch1D(kNKPtoKNP, nb*dd.K*p, pa(tmp), pa(dy+Ptr(n0*dd.K*p*4)), ia(nb), ia(dd.K), ia(p))
+		d.blasErr(op, d.blas.gemmRM(true, false, crs, nb*p, dd.K, &d.blas.one, w, crs, tmp, nb*p, &d.blas.zero, col, nb*p))
+		d.im2col(kCol2im, dx, col, n0, nb, dd, nb*dd.C*dd.H*dd.W)
+	}
+}
+
+// Conv2DBackwardFilter: dw = sum over chunks of dy (K, nb*P) col^T, and
+// db[k] = sum_{n,p} dy[n,k,p] when db is not zero.
+func (d *Device) Conv2DBackwardFilter(dw, db, dy, x Ptr, dd kernels.ConvDims) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	const op = "Conv2DBackwardFilter"
+	if !d.convCheck(op, dd) {
+		return
+	}
+	p, crs := dd.OutH()*dd.OutW(), dd.C*dd.R*dd.S
+	if !d.need(op, "dw", dw, dd.K*crs) || !d.opt(op, "db", db, dd.K) || !d.need(op, "dy", dy, dd.N*dd.K*p) ||
+		!d.need(op, "x", x, dd.N*dd.C*dd.H*dd.W) {
+		return
+	}
+	nbMax := convChunk(dd)
+	col, tmp, ok := d.convScratch(dd, nbMax)
+	if !ok {
+		return
+	}
+	for n0 := 0; n0 < dd.N; n0 += nbMax {
+		nb := min(nbMax, dd.N-n0)
+		d.im2col(kIm2col, col, x, n0, nb, dd, crs*nb*p)
+		d.launch1D(kNKPtoKNP, nb*dd.K*p, pa(tmp), pa(dy+Ptr(n0*dd.K*p*4)), ia(nb), ia(dd.K), ia(p))
+		beta := &d.blas.one
+		if n0 == 0 {
+			beta = &d.blas.zero
+		}
+		d.blasErr(op, d.blas.gemmRM(false, true, dd.K, crs, nb*p, &d.blas.one, tmp, nb*p, col, nb*p, beta, dw, crs))
+	}
+	if db != 0 {
+		d.launchRows(kConvBiasGrad, dd.K, pa(db), pa(dy), ia(dd.N), ia(dd.K), ia(p))
+	}
+}
+
+// Linear: y (M,Out) = x (M,In) w^T + b.
+func (d *Device) Linear(y, x, w, b Ptr, m, in, out int) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	const op = "Linear"
+	if !d.sizes(op, m, in) || !d.sizes(op, out, in) || !d.sizes(op, m, out) || !d.need(op, "y", y, m*out) ||
+		!d.need(op, "x", x, m*in) || !d.need(op, "w", w, out*in) || !d.opt(op, "b", b, out) {
+		return
+	}
+	d.blasErr(op, d.blas.gemmRM(false, true, m, out, in, &d.blas.one, x, in, w, in, &d.blas.zero, y, out))
+	if b != 0 {
+		d.launch1D(kAddRowBias, m*out, pa(y), pa(b), ia(m), ia(out))
+	}
+}
+
+// LinearBackward: dx = dy w, dw = dy^T x, db = column sums of dy.
+func (d *Device) LinearBackward(dx, dw, db, dy, x, w Ptr, m, in, out int) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	const op = "LinearBackward"
+	if !d.sizes(op, m, in) || !d.sizes(op, out, in) || !d.sizes(op, m, out) || !d.need(op, "dy", dy, m*out) ||
+		!d.opt(op, "dx", dx, m*in) || !d.opt(op, "dw", dw, out*in) || !d.opt(op, "db", db, out) {
+		return
+	}
+	if dx != 0 {
+		if !d.need(op, "w", w, out*in) {
+			return
+		}
+		d.blasErr(op, d.blas.gemmRM(false, false, m, in, out, &d.blas.one, dy, out, w, in, &d.blas.zero, dx, in))
+	}
+	if dw != 0 {
+		if !d.need(op, "x", x, m*in) {
+			return
+		}
+		d.blasErr(op, d.blas.gemmRM(true, false, out, in, m, &d.blas.one, dy, out, x, in, &d.blas.zero, dw, in))
+	}
+	if db != 0 {
+		d.launch1D(kColSum, out, pa(db), pa(dy), ia(m), ia(out))
+	}
+}
+
+func (d *Device) gnCheck(op string, g kernels.GroupNormDims) bool {
+	if !d.sizes(op, g.N, g.C, g.HW) || !d.sizes(op, g.Groups) {
+		return false
+	}
+	if g.C%g.Groups != 0 {
+		d.failf("%s: C = %d not divisible by Groups = %d", op, g.C, g.Groups)
+		return false
+	}
+	if !(g.Eps >= 0) {
+		d.failf("%s: Eps = %v: must be >= 0", op, g.Eps)
+		return false
+	}
+	return true
+}
+
+// GroupNorm (+ SiLU): one block per (n, group), two-pass mean and variance
+// in shared memory, then the affine step and the optional SiLU in the same
+// kernel (Wu & He 2018).
+func (d *Device) GroupNorm(y, mean, rstd, x, gamma, beta Ptr, g kernels.GroupNormDims) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	const op = "GroupNorm"
+	if !d.gnCheck(op, g) {
+		return
+	}
+	total, ng := g.N*g.C*g.HW, g.N*g.Groups
+	if !d.need(op, "y", y, total) || !d.need(op, "x", x, total) || !d.need(op, "mean", mean, ng) ||
+		!d.need(op, "rstd", rstd, ng) || !d.opt(op, "gamma", gamma, g.C) || !d.opt(op, "beta", beta, g.C) {
+		return
+	}
+	d.launchRows(kGNFwd, ng, pa(y), pa(mean), pa(rstd), pa(x), pa(gamma), pa(beta), ia(g.C), ia(g.HW),
+		ia(g.Groups), fa(g.Eps), ba(g.SiLU))
+}
+
+// GroupNormBackward: dx per (n, group) block; dgamma, dbeta per channel.
+func (d *Device) GroupNormBackward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, beta Ptr, g kernels.GroupNormDims) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	const op = "GroupNormBackward"
+	if !d.gnCheck(op, g) {
+		return
+	}
+	total, ng := g.N*g.C*g.HW, g.N*g.Groups
+	if !d.need(op, "dx", dx, total) || !d.need(op, "dy", dy, total) || !d.need(op, "x", x, total) ||
+		!d.need(op, "mean", mean, ng) || !d.need(op, "rstd", rstd, ng) || !d.opt(op, "gamma", gamma, g.C) ||
+		!d.opt(op, "beta", beta, g.C) || !d.opt(op, "dgamma", dgamma, g.C) || !d.opt(op, "dbeta", dbeta, g.C) {
+		return
+	}
+	d.launchRows(kGNBwdDx, ng, pa(dx), pa(dy), pa(x), pa(mean), pa(rstd), pa(gamma), pa(beta), ia(g.C),
+		ia(g.HW), ia(g.Groups), ba(g.SiLU))
+	if dgamma != 0 || dbeta != 0 {
+		d.launchRows(kGNBwdAffine, g.C, pa(dgamma), pa(dbeta), pa(dy), pa(x), pa(mean), pa(rstd), pa(gamma),
+			pa(beta), ia(g.N), ia(g.C), ia(g.HW), ia(g.Groups), ba(g.SiLU))
+	}
+}
