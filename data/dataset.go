@@ -3,6 +3,7 @@ package data
 import (
 	"fmt"
 	"image"
+	"slices"
 	"strings"
 
 	"github.com/ddpm-go/ddpm/img"
@@ -81,7 +82,8 @@ type Images struct {
 // byte order, with optional labels (len n, each < numClasses; nil for an
 // unlabelled dataset) and class names (len numClasses, or nil for "0", "1",
 // ...). size and resize choose the output size: size 0 with ResizeNone keeps
-// h0×w0. pix and labels are not copied and must not be modified afterwards.
+// h0×w0. pix and labels are not copied and must not be modified afterwards;
+// names is copied.
 func NewImages(pix []uint8, n, c, h0, w0 int, labels []uint8, numClasses int, names []string, size int, resize Resize) (*Images, error) {
 	if n < 1 || c < 1 || h0 < 1 || w0 < 1 {
 		return nil, fmt.Errorf("data: images shape (%d,%d,%d,%d): every size must be >= 1", n, c, h0, w0)
@@ -113,7 +115,7 @@ func NewImages(pix []uint8, n, c, h0, w0 int, labels []uint8, numClasses int, na
 		if len(names) != numClasses {
 			return nil, fmt.Errorf("data: %d class names for %d classes", len(names), numClasses)
 		}
-		d.labels, d.numClasses, d.names = labels, numClasses, names
+		d.labels, d.numClasses, d.names = labels, numClasses, slices.Clone(names)
 	}
 	switch resize {
 	case ResizeNone:

@@ -27,10 +27,13 @@ const (
 	FashionMNISTDir = "/usr/share/datasets/fashion-mnist"
 )
 
-// FashionMNISTClasses names the ten Fashion-MNIST classes (Xiao et al. 2017).
-var FashionMNISTClasses = [10]string{
-	"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-	"Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+// FashionMNISTClasses returns the names of the ten Fashion-MNIST classes
+// (Xiao et al. 2017), index = label, in a new slice.
+func FashionMNISTClasses() []string {
+	return []string{
+		"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+		"Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+	}
 }
 
 // escapeModulePath applies the module cache's case encoding: each upper-case
@@ -179,7 +182,7 @@ func MNIST(opts Options) (*Images, error) {
 }
 
 // FashionMNIST loads Fashion-MNIST (Xiao et al. 2017; 28×28 gray, the ten
-// FashionMNISTClasses) from opts.Dir, default FashionMNISTDir.
+// FashionMNISTClasses()) from opts.Dir, default FashionMNISTDir.
 func FashionMNIST(opts Options) (*Images, error) {
 	dir := opts.Dir
 	if dir == "" {
@@ -188,7 +191,7 @@ func FashionMNIST(opts Options) (*Images, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("data: fashion-mnist: %w (install Debian's dataset-fashion-mnist or pass the directory)", err)
 	}
-	return LoadIDXDir(dir, opts.split(), 10, FashionMNISTClasses[:], opts.Size, opts.Resize)
+	return LoadIDXDir(dir, opts.split(), 10, FashionMNISTClasses(), opts.Size, opts.Resize)
 }
 
 func (o Options) split() Split {
