@@ -8,11 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/ddpm-go/ddpm/npy"
 	"github.com/ddpm-go/ddpm/weights"
@@ -194,11 +196,17 @@ func inspectCompactJSON(raw json.RawMessage) string {
 	return out.String()
 }
 
+// inspectTruncate cuts s to at most n bytes, at a rune boundary, and says
+// how long it was.
 func inspectTruncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + fmt.Sprintf("... (%d bytes)", len(s))
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("... (%d bytes)", len(s))
 }
 
 // inspectDigits writes n with thousands separators: 1112801 -> 1,112,801.
@@ -231,11 +239,5 @@ func inspectBytes(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-func inspectKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+// inspectKeys returns m's keys, sorted.
+func inspectKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/ddpm-go/ddpm/npy"
 	"github.com/ddpm-go/ddpm/weights"
@@ -142,6 +143,24 @@ func TestInspectDiffusersFixture(t *testing.T) {
 	for _, w := range []string{"format:      diffusers", "_class_name: \"UNet2DModel\"", "parameters:  1,112,801", "tensors:     182", "mid_block.attentions.0.to_q.weight"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("output lacks %q", w)
+		}
+	}
+}
+
+func TestInspectTruncate(t *testing.T) {
+	cases := []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"abcdef", 3, "abc... (6 bytes)"},
+		{"aé", 2, "a... (3 bytes)"}, // é is 2 bytes: not cut in half
+	}
+	for _, c := range cases {
+		got := inspectTruncate(c.s, c.n)
+		if got != c.want || !utf8.ValidString(got) {
+			t.Errorf("inspectTruncate(%q, %d) = %q, want %q", c.s, c.n, got, c.want)
 		}
 	}
 }

@@ -99,7 +99,9 @@ func TestSchedulePNG(t *testing.T) {
 func TestScheduleConfig(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "scheduler_config.json")
-	os.WriteFile(path, []byte(`{"num_train_timesteps":3,"trained_betas":[0.1,0.2,0.3]}`), 0o644)
+	if err := os.WriteFile(path, []byte(`{"num_train_timesteps":3,"trained_betas":[0.1,0.2,0.3]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"schedule", "--config", path, "--json"}, &out, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
