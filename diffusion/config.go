@@ -153,7 +153,8 @@ func (d *Diffusion) Config() Config { return d.cfg }
 // Schedule returns the schedule tables (read-only).
 func (d *Diffusion) Schedule() *schedule.Schedule { return d.s }
 
-// T is the number of steps of this (possibly respaced) process.
+// T is the number of steps of this (possibly respaced) process; its
+// 0-indexed timesteps are 0..T()-1.
 func (d *Diffusion) T() int { return d.s.T() }
 
 // OutChannels is the number of channels the network must output for

@@ -139,8 +139,8 @@ func (d *Diffusion) pMeanVariance(outMean, outVar, x []float32, t int, clip bool
 
 // PMeanVariance is p(x_{t-1} | x_t) = N(mean, exp(logVar)) for a batch
 // (improved-diffusion's p_mean_variance; Ho et al. 2020, Eqs. 1, 7, 11):
-// out is the model output on x (N, C or 2C, H, W), t holds indices into
-// this process's schedule (one per example). It returns the mean, log
+// out is the model output on x (N, C or 2C, H, W), t holds 0-indexed
+// timesteps of this process's schedule, in 0..T()-1, one per example. It returns the mean, log
 // variance and x_0 estimate (clipped or thresholded when clip), each
 // (N, C, H, W).
 func (d *Diffusion) PMeanVariance(out, x Batch, t []int, clip bool) (mean, logVar, predX0 Batch, err error) {

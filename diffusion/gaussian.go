@@ -46,7 +46,8 @@ const binHalfWidth = 1.0 / 255
 // exp(logScale)^2) over the bin [x - 1/255, x + 1/255], with the edge bins
 // extended to -inf (x < -0.999) and +inf (x > 0.999), for x a pixel value
 // in [-1, 1] on the grid (2k/255 - 1). Probabilities are floored at 1e-12.
-// Summed over the 256 bins the probabilities are exactly 1.
+// Summed over the 256 bins the probabilities are 1 (up to the floor, at
+// most 256e-12).
 func DiscretizedGaussianLogLikelihood(x, mean, logScale float64) float64 {
 	lp, _, _ := discretizedGaussianLogLikGrad(x, mean, logScale)
 	return lp

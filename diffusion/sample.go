@@ -333,8 +333,8 @@ func guideOutput(out Batch, n, D int, learned bool, w float64) Batch {
 
 // DDPMStep is one step of ancestral sampling (Ho et al. 2020, Algorithm 2,
 // generalised by p_mean_variance): x_{t-1} = mu_theta(x_t, t) +
-// exp(0.5 log Sigma_theta) z, with no noise at t = 0. t is an index into
-// this process's schedule; out is the model output on x; noise is N(0, I)
+// exp(0.5 log Sigma_theta) z, with no noise at t = 0. t is a 0-indexed
+// timestep of this process's schedule, in 0..T()-1; out is the model output on x; noise is N(0, I)
 // shaped like x (ignored and may be empty at t = 0). It also returns the x_0
 // estimate. The x_0 estimate is clipped per the config.
 func (d *Diffusion) DDPMStep(out, x Batch, t int, noise Batch) (prev, predX0 Batch, err error) {
@@ -363,8 +363,9 @@ func (d *Diffusion) ddpmStep(out, x Batch, t int, noise Batch, clip bool) (prev,
 	return
 }
 
-// DDIMStep is one step of DDIM (Song et al. 2021, Eq. 12) from index t to
-// t-1 of this process's schedule (alphabar_{-1} = 1):
+// DDIMStep is one step of DDIM (Song et al. 2021, Eq. 12) from the
+// 0-indexed timestep t to t-1 of this process's schedule (alphabar_{-1} = 1,
+// so the step from t = 0 lands on the data):
 //
 //	x_{t-1} = sqrt(alphabar_{t-1}) xhat_0 + sqrt(1 - alphabar_{t-1} - sigma_t^2) epshat + sigma_t z
 //	sigma_t = eta sqrt((1 - alphabar_{t-1}) / (1 - alphabar_t)) sqrt(1 - alphabar_t / alphabar_{t-1})   (Eq. 16)
