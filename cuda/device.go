@@ -95,6 +95,7 @@ type Device struct {
 	mod    uintptr
 	fn     [numKernels]uintptr
 	tf32   bool
+	convWS int64 // bytes of im2col scratch per chunk of images
 
 	alloc allocator
 	ws    [numWS]struct {
@@ -147,7 +148,7 @@ func Open(index int, opts Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{drv: drv, info: info, tf32: tf32}
+	d := &Device{drv: drv, info: info, tf32: tf32, convWS: defaultConvWorkspace}
 	d.alloc.limit = opts.CacheLimit
 	for i := range d.argp {
 		d.argp[i] = uintptr(unsafe.Pointer(&d.args[i]))

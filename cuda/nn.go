@@ -4,14 +4,14 @@ import (
 	"github.com/ddpm-go/ddpm/kernels"
 )
 
-// convWorkspace bounds the im2col scratch per chunk of images (bytes).
-const convWorkspace = 512 << 20
+// defaultConvWorkspace bounds the im2col scratch per chunk of images (bytes).
+const defaultConvWorkspace = 512 << 20
 
 // convChunk returns how many images one im2col pass covers.
-func convChunk(dd kernels.ConvDims) int {
+func (d *Device) convChunk(dd kernels.ConvDims) int {
 	p := dd.OutH() * dd.OutW()
 	per := int64(dd.C*dd.R*dd.S*p+dd.K*p) * 4
-	nb := int(convWorkspace / per)
+	nb := int(d.convWS / per)
 	return max(1, min(dd.N, nb))
 }
 
@@ -21,7 +21,7 @@ func (d *Device) convCheck(op string, dd kernels.ConvDims) bool {
 		return false
 	}
 	return d.sizes(op, dd.N, dd.C, dd.H, dd.W) && d.sizes(op, dd.N, dd.K, dd.OutH(), dd.OutW()) &&
-		d.sizes(op, dd.C*dd.R*dd.S, convChunk(dd), dd.OutH()*dd.OutW())
+		d.sizes(op, dd.C*dd.R*dd.S, d.convChunk(dd), dd.OutH()*dd.OutW())
 }
 
 // convScratch returns the column (C*R*S, nb, P) and (K, nb, P) buffers.
@@ -58,7 +58,7 @@ func (d *Device) Conv2D(y, x, w, b Ptr, dd kernels.ConvDims) {
 		!d.need(op, "w", w, dd.K*crs) || !d.opt(op, "b", b, dd.K) {
 		return
 	}
-	nbMax := convChunk(dd)
+	nbMax := d.convChunk(dd)
 	col, tmp, ok := d.convScratch(dd, nbMax)
 	if !ok {
 		return
@@ -87,7 +87,7 @@ func (d *Device) Conv2DBackwardData(dx, dy, w Ptr, dd kernels.ConvDims) {
 	if !d.need(op, "dx", dx, dd.N*dd.C*dd.H*dd.W) || !d.need(op, "dy", dy, dd.N*dd.K*p) || !d.need(op, "w", w, dd.K*crs) {
 		return
 	}
-	nbMax := convChunk(dd)
+	nbMax := d.convChunk(dd)
 	col, tmp, ok := d.convScratch(dd, nbMax)
 	if !ok {
 		return
@@ -117,7 +117,7 @@ func (d *Device) Conv2DBackwardFilter(dw, db, dy, x Ptr, dd kernels.ConvDims) {
 		!d.need(op, "x", x, dd.N*dd.C*dd.H*dd.W) {
 		return
 	}
-	nbMax := convChunk(dd)
+	nbMax := d.convChunk(dd)
 	col, tmp, ok := d.convScratch(dd, nbMax)
 	if !ok {
 		return

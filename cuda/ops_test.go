@@ -1,0 +1,367 @@
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/ddpm-go/ddpm/kernels"
+)
+
+// openTest opens GPU 0 or skips the test, saying why, when the machine has
+// no driver, GPU or cuBLAS (CI and the development machine have none).
+func openTest(t testing.TB, precision string) *Device {
+	t.Helper()
+	d, err := Open(0, Options{Precision: precision})
+	if errors.Is(err, ErrNoDriver) || errors.Is(err, ErrNoDevice) || errors.Is(err, ErrNoCUBLAS) {
+		t.Skipf("no GPU here: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func newCPU(t testing.TB) *kernels.CPU {
+	t.Helper()
+	c, err := kernels.NewCPU(kernels.CPUOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// opCase is one op checked on the GPU against kernels.CPU: outputs and
+// inputs get the same seeded random values in [-1, 1) on both devices
+// (outputs too, so in-place ops and stray writes are visible), run is
+// called, and every output is compared.
+type opCase[B any] struct {
+	name string
+	ins  []int // input lengths
+	outs []int // output lengths
+	gemm bool  // goes through cuBLAS (TF32 tolerance in tf32 mode)
+	tol  float64
+	run  func(o kernels.Ops[B], out, in []B)
+}
+
+// opCases lists the cases for buffer type B; opCases[[]float32] and
+// opCases[Ptr] give the same cases in the same order.
+func opCases[B any]() []opCase[B] {
+	conv := func(name string, d kernels.ConvDims) []opCase[B] {
+		xn, wn, yn := d.N*d.C*d.H*d.W, d.K*d.C*d.R*d.S, d.N*d.K*d.OutH()*d.OutW()
+		return []opCase[B]{
+			{name: "Conv2D/" + name, ins: []int{xn, wn, d.K}, outs: []int{yn}, gemm: true,
+				run: func(o kernels.Ops[B], out, in []B) { o.Conv2D(out[0], in[0], in[1], in[2], d) }},
+			{name: "Conv2DBackwardData/" + name, ins: []int{yn, wn}, outs: []int{xn}, gemm: true,
+				run: func(o kernels.Ops[B], out, in []B) { o.Conv2DBackwardData(out[0], in[0], in[1], d) }},
+			{name: "Conv2DBackwardFilter/" + name, ins: []int{yn, xn}, outs: []int{wn, d.K}, gemm: true,
+				run: func(o kernels.Ops[B], out, in []B) { o.Conv2DBackwardFilter(out[0], out[1], in[0], in[1], d) }},
+		}
+	}
+	gn := func(name string, g kernels.GroupNormDims) []opCase[B] {
+		n, ng := g.N*g.C*g.HW, g.N*g.Groups
+		return []opCase[B]{
+			{name: "GroupNorm/" + name, ins: []int{n, g.C, g.C}, outs: []int{n, ng, ng},
+				run: func(o kernels.Ops[B], out, in []B) { o.GroupNorm(out[0], out[1], out[2], in[0], in[1], in[2], g) }},
+			{name: "GroupNormBackward/" + name, ins: []int{n, n, g.C, g.C}, outs: []int{n, g.C, g.C},
+				run: func(o kernels.Ops[B], out, in []B) {
+					y, m, r := o.Alloc(n), o.Alloc(ng), o.Alloc(ng)
+					o.GroupNorm(y, m, r, in[1], in[2], in[3], g)
+					o.GroupNormBackward(out[0], out[1], out[2], in[0], in[1], m, r, in[2], in[3], g)
+					o.Free(y)
+					o.Free(m)
+					o.Free(r)
+				}},
+		}
+	}
+	attn := func(name string, a kernels.AttnDims) []opCase[B] {
+		n := a.B * a.T * a.Heads * a.HeadDim
+		return []opCase[B]{
+			{name: "Attention/" + name, ins: []int{n, n, n}, outs: []int{n}, gemm: true,
+				run: func(o kernels.Ops[B], out, in []B) { o.Attention(out[0], in[0], in[1], in[2], a) }},
+			{name: "AttentionBackward/" + name, ins: []int{n, n, n, n}, outs: []int{n, n, n}, gemm: true,
+				run: func(o kernels.Ops[B], out, in []B) {
+					o.AttentionBackward(out[0], out[1], out[2], in[0], in[1], in[2], in[3], a)
+				}},
+		}
+	}
+	const n = 10007
+	ids := []int{3, 0, 9, 3, 3, 7}
+	cs := []opCase[B]{
+		{name: "Copy", ins: []int{n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.Copy(out[0], in[0], n) }},
+		{name: "Fill", outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.Fill(out[0], -2.5, n) }},
+		{name: "SiLU", ins: []int{n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.SiLU(out[0], in[0], n) }},
+		{name: "SiLUBackward", ins: []int{n, n}, outs: []int{n},
+			run: func(o kernels.Ops[B], out, in []B) { o.SiLUBackward(out[0], in[0], in[1], n) }},
+		{name: "Add", ins: []int{n, n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.Add(out[0], in[0], in[1], n) }},
+		{name: "Axpby", ins: []int{n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.Axpby(out[0], 0.7, in[0], -1.3, n) }},
+		{name: "Axpby/beta0", ins: []int{n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.Axpby(out[0], 0.7, in[0], 0, n) }},
+		{name: "Mul", ins: []int{n, n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.Mul(out[0], in[0], in[1], n) }},
+		{name: "Clamp", ins: []int{n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.Clamp(out[0], in[0], -0.5, 0.25, n) }},
+		{name: "SumSquares", ins: []int{n}, outs: []int{1},
+			run: func(o kernels.Ops[B], out, in []B) { o.Fill(out[0], o.SumSquares(in[0], n), 1) }},
+		{name: "AddChannelBias", ins: []int{3 * 5 * 77, 15}, outs: []int{3 * 5 * 77},
+			run: func(o kernels.Ops[B], out, in []B) { o.AddChannelBias(out[0], in[0], in[1], 3, 5, 77) }},
+		{name: "ChannelSum", ins: []int{3 * 5 * 300}, outs: []int{15},
+			run: func(o kernels.Ops[B], out, in []B) { o.ChannelSum(out[0], in[0], 3, 5, 300) }},
+		{name: "Upsample2x", ins: []int{2 * 3 * 5 * 7}, outs: []int{2 * 3 * 10 * 14},
+			run: func(o kernels.Ops[B], out, in []B) { o.Upsample2x(out[0], in[0], 2, 3, 5, 7) }},
+		{name: "Upsample2xBackward", ins: []int{2 * 3 * 10 * 14}, outs: []int{2 * 3 * 5 * 7},
+			run: func(o kernels.Ops[B], out, in []B) { o.Upsample2xBackward(out[0], in[0], 2, 3, 5, 7) }},
+		{name: "ConcatChannels", ins: []int{2 * 3 * 17, 2 * 5 * 17}, outs: []int{2 * 8 * 17},
+			run: func(o kernels.Ops[B], out, in []B) { o.ConcatChannels(out[0], in[0], in[1], 2, 3, 5, 17) }},
+		{name: "SplitChannels", ins: []int{2 * 8 * 17}, outs: []int{2 * 3 * 17, 2 * 5 * 17},
+			run: func(o kernels.Ops[B], out, in []B) { o.SplitChannels(out[0], out[1], in[0], 2, 3, 5, 17) }},
+		{name: "Transpose12", ins: []int{3 * 45 * 70}, outs: []int{3 * 45 * 70},
+			run: func(o kernels.Ops[B], out, in []B) { o.Transpose12(out[0], in[0], 3, 45, 70) }},
+		{name: "Embedding", ins: []int{10 * 33}, outs: []int{len(ids) * 33},
+			run: func(o kernels.Ops[B], out, in []B) { o.Embedding(out[0], in[0], ids, 33) }},
+		{name: "EmbeddingBackward", ins: []int{len(ids) * 33}, outs: []int{10 * 33},
+			run: func(o kernels.Ops[B], out, in []B) { o.EmbeddingBackward(out[0], in[0], ids, 10, 33) }},
+		{name: "AdamW", ins: []int{n}, outs: []int{n, n, n},
+			run: func(o kernels.Ops[B], out, in []B) {
+				o.Mul(out[2], out[2], out[2], n) // v >= 0
+				h := kernels.AdamWParams{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+				o.AdamW(out[0], out[1], out[2], in[0], h, 3, n)
+			}},
+		{name: "EMA", ins: []int{n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.EMA(out[0], in[0], 0.999, n) }},
+		{name: "Linear", ins: []int{7 * 33, 19 * 33, 19}, outs: []int{7 * 19}, gemm: true,
+			run: func(o kernels.Ops[B], out, in []B) { o.Linear(out[0], in[0], in[1], in[2], 7, 33, 19) }},
+		{name: "LinearBackward", ins: []int{7 * 19, 7 * 33, 19 * 33}, outs: []int{7 * 33, 19 * 33, 19}, gemm: true,
+			run: func(o kernels.Ops[B], out, in []B) {
+				o.LinearBackward(out[0], out[1], out[2], in[0], in[1], in[2], 7, 33, 19)
+			}},
+	}
+	cs = append(cs, conv("3x3", kernels.ConvDims{N: 3, C: 5, H: 9, W: 11, K: 7, R: 3, S: 3, StrideH: 1, StrideW: 1,
+		PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1})...)
+	cs = append(cs, conv("down", kernels.ConvDims{N: 2, C: 4, H: 8, W: 8, K: 4, R: 3, S: 3, StrideH: 2, StrideW: 2,
+		PadBottom: 1, PadRight: 1})...)
+	cs = append(cs, conv("1x1", kernels.ConvDims{N: 4, C: 6, H: 5, W: 5, K: 3, R: 1, S: 1, StrideH: 1, StrideW: 1})...)
+	cs = append(cs, conv("cifar", kernels.ConvDims{N: 4, C: 128, H: 32, W: 32, K: 128, R: 3, S: 3, StrideH: 1, StrideW: 1,
+		PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1})...)
+	cs = append(cs, gn("silu", kernels.GroupNormDims{N: 3, C: 8, HW: 50, Groups: 4, Eps: 1e-5, SiLU: true})...)
+	cs = append(cs, gn("plain", kernels.GroupNormDims{N: 2, C: 64, HW: 256, Groups: 32, Eps: 1e-6})...)
+	cs = append(cs, attn("1head", kernels.AttnDims{B: 2, T: 64, Heads: 1, HeadDim: 32, Scale: 1 / float32(math.Sqrt(32))})...)
+	cs = append(cs, attn("3heads", kernels.AttnDims{B: 3, T: 37, Heads: 3, HeadDim: 8, Scale: 1 / float32(math.Sqrt(8))})...)
+	return cs
+}
+
+const guard = 64 // NaN guard band on each side of every GPU buffer
+
+// relErr is max|got - want| / max|want| (a norm-wise relative error; NaN
+// anywhere gives +Inf).
+func relErr(got, want []float32) float64 {
+	var num, den float64
+	for i := range want {
+		g, w := float64(got[i]), float64(want[i])
+		if math.IsNaN(g) != math.IsNaN(w) {
+			return math.Inf(1)
+		}
+		if math.IsNaN(w) {
+			continue
+		}
+		num = math.Max(num, math.Abs(g-w))
+		den = math.Max(den, math.Abs(w))
+	}
+	if den == 0 {
+		return num
+	}
+	return num / den
+}
+
+func randVec(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = 2*r.Float32() - 1
+	}
+	return v
+}
+
+// checkOps runs every case on d and on the CPU and compares.
+func checkOps(t *testing.T, d *Device, tf32 bool) {
+	cpu := newCPU(t)
+	cc, gc := opCases[[]float32](), opCases[Ptr]()
+	for i := range cc {
+		c, g := cc[i], gc[i]
+		t.Run(c.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(uint64(i), 7))
+			tol := 1e-5
+			if c.tol > 0 {
+				tol = c.tol
+			}
+			if tf32 && c.gemm {
+				tol = 3e-3
+			}
+			hostIn := make([][]float32, len(c.ins))
+			for j, n := range c.ins {
+				hostIn[j] = randVec(r, n)
+			}
+			hostOut := make([][]float32, len(c.outs))
+			for j, n := range c.outs {
+				hostOut[j] = randVec(r, n)
+			}
+			// GPU buffers: NaN guard bands around each.
+			nan := float32(math.NaN())
+			mk := func(v []float32) (Ptr, Ptr) {
+				full := d.Alloc(len(v) + 2*guard)
+				band := make([]float32, len(v)+2*guard)
+				for k := range band {
+					band[k] = nan
+				}
+				copy(band[guard:], v)
+				d.Upload(full, band)
+				return full, d.Slice(full, guard, len(v))
+			}
+			var fullIn, fullOut, gin, gout []Ptr
+			for _, v := range hostIn {
+				f, s := mk(v)
+				fullIn, gin = append(fullIn, f), append(gin, s)
+			}
+			for _, v := range hostOut {
+				f, s := mk(v)
+				fullOut, gout = append(fullOut, f), append(gout, s)
+			}
+			cin := make([][]float32, len(hostIn))
+			for j := range hostIn {
+				cin[j] = append([]float32(nil), hostIn[j]...)
+			}
+			cout := make([][]float32, len(hostOut))
+			for j := range hostOut {
+				cout[j] = append([]float32(nil), hostOut[j]...)
+			}
+			c.run(cpu, cout, cin)
+			if err := cpu.Sync(); err != nil {
+				t.Fatalf("cpu: %v", err)
+			}
+			g.run(d, gout, gin)
+			if err := d.Sync(); err != nil {
+				t.Fatalf("gpu: %v", err)
+			}
+			worst := 0.0
+			for j, f := range fullOut {
+				all := make([]float32, len(hostOut[j])+2*guard)
+				d.Download(all, f)
+				for k := 0; k < guard; k++ {
+					if !isNaN(all[k]) || !isNaN(all[len(all)-1-k]) {
+						t.Fatalf("output %d: write outside the buffer (guard band %d touched)", j, k)
+					}
+				}
+				e := relErr(all[guard:guard+len(hostOut[j])], cout[j])
+				worst = math.Max(worst, e)
+				if e > tol {
+					t.Errorf("output %d: relative error %.3g > %.1g", j, e, tol)
+				}
+			}
+			for j, f := range fullIn {
+				all := make([]float32, len(hostIn[j])+2*guard)
+				d.Download(all, f)
+				if e := relErr(all[guard:guard+len(hostIn[j])], hostIn[j]); e != 0 {
+					t.Errorf("input %d modified", j)
+				}
+			}
+			t.Logf("op %-32s relerr %.3g tol %.1g", c.name, worst, tol)
+			for _, f := range append(fullIn, fullOut...) {
+				d.Free(f)
+			}
+			if err := d.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func isNaN(v float32) bool { return v != v }
+
+// TestOpsFP32 compares every op with kernels.CPU in strict float32
+// (relative error under 1e-5).
+func TestOpsFP32(t *testing.T) {
+	checkOps(t, openTest(t, "fp32"), false)
+}
+
+// TestOpsTF32 repeats the comparison with TF32 GEMMs (under 3e-3).
+func TestOpsTF32(t *testing.T) {
+	checkOps(t, openTest(t, "tf32"), true)
+}
+
+// TestConvChunks forces several im2col chunks per call.
+func TestConvChunks(t *testing.T) {
+	d := openTest(t, "fp32")
+	d.convWS = 1 << 14
+	checkOps(t, d, false)
+}
+
+// TestCasesOnCPU runs every case through kernels.CPU twice, checking the
+// harness itself (and that the cases are deterministic) without a GPU.
+func TestCasesOnCPU(t *testing.T) {
+	cpu := newCPU(t)
+	for i, c := range opCases[[]float32]() {
+		var res [2][][]float32
+		for k := range res {
+			r := rand.New(rand.NewPCG(uint64(i), 7))
+			in := make([][]float32, len(c.ins))
+			for j, n := range c.ins {
+				in[j] = randVec(r, n)
+			}
+			out := make([][]float32, len(c.outs))
+			for j, n := range c.outs {
+				out[j] = randVec(r, n)
+			}
+			c.run(cpu, out, in)
+			if err := cpu.Sync(); err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			res[k] = out
+		}
+		for j := range res[0] {
+			if e := relErr(res[1][j], res[0][j]); e != 0 {
+				t.Errorf("%s: output %d differs between runs (%g)", c.name, j, e)
+			}
+		}
+	}
+}
+
+// TestOpenErrors checks the argument errors that need no GPU.
+func TestOpenErrors(t *testing.T) {
+	for _, tc := range []struct {
+		opts Options
+		want string
+	}{
+		{Options{Precision: "fp16"}, `cuda: Options.Precision = "fp16": allowed are tf32, fp32`},
+		{Options{CacheLimit: -1}, "cuda: Options.CacheLimit = -1: must be >= 0"},
+	} {
+		_, err := Open(0, tc.opts)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("Open(%+v) = %v, want %s", tc.opts, err, tc.want)
+		}
+	}
+}
+
+// TestNoGPUError: without a driver, Open names what it tried.
+func TestNoGPUError(t *testing.T) {
+	_, err := Open(0, Options{})
+	if err == nil {
+		t.Skip("a GPU is present")
+	}
+	if !errors.Is(err, ErrNoDriver) && !errors.Is(err, ErrNoDevice) && !errors.Is(err, ErrNoCUBLAS) {
+		t.Fatalf("Open without a GPU: %v is not ErrNoDriver/ErrNoDevice/ErrNoCUBLAS", err)
+	}
+	t.Logf("%v", err)
+}
+
+func ExampleOpen() {
+	d, err := Open(0, Options{Precision: "tf32"})
+	if err != nil {
+		fmt.Println("no GPU; use kernels.CPU")
+		return
+	}
+	defer d.Close()
+	x := d.Alloc(4)
+	d.Upload(x, []float32{-2, -1, 1, 2})
+	d.SiLU(x, x, 4)
+	out := make([]float32, 4)
+	d.Download(out, x)
+	fmt.Println(d.Sync() == nil)
+}
