@@ -279,3 +279,26 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestBatchCheck(t *testing.T) {
+	cases := []struct {
+		name string
+		b    Batch
+		want string
+	}{
+		{"zero N", Batch{N: 0, C: 1, H: 1, W: 1}, ">= 1"},
+		{"short data", Batch{N: 2, C: 1, H: 2, W: 2, Data: make([]float32, 7)}, "needs 8 values, have 7"},
+		// 2^62 * 4 wraps to 0 in int64: must not pass as an empty batch.
+		{"overflow", Batch{N: 1 << 62, C: 4, H: 1, W: 1}, "overflows"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.b.Check(); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Check() = %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+	if err := NewBatch(2, 3, 4, 5).Check(); err != nil {
+		t.Errorf("valid batch: %v", err)
+	}
+}

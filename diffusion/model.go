@@ -3,6 +3,7 @@ package diffusion
 import (
 	"context"
 	"fmt"
+	"math"
 )
 
 // Batch is a batch of images or model outputs, float32 in (N, C, H, W)
@@ -20,10 +21,18 @@ func NewBatch(n, c, h, w int) Batch {
 // Len is N*C*H*W.
 func (b Batch) Len() int { return b.N * b.C * b.H * b.W }
 
-// Check reports a batch whose Data length does not match its shape.
+// Check reports a batch with a size below 1, a shape whose N*C*H*W
+// overflows int, or a Data length that does not match its shape.
 func (b Batch) Check() error {
 	if b.N < 1 || b.C < 1 || b.H < 1 || b.W < 1 {
 		return fmt.Errorf("diffusion: batch shape (%d,%d,%d,%d): every size must be >= 1", b.N, b.C, b.H, b.W)
+	}
+	n := 1
+	for _, d := range [...]int{b.N, b.C, b.H, b.W} {
+		if d > math.MaxInt/n {
+			return fmt.Errorf("diffusion: batch shape (%d,%d,%d,%d): N*C*H*W overflows int", b.N, b.C, b.H, b.W)
+		}
+		n *= d
 	}
 	if len(b.Data) != b.Len() {
 		return fmt.Errorf("diffusion: batch shape (%d,%d,%d,%d) needs %d values, have %d", b.N, b.C, b.H, b.W, b.Len(), len(b.Data))
