@@ -1,44 +1,58 @@
 package kernels
 
 // Convolutions through oneDNN, planned so that no OpenMP team spans the
-// cores: with several threads and at least two images the batch is split
-// into one chunk per thread; a single image is split by output channels
-// instead. Each chunk runs its own primitives on its own OS thread with
-// one OpenMP thread. (OpenMP teams spin-wait at their barriers and after
-// each region: on a 2-core machine they stall whenever another process,
-// or this process's next Go op, takes a core. BenchmarkConvThenGroupNorm
-// at batch 1: 1.34 ms per conv+GroupNorm with a 2-thread OpenMP team,
-// 0.79 ms split by output channels.) 1x1 convolutions also go to
-// oneDNN: its jit_1x1 kernels measured faster than the direct GEMM here.
+// cores: each chunk of the work runs its own primitives on its own OS
+// thread with one OpenMP thread. (OpenMP teams spin-wait at their barriers
+// and after each region: on a 2-core machine they stall whenever another
+// process, or this process's next Go op, takes a core.
+// BenchmarkConvThenGroupNorm at batch 1: 1.34 ms per conv+GroupNorm with a
+// 2-thread OpenMP team, 0.79 ms split by output channels.)
+//
+// The forward and backward-data passes split the batch over the threads,
+// or the output channels when there is one image; the backward-filter pass
+// on small outputs (at most 64 positions) splits the output channels (each
+// chunk then sees the whole batch and owns its rows of dw: no reduction). 1x1 convolutions also go to oneDNN: its jit_1x1
+// kernels measured faster than the direct GEMM here.
 
 // dnnlPlan says how one convolution is split.
 type dnnlPlan struct {
 	w   int  // chunks, one per goroutine
-	byK bool // split output channels of the one image, not images
+	byK bool // split output channels, not images
 	omp int  // OpenMP threads per chunk
 }
 
-// planDNNL returns the split for d and whether oneDNN runs it (false when
-// oneDNN is off or rejects a chunk shape: the caller then uses im2col).
-func (c *CPU) planDNNL(d ConvDims) (dnnlPlan, bool) {
+// planDNNL returns the split of d for a pass (filter: backward filter) and
+// whether oneDNN runs it (false when oneDNN is off or rejects a chunk
+// shape: the caller then uses im2col).
+func (c *CPU) planDNNL(d ConvDims, filter bool) (dnnlPlan, bool) {
 	if c.dconv == nil {
 		return dnnlPlan{}, false
 	}
 	p := dnnlPlan{w: max(1, min(c.threads, d.N)), omp: 1}
-	if d.N == 1 && c.threads > 1 {
-		if d.K >= 32 {
-			p = dnnlPlan{w: min(c.threads, d.K/16), byK: true, omp: 1}
-		} else {
-			p.omp = c.threads
-		}
+	// Backward filter by output channels only for small images: measured
+	// faster at 8x8 (243 -> 339 GFLOP/s, 256 channels, batch 4), slower at
+	// 16x16 and 32x32, where reordering the strided dy chunks costs more.
+	smallImage := d.OutH()*d.OutW() <= 64
+	if c.threads > 1 && d.K >= 32 && (d.N == 1 || (filter && smallImage)) {
+		p = dnnlPlan{w: min(c.threads, d.K/16), byK: true, omp: 1}
+	} else if p.w == 1 {
+		p.omp = c.threads
 	}
 	for i := 0; i < p.w; i++ {
 		cd, _, _ := p.chunk(d, i)
-		if c.dconv.get(cd, i) == nil {
+		if c.dconv.get(cd, i, p.yStride(d)) == nil {
 			return dnnlPlan{}, false
 		}
 	}
 	return p, true
+}
+
+// yStride is the channel distance between images in a chunk's y or dy.
+func (p dnnlPlan) yStride(d ConvDims) int {
+	if p.byK {
+		return d.K
+	}
+	return 0
 }
 
 // chunk returns chunk i's dims and its range [lo, hi): images, or output
@@ -57,6 +71,13 @@ func (p dnnlPlan) chunk(d ConvDims, i int) (ConvDims, int, int) {
 	return d, lo, hi
 }
 
+// yChunk returns the part of a (N, K, OH*OW) buffer that output channels
+// lo..hi-1 of every image span (images stay K*OH*OW apart).
+func yChunk(y []float32, d ConvDims, lo, hi int) []float32 {
+	ohw := d.OutH() * d.OutW()
+	return y[lo*ohw : (d.N-1)*d.K*ohw+hi*ohw]
+}
+
 // dnnlRun runs fn(chunk, lo, hi, prims) for each chunk of p on its own
 // goroutine (the caller's for the last) and records the first error.
 func (c *CPU) dnnlRun(op string, d ConvDims, p dnnlPlan, fn func(i, lo, hi int, prims *dnnlConv) error) {
@@ -65,10 +86,11 @@ func (c *CPU) dnnlRun(op string, d ConvDims, p dnnlPlan, fn func(i, lo, hi int, 
 	if p.w > len(errs) {
 		more = make([]error, p.w)
 	}
+	ys := p.yStride(d)
 	c.parallel(p.w, 1, func(_, clo, chi int) {
 		for i := clo; i < chi; i++ {
 			cd, lo, hi := p.chunk(d, i)
-			err := fn(i, lo, hi, c.dconv.get(cd, i))
+			err := fn(i, lo, hi, c.dconv.get(cd, i, ys))
 			if more != nil {
 				more[i] = err
 			} else {
@@ -88,19 +110,18 @@ func (c *CPU) dnnlRun(op string, d ConvDims, p dnnlPlan, fn func(i, lo, hi int, 
 }
 
 func (c *CPU) dnnlForward(y, x, wt, b []float32, d ConvDims) bool {
-	p, ok := c.planDNNL(d)
+	p, ok := c.planDNNL(d, false)
 	if !ok {
 		return false
 	}
-	chw, ohw := d.C*d.H*d.W, d.OutH()*d.OutW()
-	kohw, crs := d.K*ohw, d.C*d.R*d.S
+	chw, kohw, crs := d.C*d.H*d.W, d.K*d.OutH()*d.OutW(), d.C*d.R*d.S
 	c.dnnlRun("Conv2D", d, p, func(_, lo, hi int, prims *dnnlConv) error {
-		if p.byK { // output channels lo..hi-1 of the one image
+		if p.byK { // output channels lo..hi-1 of every image
 			var bk []float32
 			if b != nil {
 				bk = b[lo:hi]
 			}
-			return prims.forward(y[lo*ohw:hi*ohw], x[:chw], wt[lo*crs:hi*crs], bk, p.omp)
+			return prims.forward(yChunk(y, d, lo, hi), x[:d.N*chw], wt[lo*crs:hi*crs], bk, p.omp)
 		}
 		return prims.forward(y[lo*kohw:hi*kohw], x[lo*chw:hi*chw], wt, b, p.omp)
 	})
@@ -108,34 +129,34 @@ func (c *CPU) dnnlForward(y, x, wt, b []float32, d ConvDims) bool {
 }
 
 func (c *CPU) dnnlBackwardData(dx, dy, wt []float32, d ConvDims) bool {
-	p, ok := c.planDNNL(d)
+	p, ok := c.planDNNL(d, false)
 	if !ok {
 		return false
 	}
-	chw, ohw := d.C*d.H*d.W, d.OutH()*d.OutW()
-	kohw, crs := d.K*ohw, d.C*d.R*d.S
+	chw, kohw, crs := d.C*d.H*d.W, d.K*d.OutH()*d.OutW(), d.C*d.R*d.S
 	if !p.byK {
 		c.dnnlRun("Conv2DBackwardData", d, p, func(_, lo, hi int, prims *dnnlConv) error {
 			return prims.backwardData(dx[lo*chw:hi*chw], dy[lo*kohw:hi*kohw], wt, p.omp)
 		})
 		return true
 	}
-	// Output-channel chunks each give a partial dx; chunk 0 writes dx, the
-	// others scratch buffers summed into it.
+	// Output-channel chunks (one image) each give a partial dx; chunk 0
+	// writes dx, the others scratch buffers summed into it.
+	n := d.N * chw
 	var part []float32
 	if p.w > 1 {
-		part = c.ws.get((p.w - 1) * chw)
+		part = c.ws.get((p.w - 1) * n)
 		defer c.ws.put(part)
 	}
 	c.dnnlRun("Conv2DBackwardData", d, p, func(i, lo, hi int, prims *dnnlConv) error {
-		out := dx[:chw]
+		out := dx[:n]
 		if i > 0 {
-			out = part[(i-1)*chw : i*chw]
+			out = part[(i-1)*n : i*n]
 		}
-		return prims.backwardData(out, dy[lo*ohw:hi*ohw], wt[lo*crs:hi*crs], p.omp)
+		return prims.backwardData(out, yChunk(dy, d, lo, hi), wt[lo*crs:hi*crs], p.omp)
 	})
 	for i := 1; i < p.w; i++ {
-		for j, v := range part[(i-1)*chw : i*chw] {
+		for j, v := range part[(i-1)*n : i*n] {
 			dx[j] += v
 		}
 	}
@@ -143,19 +164,18 @@ func (c *CPU) dnnlBackwardData(dx, dy, wt []float32, d ConvDims) bool {
 }
 
 func (c *CPU) dnnlBackwardFilter(dw, db, dy, x []float32, d ConvDims) bool {
-	p, ok := c.planDNNL(d)
+	p, ok := c.planDNNL(d, true)
 	if !ok {
 		return false
 	}
-	chw, ohw := d.C*d.H*d.W, d.OutH()*d.OutW()
-	kohw, crs := d.K*ohw, d.C*d.R*d.S
+	chw, kohw, crs := d.C*d.H*d.W, d.K*d.OutH()*d.OutW(), d.C*d.R*d.S
 	if p.byK { // disjoint rows of dw and db: no reduction
 		c.dnnlRun("Conv2DBackwardFilter", d, p, func(_, lo, hi int, prims *dnnlConv) error {
 			var dbk []float32
 			if db != nil {
 				dbk = db[lo:hi]
 			}
-			return prims.backwardWeights(dw[lo*crs:hi*crs], dbk, dy[lo*ohw:hi*ohw], x[:chw], p.omp)
+			return prims.backwardWeights(dw[lo*crs:hi*crs], dbk, yChunk(dy, d, lo, hi), x[:d.N*chw], p.omp)
 		})
 		return true
 	}

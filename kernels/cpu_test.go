@@ -15,6 +15,8 @@ var convCases = []ConvDims{
 	{N: 2, C: 2, H: 7, W: 9, K: 3, R: 3, S: 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
 	{N: 3, C: 2, H: 6, W: 5, K: 2, R: 2, S: 4, StrideH: 1, StrideW: 3, PadTop: 2, PadLeft: 0, PadBottom: 0, PadRight: 3}, // odd
 	{N: 4, C: 16, H: 8, W: 8, K: 8, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
+	// K >= 32: oneDNN's backward filter splits output channels (strided dy)
+	{N: 3, C: 4, H: 5, W: 6, K: 40, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
 	// one image, GEMMs large enough to be split over the threads (oneDNN:
 	// one call with 2 OpenMP threads, K < 32)
 	{N: 1, C: 16, H: 16, W: 16, K: 24, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
@@ -222,13 +224,15 @@ func TestDNNLConvUsed(t *testing.T) {
 		t.Skipf("oneDNN not available: %v", err)
 	}
 	for i, d := range append(convCases, benchConvShapes[0].d) {
-		p, ok := c.planDNNL(d)
-		if !ok {
-			t.Errorf("case %d %+v: oneDNN rejected the shape", i, d)
-			continue
+		for _, filter := range []bool{false, true} {
+			p, ok := c.planDNNL(d, filter)
+			if !ok {
+				t.Errorf("case %d %+v: oneDNN rejected the shape", i, d)
+				continue
+			}
+			cd, _, _ := p.chunk(d, 0)
+			t.Logf("case %d filter %v: %d chunks (by output channel %v): %s", i, filter, p.w, p.byK, c.dconv.get(cd, 0, p.yStride(d)).impl)
 		}
-		cd, _, _ := p.chunk(d, 0)
-		t.Logf("case %d: %d chunks (by output channel %v): %s", i, p.w, p.byK, c.dconv.get(cd, 0).impl)
 	}
 }
 

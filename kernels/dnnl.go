@@ -64,6 +64,7 @@ type (
 // dnnlAPI holds the bound oneDNN functions and one CPU engine and stream.
 type dnnlAPI struct {
 	mdInitByTag   func(md *memDesc, ndims int32, d *dims, dt int32, tag int32) int32
+	mdInitStrides func(md *memDesc, ndims int32, d *dims, dt int32, strides *dims) int32
 	convFwdInit   func(cd *convDesc, prop, alg int32, src, wei, bias, dst *memDesc, strides, padL, padR *dims) int32
 	convBwdDInit  func(cd *convDesc, alg int32, dsrc, wei, ddst *memDesc, strides, padL, padR *dims) int32
 	convBwdWInit  func(cd *convDesc, alg int32, src, dwei, dbias, ddst *memDesc, strides, padL, padR *dims) int32
@@ -104,6 +105,7 @@ func loadDNNLAPI() (*dnnlAPI, error) {
 			name string
 		}{
 			{&a.mdInitByTag, "dnnl_memory_desc_init_by_tag"},
+			{&a.mdInitStrides, "dnnl_memory_desc_init_by_strides"},
 			{&a.convFwdInit, "dnnl_convolution_forward_desc_init"},
 			{&a.convBwdDInit, "dnnl_convolution_backward_data_desc_init"},
 			{&a.convBwdWInit, "dnnl_convolution_backward_weights_desc_init"},
@@ -188,8 +190,10 @@ type dnnlStep struct {
 }
 
 // newDNNLConv prepares the user memory descriptors and the forward
-// primitive descriptor; it fails when oneDNN rejects the shape.
-func newDNNLConv(api *dnnlAPI, d ConvDims) (*dnnlConv, error) {
+// primitive descriptor; it fails when oneDNN rejects the shape. yStrideK
+// is the channel count between images in the user's y (and dy) buffer:
+// d.K, or more when d covers a slice of a larger output's channels.
+func newDNNLConv(api *dnnlAPI, d ConvDims, yStrideK int) (*dnnlConv, error) {
 	c := &dnnlConv{api: api, d: d}
 	oh, ow := d.OutH(), d.OutW()
 	for _, m := range []struct {
@@ -206,6 +210,13 @@ func newDNNLConv(api *dnnlAPI, d ConvDims) (*dnnlConv, error) {
 		dm := m.dm
 		if st := api.mdInitByTag(m.md, m.n, &dm, dnnlF32, m.tag); st != dnnlSuccess {
 			return nil, fmt.Errorf("dnnl_memory_desc_init_by_tag: status %d", st)
+		}
+	}
+	if yStrideK > d.K {
+		dm := dims{int64(d.N), int64(d.K), int64(oh), int64(ow)}
+		st := dims{int64(yStrideK * oh * ow), int64(oh * ow), int64(ow), 1}
+		if s := api.mdInitStrides(&c.userY, 4, &dm, dnnlF32, &st); s != dnnlSuccess {
+			return nil, fmt.Errorf("dnnl_memory_desc_init_by_strides: status %d", s)
 		}
 	}
 	c.strides = dims{int64(d.StrideH), int64(d.StrideW)}
@@ -499,19 +510,21 @@ type dnnlConvs struct {
 }
 
 type dnnlKey struct {
-	d      ConvDims
-	worker int
+	d        ConvDims
+	worker   int
+	yStrideK int
 }
 
-// get returns worker's primitives for d, or nil when oneDNN cannot run it.
-func (p *dnnlConvs) get(d ConvDims, worker int) *dnnlConv {
+// get returns worker's primitives for d (y images yStrideK channels
+// apart), or nil when oneDNN cannot run it.
+func (p *dnnlConvs) get(d ConvDims, worker, yStrideK int) *dnnlConv {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	k := dnnlKey{d, worker}
+	k := dnnlKey{d, worker, yStrideK}
 	if c, ok := p.m[k]; ok {
 		return c
 	}
-	c, err := newDNNLConv(p.api, d)
+	c, err := newDNNLConv(p.api, d, yStrideK)
 	if err != nil {
 		c = nil
 	}
