@@ -14,11 +14,12 @@ func BenchmarkSgemm(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, name := range []string{"dnnl", "openblas", "gonum"} {
 		for _, th := range []int{1, 2} {
-			s, err := Load(name, th)
+			s, err := Load(name)
 			if err != nil {
 				b.Logf("skipping %s: %v", name, err)
 				continue
 			}
+			s.SetThreads(th)
 			for _, n := range []int{256, 1024} {
 				a, bb, c := randSlice(r, n*n), randSlice(r, n*n), make([]float32, n*n)
 				b.Run(fmt.Sprintf("%s/threads%d/n%d", name, th, n), func(b *testing.B) {

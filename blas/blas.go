@@ -29,12 +29,10 @@ var names = []string{"auto", "dnnl", "openblas", "gonum"}
 // "openblas" (libopenblas.so.0), "gonum" (pure Go, always available) or
 // "auto" (the first of dnnl, openblas, gonum that loads). An explicit name
 // whose library cannot be opened is an error; "auto" falls back silently
-// (check Name to see what was chosen). The new implementation uses threads
-// threads per call (values < 1 mean 1).
-func Load(pref string, threads int) (Sgemm, error) {
-	if threads < 1 {
-		threads = 1
-	}
+// (check Name to see what was chosen). The result runs one thread per
+// call until SetThreads says otherwise: callers that split work over
+// goroutines keep it at 1, a single-threaded caller sets the core count.
+func Load(pref string) (Sgemm, error) {
 	var s Sgemm
 	var err error
 	switch strings.ToLower(strings.TrimSpace(pref)) {
@@ -56,7 +54,7 @@ func Load(pref string, threads int) (Sgemm, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blas: load %q: %w", pref, err)
 	}
-	s.SetThreads(threads)
+	s.SetThreads(1)
 	return s, nil
 }
 

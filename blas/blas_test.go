@@ -42,11 +42,12 @@ func refSgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda 
 func impls(t testing.TB) []Sgemm {
 	out := []Sgemm{Gonum{}}
 	for _, name := range []string{"dnnl", "openblas"} {
-		s, err := Load(name, 2)
+		s, err := Load(name)
 		if err != nil {
 			t.Logf("skipping %s: %v", name, err)
 			continue
 		}
+		s.SetThreads(2)
 		out = append(out, s)
 	}
 	return out
@@ -146,7 +147,7 @@ func TestSgemmAgainstReference(t *testing.T) {
 
 func TestLoad(t *testing.T) {
 	for _, pref := range []string{"auto", "gonum", "AUTO", ""} {
-		s, err := Load(pref, 1)
+		s, err := Load(pref)
 		if err != nil {
 			t.Fatalf("Load(%q): %v", pref, err)
 		}
@@ -154,7 +155,7 @@ func TestLoad(t *testing.T) {
 			t.Fatalf("Load(%q): empty name", pref)
 		}
 	}
-	if _, err := Load("mkl", 1); err == nil {
+	if _, err := Load("mkl"); err == nil {
 		t.Fatal("Load(mkl): want error")
 	}
 }
@@ -188,7 +189,7 @@ func TestCheckArgs(t *testing.T) {
 }
 
 func ExampleLoad() {
-	s, err := Load("gonum", 1)
+	s, err := Load("gonum")
 	if err != nil {
 		panic(err)
 	}
@@ -202,7 +203,7 @@ func ExampleLoad() {
 
 func TestFull(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
-	s, err := Load("auto", 1)
+	s, err := Load("auto")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 	if pref == "" {
 		pref = "auto"
 	}
-	g, err := blas.Load(pref, 1)
+	g, err := blas.Load(pref)
 	if err != nil {
 		return nil, fmt.Errorf("kernels: CPUOptions.BLAS: %w", err)
 	}
