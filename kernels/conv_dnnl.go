@@ -8,6 +8,9 @@ package kernels
 // BenchmarkConvThenGroupNorm at batch 1: 1.34 ms per conv+GroupNorm with a
 // 2-thread OpenMP team, 0.79 ms split by output channels.)
 //
+// With more threads than chunks, each chunk runs an OpenMP team of
+// Threads/chunks threads.
+//
 // The forward and backward-data passes split the batch over the threads,
 // or the output channels when there is one image; the backward-filter pass
 // on small outputs (at most 64 positions) splits the output channels (each
@@ -34,10 +37,11 @@ func (c *CPU) planDNNL(d ConvDims, filter bool) (dnnlPlan, bool) {
 	// 16x16 and 32x32, where reordering the strided dy chunks costs more.
 	smallImage := d.OutH()*d.OutW() <= 64
 	if c.threads > 1 && d.K >= 32 && (d.N == 1 || (filter && smallImage)) {
-		p = dnnlPlan{w: min(c.threads, d.K/16), byK: true, omp: 1}
-	} else if p.w == 1 {
-		p.omp = c.threads
+		p = dnnlPlan{w: min(c.threads, d.K/16), byK: true}
 	}
+	// Fewer chunks than threads (many cores, small batch): each chunk gets
+	// an OpenMP team of the threads left over.
+	p.omp = max(1, c.threads/p.w)
 	for i := 0; i < p.w; i++ {
 		cd, _, _ := p.chunk(d, i)
 		if c.dconv.get(cd, i, p.yStride(d)) == nil {
