@@ -13,9 +13,9 @@ const (
 	// beta_start (t = 0) to beta_end (t = T-1). When both are left 0 the
 	// defaults 1e-4 and 0.02, meant for T = 1000, are both multiplied by
 	// 1000/T, as improved-diffusion's get_named_beta_schedule does, so that
-	// the total noise stays similar (and capped at 0.999 for T < 20); a
-	// beta_start or beta_end given explicitly is used as is, as diffusers
-	// does.
+	// the total noise stays similar (and capped at 0.999 for T < 20). When
+	// either is given, nothing is rescaled: the given value is used as is
+	// and the other takes its plain default, as in diffusers.
 	Linear Kind = iota
 	// Cosine is Nichol & Dhariwal 2021's schedule (Eq. 17):
 	// alphabar(t) = f(t)/f(0), f(t) = cos(((t/T + s)/(1 + s)) * pi/2)^2,
