@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 )
@@ -57,4 +58,25 @@ func ExampleDiffusion_TrainingLoss() {
 	terms, dout, _ := d.TrainingLoss(out, x0, noise, []int{10}, nil)
 	fmt.Printf("L_simple %.3f, dL/dout %.2f\n", terms.Loss[0], dout)
 	// Output: L_simple 0.125, dL/dout [-0.50 0.00]
+}
+
+func ExampleDiffusion_NLL() {
+	cfg := diffusion.DefaultConfig()
+	cfg.Timesteps = 100
+	d, err := diffusion.New(cfg)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	// Four pixels of value 191 (x = 2*191/255 - 1) and the ideal epsilon
+	// predictor for that constant image.
+	x := float32(2*191.0/255 - 1)
+	x0 := diffusion.Batch{N: 1, C: 1, H: 2, W: 2, Data: []float32{x, x, x, x}}
+	res, err := d.NLL(context.Background(), meanModel{c: float64(x), d: d}, x0, nil, rand.New(rand.NewPCG(1, 2)), nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("%d terms, prior %.1e bits/dim, total %.2f bits/dim\n", len(res.Terms), res.PriorBPD[0], res.MeanBPD())
+	// Output: 100 terms, prior 3.6e-06 bits/dim, total 3.14 bits/dim
 }
