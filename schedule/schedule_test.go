@@ -102,6 +102,28 @@ func TestCosineFormula(t *testing.T) {
 	}
 }
 
+// TestScaledLinearAndSigmoid checks the two diffusers-only schedules
+// against values numpy computed from diffusers' expressions in float64
+// (T = 10, default betas): linspace(sqrt(0.00085), sqrt(0.012), 10)**2 and
+// sigmoid(linspace(-6, 6, 10)) * (0.02 - 1e-4) + 1e-4, at t = 0, 3, 9.
+func TestScaledLinearAndSigmoid(t *testing.T) {
+	cases := []struct {
+		kind Kind
+		want [3]float64
+	}{
+		{ScaledLinear, [3]float64{0.00085, 0.003130552837570784, 0.012}},
+		{Sigmoid, [3]float64{0.00014920520081703202, 0.002472138148240139, 0.01995079479918297}},
+	}
+	for _, c := range cases {
+		s := MustNew(Spec{Kind: c.kind, T: 10})
+		for i, tt := range []int{0, 3, 9} {
+			if !near(s.Betas[tt], c.want[i], 0, 1e-14) {
+				t.Errorf("%s: betas[%d] = %v, numpy %v", c.kind, tt, s.Betas[tt], c.want[i])
+			}
+		}
+	}
+}
+
 func TestInvalid(t *testing.T) {
 	nan := math.NaN()
 	cases := []struct {
