@@ -124,6 +124,27 @@ func TestScaledLinearAndSigmoid(t *testing.T) {
 	}
 }
 
+// TestLinearRescale checks improved-diffusion's 1000/T scaling of the
+// default linear betas, the 0.999 cap for small T, and that explicit betas
+// are not rescaled.
+func TestLinearRescale(t *testing.T) {
+	cases := []struct {
+		spec        Spec
+		first, last float64
+	}{
+		{Spec{Kind: Linear, T: 4000}, 2.5e-5, 0.005},
+		{Spec{Kind: Linear, T: 100}, 1e-3, 0.2},
+		{Spec{Kind: Linear, T: 10}, 1e-2, CosineMaxBeta}, // 100 * 0.02 = 2, capped
+		{Spec{Kind: Linear, T: 100, BetaEnd: 0.05}, 1e-4, 0.05},
+	}
+	for _, c := range cases {
+		s := MustNew(c.spec)
+		if !near(s.Betas[0], c.first, 0, 1e-12) || !near(s.Betas[s.T()-1], c.last, 0, 1e-12) {
+			t.Errorf("%+v: betas from %v to %v, want %v to %v", c.spec, s.Betas[0], s.Betas[s.T()-1], c.first, c.last)
+		}
+	}
+}
+
 func TestInvalid(t *testing.T) {
 	nan := math.NaN()
 	cases := []struct {
