@@ -209,21 +209,32 @@ func TestSampleGaussianData(t *testing.T) {
 	cases := []struct {
 		name string
 		v    Variance
+		pred Prediction
 		o    Options
 	}{
-		{"ddpm-full", FixedSmall, Options{}},
-		{"ddpm-large", FixedLarge, Options{}},
-		{"ddpm-learned", Learned, Options{}},
-		{"ddpm-respaced", FixedSmall, Options{Steps: 20, Spacing: "linspace"}},
-		{"ddim-eta0", FixedSmall, Options{Sampler: SamplerDDIM, Steps: 25}},
-		{"ddim-eta1", FixedSmall, Options{Sampler: SamplerDDIM, Steps: 50, Eta: 1, Spacing: "trailing"}},
-		{"ddim-sections", FixedSmall, Options{Sampler: SamplerDDIM, Spacing: "ddim20"}},
+		{"ddpm-full", FixedSmall, PredictEpsilon, Options{}},
+		{"ddpm-large", FixedLarge, PredictEpsilon, Options{}},
+		{"ddpm-learned", Learned, PredictEpsilon, Options{}},
+		{"ddpm-respaced", FixedSmall, PredictEpsilon, Options{Steps: 20, Spacing: "linspace"}},
+		{"ddim-eta0", FixedSmall, PredictEpsilon, Options{Sampler: SamplerDDIM, Steps: 25}},
+		{"ddim-eta1", FixedSmall, PredictEpsilon, Options{Sampler: SamplerDDIM, Steps: 50, Eta: 1, Spacing: "trailing"}},
+		{"ddim-sections", FixedSmall, PredictEpsilon, Options{Sampler: SamplerDDIM, Spacing: "ddim20"}},
+		// Other parameterisations of the same optimal model: the x_0 and
+		// epsilon they imply are the same, so are the moments.
+		{"ddpm-x0", FixedSmall, PredictX0, Options{}},
+		{"ddim-v", FixedSmall, PredictV, Options{Sampler: SamplerDDIM, Steps: 25}},
+		{"ddim-v-clipped-eps", FixedSmall, PredictV, Options{Sampler: SamplerDDIM, Steps: 25, ClippedEps: true}},
 	}
 	noClip := false
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := gaussDiffusion(t, 100, c.v)
-			m := newGauss(mu, s, PredictEpsilon, c.v.IsLearned(), d.Schedule())
+			cfg := DefaultConfig()
+			cfg.Timesteps, cfg.Variance, cfg.Prediction = 100, c.v, c.pred
+			d, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := newGauss(mu, s, c.pred, c.v.IsLearned(), d.Schedule())
 			o := c.o
 			o.N, o.C, o.H, o.W, o.Seed, o.Clip = 4, 1, 32, 32, 11, &noClip
 			x, err := d.Sample(context.Background(), m, o)
