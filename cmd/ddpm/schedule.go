@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"image"
 	"image/color"
@@ -47,6 +48,11 @@ func runSchedule(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.IntVar(&o.Height, "height", 500, "plot height in pixels (150..8000)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.JSON && (set["out"] || set["width"] || set["height"]) {
+		return usageError{"schedule: --json prints the tables; --out, --width and --height are for the PNG plot: give one or the other"}
 	}
 	k, err := schedule.ParseKind(*kind)
 	if err != nil {

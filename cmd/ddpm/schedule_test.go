@@ -124,6 +124,7 @@ func TestScheduleBadFlags(t *testing.T) {
 		{[]string{"--schedule", "custom"}, "config"},
 		{[]string{"extra"}, "unexpected"},
 		{[]string{"--config", "/nonexistent/x.json", "--json"}, "nonexistent"},
+		{[]string{"--json", "--out", "x.png"}, "one or the other"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
