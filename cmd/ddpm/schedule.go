@@ -54,6 +54,9 @@ func runSchedule(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if o.JSON && (set["out"] || set["width"] || set["height"]) {
 		return usageError{"schedule: --json prints the tables; --out, --width and --height are for the PNG plot: give one or the other"}
 	}
+	if o.Config != "" && (set["schedule"] || set["timesteps"] || set["beta-start"] || set["beta-end"]) {
+		return usageError{"schedule: --config reads the whole schedule from the file: drop --schedule, --timesteps, --beta-start and --beta-end"}
+	}
 	k, err := schedule.ParseKind(*kind)
 	if err != nil {
 		return usageError{"schedule: --schedule: " + err.Error()}

@@ -125,6 +125,7 @@ func TestScheduleBadFlags(t *testing.T) {
 		{[]string{"extra"}, "unexpected"},
 		{[]string{"--config", "/nonexistent/x.json", "--json"}, "nonexistent"},
 		{[]string{"--json", "--out", "x.png"}, "one or the other"},
+		{[]string{"--config", "c.json", "--timesteps", "10", "--json"}, "drop --schedule"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
