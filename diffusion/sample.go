@@ -23,7 +23,11 @@ type Options struct {
 	Steps int `json:"steps,omitempty"`
 	// Spacing picks the respaced timesteps: "leading" (default, diffusers'
 	// default), "linspace", "trailing", or an improved-diffusion section
-	// string such as "ddim50" or "10,15,20" (then Steps is ignored).
+	// string such as "ddim50" or "10,15,20" (then Steps is ignored). Each
+	// step goes to the previous kept timestep, as improved-diffusion's
+	// respacing does; diffusers' DDPM and DDIM schedulers step to t - T/n
+	// instead, which is the same for leading spacing but may be off by one
+	// from the kept timestep for linspace and trailing.
 	Spacing string `json:"spacing,omitempty"`
 	// Eta is DDIM's stochasticity in [0, 1] (Song et al. 2021, Eq. 16):
 	// 0 is deterministic, 1 has DDPM's posterior variance.
