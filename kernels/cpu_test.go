@@ -224,14 +224,20 @@ func TestDNNLConvUsed(t *testing.T) {
 		t.Skipf("oneDNN not available: %v", err)
 	}
 	for i, d := range append(convCases, benchConvShapes[0].d) {
-		for _, filter := range []bool{false, true} {
-			p, ok := c.planDNNL(d, filter)
+		for _, pass := range []convPass{passForward, passBackwardData, passBackwardFilter} {
+			p, ok := c.planDNNL(d, pass)
+			if d.direct() && pass != passForward {
+				if ok {
+					t.Errorf("case %d: 1x1 backward pass %d should use the direct GEMM", i, pass)
+				}
+				continue
+			}
 			if !ok {
 				t.Errorf("case %d %+v: oneDNN rejected the shape", i, d)
 				continue
 			}
 			cd, _, _ := p.chunk(d, 0)
-			t.Logf("case %d filter %v: %d chunks (by output channel %v): %s", i, filter, p.w, p.byK, c.dconv.get(cd, 0, p.yStride(d)).impl)
+			t.Logf("case %d pass %d: %d chunks (by output channel %v): %s", i, pass, p.w, p.byK, c.dconv.get(cd, 0, p.yStride(d)).impl)
 		}
 	}
 }
