@@ -167,3 +167,27 @@ func BenchmarkConvThenGroupNorm(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkConvOneImage reports GFLOP/s of one-image forward convs (batch-1
+// sampling) of the CIFAR-10 UNet with and without CPUOptions.ConstWeights.
+func BenchmarkConvOneImage(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 5))
+	for _, cw := range []bool{false, true} {
+		c, err := NewCPU(CPUOptions{ConstWeights: cw})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, d := range []ConvDims{conv3(1, 128, 32, 128), conv3(1, 256, 16, 256), conv3(1, 256, 8, 256), conv3(1, 256, 4, 256)} {
+			x, w := rnd(r, d.C*d.H*d.W), rnd(r, d.K*d.C*9)
+			y := make([]float32, d.K*d.H*d.W)
+			b.Run(fmt.Sprintf("constweights=%v/c%d_%dx%d", cw, d.C, d.H, d.W), func(b *testing.B) {
+				c.Conv2D(y, x, w, nil, d)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					c.Conv2D(y, x, w, nil, d)
+				}
+				b.ReportMetric(2*float64(d.K*d.C*9*d.H*d.W)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}

@@ -140,9 +140,9 @@ func (c *CPU) dnnlForward(y, x, wt, b []float32, d ConvDims) bool {
 			if b != nil {
 				bk = b[lo:hi]
 			}
-			return prims.forward(yChunk(y, d, lo, hi), x[:d.N*chw], wt[lo*crs:hi*crs], bk, p.omp)
+			return prims.forward(yChunk(y, d, lo, hi), x[:d.N*chw], wt[lo*crs:hi*crs], bk, p.omp, c.constW)
 		}
-		return prims.forward(y[lo*kohw:hi*kohw], x[lo*chw:hi*chw], wt, b, p.omp)
+		return prims.forward(y[lo*kohw:hi*kohw], x[lo*chw:hi*chw], wt, b, p.omp, c.constW)
 	})
 	return true
 }

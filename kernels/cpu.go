@@ -23,6 +23,16 @@ type CPUOptions struct {
 	// im2col + GEMM), "dnnl" (oneDNN primitives; an error without
 	// libdnnl.so.2) or "im2col" (im2col + GEMM on the chosen BLAS).
 	Conv string
+	// ConstWeights promises that no convolution weight buffer is modified
+	// while this CPU is in use (sampling, serving): oneDNN's reordered
+	// copy of each weight buffer is then made once, kept (keyed by the
+	// buffer's address and length) and reused by Conv2D, which saves a
+	// pass over the weights per call (most of the time of a batch-1 conv
+	// at 8x8). It costs memory about the size of the conv weights, and
+	// keeps every weight buffer seen alive. Do not set it when training:
+	// a weight buffer changed in place is only noticed through 8 sampled
+	// values (an optimiser step changes them all), not guaranteed.
+	ConstWeights bool
 }
 
 // CPU implements Ops[[]float32] on the host. Buffers are plain Go slices;
@@ -39,6 +49,7 @@ type CPU struct {
 	threads int
 	ws      wsPool
 	dconv   *dnnlConvs // oneDNN convolution primitives, or nil for im2col
+	constW  bool       // CPUOptions.ConstWeights
 
 	mu  sync.Mutex
 	err error
@@ -64,7 +75,7 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernels: CPUOptions.BLAS: %w", err)
 	}
-	c := &CPU{gemm: g, threads: th}
+	c := &CPU{gemm: g, threads: th, constW: opts.ConstWeights}
 	switch opts.Conv {
 	case "", "auto":
 		if g.Name() == "dnnl" {

@@ -291,3 +291,34 @@ func TestConcurrent(t *testing.T) {
 		})
 	}
 }
+
+// TestConstWeights checks the cached reordered weights: two weight
+// buffers used alternately, then one changed in place (all values, as an
+// optimiser step does) must give the new result.
+func TestConstWeights(t *testing.T) {
+	c, err := NewCPU(CPUOptions{BLAS: "dnnl", Conv: "dnnl", Threads: 2, ConstWeights: true})
+	if err != nil {
+		t.Skipf("oneDNN not available: %v", err)
+	}
+	r := rand.New(rand.NewPCG(25, 26))
+	for _, d := range []ConvDims{convCases[0], convCases[9]} { // batch split; one image split by channels
+		x := rnd(r, d.N*d.C*d.H*d.W)
+		w1, w2 := rnd(r, d.K*d.C*d.R*d.S), rnd(r, d.K*d.C*d.R*d.S)
+		y := make([]float32, d.N*d.K*d.OutH()*d.OutW())
+		check := func(name string, w []float32) {
+			t.Helper()
+			c.Conv2D(y, x, w, nil, d)
+			if err := c.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			near(t, name, y, refConv(f64(x), f64(w), nil, d), 1e-4, 1e-4)
+		}
+		check("w1", w1)
+		check("w2", w2)
+		check("w1 again", w1)
+		for i := range w1 {
+			w1[i] = w1[i]*0.5 + 0.01
+		}
+		check("w1 changed in place", w1)
+	}
+}

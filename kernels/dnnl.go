@@ -151,9 +151,10 @@ func loadDNNLAPI() (*dnnlAPI, error) {
 // object (plain layout, handle set per call) and, when the primitive wants
 // another layout, its own buffer and the reorder between them.
 type dnnlTensor struct {
-	user     uintptr // memory with the user layout
-	internal uintptr // memory with the primitive's layout, or 0 if the same
-	reorder  uintptr // user->internal (inputs) or internal->user (outputs)
+	user       uintptr        // memory with the user layout
+	internal   uintptr        // memory with the primitive's layout, or 0 if the same
+	internalMD unsafe.Pointer // its descriptor (owned by the primitive descriptor)
+	reorder    uintptr        // user->internal (inputs) or internal->user (outputs)
 }
 
 // mem returns the memory object the primitive reads or writes.
@@ -187,6 +188,31 @@ type dnnlConv struct {
 type dnnlStep struct {
 	prim    uintptr
 	tensors map[int32]*dnnlTensor // by DNNL_ARG_*
+	// wcache holds reordered copies of constant weight buffers, by the
+	// user buffer's address and length (CPUOptions.ConstWeights). The key
+	// keeps the Go buffer alive, so its address cannot be reused.
+	wcache map[weightKey]cachedWeight
+}
+
+type cachedWeight struct {
+	mem uintptr
+	fp  [8]float32 // fingerprint: 8 values spread over the buffer
+}
+
+// fingerprint samples 8 values spread over w: a safety net that notices
+// a cached weight buffer changed in place (any optimiser step changes
+// them all), although the contract is that it does not change.
+func fingerprint(w []float32) [8]float32 {
+	var f [8]float32
+	for i := range f {
+		f[i] = w[i*(len(w)-1)/7]
+	}
+	return f
+}
+
+type weightKey struct {
+	ptr *float32
+	n   int
 }
 
 // newDNNLConv prepares the user memory descriptors and the forward
@@ -308,6 +334,7 @@ func (c *dnnlConv) tensor(pd uintptr, query int32, user *memDesc, input bool) (*
 	if st := api.memCreate(&t.internal, want, api.engine, dnnlMemoryAllocate); st != dnnlSuccess {
 		return nil, fmt.Errorf("dnnl_memory_create(internal): status %d", st)
 	}
+	t.internalMD = want
 	src, dst := unsafe.Pointer(user), want
 	if !input {
 		src, dst = dst, src
@@ -351,8 +378,9 @@ func (c *dnnlConv) step(pd uintptr, specs []argSpec) (*dnnlStep, error) {
 }
 
 // run binds the user buffers (by argument), reorders inputs in, executes
-// the primitive, reorders outputs out and waits.
-func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, threads int) error {
+// the primitive, reorders outputs out and waits. wmem, when not 0, is an
+// already reordered weights memory used instead of bufs' weights.
+func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, threads int, wmem uintptr) error {
 	api := c.api
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -361,6 +389,10 @@ func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, t
 	}
 	args := make([]execArg, 0, len(s.tensors))
 	for arg, t := range s.tensors {
+		if arg == dnnlArgWeights && wmem != 0 {
+			args = append(args, execArg{arg: arg, mem: wmem})
+			continue
+		}
 		b := bufs[arg]
 		api.memSetHandle(t.user, unsafe.Pointer(&b[0]))
 		args = append(args, execArg{arg: arg, mem: t.mem()})
@@ -374,7 +406,7 @@ func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, t
 		return false
 	}
 	for arg, t := range s.tensors {
-		if t.reorder != 0 && !isOut(arg) {
+		if t.reorder != 0 && !isOut(arg) && !(arg == dnnlArgWeights && wmem != 0) {
 			ra := [2]execArg{{arg: dnnlArgSrc, mem: t.user}, {arg: dnnlArgDst, mem: t.internal}}
 			if st := api.primExecute(t.reorder, api.stream, 2, unsafe.Pointer(&ra[0])); st != dnnlSuccess {
 				return fmt.Errorf("reorder in: status %d", st)
@@ -402,8 +434,9 @@ func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, t
 	return nil
 }
 
-// forward runs y = conv(x, w) + b (b may be nil).
-func (c *dnnlConv) forward(y, x, w, b []float32, threads int) error {
+// forward runs y = conv(x, w) + b (b may be nil). With constW the
+// reordered weights are cached by w's address (see CPUOptions.ConstWeights).
+func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	bi := 0
@@ -426,7 +459,55 @@ func (c *dnnlConv) forward(y, x, w, b []float32, threads int) error {
 	if bi == 1 {
 		bufs[dnnlArgBias] = b
 	}
-	return c.run(c.fwd[bi], bufs, []int32{dnnlArgDst}, threads)
+	var wmem uintptr
+	if constW {
+		var err error
+		if wmem, err = c.cachedWeights(c.fwd[bi], w, threads); err != nil {
+			return err
+		}
+	}
+	return c.run(c.fwd[bi], bufs, []int32{dnnlArgDst}, threads, wmem)
+}
+
+// cachedWeights returns s's reordered copy of the weight buffer w, making
+// it on first use; 0 when the primitive reads the user layout directly.
+func (c *dnnlConv) cachedWeights(s *dnnlStep, w []float32, threads int) (uintptr, error) {
+	t := s.tensors[dnnlArgWeights]
+	if t == nil || t.reorder == 0 {
+		return 0, nil
+	}
+	k := weightKey{&w[0], len(w)}
+	fp := fingerprint(w)
+	cw, ok := s.wcache[k]
+	if ok && cw.fp == fp {
+		return cw.mem, nil
+	}
+	api := c.api
+	m := cw.mem // changed in place after all: reorder again into the same memory
+	if !ok {
+		if st := api.memCreate(&m, t.internalMD, api.engine, dnnlMemoryAllocate); st != dnnlSuccess {
+			return 0, fmt.Errorf("dnnl_memory_create(weights cache): status %d", st)
+		}
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if api.ompSetThreads != nil {
+		api.ompSetThreads(int32(threads))
+	}
+	api.memSetHandle(t.user, unsafe.Pointer(&w[0]))
+	ra := [2]execArg{{arg: dnnlArgSrc, mem: t.user}, {arg: dnnlArgDst, mem: m}}
+	if st := api.primExecute(t.reorder, api.stream, 2, unsafe.Pointer(&ra[0])); st != dnnlSuccess {
+		return 0, fmt.Errorf("reorder weights: status %d", st)
+	}
+	if st := api.streamWait(api.stream); st != dnnlSuccess {
+		return 0, fmt.Errorf("dnnl_stream_wait: status %d", st)
+	}
+	runtime.KeepAlive(w)
+	if s.wcache == nil {
+		s.wcache = map[weightKey]cachedWeight{}
+	}
+	s.wcache[k] = cachedWeight{mem: m, fp: fp}
+	return m, nil
 }
 
 // backwardData runs dx = conv^T(dy, w).
@@ -454,7 +535,7 @@ func (c *dnnlConv) backwardData(dx, dy, w []float32, threads int) error {
 		c.bwdD = s
 	}
 	return c.run(c.bwdD, map[int32][]float32{dnnlArgDiffDst: dy, dnnlArgWeights: w, dnnlArgDiffSrc: dx},
-		[]int32{dnnlArgDiffSrc}, threads)
+		[]int32{dnnlArgDiffSrc}, threads, 0)
 }
 
 // backwardWeights runs dw (and db when not nil) from dy and x.
@@ -499,7 +580,7 @@ func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32, threads int) error {
 		bufs[dnnlArgDiffBias] = db
 		outs = append(outs, dnnlArgDiffBias)
 	}
-	return c.run(c.bwdW[bi], bufs, outs, threads)
+	return c.run(c.bwdW[bi], bufs, outs, threads, 0)
 }
 
 // dnnlConvs caches dnnlConv values by shape and worker for one CPU.
