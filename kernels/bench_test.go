@@ -17,6 +17,7 @@ var benchConvShapes = []struct {
 	{"cifar_c128to256_16x16_3x3", conv3(4, 128, 16, 256)},
 	{"cifar_c256_16x16_3x3", conv3(4, 256, 16, 256)},
 	{"cifar_c256_8x8_3x3", conv3(4, 256, 8, 256)},
+	{"cifar_c256_4x4_3x3", conv3(4, 256, 4, 256)},
 	{"cifar_c128_down_32to16", ConvDims{N: 4, C: 128, H: 32, W: 32, K: 128, R: 3, S: 3, StrideH: 2, StrideW: 2, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1}},
 	{"cifar_c128to256_16x16_1x1", ConvDims{N: 4, C: 128, H: 16, W: 16, K: 256, R: 1, S: 1, StrideH: 1, StrideW: 1}},
 	{"small_c32_32x32_3x3", conv3(16, 32, 32, 32)},
