@@ -23,8 +23,8 @@
 //
 // NewCPU(CPUOptions{BLAS, Threads, Conv}) builds the host backend. Work is
 // split over Threads goroutines (default GOMAXPROCS), and every BLAS or
-// oneDNN call inside runs one thread (except a one-image convolution, one
-// oneDNN call with Threads OpenMP threads), so goroutines and library
+// oneDNN call inside runs one thread (OpenMP teams only where a
+// convolution has fewer pieces than threads), so goroutines and library
 // threads never oversubscribe the cores:
 //
 //   - Convolutions: with oneDNN (libdnnl.so.2, chosen by BLAS "auto" or
@@ -32,8 +32,9 @@
 //     direct kernels, the ones PyTorch uses here), the batch split into one
 //     chunk per thread, each on its own primitives with one OpenMP thread;
 //     NCHW/OIHW buffers are reordered to the primitives' blocked layouts
-//     and back inside the call. Otherwise im2col + GEMM per image (1x1
-//     convolutions as a direct GEMM), images split over the threads.
+//     and back inside the call (see conv_dnnl.go for the split rules).
+//     Otherwise im2col + GEMM per image (1x1 convolutions as a direct
+//     GEMM), images split over the threads.
 //   - Linear and attention: GEMMs (attention as q k^T, a row softmax and
 //     P v per batch item and head), split over the threads.
 //   - GroupNorm: two-pass statistics per (n, group), normalisation, affine
@@ -41,6 +42,10 @@
 //   - SiLU, softmax and the GroupNorm loops use AVX2+FMA assembly
 //     (vec_amd64.s) when the CPU has it, with plain-Go twins otherwise;
 //     the exponential is a float32 polynomial (expf), about 1 ulp.
+//
+// For sampling and serving, CPUOptions{ConstWeights: true} keeps oneDNN's
+// reordered copy of every conv weight buffer instead of redoing it per
+// call (up to 2x on one-image convs at 8x8 and 4x4); never when training.
 //
 // A CPU is safe for concurrent use. Scratch memory (im2col columns,
 // attention scores, partial gradients) comes from a pool inside the CPU
