@@ -14,13 +14,12 @@ import (
 // handles are immutable after the sync.Once, so this is not mutable state
 // visible to callers.
 var (
-	dnnlOnce   sync.Once
-	dnnlLib    *dnnlFuncs
-	dnnlErr    error
-	obOnce     sync.Once
-	obLib      *openblasFuncs
-	obErr      error
-	dlopenMode = purego.RTLD_NOW | purego.RTLD_GLOBAL
+	dnnlOnce sync.Once
+	dnnlLib  *dnnlFuncs
+	dnnlErr  error
+	obOnce   sync.Once
+	obLib    *openblasFuncs
+	obErr    error
 )
 
 type dnnlFuncs struct {
@@ -44,7 +43,7 @@ type openblasFuncs struct {
 }
 
 func bind(lib uintptr, fptr any, name string) error {
-	sym, err := purego.Dlsym(lib, name)
+	sym, err := dlsym(lib, name)
 	if err != nil {
 		return fmt.Errorf("symbol %s: %w", name, err)
 	}
@@ -54,7 +53,7 @@ func bind(lib uintptr, fptr any, name string) error {
 
 func openDNNL() (*dnnlFuncs, error) {
 	dnnlOnce.Do(func() {
-		lib, err := purego.Dlopen("libdnnl.so.2", dlopenMode)
+		lib, err := dlopen("libdnnl.so.2")
 		if err != nil {
 			dnnlErr = fmt.Errorf("open libdnnl.so.2 (Debian package libdnnl2): %w", err)
 			return
@@ -66,7 +65,7 @@ func openDNNL() (*dnnlFuncs, error) {
 		}
 		// oneDNN's Debian build threads with OpenMP (libgomp); without the
 		// symbol the thread count stays at the OpenMP default.
-		if gomp, err := purego.Dlopen("libgomp.so.1", dlopenMode); err == nil {
+		if gomp, err := dlopen("libgomp.so.1"); err == nil {
 			_ = bind(gomp, &f.ompSetNumThreads, "omp_set_num_threads")
 		}
 		dnnlLib = f
@@ -76,7 +75,7 @@ func openDNNL() (*dnnlFuncs, error) {
 
 func openOpenBLAS() (*openblasFuncs, error) {
 	obOnce.Do(func() {
-		lib, err := purego.Dlopen("libopenblas.so.0", dlopenMode)
+		lib, err := dlopen("libopenblas.so.0")
 		if err != nil {
 			obErr = fmt.Errorf("open libopenblas.so.0 (Debian package libopenblas0): %w", err)
 			return

@@ -94,7 +94,7 @@ var (
 // loadDNNLAPI binds oneDNN once per process (dlopen is process-wide).
 func loadDNNLAPI() (*dnnlAPI, error) {
 	dnnlAPIOnce.Do(func() {
-		lib, err := purego.Dlopen("libdnnl.so.2", purego.RTLD_NOW|purego.RTLD_GLOBAL)
+		lib, err := dlopen("libdnnl.so.2")
 		if err != nil {
 			dnnlAPIErr = fmt.Errorf("open libdnnl.so.2: %w", err)
 			return
@@ -122,15 +122,15 @@ func loadDNNLAPI() (*dnnlAPI, error) {
 			{&a.streamCreate, "dnnl_stream_create"},
 			{&a.streamWait, "dnnl_stream_wait"},
 		} {
-			sym, err := purego.Dlsym(lib, f.name)
+			sym, err := dlsym(lib, f.name)
 			if err != nil {
 				dnnlAPIErr = fmt.Errorf("libdnnl.so.2: symbol %s: %w", f.name, err)
 				return
 			}
 			purego.RegisterFunc(f.p, sym)
 		}
-		if gomp, err := purego.Dlopen("libgomp.so.1", purego.RTLD_NOW|purego.RTLD_GLOBAL); err == nil {
-			if sym, err := purego.Dlsym(gomp, "omp_set_num_threads"); err == nil {
+		if gomp, err := dlopen("libgomp.so.1"); err == nil {
+			if sym, err := dlsym(gomp, "omp_set_num_threads"); err == nil {
 				purego.RegisterFunc(&a.ompSetThreads, sym)
 			}
 		}
