@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"math/bits"
+	"runtime"
 	"unsafe"
 )
 
@@ -37,16 +38,18 @@ func sizeClass(bytes int64) int64 {
 
 // raw allocates from the driver, releasing the cache once on failure.
 func (a *allocator) raw(drv *driver, bytes int64) (Ptr, error) {
-	var p Ptr
-	r := drv.call(drv.cuMemAlloc, uintptr(unsafe.Pointer(&p)), uintptr(bytes))
+	var pn runtime.Pinner
+	defer pn.Unpin()
+	p := hp[Ptr](&pn)
+	r := drv.call(drv.cuMemAlloc, uintptr(unsafe.Pointer(p)), uintptr(bytes))
 	if r != 0 && a.cached > 0 {
 		a.releaseCached(drv)
-		r = drv.call(drv.cuMemAlloc, uintptr(unsafe.Pointer(&p)), uintptr(bytes))
+		r = drv.call(drv.cuMemAlloc, uintptr(unsafe.Pointer(p)), uintptr(bytes))
 	}
 	if r != 0 {
 		return 0, fmt.Errorf("cuMemAlloc(%d bytes, %d in use, %d cached): %w", bytes, a.inUse, a.cached, r)
 	}
-	return p, nil
+	return *p, nil
 }
 
 // get returns a block of at least bytes (contents undefined).

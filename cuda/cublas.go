@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -39,12 +40,16 @@ const (
 )
 
 // cublasCandidates lists where libcublas is looked for, most specific first:
+// $DDPM_LIBCUBLAS when set;
 // LD_LIBRARY_PATH is searched by dlopen itself for bare names; CUDA_HOME,
 // the CUDA toolkit, Debian's multiarch directory and the nvidia-cublas-cu*
 // wheels that a pip PyTorch install brings.
 func cublasCandidates() []string {
 	names := []string{"libcublas.so.13", "libcublas.so.12", "libcublas.so.11"}
 	var out []string
+	if p := os.Getenv("DDPM_LIBCUBLAS"); p != "" {
+		out = append(out, p)
+	}
 	out = append(out, names...)
 	var dirs []string
 	for _, env := range []string{"CUDA_HOME", "CUDA_PATH"} {
@@ -174,9 +179,11 @@ func (b *blasHandle) close() {
 
 // version returns cublasGetVersion's number (e.g. 130001).
 func (b *blasHandle) version() int {
-	var v int32
-	b.api.call(b.api.getVersion, b.h, uintptr(unsafe.Pointer(&v)))
-	return int(v)
+	var pn runtime.Pinner
+	defer pn.Unpin()
+	v := hp[int32](&pn)
+	b.api.call(b.api.getVersion, b.h, uintptr(unsafe.Pointer(v)))
+	return int(*v)
 }
 
 func op(t bool) uintptr {

@@ -133,8 +133,12 @@ func Open(index int, opts Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	var count int32
-	if err := check("cuDeviceGetCount", drv.call(drv.cuDeviceGetCount, uintptr(unsafe.Pointer(&count)))); err != nil {
+	var pn runtime.Pinner
+	pc := hp[int32](&pn)
+	err = check("cuDeviceGetCount", drv.call(drv.cuDeviceGetCount, uintptr(unsafe.Pointer(pc))))
+	count := *pc
+	pn.Unpin()
+	if err != nil {
 		return nil, err
 	}
 	if index < 0 || index >= int(count) {
@@ -194,23 +198,22 @@ func (d *Device) loadModule() error {
 		jitErrorLogBuffer     = 5 // CU_JIT_ERROR_LOG_BUFFER
 		jitErrorLogBufferSize = 6 // CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES
 	)
+	var pn runtime.Pinner
+	defer pn.Unpin()
 	ptx := append([]byte(opsPTX), 0)
-	logBuf := make([]byte, 8192)
-	optKeys := []int32{jitErrorLogBuffer, jitErrorLogBufferSize}
-	optVals := []uintptr{uintptr(unsafe.Pointer(&logBuf[0])), uintptr(len(logBuf))}
-	r := d.drv.call(d.drv.cuModuleLoadDataEx, uintptr(unsafe.Pointer(&d.mod)), uintptr(unsafe.Pointer(&ptx[0])),
-		2, uintptr(unsafe.Pointer(&optKeys[0])), uintptr(unsafe.Pointer(&optVals[0])))
-	runtime.KeepAlive(ptx)
-	runtime.KeepAlive(logBuf)
-	runtime.KeepAlive(optKeys)
-	runtime.KeepAlive(optVals)
+	logBuf := hp[[8192]byte](&pn)
+	optKeys := hp[[2]int32](&pn)
+	optVals := hp[[2]uintptr](&pn)
+	*optKeys = [2]int32{jitErrorLogBuffer, jitErrorLogBufferSize}
+	*optVals = [2]uintptr{uintptr(unsafe.Pointer(logBuf)), uintptr(len(logBuf))}
+	r := d.drv.call(d.drv.cuModuleLoadDataEx, uintptr(unsafe.Pointer(&d.mod)), pinSlice(&pn, ptx),
+		2, uintptr(unsafe.Pointer(optKeys)), uintptr(unsafe.Pointer(optVals)))
 	if r != 0 {
 		return fmt.Errorf("cuModuleLoadDataEx (kernels/ops.ptx): %w: JIT log: %s", r, cString(&logBuf[0]))
 	}
 	for i, name := range kernelNames {
 		cname := append([]byte(name), 0)
-		r := d.drv.call(d.drv.cuModuleGetFunction, uintptr(unsafe.Pointer(&d.fn[i])), d.mod, uintptr(unsafe.Pointer(&cname[0])))
-		runtime.KeepAlive(cname)
+		r := d.drv.call(d.drv.cuModuleGetFunction, uintptr(unsafe.Pointer(&d.fn[i])), d.mod, pinSlice(&pn, cname))
 		if r != 0 {
 			return fmt.Errorf("cuModuleGetFunction(%s): %w", name, r)
 		}

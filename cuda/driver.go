@@ -3,6 +3,7 @@ package cuda
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -43,10 +44,15 @@ type driver struct {
 	cuGraphExecDestroy, cuGraphDestroy                      uintptr
 }
 
-// driverCandidates are the names dlopen tries for the driver library.
+// driverCandidates are the names dlopen tries for the driver library;
+// $DDPM_LIBCUDA, when set, is tried first (a path or a library name).
 func driverCandidates() []string {
-	return []string{"libcuda.so.1", "libcuda.so", "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
-		"/usr/lib64/libcuda.so.1", "/usr/local/cuda/compat/libcuda.so.1"}
+	var out []string
+	if p := os.Getenv("DDPM_LIBCUDA"); p != "" {
+		out = append(out, p)
+	}
+	return append(out, "libcuda.so.1", "libcuda.so", "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+		"/usr/lib64/libcuda.so.1", "/usr/local/cuda/compat/libcuda.so.1")
 }
 
 // loadDriver opens libcuda.so.1, binds the entry points and calls cuInit(0).
@@ -153,19 +159,23 @@ func (d *driver) describe(r Result) string {
 }
 
 func (d *driver) errorName(r Result) string {
-	var s *byte
-	if d.call(d.cuGetErrorName, uintptr(r), uintptr(unsafe.Pointer(&s))) != 0 {
+	var pn runtime.Pinner
+	defer pn.Unpin()
+	s := hp[*byte](&pn)
+	if d.call(d.cuGetErrorName, uintptr(r), uintptr(unsafe.Pointer(s))) != 0 {
 		return ""
 	}
-	return cString(s)
+	return cString(*s)
 }
 
 func (d *driver) errorString(r Result) string {
-	var s *byte
-	if d.call(d.cuGetErrorString, uintptr(r), uintptr(unsafe.Pointer(&s))) != 0 {
+	var pn runtime.Pinner
+	defer pn.Unpin()
+	s := hp[*byte](&pn)
+	if d.call(d.cuGetErrorString, uintptr(r), uintptr(unsafe.Pointer(s))) != 0 {
 		return ""
 	}
-	return cString(s)
+	return cString(*s)
 }
 
 // cString copies a NUL-terminated C string (at most 4 KiB).
@@ -182,6 +192,23 @@ func cString(p *byte) string {
 		b = append(b, c)
 	}
 	return string(b)
+}
+
+// hp returns a new zero T on the heap, pinned by pn, for a C out-parameter.
+// Stack variables must never be passed to C as a uintptr: a goroutine's
+// stack moves when it grows, which can happen inside the call sequence,
+// leaving C to write to the old stack. (pn.Pin takes an interface, so the
+// object escapes to the heap, and pinning keeps it in place.)
+func hp[T any](pn *runtime.Pinner) *T {
+	p := new(T)
+	pn.Pin(p)
+	return p
+}
+
+// pinSlice pins the backing array of a non-empty slice for a C call.
+func pinSlice[T any](pn *runtime.Pinner, s []T) uintptr {
+	pn.Pin(&s[0])
+	return uintptr(unsafe.Pointer(&s[0]))
 }
 
 // check wraps a non-zero result with the operation's name.
@@ -219,12 +246,14 @@ func Devices() ([]DeviceInfo, error) {
 		}
 		return nil, err
 	}
-	var n int32
-	if err := check("cuDeviceGetCount", d.call(d.cuDeviceGetCount, uintptr(unsafe.Pointer(&n)))); err != nil {
+	var pn runtime.Pinner
+	defer pn.Unpin()
+	n := hp[int32](&pn)
+	if err := check("cuDeviceGetCount", d.call(d.cuDeviceGetCount, uintptr(unsafe.Pointer(n)))); err != nil {
 		return nil, err
 	}
-	out := make([]DeviceInfo, 0, n)
-	for i := 0; i < int(n); i++ {
+	out := make([]DeviceInfo, 0, *n)
+	for i := 0; i < int(*n); i++ {
 		info, err := d.info(i)
 		if err != nil {
 			return nil, err
@@ -235,31 +264,34 @@ func Devices() ([]DeviceInfo, error) {
 }
 
 func (d *driver) info(index int) (DeviceInfo, error) {
-	var dev int32
-	if err := check("cuDeviceGet", d.call(d.cuDeviceGet, uintptr(unsafe.Pointer(&dev)), uintptr(index))); err != nil {
+	var pn runtime.Pinner
+	defer pn.Unpin()
+	pdev := hp[int32](&pn)
+	if err := check("cuDeviceGet", d.call(d.cuDeviceGet, uintptr(unsafe.Pointer(pdev)), uintptr(index))); err != nil {
 		return DeviceInfo{}, err
 	}
+	dev := *pdev
 	info := DeviceInfo{Index: index, DriverPath: d.path}
-	name := make([]byte, 256)
-	if err := check("cuDeviceGetName", d.call(d.cuDeviceGetName, uintptr(unsafe.Pointer(&name[0])), 256, uintptr(dev))); err != nil {
+	name := hp[[256]byte](&pn)
+	if err := check("cuDeviceGetName", d.call(d.cuDeviceGetName, uintptr(unsafe.Pointer(name)), 255, uintptr(dev))); err != nil {
 		return info, err
 	}
-	runtime.KeepAlive(name)
 	info.Name = cString(&name[0])
+	v := hp[int32](&pn)
 	attr := func(a int) int {
-		var v int32
-		d.call(d.cuDeviceGetAttribute, uintptr(unsafe.Pointer(&v)), uintptr(a), uintptr(dev))
-		return int(v)
+		*v = 0
+		d.call(d.cuDeviceGetAttribute, uintptr(unsafe.Pointer(v)), uintptr(a), uintptr(dev))
+		return int(*v)
 	}
 	info.Major = attr(75)          // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
 	info.Minor = attr(76)          // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
 	info.Multiprocessor = attr(16) // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
-	var total uint64
-	d.call(d.cuDeviceTotalMem, uintptr(unsafe.Pointer(&total)), uintptr(dev))
-	info.TotalMem = int64(total)
-	var ver int32
-	d.call(d.cuDriverGetVersion, uintptr(unsafe.Pointer(&ver)))
-	info.DriverVersion = int(ver)
+	total := hp[uint64](&pn)
+	d.call(d.cuDeviceTotalMem, uintptr(unsafe.Pointer(total)), uintptr(dev))
+	info.TotalMem = int64(*total)
+	ver := hp[int32](&pn)
+	d.call(d.cuDriverGetVersion, uintptr(unsafe.Pointer(ver)))
+	info.DriverVersion = int(*ver)
 	return info, nil
 }
 

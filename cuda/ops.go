@@ -106,8 +106,9 @@ func (d *Device) Upload(dst Ptr, src []float32) {
 	if len(src) == 0 || !d.need("Upload", "dst", dst, len(src)) {
 		return
 	}
-	r := d.drv.call(d.drv.cuMemcpyHtoDAsync, uintptr(dst), uintptr(unsafe.Pointer(&src[0])), uintptr(len(src)*4), d.stream)
-	runtime.KeepAlive(src)
+	var pn runtime.Pinner
+	defer pn.Unpin()
+	r := d.drv.call(d.drv.cuMemcpyHtoDAsync, uintptr(dst), pinSlice(&pn, src), uintptr(len(src)*4), d.stream)
 	if r != 0 {
 		d.failLocked(check("cuMemcpyHtoDAsync", r))
 	}
@@ -123,11 +124,12 @@ func (d *Device) Download(dst []float32, src Ptr) {
 	if len(dst) == 0 || !d.need("Download", "src", src, len(dst)) {
 		return
 	}
-	r := d.drv.call(d.drv.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(&dst[0])), uintptr(src), uintptr(len(dst)*4), d.stream)
+	var pn runtime.Pinner
+	defer pn.Unpin()
+	r := d.drv.call(d.drv.cuMemcpyDtoHAsync, pinSlice(&pn, dst), uintptr(src), uintptr(len(dst)*4), d.stream)
 	if r == 0 {
 		r = d.drv.call(d.drv.cuStreamSynchronize, d.stream)
 	}
-	runtime.KeepAlive(dst)
 	if r != 0 {
 		d.failLocked(check("Download", r))
 	}
@@ -265,8 +267,10 @@ func (d *Device) SumSquares(x Ptr, n int) float32 {
 	d.launch(kSumSqPartial, blocks, 1, 1, blockSize, 1, 1, pa(ws), pa(x), ia(n))
 	out := ws + maxBlocks*8
 	d.launch(kSumPartials, 1, 1, 1, blockSize, 1, 1, pa(out), pa(ws), ia(blocks))
-	var res [1]float32
-	r := d.drv.call(d.drv.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(&res[0])), uintptr(out), 4, d.stream)
+	var pn runtime.Pinner
+	defer pn.Unpin()
+	res := hp[[1]float32](&pn)
+	r := d.drv.call(d.drv.cuMemcpyDtoHAsync, uintptr(unsafe.Pointer(res)), uintptr(out), 4, d.stream)
 	if r == 0 {
 		r = d.drv.call(d.drv.cuStreamSynchronize, d.stream)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/ddpm-go/ddpm/kernels"
@@ -187,6 +188,9 @@ func checkOps(t *testing.T, d *Device, tf32 bool) {
 	for i := range cc {
 		c, g := cc[i], gc[i]
 		t.Run(c.name, func(t *testing.T) {
+			if emulated && strings.Contains(c.name, "cifar") {
+				t.Skip("CIFAR-size case: too slow on the CPU emulator")
+			}
 			r := rand.New(rand.NewPCG(uint64(i), 7))
 			tol := 1e-5
 			if c.tol > 0 {
@@ -283,6 +287,9 @@ func TestOpsFP32(t *testing.T) {
 
 // TestOpsTF32 repeats the comparison with TF32 GEMMs (under 3e-3).
 func TestOpsTF32(t *testing.T) {
+	if emulated {
+		t.Skip("the CPU emulator has no TF32 (TestOpsFP32 covers the code paths)")
+	}
 	checkOps(t, openTest(t, "tf32"), true)
 }
 

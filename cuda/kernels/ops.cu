@@ -10,10 +10,12 @@
 // loops where the grid is capped. The names and argument order follow the
 // kernels.CPU methods: outputs first, then inputs, then dims.
 
+#ifndef DDPM_EMU  // cuda/emu/emu.cpp compiles this file for the host
 #define __global__ __attribute__((global))
 #define __device__ __attribute__((device))
 #define __shared__ __attribute__((shared))
 #include <__clang_cuda_builtin_vars.h>
+#endif
 
 #define BLOCK 256
 #define LOG2E 1.4426950408889634f

@@ -1,0 +1,241 @@
+// emu.cpp: a CPU emulator of the parts of libcuda.so.1 and libcublas that
+// package cuda uses, for testing the Go side without a GPU.
+//
+// It compiles kernels/ops.cu itself as C++ for the host (DDPM_EMU), so the
+// tests run the real kernel source: grid-stride kernels run their threads
+// one after another; kernels that call __syncthreads run each block's
+// threads as ucontext fibers that switch at every barrier. "Device" memory is host
+// memory. cuBLAS's sgemm is a plain column-major triple loop that checks
+// the leading dimensions as cuBLAS does. Nothing here is used in
+// production: cuda's TestMain builds it with clang-16 when no real driver
+// is present and points DDPM_LIBCUDA / DDPM_LIBCUBLAS at it.
+//
+//   clang-16 -x c++ -std=c++17 -O2 -shared -fPIC emu.cpp -o libddpmemu.so -lm
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ucontext.h>
+#include <utility>
+
+struct EmuDim3 {
+  unsigned x, y, z;
+};
+// All emulated threads run on the calling OS thread: grid-stride kernels
+// one thread after another, barrier kernels as ucontext fibers.
+static EmuDim3 threadIdx, blockIdx, blockDim, gridDim;
+static void emu_syncthreads();
+
+#define DDPM_EMU 1
+#define __global__
+#define __device__
+#define __shared__ static
+#define __syncthreads() emu_syncthreads()
+#define __nvvm_ex2_approx_f exp2f
+#define __nvvm_sqrt_rn_f sqrtf
+#include "../kernels/ops.cu"
+
+namespace {
+
+template <typename... A, size_t... I>
+void invoke_impl(void (*f)(A...), void** p, std::index_sequence<I...>) {
+  f(*static_cast<A*>(p[I])...);
+}
+template <typename... A>
+void invoke(void (*f)(A...), void** p) {
+  invoke_impl(f, p, std::index_sequence_for<A...>{});
+}
+
+struct Kernel {
+  const char* name;
+  void (*call)(void**);
+  bool sync;  // uses __syncthreads: run a block's threads concurrently
+};
+
+#define K(n, s) {#n, [](void** p) { invoke(n, p); }, s}
+const Kernel kernels[] = {
+    K(silu_fwd, false), K(silu_bwd, false), K(add_f, false), K(mul_f, false), K(axpby_f, false),
+    K(clamp_f, false), K(sumsq_partial, true), K(sum_partials, true), K(add_channel_bias, false),
+    K(row_sum, true), K(add_row_bias, false), K(col_sum, false), K(conv_bias_grad, true),
+    K(knp_to_nkp, false), K(nkp_to_knp, false), K(transpose12, true), K(concat_ch, false),
+    K(split_ch, false), K(upsample2x, false), K(upsample2x_bwd, false), K(im2col, false),
+    K(col2im, false), K(groupnorm_fwd, true), K(groupnorm_bwd_dx, true), K(groupnorm_bwd_affine, true),
+    K(fill_ptrs, false), K(softmax_rows, true), K(softmax_bwd_rows, true), K(embedding_fwd, false),
+    K(embedding_bwd, false), K(adamw, false), K(ema_f, false),
+};
+const int nkernels = sizeof(kernels) / sizeof(kernels[0]);
+
+// Fibers for kernels with __syncthreads: a block's threads run in rounds;
+// each round resumes every fiber until its next barrier (or its end), so
+// no thread passes barrier k before all have reached it.
+const unsigned kStack = 64 * 1024;
+ucontext_t main_ctx, fib_ctx[1024];
+char* fib_stack[1024];
+bool fib_done[1024];
+unsigned fib_cur;
+const Kernel* fib_kernel;
+void** fib_params;
+
+void fiber_entry() {
+  fib_kernel->call(fib_params);
+  fib_done[fib_cur] = true;
+}  // returns to uc_link = main_ctx
+
+void run_block_fibers(unsigned nt) {
+  for (unsigned t = 0; t < nt; t++) {
+    if (!fib_stack[t]) fib_stack[t] = (char*)malloc(kStack);
+    getcontext(&fib_ctx[t]);
+    fib_ctx[t].uc_stack.ss_sp = fib_stack[t];
+    fib_ctx[t].uc_stack.ss_size = kStack;
+    fib_ctx[t].uc_link = &main_ctx;
+    makecontext(&fib_ctx[t], fiber_entry, 0);
+    fib_done[t] = false;
+  }
+  for (bool any = true; any;) {
+    any = false;
+    for (unsigned t = 0; t < nt; t++) {
+      if (fib_done[t]) continue;
+      any = true;
+      fib_cur = t;
+      threadIdx = {t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
+      swapcontext(&main_ctx, &fib_ctx[t]);
+    }
+  }
+}
+
+}  // namespace
+
+static void emu_syncthreads() { swapcontext(&fib_ctx[fib_cur], &main_ctx); }
+
+extern "C" {
+
+int cuInit(unsigned) { return 0; }
+int cuDriverGetVersion(int* v) { *v = 13000; return 0; }
+int cuDeviceGetCount(int* n) { *n = 1; return 0; }
+int cuDeviceGet(int* d, int i) { if (i != 0) return 101; *d = 0; return 0; }
+int cuDeviceGetName(char* s, int len, int) { snprintf(s, len, "ddpm CPU emulator"); return 0; }
+int cuDeviceGetAttribute(int* v, int attr, int) {
+  *v = attr == 75 ? 8 : attr == 76 ? 0 : attr == 16 ? 1 : 0;
+  return 0;
+}
+int cuDeviceTotalMem_v2(size_t* b, int) { *b = size_t(1) << 32; return 0; }
+int cuDevicePrimaryCtxRetain(void** c, int) { *c = (void*)0x1; return 0; }
+int cuDevicePrimaryCtxRelease_v2(int) { return 0; }
+int cuCtxSetCurrent(void* c) { return c == (void*)0x1 ? 0 : 201; }
+int cuCtxGetCurrent(void** c) { *c = (void*)0x1; return 0; }
+int cuMemAlloc_v2(uint64_t* p, size_t n) {
+  if (n == 0) return 1;
+  void* m = aligned_alloc(256, (n + 255) / 256 * 256);
+  if (!m) return 2;
+  memset(m, 0xff, n);  // garbage, like real device memory: callers must not assume zeroes
+  *p = (uint64_t)m;
+  return 0;
+}
+int cuMemFree_v2(uint64_t p) { free((void*)p); return 0; }
+int cuMemGetInfo_v2(size_t* f, size_t* t) { *f = *t = size_t(1) << 32; return 0; }
+int cuMemcpyHtoDAsync_v2(uint64_t d, const void* s, size_t n, void*) { memcpy((void*)d, s, n); return 0; }
+int cuMemcpyDtoHAsync_v2(void* d, uint64_t s, size_t n, void*) { memcpy(d, (void*)s, n); return 0; }
+int cuMemcpyDtoDAsync_v2(uint64_t d, uint64_t s, size_t n, void*) { memmove((void*)d, (void*)s, n); return 0; }
+int cuMemsetD32Async(uint64_t d, unsigned v, size_t n, void*) {
+  unsigned* p = (unsigned*)d;
+  for (size_t i = 0; i < n; i++) p[i] = v;
+  return 0;
+}
+int cuStreamCreate(void** s, unsigned) { *s = (void*)0x2; return 0; }
+int cuStreamDestroy_v2(void*) { return 0; }
+int cuStreamSynchronize(void* s) { return s == (void*)0x2 ? 0 : 400; }
+int cuModuleLoadDataEx(void** m, const void* img, unsigned, int*, void**) {
+  if (!img || !strstr((const char*)img, ".target sm_80")) return 218;  // CUDA_ERROR_INVALID_PTX
+  *m = (void*)0x3;
+  return 0;
+}
+int cuModuleGetFunction(void** f, void*, const char* name) {
+  for (int i = 0; i < nkernels; i++)
+    if (strcmp(kernels[i].name, name) == 0) { *f = (void*)(intptr_t)(i + 1); return 0; }
+  return 500;  // CUDA_ERROR_NOT_FOUND
+}
+int cuModuleUnload(void*) { return 0; }
+
+int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                   unsigned shmem, void* stream, void** params, void** extra) {
+  intptr_t id = (intptr_t)f - 1;
+  if (id < 0 || id >= nkernels || stream != (void*)0x2 || extra) return 1;
+  if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0 || bx * by * bz > 1024 || gy > 65535 ||
+      gz > 65535 || bz > 64 || shmem != 0)
+    return 1;  // CUDA_ERROR_INVALID_VALUE
+  const Kernel* k = &kernels[id];
+  gridDim = {gx, gy, gz};
+  blockDim = {bx, by, bz};
+  unsigned nt = bx * by * bz;
+  if (!k->sync) {
+    for (unsigned z = 0; z < gz; z++)
+      for (unsigned y = 0; y < gy; y++)
+        for (unsigned x = 0; x < gx; x++)
+          for (unsigned t = 0; t < nt; t++) {
+            blockIdx = {x, y, z};
+            threadIdx = {t % bx, (t / bx) % by, t / (bx * by)};
+            k->call(params);
+          }
+    return 0;
+  }
+  fib_kernel = k;
+  fib_params = params;
+  for (unsigned z = 0; z < gz; z++)
+    for (unsigned y = 0; y < gy; y++)
+      for (unsigned x = 0; x < gx; x++) {
+        blockIdx = {x, y, z};
+        run_block_fibers(nt);
+      }
+  return 0;
+}
+
+int cuGetErrorName(int r, const char** s) {
+  *s = r == 1 ? "CUDA_ERROR_INVALID_VALUE" : r == 2 ? "CUDA_ERROR_OUT_OF_MEMORY" : "CUDA_ERROR_EMULATED";
+  return 0;
+}
+int cuGetErrorString(int, const char** s) { *s = "emulated error"; return 0; }
+
+// ---- cuBLAS -------------------------------------------------------------------
+
+int cublasCreate_v2(void** h) { *h = (void*)0x4; return 0; }
+int cublasDestroy_v2(void*) { return 0; }
+int cublasSetStream_v2(void*, void* s) { return s == (void*)0x2 ? 0 : 7; }
+int cublasSetMathMode(void*, int m) { return (m == 0 || m == 2 || m == 3) ? 0 : 7; }
+int cublasGetVersion_v2(void*, int* v) { *v = 0; return 0; }
+
+static int sgemm1(int ta, int tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
+                  int ldb, float beta, float* C, int ldc) {
+  if (m < 0 || n < 0 || k < 0 || lda < (ta ? (k > 1 ? k : 1) : (m > 1 ? m : 1)) ||
+      ldb < (tb ? (n > 1 ? n : 1) : (k > 1 ? k : 1)) || ldc < (m > 1 ? m : 1))
+    return 7;  // CUBLAS_STATUS_INVALID_VALUE
+  for (int j = 0; j < n; j++)
+    for (int i = 0; i < m; i++) {
+      double acc = 0;
+      for (int l = 0; l < k; l++) {
+        float a = ta ? A[l + (size_t)i * lda] : A[i + (size_t)l * lda];
+        float b = tb ? B[j + (size_t)l * ldb] : B[l + (size_t)j * ldb];
+        acc += (double)a * b;
+      }
+      float* c = &C[i + (size_t)j * ldc];
+      *c = beta == 0 ? alpha * (float)acc : alpha * (float)acc + beta * *c;
+    }
+  return 0;
+}
+
+int cublasSgemm_v2(void*, int ta, int tb, int m, int n, int k, const float* alpha, const float* A, int lda,
+                   const float* B, int ldb, const float* beta, float* C, int ldc) {
+  return sgemm1(ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
+}
+
+int cublasSgemmBatched(void*, int ta, int tb, int m, int n, int k, const float* alpha, const float* const A[],
+                       int lda, const float* const B[], int ldb, const float* beta, float* const C[], int ldc,
+                       int count) {
+  for (int i = 0; i < count; i++) {
+    int r = sgemm1(ta, tb, m, n, k, *alpha, A[i], lda, B[i], ldb, *beta, C[i], ldc);
+    if (r) return r;
+  }
+  return 0;
+}
+
+}  // extern "C"
