@@ -192,3 +192,108 @@ func BenchmarkConvOneImage(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkResBlock times a whole ResNet block of the DDPM UNet (diffusers'
+// ResnetBlock2D: GroupNorm+SiLU, 3x3 conv, time-embedding projection added
+// per channel, GroupNorm+SiLU, 3x3 conv, residual add), forward alone and
+// forward+backward (every parameter and input gradient), at the CIFAR-10
+// UNet's first level (batch 4, 128 channels, 32x32, embedding 512) and the
+// small fixture UNet's (batch 16, 32 channels, 32x32, embedding 128).
+// bench/kernels/ops_torch.py times the same block in PyTorch.
+func BenchmarkResBlock(b *testing.B) {
+	c := benchCPU(b)
+	for _, s := range []struct {
+		name            string
+		n, ch, hw, temb int
+	}{{"cifar", 4, 128, 32, 512}, {"small", 16, 32, 32, 128}} {
+		rb := newResBlock(c, s.n, s.ch, s.hw, s.temb)
+		b.Run(s.name+"/fwd", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				rb.forward()
+			}
+		})
+		b.Run(s.name+"/fwd+bwd", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				rb.forward()
+				rb.backward()
+			}
+		})
+		if err := c.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// resBlock holds the buffers of one ResNet block for BenchmarkResBlock.
+type resBlock struct {
+	c                                  *CPU
+	n, ch, hw, temb                    int
+	cd                                 ConvDims
+	gd                                 GroupNormDims
+	x, temb0, out                      []float32
+	g1, be1, w1, b1, g2, be2, w2, b2   []float32
+	wt, bt                             []float32
+	h1, h2, h3, h4, h5, ts, tp         []float32
+	m1, r1, m2, r2                     []float32
+	dout, dh4, dh3, dh1, dx1, dx       []float32
+	dw1, db1, dw2, db2, dg1, dbe1, dg2 []float32
+	dbe2, dtp, dts, dwt, dbt, dtemb    []float32
+}
+
+func newResBlock(c *CPU, n, ch, hw, temb int) *resBlock {
+	r := rand.New(rand.NewPCG(6, 6))
+	sz := n * ch * hw * hw
+	nw := ch * ch * 9
+	rb := &resBlock{c: c, n: n, ch: ch, hw: hw, temb: temb,
+		cd: conv3(n, ch, hw, ch),
+		gd: GroupNormDims{N: n, C: ch, HW: hw * hw, Groups: 32, Eps: 1e-6, SiLU: true}}
+	if ch < 32 {
+		rb.gd.Groups = 8
+	}
+	rb.x, rb.temb0, rb.dout = rnd(r, sz), rnd(r, n*temb), rnd(r, sz)
+	rb.g1, rb.be1, rb.g2, rb.be2 = rnd(r, ch), rnd(r, ch), rnd(r, ch), rnd(r, ch)
+	rb.w1, rb.b1, rb.w2, rb.b2 = rnd(r, nw), rnd(r, ch), rnd(r, nw), rnd(r, ch)
+	rb.wt, rb.bt = rnd(r, ch*temb), rnd(r, ch)
+	for _, p := range []*[]float32{&rb.out, &rb.h1, &rb.h2, &rb.h3, &rb.h4, &rb.h5, &rb.dh4, &rb.dh3, &rb.dh1, &rb.dx1, &rb.dx} {
+		*p = make([]float32, sz)
+	}
+	for _, p := range []*[]float32{&rb.m1, &rb.r1, &rb.m2, &rb.r2} {
+		*p = make([]float32, n*rb.gd.Groups)
+	}
+	rb.dw1, rb.dw2 = make([]float32, nw), make([]float32, nw)
+	for _, p := range []*[]float32{&rb.db1, &rb.db2, &rb.dg1, &rb.dbe1, &rb.dg2, &rb.dbe2, &rb.bt} {
+		if *p == nil {
+			*p = make([]float32, ch)
+		}
+	}
+	rb.ts, rb.dts, rb.dtemb = make([]float32, n*temb), make([]float32, n*temb), make([]float32, n*temb)
+	rb.tp, rb.dtp = make([]float32, n*ch), make([]float32, n*ch)
+	rb.dwt, rb.dbt = make([]float32, ch*temb), make([]float32, ch)
+	return rb
+}
+
+func (rb *resBlock) forward() {
+	c, n, ch, hw2 := rb.c, rb.n, rb.ch, rb.hw*rb.hw
+	c.GroupNorm(rb.h1, rb.m1, rb.r1, rb.x, rb.g1, rb.be1, rb.gd)
+	c.Conv2D(rb.h2, rb.h1, rb.w1, rb.b1, rb.cd)
+	c.SiLU(rb.ts, rb.temb0, n*rb.temb)
+	c.Linear(rb.tp, rb.ts, rb.wt, rb.bt, n, rb.temb, ch)
+	c.AddChannelBias(rb.h3, rb.h2, rb.tp, n, ch, hw2)
+	c.GroupNorm(rb.h4, rb.m2, rb.r2, rb.h3, rb.g2, rb.be2, rb.gd)
+	c.Conv2D(rb.h5, rb.h4, rb.w2, rb.b2, rb.cd)
+	c.Add(rb.out, rb.x, rb.h5, n*ch*hw2)
+}
+
+func (rb *resBlock) backward() {
+	c, n, ch, hw2 := rb.c, rb.n, rb.ch, rb.hw*rb.hw
+	c.Conv2DBackwardData(rb.dh4, rb.dout, rb.w2, rb.cd)
+	c.Conv2DBackwardFilter(rb.dw2, rb.db2, rb.dout, rb.h4, rb.cd)
+	c.GroupNormBackward(rb.dh3, rb.dg2, rb.dbe2, rb.dh4, rb.h3, rb.m2, rb.r2, rb.g2, rb.be2, rb.gd)
+	c.ChannelSum(rb.dtp, rb.dh3, n, ch, hw2)
+	c.LinearBackward(rb.dts, rb.dwt, rb.dbt, rb.dtp, rb.ts, rb.wt, n, rb.temb, ch)
+	c.SiLUBackward(rb.dtemb, rb.dts, rb.temb0, n*rb.temb)
+	c.Conv2DBackwardData(rb.dh1, rb.dh3, rb.w1, rb.cd)
+	c.Conv2DBackwardFilter(rb.dw1, rb.db1, rb.dh3, rb.h1, rb.cd)
+	c.GroupNormBackward(rb.dx1, rb.dg1, rb.dbe1, rb.dh1, rb.x, rb.m1, rb.r1, rb.g1, rb.be1, rb.gd)
+	c.Add(rb.dx, rb.dx1, rb.dout, n*ch*hw2)
+}

@@ -39,10 +39,10 @@ for rnd in range(args.rounds):
         if len(f) == 4 and f[1] in ("fwd", "bwd_data", "bwd_filter"):
             key = ("pytorch", f[0], f[1])
             best[key] = max(best[key], float(f[3]))
-    out = subprocess.run(["nice", "go", "test", "-run", "^$", "-bench", "^Benchmark(GroupNormSiLU|Attention)$",
+    out = subprocess.run(["nice", "go", "test", "-run", "^$", "-bench", "^Benchmark(GroupNormSiLU|Attention|ResBlock)$",
                           "-benchtime", "20x", "./kernels"], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
-        m = re.match(r"^Benchmark(\w+)/(\w+)-\d+\s+\d+\s+([\d.]+) ns/op", line)
+        m = re.match(r"^Benchmark(\w+(?:/\w+)?)/([\w+]+)-\d+\s+\d+\s+([\d.]+) ns/op", line)
         if m:
             key = ("go-ops", m.group(1), m.group(2))
             ms = float(m.group(3)) / 1e6
@@ -70,8 +70,8 @@ for shape, pas in rows:
 print()
 print("| op (shape in kernels/bench_test.go) | pass | go ms | pytorch ms | speed-up go vs pytorch |")
 print("| --- | --- | --- | --- | --- |")
-for op in ("GroupNormSiLU", "Attention"):
-    for pas in ("fwd", "bwd"):
+for op in ("GroupNormSiLU", "Attention", "ResBlock/cifar", "ResBlock/small"):
+    for pas in ("fwd", "bwd", "fwd+bwd"):
         g, p = best.get(("go-ops", op, pas)), best.get(("torch-ops", op, pas))
         if g and p:
             print(f"| {op} | {pas} | {g:.3f} | {p:.3f} | {p / g:.2f} |")
