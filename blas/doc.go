@@ -17,5 +17,14 @@
 //
 // Choose an implementation once with Load ("auto", "dnnl", "openblas",
 // "gonum") and pass it down, like gonum's blas64.Use but without global
-// state.
+// state. A loaded Sgemm runs one thread per call; SetThreads raises it
+// (oneDNN: OpenMP threads, set per call on the calling OS thread; OpenBLAS:
+// process-wide). Callers that split work over goroutines themselves, as
+// package kernels does, keep 1 so that library threads and goroutines do
+// not oversubscribe the cores. Full wraps an Sgemm as a complete gonum
+// BLAS, for libraries such as Gorgonia that take one.
+//
+// Measured on the 2-core build machine (n = 1024, BenchmarkSgemm): oneDNN
+// about 230 GFLOP/s on one thread and 360-450 on two, OpenBLAS 124 and
+// 220-240, gonum 24.
 package blas

@@ -2,6 +2,7 @@ package blas
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -209,6 +210,9 @@ func (o *OpenBLAS) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []fl
 	b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if err := checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc); err != nil {
 		panic(err)
+	}
+	if max(m, n, k, lda, ldb, ldc) > math.MaxInt32 {
+		panic(fmt.Errorf("blas: OpenBLAS sgemm sizes m=%d n=%d k=%d lda=%d ldb=%d ldc=%d: must fit its 32-bit blasint", m, n, k, lda, ldb, ldc))
 	}
 	if m == 0 || n == 0 {
 		return
