@@ -28,8 +28,9 @@ type CPUOptions struct {
 	// copy of each weight buffer is then made once, kept (keyed by the
 	// buffer's address and length) and reused by Conv2D, which saves a
 	// pass over the weights per call (most of the time of a batch-1 conv
-	// at 8x8). It costs memory about the size of the conv weights, and
-	// keeps every weight buffer seen alive. Do not set it when training:
+	// at 8x8). It costs memory up to the size of the conv weights per
+	// thread (each thread's primitives keep their own copy when a batch is
+	// split over images), and keeps every weight buffer seen alive. Do not set it when training:
 	// a weight buffer changed in place is only noticed through 8 sampled
 	// values (an optimiser step changes them all), not guaranteed.
 	ConstWeights bool
