@@ -11,10 +11,11 @@ package kernels
 // With more threads than chunks, each chunk runs an OpenMP team of
 // Threads/chunks threads.
 //
-// The forward and backward-data passes split the batch over the threads,
-// or the output channels when there is one image; the backward-filter pass
-// on small outputs (at most 64 positions) splits the output channels (each
-// chunk then sees the whole batch and owns its rows of dw: no reduction).
+// The passes split the batch over the threads, or the output channels
+// when there is one image or the images are small (see planDNNL); split by
+// output channels, each chunk sees the whole batch and, in the backward
+// filter pass, owns its rows of dw (no reduction), while the backward data
+// pass sums the chunks' partial dx.
 //
 // 1x1 convolutions go to oneDNN's jit_1x1 kernels in the forward pass,
 // where they measured faster than the direct GEMM (282 against 240
@@ -47,11 +48,19 @@ func (c *CPU) planDNNL(d ConvDims, pass convPass) (dnnlPlan, bool) {
 	}
 	filter := pass == passBackwardFilter
 	p := dnnlPlan{w: max(1, min(c.threads, d.N)), omp: 1}
-	// Backward filter by output channels only for small images: measured
-	// faster at 8x8 (243 -> 339 GFLOP/s, 256 channels, batch 4), slower at
-	// 16x16 and 32x32, where reordering the strided dy chunks costs more.
-	smallImage := d.OutH()*d.OutW() <= 64
-	if c.threads > 1 && d.K >= 32 && (d.N == 1 || (filter && smallImage)) {
+	// By output channels also where image chunks would be small, as
+	// measured (256 channels, batch 4): backward filter when the output
+	// has at most 64 positions (8x8: 243 -> 339 GFLOP/s; slower at 16x16
+	// and 32x32, where reordering the strided dy chunks costs more); the
+	// other passes when the whole batch has at most 512 output positions
+	// (8x8: 344 -> 389 forward, 380 -> 406 backward data; 4x4: 217 -> 270
+	// and 240 -> 342; no gain at 8x8 with batch 16).
+	ohw := d.OutH() * d.OutW()
+	small := ohw <= 64
+	if !filter {
+		small = d.N*ohw <= 512
+	}
+	if c.threads > 1 && d.K >= 32 && (d.N == 1 || small) {
 		p = dnnlPlan{w: min(c.threads, d.K/16), byK: true}
 	}
 	// Fewer chunks than threads (many cores, small batch): each chunk gets
