@@ -39,9 +39,10 @@
 //     P v per batch item and head), split over the threads.
 //   - GroupNorm: two-pass statistics per (n, group), normalisation, affine
 //     and SiLU fused in one pass; the backward in two passes.
-//   - SiLU, softmax and the GroupNorm loops use AVX2+FMA assembly
-//     (vec_amd64.s) when the CPU has it, with plain-Go twins otherwise;
-//     the exponential is a float32 polynomial (expf), about 1 ulp.
+//   - SiLU, softmax and the GroupNorm loops use AVX-512 (vec512_amd64.s)
+//     or AVX2+FMA (vec_amd64.s) assembly when the CPU has it, with
+//     plain-Go twins otherwise; the exponential is a float32 polynomial
+//     (expf), about 1 ulp.
 //
 // For sampling and serving, CPUOptions{ConstWeights: true} keeps oneDNN's
 // reordered copy of every conv weight buffer instead of redoing it per

@@ -1,17 +1,43 @@
 package kernels
 
-// The three exponential-heavy loops, each with a plain-Go version (the
-// reference the tests compare against, and the fallback without AVX2) and
-// an AVX2 kernel for the multiple-of-8 prefix.
+// The exponential-heavy loops, each with a plain-Go version (the reference
+// the tests compare against, and the fallback without AVX2), an AVX2
+// kernel for multiples of 8 and an AVX-512 kernel for multiples of 16;
+// the ...At functions run a given level, the others the best this CPU has.
+
+// SIMD levels of the kernels below: the plain-Go twin, AVX2+FMA, AVX-512.
+const (
+	levelGo = iota
+	levelAVX2
+	levelAVX512
+)
+
+// simdLevel is the best level this CPU runs (fixed at start-up).
+var simdLevel = func() int {
+	switch {
+	case useAVX512:
+		return levelAVX512
+	case useAVX2:
+		return levelAVX2
+	}
+	return levelGo
+}()
 
 // siluAffine sets dst[i] = z*sigmoid(z), z = a*src[i] + b (dst may alias src).
-func siluAffine(dst, src []float32, a, b float32) {
+func siluAffine(dst, src []float32, a, b float32) { siluAffineAt(simdLevel, dst, src, a, b) }
+
+func siluAffineAt(level int, dst, src []float32, a, b float32) {
 	n := len(src)
 	dst = dst[:n]
 	i := 0
-	if useAVX2 && n >= 8 {
-		i = n &^ 7
-		siluAffineAVX2(&dst[0], &src[0], i, a, b)
+	if level >= levelAVX512 && n >= 16 {
+		i = n &^ 15
+		siluAffineAVX512(&dst[0], &src[0], i, a, b)
+	}
+	if level >= levelAVX2 && n-i >= 8 {
+		j := (n - i) &^ 7
+		siluAffineAVX2(&dst[i], &src[i], j, a, b)
+		i += j
 	}
 	siluAffineGo(dst[i:], src[i:], a, b)
 }
@@ -27,13 +53,23 @@ func siluAffineGo(dst, src []float32, a, b float32) {
 // z = ga*xh + be, s = sigmoid(z), and returns sum dz and sum dz*xh
 // (dz may alias dy).
 func siluBwd(dz, x, dy []float32, mu, rs, ga, be float32) (float32, float32) {
+	return siluBwdAt(simdLevel, dz, x, dy, mu, rs, ga, be)
+}
+
+func siluBwdAt(level int, dz, x, dy []float32, mu, rs, ga, be float32) (float32, float32) {
 	n := len(x)
 	dz, dy = dz[:n], dy[:n]
 	i := 0
 	var s1, s2 float32
-	if useAVX2 && n >= 8 {
-		i = n &^ 7
-		s1, s2 = siluBwdAVX2(&dz[0], &x[0], &dy[0], i, mu, rs, ga, be)
+	if level >= levelAVX512 && n >= 16 {
+		i = n &^ 15
+		s1, s2 = siluBwdAVX512(&dz[0], &x[0], &dy[0], i, mu, rs, ga, be)
+	}
+	if level >= levelAVX2 && n-i >= 8 {
+		j := (n - i) &^ 7
+		t1, t2 := siluBwdAVX2(&dz[i], &x[i], &dy[i], j, mu, rs, ga, be)
+		s1, s2 = s1+t1, s2+t2
+		i += j
 	}
 	t1, t2 := siluBwdGo(dz[i:], x[i:], dy[i:], mu, rs, ga, be)
 	return s1 + t1, s2 + t2
@@ -54,13 +90,20 @@ func siluBwdGo(dz, x, dy []float32, mu, rs, ga, be float32) (float32, float32) {
 }
 
 // expSum sets r[i] = e^(r[i]-m) (m >= every r[i]) and returns the sum.
-func expSum(r []float32, m float32) float32 {
+func expSum(r []float32, m float32) float32 { return expSumAt(simdLevel, r, m) }
+
+func expSumAt(level int, r []float32, m float32) float32 {
 	n := len(r)
 	i := 0
 	var s float32
-	if useAVX2 && n >= 8 {
-		i = n &^ 7
-		s = expSumAVX2(&r[0], i, m)
+	if level >= levelAVX512 && n >= 16 {
+		i = n &^ 15
+		s = expSumAVX512(&r[0], i, m)
+	}
+	if level >= levelAVX2 && n-i >= 8 {
+		j := (n - i) &^ 7
+		s += expSumAVX2(&r[i], j, m)
+		i += j
 	}
 	return s + expSumGo(r[i:], m)
 }

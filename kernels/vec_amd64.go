@@ -22,3 +22,15 @@ func sqDevAVX2(x *float32, n int, mu float32) float32
 
 //go:noescape
 func axbycAVX2(y, x *float32, n int, a, b, c float32)
+
+// useAVX512 says whether the AVX-512 kernels in vec512_amd64.s may run.
+var useAVX512 = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ
+
+//go:noescape
+func siluAffineAVX512(dst, src *float32, n int, a, b float32)
+
+//go:noescape
+func siluBwdAVX512(dz, x, dy *float32, n int, mu, rs, ga, be float32) (sdz, sdzx float32)
+
+//go:noescape
+func expSumAVX512(r *float32, n int, m float32) float32

@@ -17,3 +17,13 @@ func sumAVX2(x *float32, n int) float32 { panic("unreachable") }
 func sqDevAVX2(x *float32, n int, mu float32) float32 { panic("unreachable") }
 
 func axbycAVX2(y, x *float32, n int, a, b, c float32) { panic("unreachable") }
+
+const useAVX512 = false
+
+func siluAffineAVX512(dst, src *float32, n int, a, b float32) { panic("unreachable") }
+
+func siluBwdAVX512(dz, x, dy *float32, n int, mu, rs, ga, be float32) (float32, float32) {
+	panic("unreachable")
+}
+
+func expSumAVX512(r *float32, n int, m float32) float32 { panic("unreachable") }
