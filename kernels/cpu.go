@@ -14,9 +14,10 @@ type CPUOptions struct {
 	// BLAS picks the sgemm library: "auto" (default when empty: oneDNN,
 	// then OpenBLAS, then gonum), "dnnl", "openblas" or "gonum".
 	BLAS string
-	// Threads is how many cores the ops use (0 means runtime.GOMAXPROCS).
-	// The ops split work over Threads goroutines and call the BLAS with one
-	// thread each, so BLAS threads and goroutines never oversubscribe.
+	// Threads is how many cores the ops use (0 means runtime.GOMAXPROCS,
+	// negative is an error). The ops split work over Threads goroutines
+	// and call the BLAS and oneDNN with one thread each, so library
+	// threads and goroutines never oversubscribe.
 	Threads int
 	// Conv picks the convolution algorithm: "auto" (default when empty:
 	// oneDNN's convolution primitives when the BLAS is oneDNN, else
@@ -30,9 +31,10 @@ type CPUOptions struct {
 	// pass over the weights per call (most of the time of a batch-1 conv
 	// at 8x8). It costs memory up to the size of the conv weights per
 	// thread (each thread's primitives keep their own copy when a batch is
-	// split over images), and keeps every weight buffer seen alive. Do not set it when training:
-	// a weight buffer changed in place is only noticed through 8 sampled
-	// values (an optimiser step changes them all), not guaranteed.
+	// split over images), and keeps every weight buffer seen alive. Do not
+	// set it when training: a weight buffer changed in place is only
+	// noticed through 8 sampled values (an optimiser step changes them
+	// all), not guaranteed.
 	ConstWeights bool
 }
 
