@@ -31,6 +31,8 @@ build() {
 	mkdir -p "$BIN"
 	echo "gpu-check: building static binaries into $BIN (CGO_ENABLED=0)"
 	CGO_ENABLED=0 go test -c -o "$BIN/cuda.test" ./cuda
+	CGO_ENABLED=0 go test -c -o "$BIN/dev.test" ./cuda/dev
+	CGO_ENABLED=0 go test -c -o "$BIN/gexec.test" ./gexec
 	if CGO_ENABLED=0 go build -o "$BIN/ddpm" ./cmd/ddpm 2>"$BIN/ddpm-build.log"; then
 		echo "gpu-check: built $BIN/ddpm"
 	else
@@ -78,14 +80,25 @@ def read(p):
     except OSError:
         return ""
 ops = read("ops.log")
-passed = len(re.findall(r"--- PASS: TestOps\w*/", ops)) + len(re.findall(r"--- PASS: TestConvChunks/", ops))
+passed = len(re.findall(r"--- PASS: Test\w+/", ops))
 failed = len(re.findall(r"--- FAIL: Test\w+/", ops))
 skipped = "no GPU here" in ops
 worst = {}
-for test, body in re.findall(r"=== RUN   (TestOpsFP32|TestOpsTF32|TestConvChunks)\n(.*?)(?==== RUN   Test\w+\n|\Z)", ops, re.S):
+for test, body in re.findall(r"=== RUN   (TestOpsFP32|TestOpsTF32|TestConvChunks|TestGroupNormKernel1)\n(.*?)(?==== RUN   Test\w+\n|\Z)", ops, re.S):
     for e in re.findall(r"relerr (\S+)", body):
         worst[test] = max(worst.get(test, 0.0), float(e))
-go = {}
+go, lab = {}, []
+for name, rest in re.findall(r"BenchmarkLab([\w/.-]+?)(?:-\d+)?\s+\d+\s+(.*)", read("go_bench.log")):
+    m = re.search(r"([\d.]+) ms/call", rest)
+    if m:
+        lab.append((name, float(m.group(1))))
+gx, lb = read("gexec.log"), read("lab.log")
+def verdict(log, test):
+    if "--- FAIL" in log:
+        return "FAIL"
+    if "--- SKIP" in log or "no GPU" in log:
+        return "skip"
+    return "pass" if ("--- PASS: " + test) in log else "?"
 for name, rest in re.findall(r"BenchmarkGPU(\w+?)(?:-\d+)?\s+\d+\s+(.*)", read("go_bench.log")):
     m = re.search(r"([\d.]+) ms/call", rest)
     if m:
@@ -109,6 +122,8 @@ if skipped:
 else:
     print("per-op correctness: %d passed, %d failed; worst rel err %s" % (passed, failed,
           ", ".join("%s %.2g" % (k, v) for k, v in sorted(worst.items())) or "n/a"))
+print("executor vs TapeMachine on the GPU: %s; kernel lab validation: %s" % (
+    verdict(gx, "TestMatchesTapeMachineCUDA"), verdict(lb, "TestLab")))
 print()
 print("%-22s %12s %12s %14s" % ("op (batch 128)", "Go ms", "PyTorch ms", "Go speed-up"))
 for name in ["Conv3x3Fwd", "Conv3x3Bwd", "GroupNormSiLUFwd", "GroupNormSiLUBwd", "AttentionFwd", "AttentionBwd", "Launch"]:
@@ -116,6 +131,11 @@ for name in ["Conv3x3Fwd", "Conv3x3Bwd", "GroupNormSiLUFwd", "GroupNormSiLUBwd",
     fmt = lambda v: "%12.3f" % v if v is not None else "%12s" % "skip"
     ratio = "%13.2fx" % (t / g) if g and t else "%14s" % "-"
     print("%-22s %s %s %s" % (name, fmt(g), fmt(t), ratio))
+if lab:
+    print()
+    print("kernel lab (cuda/dev), batch 128:")
+    for name, ms in lab:
+        print("  %-34s %9.3f ms" % (name, ms))
 s, tr = torch.get("SampleDDIM"), torch.get("TrainStep")
 gm = read("go_model.log").strip().splitlines()
 print()
@@ -189,15 +209,24 @@ remote() {
 	fi
 
 	echo "== 2. per-op correctness (timeout 170 s)"
-	timeout 170 "$BIN/cuda.test" -test.v -test.count 1 -test.run 'TestOpsFP32|TestOpsTF32|TestConvChunks|TestNoGPUError|TestPTXKernels' \
+	timeout 170 "$BIN/cuda.test" -test.v -test.count 1 -test.run 'TestOpsFP32|TestOpsTF32|TestConvChunks|TestGroupNormKernel1|TestNoGPUError|TestPTXKernels' \
 		>"$out/ops.log" 2>&1
 	echo "exit $?" >>"$out/ops.log"
 	grep -E '^(--- |=== RUN   TestOps|ok|FAIL|PASS|exit)|no GPU|relative error|guard band|modified|gpu:' "$out/ops.log" | grep -v -- '--- PASS: TestOps.*/' | tail -40
 
-	echo "== 3. Go op timings (timeout 120 s)"
-	timeout 120 "$BIN/cuda.test" -test.run '^$' -test.bench 'GPU' -test.benchtime 20x >"$out/go_bench.log" 2>&1
+	echo "== 2b. executor vs TapeMachine on the GPU, kernel lab validation (timeout 60 s)"
+	timeout 30 "$BIN/gexec.test" -test.v -test.count 1 -test.run 'TestMatchesTapeMachineCUDA' >"$out/gexec.log" 2>&1
+	echo "exit $?" >>"$out/gexec.log"
+	(cd cuda/dev && timeout 30 "../../$BIN/dev.test" -test.v -test.count 1 -test.run 'TestLab') >"$out/lab.log" 2>&1
+	echo "exit $?" >>"$out/lab.log"
+	grep -hE '^(--- |    --- |ok|FAIL|exit)|relative error|no GPU' "$out/gexec.log" "$out/lab.log" | tail -20
+
+	echo "== 3. Go op timings and kernel lab (timeout 150 s)"
+	timeout 100 "$BIN/cuda.test" -test.run '^$' -test.bench 'GPU' -test.benchtime 20x >"$out/go_bench.log" 2>&1
 	echo "exit $?" >>"$out/go_bench.log"
-	grep -E 'Benchmark|SKIP|no GPU|FAIL|exit' "$out/go_bench.log" | head -20
+	(cd cuda/dev && timeout 50 "../../$BIN/dev.test" -test.run '^$' -test.bench 'Lab' -test.benchtime 10x) >>"$out/go_bench.log" 2>&1
+	echo "exit $?" >>"$out/go_bench.log"
+	grep -E 'Benchmark|SKIP|no GPU|FAIL|exit' "$out/go_bench.log" | head -40
 
 	echo "== 4. PyTorch op timings (timeout 90 s, $PY)"
 	timeout 90 "$PY" bench/torch_gpu.py --ops >"$out/torch_ops.jsonl" 2>"$out/torch_ops.err"

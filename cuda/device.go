@@ -20,6 +20,14 @@ type Options struct {
 	// CacheLimit bounds the bytes of freed blocks the caching allocator
 	// keeps for reuse (0 means no limit; they are released on OOM anyway).
 	CacheLimit int64
+	// ConvWorkspace bounds the im2col scratch per chunk of images in bytes
+	// (0 means 512 MiB); smaller chunks mean more, smaller GEMMs.
+	ConvWorkspace int64
+	// GroupNormKernel picks the GroupNorm kernels (the cuda/dev lab
+	// compares them): 0 automatic (2 when a group fits in 48 KiB of shared
+	// memory, else 1), 1 reads the group from global memory in each pass,
+	// 2 caches it in shared memory.
+	GroupNormKernel int
 }
 
 // kernelNames are the entry points of kernels/ops.cu, in the order of the
@@ -29,7 +37,8 @@ var kernelNames = []string{
 	"add_channel_bias", "row_sum", "add_row_bias", "col_sum", "conv_bias_grad", "knp_to_nkp", "nkp_to_knp",
 	"transpose12", "concat_ch", "split_ch", "upsample2x", "upsample2x_bwd", "im2col", "col2im",
 	"groupnorm_fwd", "groupnorm_bwd_dx", "groupnorm_bwd_affine", "fill_ptrs", "softmax_rows",
-	"softmax_bwd_rows", "embedding_fwd", "embedding_bwd", "adamw", "ema_f",
+	"softmax_bwd_rows", "embedding_fwd", "embedding_bwd", "adamw", "ema_f", "groupnorm_fwd_smem",
+	"groupnorm_bwd_dx_smem",
 }
 
 const (
@@ -65,6 +74,8 @@ const (
 	kEmbBwd
 	kAdamW
 	kEMA
+	kGNFwdSmem
+	kGNBwdDxSmem
 	numKernels
 )
 
@@ -96,6 +107,7 @@ type Device struct {
 	fn     [numKernels]uintptr
 	tf32   bool
 	convWS int64 // bytes of im2col scratch per chunk of images
+	gnKern int   // Options.GroupNormKernel
 
 	alloc allocator
 	ws    [numWS]struct {
@@ -126,6 +138,12 @@ func Open(index int, opts Options) (*Device, error) {
 	default:
 		return nil, fmt.Errorf("cuda: Options.Precision = %q: allowed are tf32, fp32", opts.Precision)
 	}
+	if opts.ConvWorkspace < 0 {
+		return nil, fmt.Errorf("cuda: Options.ConvWorkspace = %d: must be >= 0 (0 means 512 MiB)", opts.ConvWorkspace)
+	}
+	if opts.GroupNormKernel < 0 || opts.GroupNormKernel > 2 {
+		return nil, fmt.Errorf("cuda: Options.GroupNormKernel = %d: allowed are 0 (auto), 1, 2", opts.GroupNormKernel)
+	}
 	if opts.CacheLimit < 0 {
 		return nil, fmt.Errorf("cuda: Options.CacheLimit = %d: must be >= 0", opts.CacheLimit)
 	}
@@ -152,7 +170,10 @@ func Open(index int, opts Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{drv: drv, info: info, tf32: tf32, convWS: defaultConvWorkspace}
+	d := &Device{drv: drv, info: info, tf32: tf32, convWS: defaultConvWorkspace, gnKern: opts.GroupNormKernel}
+	if opts.ConvWorkspace > 0 {
+		d.convWS = opts.ConvWorkspace
+	}
 	d.alloc.limit = opts.CacheLimit
 	for i := range d.argp {
 		d.argp[i] = uintptr(unsafe.Pointer(&d.args[i]))
@@ -370,12 +391,17 @@ func ba(b bool) uint64 {
 
 // launch queues kernel k on the stream with the given grid and block.
 func (d *Device) launch(k int, gx, gy, gz, bx, by, bz int, args ...uint64) {
+	d.launchShared(k, 0, gx, gy, gz, bx, by, bz, args...)
+}
+
+// launchShared is launch with shmem bytes of dynamic shared memory.
+func (d *Device) launchShared(k, shmem int, gx, gy, gz, bx, by, bz int, args ...uint64) {
 	if d.err != nil {
 		return
 	}
 	copy(d.args[:], args)
 	r := d.drv.call(d.drv.cuLaunchKernel, d.fn[k], uintptr(gx), uintptr(gy), uintptr(gz),
-		uintptr(bx), uintptr(by), uintptr(bz), 0, d.stream, uintptr(unsafe.Pointer(&d.argp[0])), 0)
+		uintptr(bx), uintptr(by), uintptr(bz), uintptr(shmem), d.stream, uintptr(unsafe.Pointer(&d.argp[0])), 0)
 	if r != 0 {
 		d.failLocked(fmt.Errorf("cuda: launch %s grid (%d,%d,%d) block (%d,%d,%d): %w",
 			kernelNames[k], gx, gy, gz, bx, by, bz, r))

@@ -217,8 +217,28 @@ func (d *Device) GroupNorm(y, mean, rstd, x, gamma, beta Ptr, g kernels.GroupNor
 		!d.need(op, "rstd", rstd, ng) || !d.opt(op, "gamma", gamma, g.C) || !d.opt(op, "beta", beta, g.C) {
 		return
 	}
-	d.launchRows(kGNFwd, ng, pa(y), pa(mean), pa(rstd), pa(x), pa(gamma), pa(beta), ia(g.C), ia(g.HW),
-		ia(g.Groups), fa(g.Eps), ba(g.SiLU))
+	args := []uint64{pa(y), pa(mean), pa(rstd), pa(x), pa(gamma), pa(beta), ia(g.C), ia(g.HW), ia(g.Groups), fa(g.Eps), ba(g.SiLU)}
+	if sh := (g.C / g.Groups) * g.HW * 4; d.gnSmem(sh) {
+		d.launchShared(kGNFwdSmem, sh, ng, 1, 1, blockSize, 1, 1, args...)
+		return
+	}
+	d.launchRows(kGNFwd, ng, args...)
+}
+
+// maxStaticShared is the shared memory a block may use without opting in.
+const maxStaticShared = 48 << 10
+
+// gnSmem reports whether the shared-memory GroupNorm kernels (variant 2)
+// run for a group needing bytes of shared memory (plus the kernels' 1 KiB
+// reduction array).
+func (d *Device) gnSmem(bytes int) bool {
+	switch d.gnKern {
+	case 1:
+		return false
+	case 2:
+		return bytes+1024 <= maxStaticShared
+	}
+	return bytes+1024 <= maxStaticShared
 }
 
 // GroupNormBackward: dx per (n, group) block; dgamma, dbeta per channel.
@@ -238,8 +258,12 @@ func (d *Device) GroupNormBackward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, 
 		!d.opt(op, "beta", beta, g.C) || !d.opt(op, "dgamma", dgamma, g.C) || !d.opt(op, "dbeta", dbeta, g.C) {
 		return
 	}
-	d.launchRows(kGNBwdDx, ng, pa(dx), pa(dy), pa(x), pa(mean), pa(rstd), pa(gamma), pa(beta), ia(g.C),
-		ia(g.HW), ia(g.Groups), ba(g.SiLU))
+	args := []uint64{pa(dx), pa(dy), pa(x), pa(mean), pa(rstd), pa(gamma), pa(beta), ia(g.C), ia(g.HW), ia(g.Groups), ba(g.SiLU)}
+	if sh := 2 * (g.C / g.Groups) * g.HW * 4; d.gnSmem(sh) {
+		d.launchShared(kGNBwdDxSmem, sh, ng, 1, 1, blockSize, 1, 1, args...)
+	} else {
+		d.launchRows(kGNBwdDx, ng, args...)
+	}
 	if dgamma != 0 || dbeta != 0 {
 		d.launchRows(kGNBwdAffine, g.C, pa(dgamma), pa(dbeta), pa(dy), pa(x), pa(mean), pa(rstd), pa(gamma),
 			pa(beta), ia(g.N), ia(g.C), ia(g.HW), ia(g.Groups), ba(g.SiLU))

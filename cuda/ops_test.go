@@ -15,7 +15,12 @@ import (
 // no driver, GPU or cuBLAS (CI and the development machine have none).
 func openTest(t testing.TB, precision string) *Device {
 	t.Helper()
-	d, err := Open(0, Options{Precision: precision})
+	return openTestWith(t, Options{Precision: precision})
+}
+
+func openTestWith(t testing.TB, opts Options) *Device {
+	t.Helper()
+	d, err := Open(0, opts)
 	if errors.Is(err, ErrNoDriver) || errors.Is(err, ErrNoDevice) || errors.Is(err, ErrNoCUBLAS) {
 		t.Skipf("no GPU here: %v", err)
 	}
@@ -182,11 +187,17 @@ func randVec(r *rand.Rand, n int) []float32 {
 }
 
 // checkOps runs every case on d and on the CPU and compares.
-func checkOps(t *testing.T, d *Device, tf32 bool) {
+func checkOps(t *testing.T, d *Device, tf32 bool) { checkOpsMatching(t, d, tf32, "") }
+
+// checkOpsMatching runs the cases whose name starts with prefix.
+func checkOpsMatching(t *testing.T, d *Device, tf32 bool, prefix string) {
 	cpu := newCPU(t)
 	cc, gc := opCases[[]float32](), opCases[Ptr]()
 	for i := range cc {
 		c, g := cc[i], gc[i]
+		if !strings.HasPrefix(c.name, prefix) {
+			continue
+		}
 		t.Run(c.name, func(t *testing.T) {
 			if emulated && strings.Contains(c.name, "cifar") {
 				t.Skip("CIFAR-size case: too slow on the CPU emulator")
@@ -295,9 +306,13 @@ func TestOpsTF32(t *testing.T) {
 
 // TestConvChunks forces several im2col chunks per call.
 func TestConvChunks(t *testing.T) {
-	d := openTest(t, "fp32")
-	d.convWS = 1 << 14
-	checkOps(t, d, false)
+	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", ConvWorkspace: 1 << 14}), false, "Conv")
+}
+
+// TestGroupNormKernel1 checks the GroupNorm kernels that read the group
+// from global memory in each pass (the default caches it in shared memory).
+func TestGroupNormKernel1(t *testing.T) {
+	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", GroupNormKernel: 1}), false, "GroupNorm")
 }
 
 // TestCasesOnCPU runs every case through kernels.CPU twice, checking the
@@ -338,6 +353,8 @@ func TestOpenErrors(t *testing.T) {
 	}{
 		{Options{Precision: "fp16"}, `cuda: Options.Precision = "fp16": allowed are tf32, fp32`},
 		{Options{CacheLimit: -1}, "cuda: Options.CacheLimit = -1: must be >= 0"},
+		{Options{GroupNormKernel: 3}, "cuda: Options.GroupNormKernel = 3: allowed are 0 (auto), 1, 2"},
+		{Options{ConvWorkspace: -5}, "cuda: Options.ConvWorkspace = -5: must be >= 0 (0 means 512 MiB)"},
 	} {
 		_, err := Open(0, tc.opts)
 		if err == nil || err.Error() != tc.want {

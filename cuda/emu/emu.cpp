@@ -60,7 +60,8 @@ const Kernel kernels[] = {
     K(row_sum, true), K(add_row_bias, false), K(col_sum, false), K(conv_bias_grad, true),
     K(knp_to_nkp, false), K(nkp_to_knp, false), K(transpose12, true), K(concat_ch, false),
     K(split_ch, false), K(upsample2x, false), K(upsample2x_bwd, false), K(im2col, false),
-    K(col2im, false), K(groupnorm_fwd, true), K(groupnorm_bwd_dx, true), K(groupnorm_bwd_affine, true),
+    K(col2im, false), K(groupnorm_fwd, true), K(groupnorm_bwd_dx, true), K(groupnorm_fwd_smem, true),
+    K(groupnorm_bwd_dx_smem, true), K(groupnorm_bwd_affine, true),
     K(fill_ptrs, false), K(softmax_rows, true), K(softmax_bwd_rows, true), K(embedding_fwd, false),
     K(embedding_bwd, false), K(adamw, false), K(ema_f, false),
 };
@@ -162,7 +163,7 @@ int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, 
   intptr_t id = (intptr_t)f - 1;
   if (id < 0 || id >= nkernels || stream != (void*)0x2 || extra) return 1;
   if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0 || bx * by * bz > 1024 || gy > 65535 ||
-      gz > 65535 || bz > 64 || shmem != 0)
+      gz > 65535 || bz > 64 || shmem > 48 * 1024 || shmem > sizeof(float) * (1 << 14))
     return 1;  // CUDA_ERROR_INVALID_VALUE
   const Kernel* k = &kernels[id];
   gridDim = {gx, gy, gz};
