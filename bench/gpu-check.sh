@@ -137,12 +137,19 @@ if lab:
     for name, ms in lab:
         print("  %-34s %9.3f ms" % (name, ms))
 s, tr = torch.get("SampleDDIM"), torch.get("TrainStep")
-gm = read("go_model.log").strip().splitlines()
+gm = read("go_model.log")
+gsample = re.search(r"BenchmarkLabUNetSampleDDIM50\S*\s+\d+\s+.*?([\d.]+) images/s", gm)
+gfwd = re.search(r"BenchmarkLabUNetForward\S*\s+\d+\s+.*?([\d.]+) ms/call", gm)
+gerr = re.search(r"whole-UNet forward cifar10, GPU vs CPU: relative error (\S+)", gm)
 print()
-print("whole model, ddpm-cifar10, batch 128:")
-print("  PyTorch eager sampling (50 DDIM steps): %s" % ("%.1f images/s" % s["images_per_s"] if s else "skip"))
-print("  PyTorch eager train step:               %s" % ("%.1f ms" % tr["ms"] if tr else "skip"))
-print("  Go (cuda):                               %s" % (gm[-1] if gm else "skip"))
+print("whole model, ddpm-cifar10, batch 128 (Go: cuda/dev lab UNet, TF32; PyTorch eager %s):" % tinfo.get("precision", "tf32"))
+print("  Go forward, GPU vs CPU at batch 2:       %s" % ("rel err " + gerr.group(1) if gerr else ("FAIL" if "--- FAIL" in gm else "skip")))
+gs = float(gsample.group(1)) if gsample else None
+ps = s["images_per_s"] if s else None
+print("  sampling, 50 DDIM steps, images/s:       Go %s   PyTorch %s   Go/PyTorch %s" % (
+    "%.1f" % gs if gs else "skip", "%.1f" % ps if ps else "skip", "%.2fx" % (gs / ps) if gs and ps else "-"))
+print("  forward ms (Go):                         %s" % (gfwd.group(1) if gfwd else "skip"))
+print("  train step ms:                           Go n/a (lab UNet is forward-only)   PyTorch %s" % ("%.1f" % tr["ms"] if tr else "skip"))
 PYEOF
 }
 
@@ -171,20 +178,30 @@ BenchmarkGPULaunch-16        	      20	      5000 ns/op	         0.005000 ms/cal
 LOGEOF
 	printf '{"name": "torch", "version": "2.11.0"}\n{"name": "Conv3x3Fwd", "ms": 3.0}\n' >"$d/torch_ops.jsonl"
 	printf '{"name": "SampleDDIM", "ms": 1000.0, "images_per_s": 128.0}\n{"name": "TrainStep", "ms": 250.0}\n' >"$d/torch_model.jsonl"
-	echo "skip: test" >"$d/go_model.log"
+	cat >"$d/go_model.log" <<'LOGEOF'
+    unet_test.go:73: whole-UNet forward cifar10, GPU vs CPU: relative error 3.1e-07 (tolerance 1e-04)
+BenchmarkLabUNetForward-16          	       1	  40000000 ns/op	        40.00 ms/call
+BenchmarkLabUNetSampleDDIM50-16     	       1	2000000000 ns/op	      2000 ms/call	        64.00 images/s
+LOGEOF
 	table "$1" "$d" >/dev/null
 	local ok=1
 	for want in "H100" "1 passed, 1 failed" "TestOpsTF32 0.0011" "Conv3x3Fwd .* 2.000 .* 3.000 .* 1.50x" \
-		"Launch .* 0.005 .*skip" "128.0 images/s" "250.0 ms"; do
+		"Launch .* 0.005 .*skip" "Go 64.0   PyTorch 128.0   Go/PyTorch 0.50x" "PyTorch 250.0" "rel err 3.1e-07" "40.00"; do
 		grep -q -- "$want" "$d/table.txt" || { echo "gpu-check: table self-test: no line matches '$want'"; ok=0; }
 	done
 	[ $ok = 1 ] && echo "gpu-check: table self-test passed" || { cat "$d/table.txt"; return 1; }
 }
 
+# left N prints min(N, seconds left of the 470 s budget of the remote part).
+left() {
+	local l=$((470 - (SECONDS - T0)))
+	[ "$l" -lt "$1" ] && echo "$l" || echo "$1"
+}
+
 remote() {
+	T0=$SECONDS
 	local out=${OUT:-$BIN/out}/gpu-check
 	mkdir -p "$out"
-	local t0=$SECONDS
 	if [ ! -x "$BIN/cuda.test" ]; then
 		echo "gpu-check: $BIN/cuda.test missing: run 'bash bench/gpu-check.sh --build' here and carry bin/gpu" | tee "$out/summary.txt"
 		return 1
@@ -233,40 +250,39 @@ remote() {
 	echo "exit $?" >>"$out/torch_ops.err"
 	cat "$out/torch_ops.jsonl"
 
-	echo "== 5. PyTorch whole model (timeout 170 s)"
-	if [ -f bench/configs/ddpm-cifar10.json ] && [ -f bench/unet_torch.py ]; then
-		timeout 170 "$PY" bench/torch_gpu.py --model bench/configs/ddpm-cifar10.json --batch 128 --steps 50 \
-			>"$out/torch_model.jsonl" 2>"$out/torch_model.err"
-		echo "exit $?" >>"$out/torch_model.err"
-	else
-		echo '{"name": "SampleDDIM", "skip": "bench/unet_torch.py or bench/configs/ddpm-cifar10.json missing"}' >"$out/torch_model.jsonl"
-	fi
+	echo "== 5. PyTorch whole model, ddpm-cifar10, batch 128 (timeout $(left 150) s)"
+	local cfg=ddpm-cifar10
+	[ -f bench/configs/ddpm-cifar10.json ] && cfg=bench/configs/ddpm-cifar10.json
+	timeout "$(left 150)" "$PY" bench/torch_gpu.py --model "$cfg" --batch 128 --steps 50 \
+		>"$out/torch_model.jsonl" 2>"$out/torch_model.err"
+	echo "exit $?" >>"$out/torch_model.err"
 	cat "$out/torch_model.jsonl"
 
-	echo "== 6. Go whole model"
+	echo "== 6. Go whole model (cuda/dev lab UNet: GPU vs CPU at batch 2, then timings; timeout $(left 150) s)"
+	(cd cuda/dev && timeout "$(left 60)" "../../$BIN/dev.test" -test.v -test.count 1 -test.run 'TestUNet') >"$out/go_model.log" 2>&1
+	echo "exit $?" >>"$out/go_model.log"
+	(cd cuda/dev && timeout "$(left 90)" "../../$BIN/dev.test" -test.run '^$' -test.bench 'LabUNet' -test.benchtime 1x) >>"$out/go_model.log" 2>&1
+	echo "exit $?" >>"$out/go_model.log"
+	grep -E '^(--- |ok|FAIL|exit)|relative|Benchmark' "$out/go_model.log" | head -20
 	if [ -x "$BIN/ddpm" ] && "$BIN/ddpm" bench --help 2>&1 | grep -q -- '-device'; then
-		local left=$((470 - (SECONDS - t0)))
-		if [ "$left" -gt 30 ]; then
-			timeout "$left" "$BIN/ddpm" bench --device cuda --preset ddpm-cifar10 --batch 128 >"$out/go_model.log" 2>&1
-			echo "exit $?" >>"$out/go_model.log"
-			tail -20 "$out/go_model.log"
-		else
-			echo "skip: out of time budget" | tee "$out/go_model.log"
-		fi
-	else
-		echo "skip: ddpm bench has no --device flag in this build (executor not wired into the CLI)" | tee "$out/go_model.log"
+		echo "(ddpm bench has --device: running it too)"
+		timeout "$(left 60)" "$BIN/ddpm" bench --device cuda >"$out/ddpm_bench.log" 2>&1
+		echo "exit $?" >>"$out/ddpm_bench.log"
+		tail -10 "$out/ddpm_bench.log"
 	fi
 
-	echo "== 7. table ($((SECONDS - t0)) s so far)"
+	echo "== 7. table ($((SECONDS - T0)) s so far)"
 	table "$PY" "$out"
-	echo "gpu-check: remote part took $((SECONDS - t0)) s; logs in $out"
+	echo "gpu-check: remote part took $((SECONDS - T0)) s; logs in $out"
 }
 
 case "${1:-}" in
 --build) build ;;
 --remote) remote ;;
 --dry-run)
-	build && OUT=${OUT:-$BIN/dry} remote && selftest_table "$(pick_python)"
+	build && OUT=${OUT:-$BIN/dry} remote && selftest_table "$(pick_python)" &&
+		echo "gpu-check: PyTorch whole-model path on the CPU (smoke, batch 2):" &&
+		"$(pick_python)" bench/torch_gpu.py --cpu-smoke
 	;;
 *)
 	sed -n '2,30p' "$0"

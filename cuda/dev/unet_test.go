@@ -36,7 +36,7 @@ func smallConfig() UNetConfig {
 
 // checkForward compares the GPU forward with the CPU forward on the same
 // seeded weights and input.
-func checkForward(t *testing.T, cfg UNetConfig, n, size int, tol float64) {
+func checkForward(t *testing.T, name string, cfg UNetConfig, n, size int, tol float64) {
 	d := open(t, cuda.Options{Precision: "fp32"})
 	cpu, err := kernels.NewCPU(kernels.CPUOptions{})
 	if err != nil {
@@ -70,21 +70,21 @@ func checkForward(t *testing.T, cfg UNetConfig, n, size int, tol float64) {
 		t.Fatal(err)
 	}
 	e := relErr(got, want)
-	t.Logf("whole-UNet forward, GPU vs CPU: relative error %.3g (tolerance %.0e)", e, tol)
+	t.Logf("whole-UNet forward %s, GPU vs CPU: relative error %.3g (tolerance %.0e)", name, e, tol)
 	if e > tol {
 		t.Fatalf("relative error %.3g > %.0e", e, tol)
 	}
 }
 
 // TestUNetForwardSmall runs the reduced UNet on the GPU (or the emulator).
-func TestUNetForwardSmall(t *testing.T) { checkForward(t, smallConfig(), 2, 16, 1e-4) }
+func TestUNetForwardSmall(t *testing.T) { checkForward(t, "small", smallConfig(), 2, 16, 1e-4) }
 
 // TestUNetForwardCIFAR10 runs the full ddpm-cifar10 UNet at batch 2 (GPU only).
 func TestUNetForwardCIFAR10(t *testing.T) {
 	if emulated || testing.Short() {
 		t.Skip("full CIFAR-10 UNet: GPU only")
 	}
-	checkForward(t, CIFAR10(), 2, 32, 1e-4)
+	checkForward(t, "cifar10", CIFAR10(), 2, 32, 1e-4)
 }
 
 // BenchmarkLabUNetForward times one ddpm-cifar10 forward at batch 128 (TF32).
