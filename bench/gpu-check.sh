@@ -141,6 +141,8 @@ gm = read("go_model.log")
 gsample = re.search(r"BenchmarkLabUNetSampleDDIM50\S*\s+\d+\s+.*?([\d.]+) images/s", gm)
 gfwd = re.search(r"BenchmarkLabUNetForward\S*\s+\d+\s+.*?([\d.]+) ms/call", gm)
 gerr = re.search(r"whole-UNet forward cifar10, GPU vs CPU: relative error (\S+)", gm)
+terr = re.search(r"train step cifar10, GPU vs CPU: worst gradient relative error (\S+), worst parameter difference (\S+)", gm)
+gtrain = re.search(r"BenchmarkLabUNetTrainStep\S*\s+\d+\s+.*?([\d.]+) ms/call", gm)
 print()
 print("whole model, ddpm-cifar10, batch 128 (Go: cuda/dev lab UNet, TF32; PyTorch eager %s):" % tinfo.get("precision", "tf32"))
 print("  Go forward, GPU vs CPU at batch 2:       %s" % ("rel err " + gerr.group(1) if gerr else ("FAIL" if "--- FAIL" in gm else "skip")))
@@ -149,7 +151,11 @@ ps = s["images_per_s"] if s else None
 print("  sampling, 50 DDIM steps, images/s:       Go %s   PyTorch %s   Go/PyTorch %s" % (
     "%.1f" % gs if gs else "skip", "%.1f" % ps if ps else "skip", "%.2fx" % (gs / ps) if gs and ps else "-"))
 print("  forward ms (Go):                         %s" % (gfwd.group(1) if gfwd else "skip"))
-print("  train step ms:                           Go n/a (lab UNet is forward-only)   PyTorch %s" % ("%.1f" % tr["ms"] if tr else "skip"))
+print("  Go train step, GPU vs CPU at batch 2:    %s" % ("grad rel err %s, param diff %s" % terr.groups() if terr else ("FAIL" if "--- FAIL: TestTrain" in gm else "skip")))
+gt = float(gtrain.group(1)) if gtrain else None
+pt = tr["ms"] if tr else None
+print("  train step ms (fwd+bwd+AdamW):           Go %s   PyTorch %s   PyTorch/Go %s" % (
+    "%.1f" % gt if gt else "skip", "%.1f" % pt if pt else "skip", "%.2fx" % (pt / gt) if gt and pt else "-"))
 PYEOF
 }
 
@@ -182,11 +188,13 @@ LOGEOF
     unet_test.go:73: whole-UNet forward cifar10, GPU vs CPU: relative error 3.1e-07 (tolerance 1e-04)
 BenchmarkLabUNetForward-16          	       1	  40000000 ns/op	        40.00 ms/call
 BenchmarkLabUNetSampleDDIM50-16     	       1	2000000000 ns/op	      2000 ms/call	        64.00 images/s
+BenchmarkLabUNetTrainStep-16        	       1	 500000000 ns/op	       500.0 ms/call
+    unet_train_test.go:147: train step cifar10, GPU vs CPU: worst gradient relative error 2e-06, worst parameter difference 9e-05
 LOGEOF
 	table "$1" "$d" >/dev/null
 	local ok=1
 	for want in "H100" "1 passed, 1 failed" "TestOpsTF32 0.0011" "Conv3x3Fwd .* 2.000 .* 3.000 .* 1.50x" \
-		"Launch .* 0.005 .*skip" "Go 64.0   PyTorch 128.0   Go/PyTorch 0.50x" "PyTorch 250.0" "rel err 3.1e-07" "40.00"; do
+		"Launch .* 0.005 .*skip" "Go 64.0   PyTorch 128.0   Go/PyTorch 0.50x" "PyTorch 250.0" "rel err 3.1e-07" "40.00" "Go 500.0   PyTorch 250.0   PyTorch/Go 0.50x" "grad rel err 2e-06, param diff 9e-05"; do
 		grep -q -- "$want" "$d/table.txt" || { echo "gpu-check: table self-test: no line matches '$want'"; ok=0; }
 	done
 	[ $ok = 1 ] && echo "gpu-check: table self-test passed" || { cat "$d/table.txt"; return 1; }
@@ -259,7 +267,7 @@ remote() {
 	cat "$out/torch_model.jsonl"
 
 	echo "== 6. Go whole model (cuda/dev lab UNet: GPU vs CPU at batch 2, then timings; timeout $(left 150) s)"
-	(cd cuda/dev && timeout "$(left 60)" "../../$BIN/dev.test" -test.v -test.count 1 -test.run 'TestUNet') >"$out/go_model.log" 2>&1
+	(cd cuda/dev && timeout "$(left 60)" "../../$BIN/dev.test" -test.v -test.count 1 -test.run 'TestUNet|TestTrain') >"$out/go_model.log" 2>&1
 	echo "exit $?" >>"$out/go_model.log"
 	(cd cuda/dev && timeout "$(left 90)" "../../$BIN/dev.test" -test.run '^$' -test.bench 'LabUNet' -test.benchtime 1x) >>"$out/go_model.log" 2>&1
 	echo "exit $?" >>"$out/go_model.log"

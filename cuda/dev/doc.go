@@ -10,6 +10,14 @@
 //     default) and 2 GiB of column workspace, i.e. a few large GEMMs or
 //     many smaller ones.
 //
+//   - The whole network: a UNet2DModel (diffusers semantics and parameter
+//     names) written directly on kernels.Ops, forward (checked against the
+//     diffusers fixture to 1e-6 on CPU and GPU) and a training step (a
+//     tape of backward closures, MSE, AdamW; gradients checked by finite
+//     differences), so the backend can be timed on the ddpm-cifar10 UNet
+//     (35,746,307 parameters) at batch 128: 50-step DDIM sampling and a
+//     training step, beside bench/torch_gpu.py's PyTorch eager twin.
+//
 // Run on a GPU machine with
 //
 //	go test -c -o dev.test ./cuda/dev && ./dev.test -test.run Lab -test.bench Lab -test.benchtime 10x
