@@ -6,6 +6,7 @@
 //   - GroupNorm(+SiLU) forward and backward: variant 1 reads the group
 //     from global memory in every pass; variant 2 (the default when a group
 //     fits in 48 KiB) caches it in shared memory and reads it once.
+//
 //   - Conv2D forward and backward: im2col + GEMM with 64 MiB, 512 MiB (the
 //     default) and 2 GiB of column workspace, i.e. a few large GEMMs or
 //     many smaller ones.
