@@ -38,7 +38,7 @@ var kernelNames = []string{
 	"transpose12", "concat_ch", "split_ch", "upsample2x", "upsample2x_bwd", "im2col", "col2im",
 	"groupnorm_fwd", "groupnorm_bwd_dx", "groupnorm_bwd_affine", "fill_ptrs", "softmax_rows",
 	"softmax_bwd_rows", "embedding_fwd", "embedding_bwd", "adamw", "ema_f", "groupnorm_fwd_smem",
-	"groupnorm_bwd_dx_smem",
+	"groupnorm_bwd_dx_smem", "col_sum_partial",
 }
 
 const (
@@ -76,6 +76,7 @@ const (
 	kEMA
 	kGNFwdSmem
 	kGNBwdDxSmem
+	kColSumPartial
 	numKernels
 )
 
@@ -85,6 +86,7 @@ const (
 	wsTmp         // GEMM output in (K, N, P) / attention dP
 	wsPtr         // cublasSgemmBatched pointer tables
 	wsMisc        // ids, reduction partials
+	wsRed         // column-sum partials
 	numWS
 )
 
@@ -315,7 +317,8 @@ func (d *Device) Sync() error {
 }
 
 // Close waits for queued work and frees every buffer, the cuBLAS handle,
-// the stream and the context reference. The Device is unusable afterwards.
+// the stream and the module (the device's primary context stays retained
+// until the process exits). The Device is unusable afterwards.
 func (d *Device) Close() error {
 	d.mu.Lock()
 	runtime.LockOSThread()
@@ -348,10 +351,11 @@ func (d *Device) release() {
 		d.drv.call(d.drv.cuStreamDestroy, d.stream)
 		d.stream = 0
 	}
-	if d.ctx != 0 {
-		d.drv.call(d.drv.cuDevicePrimaryCtxRelease, uintptr(d.dev))
-		d.ctx = 0
-	}
+	// The primary context stays retained: it is process-wide and shared
+	// with cuBLAS's runtime, and destroying it (the last release) while the
+	// runtime inside libcublas still refers to it breaks the next Open.
+	// The driver releases it at process exit.
+	d.ctx = 0
 }
 
 // scratch returns slot i grown to at least bytes (contents undefined).

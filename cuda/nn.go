@@ -180,8 +180,30 @@ func (d *Device) LinearBackward(dx, dw, db, dy, x, w Ptr, m, in, out int) {
 		d.blasErr(op, d.blas.gemmRM(true, false, out, in, m, &d.blas.one, dy, out, x, in, &d.blas.zero, dw, in))
 	}
 	if db != 0 {
-		d.launch1D(kColSum, out, pa(db), pa(dy), ia(m), ia(out))
+		d.colSum(db, dy, m, out)
 	}
+}
+
+// colSum sets db[o] = sum_m dy[m, o]. Many rows (attention projections
+// have batch*tokens of them) are summed in two stages so that more than
+// one block's worth of threads works on it.
+func (d *Device) colSum(db, dy Ptr, rows, cols int) {
+	const chunk = 256
+	if rows <= 2*chunk {
+		d.launch1D(kColSum, cols, pa(db), pa(dy), ia(rows), ia(cols))
+		return
+	}
+	chunks := (rows + chunk - 1) / chunk
+	if chunks > 65535 {
+		d.launch1D(kColSum, cols, pa(db), pa(dy), ia(rows), ia(cols))
+		return
+	}
+	part, ok := d.scratch(wsRed, int64(chunks*cols)*4)
+	if !ok {
+		return
+	}
+	d.launch(kColSumPartial, (cols+blockSize-1)/blockSize, chunks, 1, blockSize, 1, 1, pa(part), pa(dy), ia(rows), ia(cols), ia(chunk))
+	d.launch1D(kColSum, cols, pa(db), pa(part), ia(chunks), ia(cols))
 }
 
 func (d *Device) gnCheck(op string, g kernels.GroupNormDims) bool {

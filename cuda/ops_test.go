@@ -140,6 +140,10 @@ func opCases[B any]() []opCase[B] {
 			run: func(o kernels.Ops[B], out, in []B) {
 				o.LinearBackward(out[0], out[1], out[2], in[0], in[1], in[2], 7, 33, 19)
 			}},
+		{name: "LinearBackward/many-rows", ins: []int{1500 * 19, 1500 * 8, 19 * 8}, outs: []int{1500 * 8, 19 * 8, 19}, gemm: true,
+			run: func(o kernels.Ops[B], out, in []B) {
+				o.LinearBackward(out[0], out[1], out[2], in[0], in[1], in[2], 1500, 8, 19)
+			}},
 	}
 	cs = append(cs, conv("3x3", kernels.ConvDims{N: 3, C: 5, H: 9, W: 11, K: 7, R: 3, S: 3, StrideH: 1, StrideW: 1,
 		PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1})...)

@@ -208,7 +208,16 @@ type act[B any] struct {
 }
 
 func (u *UNet[B]) alloc(n, c, h, w int) act[B] {
-	return act[B]{b: u.ops.Alloc(n * c * h * w), n: n, c: c, h: h, w: w}
+	return act[B]{b: u.uninit(n * c * h * w), n: n, c: c, h: h, w: w}
+}
+
+// uninit allocates a buffer that will be fully overwritten: without the
+// zeroing pass when the backend offers that (cuda.Device.AllocUninit).
+func (u *UNet[B]) uninit(n int) B {
+	if a, ok := u.ops.(interface{ AllocUninit(int) B }); ok {
+		return a.AllocUninit(n)
+	}
+	return u.ops.Alloc(n)
 }
 
 func (u *UNet[B]) free(a act[B]) { u.ops.Free(a.b) }

@@ -61,7 +61,7 @@ const Kernel kernels[] = {
     K(knp_to_nkp, false), K(nkp_to_knp, false), K(transpose12, true), K(concat_ch, false),
     K(split_ch, false), K(upsample2x, false), K(upsample2x_bwd, false), K(im2col, false),
     K(col2im, false), K(groupnorm_fwd, true), K(groupnorm_bwd_dx, true), K(groupnorm_fwd_smem, true),
-    K(groupnorm_bwd_dx_smem, true), K(groupnorm_bwd_affine, true),
+    K(groupnorm_bwd_dx_smem, true), K(col_sum_partial, false), K(groupnorm_bwd_affine, true),
     K(fill_ptrs, false), K(softmax_rows, true), K(softmax_bwd_rows, true), K(embedding_fwd, false),
     K(embedding_bwd, false), K(adamw, false), K(ema_f, false),
 };

@@ -172,6 +172,19 @@ extern "C" __global__ void col_sum(float* db, const float* dy, int rows, int col
   }
 }
 
+// Stage 1 of a column sum over many rows: partial[blockIdx.y, o] = sum of
+// dy[m, o] over rows m in chunk blockIdx.y (rows_per_chunk rows).
+// Grid (ceil(cols/BLOCK), chunks); col_sum then adds the partials.
+extern "C" __global__ void col_sum_partial(float* partial, const float* dy, int rows, int cols, int rows_per_chunk) {
+  int o = blockIdx.x * blockDim.x + threadIdx.x;
+  if (o >= cols) return;
+  int m0 = blockIdx.y * rows_per_chunk, m1 = m0 + rows_per_chunk;
+  if (m1 > rows) m1 = rows;
+  float acc = 0.0f;
+  for (int m = m0; m < m1; m++) acc += dy[(long long)m * cols + o];
+  partial[(long long)blockIdx.y * cols + o] = acc;
+}
+
 // db[k] = sum_{n,p} dy[n, k, p]; one block per k.
 extern "C" __global__ void conv_bias_grad(float* db, const float* dy, int n, int k, int p) {
   __shared__ float sh[BLOCK];
