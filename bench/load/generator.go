@@ -9,6 +9,9 @@ import (
 // generator returns the Generator that ddpm serve runs for o, for the
 // direct call, and a function releasing it.
 func generator(o options) (server.Generator, func(), error) {
+	if o.lab {
+		return labGenerator()
+	}
 	if o.fake {
 		f := server.NewFakeGenerator(32, 3, nil)
 		f.StepDelay, f.ImageDelay = o.fakeStep, o.fakeImage

@@ -37,6 +37,7 @@ type options struct {
 	bin        string
 	model      string
 	fake       bool
+	lab        bool
 	fakeStep   time.Duration
 	fakeImage  time.Duration
 	steps      int
@@ -55,6 +56,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "", "path of the ddpm binary (required)")
 	flag.StringVar(&o.model, "model", "", "model path passed to ddpm serve (empty: the embedded default)")
 	flag.BoolVar(&o.fake, "fake", false, "serve the TEST-ONLY fake generator instead of a model")
+	flag.BoolVar(&o.lab, "lab", false, "serve the shared fixture UNet through the kernel lab's UNet, in this process (no -bin needed)")
 	flag.DurationVar(&o.fakeStep, "fake-step-delay", 10*time.Millisecond, "fake cost per batch step")
 	flag.DurationVar(&o.fakeImage, "fake-image-delay", 2*time.Millisecond, "fake cost per image per step")
 	flag.IntVar(&o.steps, "steps", 10, "denoising steps per request")
@@ -73,7 +75,7 @@ func main() {
 		}
 		o.conc = append(o.conc, c)
 	}
-	if o.bin == "" {
+	if o.bin == "" && !o.lab {
 		fatalf("-bin is required (run.sh builds it)")
 	}
 	if _, err := exec.LookPath("hey"); err != nil {
@@ -101,7 +103,12 @@ type result struct {
 
 func run(o options) error {
 	body := fmt.Sprintf(`{"steps":%d,"sampler":%q}`, o.steps, o.sampler)
-	direct, info, err := directBatch(o)
+	gen, closeGen, err := generator(o)
+	if err != nil {
+		return err
+	}
+	defer closeGen()
+	direct, info, err := directBatch(o, gen)
 	if err != nil {
 		return fmt.Errorf("direct call: %w", err)
 	}
@@ -114,7 +121,13 @@ func run(o options) error {
 	bad := 0
 	best := 0.0
 	for _, m := range modes {
-		base, stop, err := startServer(o, m.batch)
+		var base string
+		var stop func() error
+		if o.lab {
+			base, stop, err = startInProcess(gen, m.batch)
+		} else {
+			base, stop, err = startServer(o, m.batch)
+		}
 		if err != nil {
 			return err
 		}
@@ -156,6 +169,11 @@ func run(o options) error {
 		fmt.Println(r)
 	}
 	fmt.Printf("\ndirect Generate call, batch %d, no HTTP: %.2f images/s\n", o.maxBatch, direct)
+	if labSample != nil && o.sampler == "ddim" {
+		if v, err := labSample(o.maxBatch, o.steps, o.directReps); err == nil {
+			fmt.Printf("plain diffusion.Sample of %d images (one seed per batch): %.2f images/s\n", o.maxBatch, v)
+		}
+	}
 	fmt.Printf("best served images/s with batching / direct: %.2f (target >= 0.8)\n", best/direct)
 	if bad > 0 {
 		return fmt.Errorf("%d answers were 5xx or failed", bad)
@@ -164,12 +182,7 @@ func run(o options) error {
 }
 
 // directBatch times o.directReps calls of Generate with o.maxBatch items.
-func directBatch(o options) (float64, server.ModelInfo, error) {
-	gen, closeGen, err := generator(o)
-	if err != nil {
-		return 0, server.ModelInfo{}, err
-	}
-	defer closeGen()
+func directBatch(o options, gen server.Generator) (float64, server.ModelInfo, error) {
 	info := gen.Info()
 	set := server.Settings{Steps: o.steps, Sampler: o.sampler, Guidance: info.DefaultGuidance}
 	items := make([]server.Item, o.maxBatch)
