@@ -35,6 +35,21 @@ func (d *Device) convScratch(dd kernels.ConvDims, nb int) (col, tmp Ptr, ok bool
 	return col, tmp, ok
 }
 
+// launchRowsP queues a row kernel (ROW_LOOP in ops.cu) over rows rows of
+// p positions: grid (ceil(p/blockSize), min(rows, 65535)).
+func (d *Device) launchRowsP(k, rows, p int, args ...uint64) {
+	if rows <= 0 || p <= 0 {
+		return
+	}
+	d.launch(k, (p+blockSize-1)/blockSize, min(rows, 65535), 1, blockSize, 1, 1, args...)
+}
+
+// im2colRows queues im2col for images n0..n0+nb-1 into col (C*R*S, nb, P).
+func (d *Device) im2colRows(col, x Ptr, n0, nb int, dd kernels.ConvDims) {
+	d.launchRowsP(kIm2col, dd.C*dd.R*dd.S*nb, dd.OutH()*dd.OutW(), pa(col), pa(x), ia(n0), ia(nb), ia(dd.C), ia(dd.H),
+		ia(dd.W), ia(dd.R), ia(dd.S), ia(dd.StrideH), ia(dd.StrideW), ia(dd.PadTop), ia(dd.PadLeft), ia(dd.OutH()), ia(dd.OutW()))
+}
+
 func (d *Device) im2col(kind int, buf, x Ptr, n0, nb int, dd kernels.ConvDims, total int) {
 	d.launch1D(kind, total, pa(buf), pa(x), ia(n0), ia(nb), ia(dd.C), ia(dd.H), ia(dd.W), ia(dd.R), ia(dd.S),
 		ia(dd.StrideH), ia(dd.StrideW), ia(dd.PadTop), ia(dd.PadLeft), ia(dd.OutH()), ia(dd.OutW()))
@@ -65,9 +80,9 @@ func (d *Device) Conv2D(y, x, w, b Ptr, dd kernels.ConvDims) {
 	}
 	for n0 := 0; n0 < dd.N; n0 += nbMax {
 		nb := min(nbMax, dd.N-n0)
-		d.im2col(kIm2col, col, x, n0, nb, dd, crs*nb*p)
+		d.im2colRows(col, x, n0, nb, dd)
 		d.blasErr(op, d.blas.gemmRM(false, false, dd.K, nb*p, crs, &d.blas.one, w, crs, col, nb*p, &d.blas.zero, tmp, nb*p))
-		d.launch1D(kKNPtoNKP, nb*dd.K*p, pa(y+Ptr(n0*dd.K*p*4)), pa(tmp), pa(b), ia(nb), ia(dd.K), ia(p))
+		d.launchRowsP(kKNPtoNKP, nb*dd.K, p, pa(y+Ptr(n0*dd.K*p*4)), pa(tmp), pa(b), ia(nb), ia(dd.K), ia(p))
 	}
 }
 
@@ -94,7 +109,7 @@ func (d *Device) Conv2DBackwardData(dx, dy, w Ptr, dd kernels.ConvDims) {
 	}
 	for n0 := 0; n0 < dd.N; n0 += nbMax {
 		nb := min(nbMax, dd.N-n0)
-		d.launch1D(kNKPtoKNP, nb*dd.K*p, pa(tmp), pa(dy+Ptr(n0*dd.K*p*4)), ia(nb), ia(dd.K), ia(p))
+		d.launchRowsP(kNKPtoKNP, nb*dd.K, p, pa(tmp), pa(dy+Ptr(n0*dd.K*p*4)), ia(nb), ia(dd.K), ia(p))
 		d.blasErr(op, d.blas.gemmRM(true, false, crs, nb*p, dd.K, &d.blas.one, w, crs, tmp, nb*p, &d.blas.zero, col, nb*p))
 		d.im2col(kCol2im, dx, col, n0, nb, dd, nb*dd.C*dd.H*dd.W)
 	}
@@ -124,8 +139,8 @@ func (d *Device) Conv2DBackwardFilter(dw, db, dy, x Ptr, dd kernels.ConvDims) {
 	}
 	for n0 := 0; n0 < dd.N; n0 += nbMax {
 		nb := min(nbMax, dd.N-n0)
-		d.im2col(kIm2col, col, x, n0, nb, dd, crs*nb*p)
-		d.launch1D(kNKPtoKNP, nb*dd.K*p, pa(tmp), pa(dy+Ptr(n0*dd.K*p*4)), ia(nb), ia(dd.K), ia(p))
+		d.im2colRows(col, x, n0, nb, dd)
+		d.launchRowsP(kNKPtoKNP, nb*dd.K, p, pa(tmp), pa(dy+Ptr(n0*dd.K*p*4)), ia(nb), ia(dd.K), ia(p))
 		beta := &d.blas.one
 		if n0 == 0 {
 			beta = &d.blas.zero

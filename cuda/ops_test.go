@@ -149,6 +149,9 @@ func opCases[B any]() []opCase[B] {
 		PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1})...)
 	cs = append(cs, conv("down", kernels.ConvDims{N: 2, C: 4, H: 8, W: 8, K: 4, R: 3, S: 3, StrideH: 2, StrideW: 2,
 		PadBottom: 1, PadRight: 1})...)
+	// More than 65535 im2col rows (C*R*S*N): the row kernels' grid-row loop.
+	cs = append(cs, conv("manyrows", kernels.ConvDims{N: 120, C: 64, H: 4, W: 4, K: 8, R: 3, S: 3, StrideH: 1, StrideW: 1,
+		PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1})...)
 	cs = append(cs, conv("1x1", kernels.ConvDims{N: 4, C: 6, H: 5, W: 5, K: 3, R: 1, S: 1, StrideH: 1, StrideW: 1})...)
 	cs = append(cs, conv("cifar", kernels.ConvDims{N: 4, C: 128, H: 32, W: 32, K: 128, R: 3, S: 3, StrideH: 1, StrideW: 1,
 		PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1})...)

@@ -201,22 +201,30 @@ extern "C" __global__ void conv_bias_grad(float* db, const float* dy, int n, int
 // ---- layout ----------------------------------------------------------------
 
 // (K, N, P) -> (N, K, P), adding bias[k] when bias is not null.
+// Row kernels: grid (ceil(p/BLOCK), min(rows, 65535)); each block walks
+// rows blockIdx.y, + gridDim.y, ... and covers p positions of each, so the
+// row decoding (divisions) happens once per row, not once per element, and
+// both sides of the copy are contiguous in p.
+#define ROW_LOOP(row, rows) for (int row = blockIdx.y; row < (rows); row += gridDim.y)
+
 extern "C" __global__ void knp_to_nkp(float* y, const float* t, const float* bias, int n, int k, int p) {
-  int total = n * k * p;
-  GRID_STRIDE(i, total) {
-    int pp = i % p, r = i / p, kk = r % k, b = r / k;
+  int pp = blockIdx.x * blockDim.x + threadIdx.x;
+  if (pp >= p) return;
+  ROW_LOOP(row, n * k) {
+    int kk = row % k, b = row / k;
     float v = t[((long long)kk * n + b) * p + pp];
     if (bias) v += bias[kk];
-    y[i] = v;
+    y[(long long)row * p + pp] = v;
   }
 }
 
 // (N, K, P) -> (K, N, P).
 extern "C" __global__ void nkp_to_knp(float* t, const float* y, int n, int k, int p) {
-  int total = n * k * p;
-  GRID_STRIDE(i, total) {
-    int pp = i % p, r = i / p, b = r % n, kk = r / n;
-    t[i] = y[((long long)b * k + kk) * p + pp];
+  int pp = blockIdx.x * blockDim.x + threadIdx.x;
+  if (pp >= p) return;
+  ROW_LOOP(row, n * k) {
+    int b = row % n, kk = row / n;
+    t[(long long)row * p + pp] = y[((long long)b * k + kk) * p + pp];
   }
 }
 
@@ -284,15 +292,17 @@ extern "C" __global__ void upsample2x_bwd(float* dx, const float* dy, int nc, in
 // col[(c,r,s), b, (oh,ow)] = x[n0+b, c, oh*sh - pt + r, ow*sw - pl + s] or 0.
 extern "C" __global__ void im2col(float* col, const float* x, int n0, int nb, int c, int h, int w,
                                   int r, int s, int sh, int sw, int pt, int pl, int oh, int ow) {
-  int p = oh * ow, total = c * r * s * nb * p;
-  GRID_STRIDE(i, total) {
-    int pp = i % p, t = i / p, b = t % nb, crs = t / nb;
+  int p = oh * ow;
+  int pp = blockIdx.x * blockDim.x + threadIdx.x;
+  if (pp >= p) return;
+  int oy = pp / ow, ox = pp - oy * ow;
+  ROW_LOOP(row, c * r * s * nb) {  // row = (c, r, s) * nb + b, a grid-row launch
+    int b = row % nb, crs = row / nb;
     int ss = crs % s, rr = (crs / s) % r, cc = crs / (r * s);
-    int oy = pp / ow, ox = pp % ow;
     int iy = oy * sh - pt + rr, ix = ox * sw - pl + ss;
     float v = 0.0f;
     if (iy >= 0 && iy < h && ix >= 0 && ix < w) v = x[(((long long)(n0 + b) * c + cc) * h + iy) * w + ix];
-    col[i] = v;
+    col[(long long)row * p + pp] = v;
   }
 }
 
