@@ -305,9 +305,6 @@ func TestOpsFP32(t *testing.T) {
 
 // TestOpsTF32 repeats the comparison with TF32 GEMMs (under 3e-3).
 func TestOpsTF32(t *testing.T) {
-	if emulated {
-		t.Skip("the CPU emulator has no TF32 (TestOpsFP32 covers the code paths)")
-	}
 	checkOps(t, openTest(t, "tf32"), true)
 }
 

@@ -199,13 +199,33 @@ int cuGetErrorString(int, const char** s) { *s = "emulated error"; return 0; }
 
 // ---- cuBLAS -------------------------------------------------------------------
 
-int cublasCreate_v2(void** h) { *h = (void*)0x4; return 0; }
-int cublasDestroy_v2(void*) { return 0; }
+// The handle is a small struct; math mode 3 (CUBLAS_TF32_TENSOR_OP_MATH)
+// rounds the GEMM inputs to TF32 (10 mantissa bits, round to nearest) as
+// the tensor cores do, so TF32 tolerances are checked here too.
+struct EmuBlas {
+  int math;
+};
+int cublasCreate_v2(void** h) { *h = calloc(1, sizeof(EmuBlas)); return 0; }
+int cublasDestroy_v2(void* h) { free(h); return 0; }
 int cublasSetStream_v2(void*, void* s) { return s == (void*)0x2 ? 0 : 7; }
-int cublasSetMathMode(void*, int m) { return (m == 0 || m == 2 || m == 3) ? 0 : 7; }
+int cublasSetMathMode(void* h, int m) {
+  if (m != 0 && m != 2 && m != 3) return 7;
+  ((EmuBlas*)h)->math = m;
+  return 0;
+}
+
+static float tf32(float v) {
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u) return v;  // inf, nan
+  u += 0x1000u;                                     // round to nearest on the 13 dropped bits
+  u &= 0xffffe000u;
+  memcpy(&v, &u, 4);
+  return v;
+}
 int cublasGetVersion_v2(void*, int* v) { *v = 0; return 0; }
 
-static int sgemm1(int ta, int tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
+static int sgemm1(bool t32, int ta, int tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
                   int ldb, float beta, float* C, int ldc) {
   if (m < 0 || n < 0 || k < 0 || lda < (ta ? (k > 1 ? k : 1) : (m > 1 ? m : 1)) ||
       ldb < (tb ? (n > 1 ? n : 1) : (k > 1 ? k : 1)) || ldc < (m > 1 ? m : 1))
@@ -216,6 +236,7 @@ static int sgemm1(int ta, int tb, int m, int n, int k, float alpha, const float*
       for (int l = 0; l < k; l++) {
         float a = ta ? A[l + (size_t)i * lda] : A[i + (size_t)l * lda];
         float b = tb ? B[j + (size_t)l * ldb] : B[l + (size_t)j * ldb];
+        if (t32) a = tf32(a), b = tf32(b);
         acc += (double)a * b;
       }
       float* c = &C[i + (size_t)j * ldc];
@@ -224,16 +245,16 @@ static int sgemm1(int ta, int tb, int m, int n, int k, float alpha, const float*
   return 0;
 }
 
-int cublasSgemm_v2(void*, int ta, int tb, int m, int n, int k, const float* alpha, const float* A, int lda,
+int cublasSgemm_v2(void* h, int ta, int tb, int m, int n, int k, const float* alpha, const float* A, int lda,
                    const float* B, int ldb, const float* beta, float* C, int ldc) {
-  return sgemm1(ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
+  return sgemm1(((EmuBlas*)h)->math == 3, ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
 }
 
-int cublasSgemmBatched(void*, int ta, int tb, int m, int n, int k, const float* alpha, const float* const A[],
+int cublasSgemmBatched(void* h, int ta, int tb, int m, int n, int k, const float* alpha, const float* const A[],
                        int lda, const float* const B[], int ldb, const float* beta, float* const C[], int ldc,
                        int count) {
   for (int i = 0; i < count; i++) {
-    int r = sgemm1(ta, tb, m, n, k, *alpha, A[i], lda, B[i], ldb, *beta, C[i], ldc);
+    int r = sgemm1(((EmuBlas*)h)->math == 3, ta, tb, m, n, k, *alpha, A[i], lda, B[i], ldb, *beta, C[i], ldc);
     if (r) return r;
   }
   return 0;
