@@ -240,6 +240,11 @@ remote() {
 		echo "cuBLAS dirs: $dirs" | tee -a "$out/info.txt"
 	fi
 
+	if [ -x "$BIN/ddpm" ]; then
+		echo "== 1b. ddpm devices --device cuda --check"
+		timeout 60 "$BIN/ddpm" devices --device cuda --check 2>&1 | tee "$out/devices.txt"
+	fi
+
 	echo "== 2. per-op correctness (timeout 170 s)"
 	timeout 170 "$BIN/cuda.test" -test.v -test.count 1 -test.run 'TestOpsFP32|TestOpsTF32|TestConvChunks|TestGroupNormKernel1|TestNoGPUError|TestPTXKernels' \
 		>"$out/ops.log" 2>&1

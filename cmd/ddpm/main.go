@@ -30,6 +30,7 @@ type command struct {
 // commands lists the subcommands; each lives in its own file.
 func commands() map[string]command {
 	return map[string]command{
+		"devices":  {"list GPUs and show which device --device picks", runDevices},
 		"inspect":  {"show what a weights file, checkpoint or diffusers folder holds", runInspect},
 		"schedule": {"print or plot a noise schedule", runSchedule},
 		"serve":    {"serve a model over HTTP (OpenAI Images API, jobs, metrics, web page)", runServe},
