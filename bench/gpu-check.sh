@@ -145,24 +145,29 @@ if lab:
         print("  %-34s %9.3f ms" % (name, ms))
 s, tr = torch.get("SampleDDIM"), torch.get("TrainStep")
 gm = read("go_model.log")
-gsample = re.search(r"BenchmarkLabUNetSampleDDIM50\S*\s+\d+\s+.*?([\d.]+) images/s", gm)
-gfwd = re.search(r"BenchmarkLabUNetForward\S*\s+\d+\s+.*?([\d.]+) ms/call", gm)
+def variants(bench, unit):
+    out = {}
+    for v, val in re.findall(r"Benchmark%s(?:/(\w+))?(?:-\d+)?\s+\d+\s+.*?([\d.]+) %s" % (bench, unit), gm):
+        out.setdefault(v or "fixed", float(val))
+    return out
+gsample, gfwd, gtrain = variants("LabUNetSampleDDIM50", "images/s"), variants("LabUNetForward", "ms/call"), variants("LabUNetTrainStep", "ms/call")
 gerr = re.search(r"whole-UNet forward cifar10, GPU vs CPU: relative error (\S+)", gm)
 terr = re.search(r"train step cifar10, GPU vs CPU: worst gradient relative error (\S+), worst parameter difference (\S+)", gm)
-gtrain = re.search(r"BenchmarkLabUNetTrainStep\S*\s+\d+\s+.*?([\d.]+) ms/call", gm)
 print()
 print("whole model, ddpm-cifar10, batch 128 (Go: cuda/dev lab UNet, TF32; PyTorch eager %s):" % tinfo.get("precision", "tf32"))
 print("  Go forward, GPU vs CPU at batch 2:       %s" % ("rel err " + gerr.group(1) if gerr else ("FAIL" if "--- FAIL" in gm else "skip")))
-gs = float(gsample.group(1)) if gsample else None
 ps = s["images_per_s"] if s else None
-print("  sampling, 50 DDIM steps, images/s:       Go %s   PyTorch %s   Go/PyTorch %s" % (
-    "%.1f" % gs if gs else "skip", "%.1f" % ps if ps else "skip", "%.2fx" % (gs / ps) if gs and ps else "-"))
-print("  forward ms (Go):                         %s" % (gfwd.group(1) if gfwd else "skip"))
+for v in sorted(gsample) or ["fixed"]:
+    gs = gsample.get(v)
+    print("  sampling, 50 DDIM steps, images/s:       Go[%s] %s   PyTorch %s   Go/PyTorch %s" % (v,
+        "%.1f" % gs if gs else "skip", "%.1f" % ps if ps else "skip", "%.2fx" % (gs / ps) if gs and ps else "-"))
+print("  forward ms (Go):                         %s" % (", ".join("%s %.2f" % kv for kv in sorted(gfwd.items())) or "skip"))
 print("  Go train step, GPU vs CPU at batch 2:    %s" % ("grad rel err %s, param diff %s" % terr.groups() if terr else ("FAIL" if "--- FAIL: TestTrain" in gm else "skip")))
-gt = float(gtrain.group(1)) if gtrain else None
 pt = tr["ms"] if tr else None
-print("  train step ms (fwd+bwd+AdamW):           Go %s   PyTorch %s   PyTorch/Go %s" % (
-    "%.1f" % gt if gt else "skip", "%.1f" % pt if pt else "skip", "%.2fx" % (pt / gt) if gt and pt else "-"))
+for v in sorted(gtrain) or ["fixed"]:
+    gt = gtrain.get(v)
+    print("  train step ms (fwd+bwd+AdamW):           Go[%s] %s   PyTorch %s   PyTorch/Go %s" % (v,
+        "%.1f" % gt if gt else "skip", "%.1f" % pt if pt else "skip", "%.2fx" % (pt / gt) if gt and pt else "-"))
 PYEOF
 }
 
@@ -193,15 +198,17 @@ LOGEOF
 	printf '{"name": "SampleDDIM", "ms": 1000.0, "images_per_s": 128.0}\n{"name": "TrainStep", "ms": 250.0}\n' >"$d/torch_model.jsonl"
 	cat >"$d/go_model.log" <<'LOGEOF'
     unet_test.go:73: whole-UNet forward cifar10, GPU vs CPU: relative error 3.1e-07 (tolerance 1e-04)
-BenchmarkLabUNetForward-16          	       1	  40000000 ns/op	        40.00 ms/call
-BenchmarkLabUNetSampleDDIM50-16     	       1	2000000000 ns/op	      2000 ms/call	        64.00 images/s
-BenchmarkLabUNetTrainStep-16        	       1	 500000000 ns/op	       500.0 ms/call
+BenchmarkLabUNetForward/fixed-16          	       1	  40000000 ns/op	        40.00 ms/call
+BenchmarkLabUNetForward/autotune-16       	       1	  30000000 ns/op	        30.00 ms/call
+BenchmarkLabUNetSampleDDIM50/fixed-16     	       1	2000000000 ns/op	      2000 ms/call	        64.00 images/s
+BenchmarkLabUNetSampleDDIM50/autotune-16  	       1	1000000000 ns/op	      1000 ms/call	       128.0 images/s
+BenchmarkLabUNetTrainStep/fixed-16        	       1	 500000000 ns/op	       500.0 ms/call
     unet_train_test.go:147: train step cifar10, GPU vs CPU: worst gradient relative error 2e-06, worst parameter difference 9e-05
 LOGEOF
 	table "$1" "$d" >/dev/null
 	local ok=1
 	for want in "H100" "1 passed, 1 failed" "TestOpsTF32 0.0011" "Conv3x3Fwd .* 2.000 .* 3.000 .* 1.50x" \
-		"Launch .* 0.005 .*skip" "Go 64.0   PyTorch 128.0   Go/PyTorch 0.50x" "PyTorch 250.0" "rel err 3.1e-07" "40.00" "Go 500.0   PyTorch 250.0   PyTorch/Go 0.50x" "grad rel err 2e-06, param diff 9e-05"; do
+		"Launch .* 0.005 .*skip" "Go.fixed. 64.0   PyTorch 128.0   Go/PyTorch 0.50x" "Go.autotune. 128.0   PyTorch 128.0   Go/PyTorch 1.00x" "rel err 3.1e-07" "fixed 40.00" "Go.fixed. 500.0   PyTorch 250.0   PyTorch/Go 0.50x" "grad rel err 2e-06, param diff 9e-05"; do
 		grep -q -- "$want" "$d/table.txt" || { echo "gpu-check: table self-test: no line matches '$want'"; ok=0; }
 	done
 	[ $ok = 1 ] && echo "gpu-check: table self-test passed" || { cat "$d/table.txt"; return 1; }

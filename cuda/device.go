@@ -23,6 +23,12 @@ type Options struct {
 	// ConvWorkspace bounds the im2col scratch per chunk of images in bytes
 	// (0 means 512 MiB); smaller chunks mean more, smaller GEMMs.
 	ConvWorkspace int64
+	// ConvAutotune times each convolution shape and direction once with
+	// 32 MiB, 128 MiB, 512 MiB and 2 GiB chunks of columns (small chunks
+	// stay in L2, large ones make bigger GEMMs) and keeps the fastest, like
+	// cudnn.benchmark. The first call per shape waits for the GPU, and
+	// results may differ in the last bits between processes.
+	ConvAutotune bool
 	// GroupNormKernel picks the GroupNorm kernels (the cuda/dev lab
 	// compares them): 0 automatic (2 when a group fits in 48 KiB of shared
 	// memory, else 1), 1 reads the group from global memory in each pass,
@@ -109,7 +115,9 @@ type Device struct {
 	fn     [numKernels]uintptr
 	tf32   bool
 	convWS int64 // bytes of im2col scratch per chunk of images
-	gnKern int   // Options.GroupNormKernel
+	tune   bool  // Options.ConvAutotune
+	tuned  map[convKey]int64
+	gnKern int // Options.GroupNormKernel
 
 	alloc allocator
 	ws    [numWS]struct {
@@ -172,7 +180,8 @@ func Open(index int, opts Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{drv: drv, info: info, tf32: tf32, convWS: defaultConvWorkspace, gnKern: opts.GroupNormKernel}
+	d := &Device{drv: drv, info: info, tf32: tf32, convWS: defaultConvWorkspace, gnKern: opts.GroupNormKernel,
+		tune: opts.ConvAutotune, tuned: map[convKey]int64{}}
 	if opts.ConvWorkspace > 0 {
 		d.convWS = opts.ConvWorkspace
 	}

@@ -35,6 +35,11 @@
 //     concat/split, tiled transpose, embedding gather/scatter (a
 //     deterministic gather), AdamW, EMA, a float64 sum of squares.
 //
+// Options.ConvAutotune times each convolution shape once with several
+// column-chunk sizes (small chunks stay in L2, large ones give bigger
+// GEMMs) and keeps the fastest, like cudnn.benchmark; the cuda/dev lab
+// compares the fixed and tuned settings on the whole UNet.
+//
 // GEMMs use TF32 tensor cores by default (Options.Precision "tf32", about
 // 1e-3 relative error); "fp32" is strict IEEE float32 (CUBLAS_DEFAULT_MATH).
 //

@@ -1,18 +1,69 @@
 package cuda
 
 import (
+	"math"
+	"time"
+
 	"github.com/ddpm-go/ddpm/kernels"
 )
 
 // defaultConvWorkspace bounds the im2col scratch per chunk of images (bytes).
 const defaultConvWorkspace = 512 << 20
 
-// convChunk returns how many images one im2col pass covers.
-func (d *Device) convChunk(dd kernels.ConvDims) int {
+// convChunkFor returns how many images one im2col pass covers with ws
+// bytes of workspace.
+func convChunkFor(dd kernels.ConvDims, ws int64) int {
 	p := dd.OutH() * dd.OutW()
 	per := int64(dd.C*dd.R*dd.S*p+dd.K*p) * 4
-	nb := int(d.convWS / per)
+	nb := int(ws / per)
 	return max(1, min(dd.N, nb))
+}
+
+// convChunk is convChunkFor with the Device's fixed workspace.
+func (d *Device) convChunk(dd kernels.ConvDims) int { return convChunkFor(dd, d.convWS) }
+
+// convKey identifies a tuned convolution: shape and direction.
+type convKey struct {
+	d  kernels.ConvDims
+	op int // 0 forward, 1 backward data, 2 backward filter
+}
+
+var tuneCandidates = []int64{32 << 20, 128 << 20, 512 << 20, 2 << 30}
+
+// convRun runs a convolution op with the workspace that ConvAutotune chose
+// for this shape (timing the candidates on first use), or the fixed one.
+func (d *Device) convRun(op int, dd kernels.ConvDims, run func(nbMax int)) {
+	if !d.tune {
+		run(d.convChunk(dd))
+		return
+	}
+	key := convKey{dd, op}
+	if ws, ok := d.tuned[key]; ok {
+		run(convChunkFor(dd, ws))
+		return
+	}
+	best, bestT, lastNB := d.convWS, time.Duration(math.MaxInt64), -1
+	for _, ws := range tuneCandidates {
+		nb := convChunkFor(dd, ws)
+		p := int64(dd.OutH() * dd.OutW())
+		if nb == lastNB || int64(nb)*p*int64(dd.C*dd.R*dd.S+dd.K)*4 > d.info.TotalMem/8 {
+			continue
+		}
+		lastNB = nb
+		run(nb) // warm-up: scratch growth, cuBLAS heuristics
+		d.drv.call(d.drv.cuStreamSynchronize, d.stream)
+		t0 := time.Now()
+		run(nb)
+		if r := d.drv.call(d.drv.cuStreamSynchronize, d.stream); r != 0 || d.err != nil {
+			d.failLocked(check("conv autotune", r))
+			return
+		}
+		if el := time.Since(t0); el < bestT {
+			best, bestT = ws, el
+		}
+	}
+	d.tuned[key] = best
+	// The outputs are complete: every candidate overwrote them in full.
 }
 
 func (d *Device) convCheck(op string, dd kernels.ConvDims) bool {
@@ -73,17 +124,18 @@ func (d *Device) Conv2D(y, x, w, b Ptr, dd kernels.ConvDims) {
 		!d.need(op, "w", w, dd.K*crs) || !d.opt(op, "b", b, dd.K) {
 		return
 	}
-	nbMax := d.convChunk(dd)
-	col, tmp, ok := d.convScratch(dd, nbMax)
-	if !ok {
-		return
-	}
-	for n0 := 0; n0 < dd.N; n0 += nbMax {
-		nb := min(nbMax, dd.N-n0)
-		d.im2colRows(col, x, n0, nb, dd)
-		d.blasErr(op, d.blas.gemmRM(false, false, dd.K, nb*p, crs, &d.blas.one, w, crs, col, nb*p, &d.blas.zero, tmp, nb*p))
-		d.launchRowsP(kKNPtoNKP, nb*dd.K, p, pa(y+Ptr(n0*dd.K*p*4)), pa(tmp), pa(b), ia(nb), ia(dd.K), ia(p))
-	}
+	d.convRun(0, dd, func(nbMax int) {
+		col, tmp, ok := d.convScratch(dd, nbMax)
+		if !ok {
+			return
+		}
+		for n0 := 0; n0 < dd.N; n0 += nbMax {
+			nb := min(nbMax, dd.N-n0)
+			d.im2colRows(col, x, n0, nb, dd)
+			d.blasErr(op, d.blas.gemmRM(false, false, dd.K, nb*p, crs, &d.blas.one, w, crs, col, nb*p, &d.blas.zero, tmp, nb*p))
+			d.launchRowsP(kKNPtoNKP, nb*dd.K, p, pa(y+Ptr(n0*dd.K*p*4)), pa(tmp), pa(b), ia(nb), ia(dd.K), ia(p))
+		}
+	})
 }
 
 // Conv2DBackwardData: per chunk, dy to (K, nb*P), dcol = w^T dy, then a
@@ -102,17 +154,18 @@ func (d *Device) Conv2DBackwardData(dx, dy, w Ptr, dd kernels.ConvDims) {
 	if !d.need(op, "dx", dx, dd.N*dd.C*dd.H*dd.W) || !d.need(op, "dy", dy, dd.N*dd.K*p) || !d.need(op, "w", w, dd.K*crs) {
 		return
 	}
-	nbMax := d.convChunk(dd)
-	col, tmp, ok := d.convScratch(dd, nbMax)
-	if !ok {
-		return
-	}
-	for n0 := 0; n0 < dd.N; n0 += nbMax {
-		nb := min(nbMax, dd.N-n0)
-		d.launchRowsP(kNKPtoKNP, nb*dd.K, p, pa(tmp), pa(dy+Ptr(n0*dd.K*p*4)), ia(nb), ia(dd.K), ia(p))
-		d.blasErr(op, d.blas.gemmRM(true, false, crs, nb*p, dd.K, &d.blas.one, w, crs, tmp, nb*p, &d.blas.zero, col, nb*p))
-		d.im2col(kCol2im, dx, col, n0, nb, dd, nb*dd.C*dd.H*dd.W)
-	}
+	d.convRun(1, dd, func(nbMax int) {
+		col, tmp, ok := d.convScratch(dd, nbMax)
+		if !ok {
+			return
+		}
+		for n0 := 0; n0 < dd.N; n0 += nbMax {
+			nb := min(nbMax, dd.N-n0)
+			d.launchRowsP(kNKPtoKNP, nb*dd.K, p, pa(tmp), pa(dy+Ptr(n0*dd.K*p*4)), ia(nb), ia(dd.K), ia(p))
+			d.blasErr(op, d.blas.gemmRM(true, false, crs, nb*p, dd.K, &d.blas.one, w, crs, tmp, nb*p, &d.blas.zero, col, nb*p))
+			d.im2col(kCol2im, dx, col, n0, nb, dd, nb*dd.C*dd.H*dd.W)
+		}
+	})
 }
 
 // Conv2DBackwardFilter: dw = sum over chunks of dy (K, nb*P) col^T, and
@@ -132,21 +185,22 @@ func (d *Device) Conv2DBackwardFilter(dw, db, dy, x Ptr, dd kernels.ConvDims) {
 		!d.need(op, "x", x, dd.N*dd.C*dd.H*dd.W) {
 		return
 	}
-	nbMax := d.convChunk(dd)
-	col, tmp, ok := d.convScratch(dd, nbMax)
-	if !ok {
-		return
-	}
-	for n0 := 0; n0 < dd.N; n0 += nbMax {
-		nb := min(nbMax, dd.N-n0)
-		d.im2colRows(col, x, n0, nb, dd)
-		d.launchRowsP(kNKPtoKNP, nb*dd.K, p, pa(tmp), pa(dy+Ptr(n0*dd.K*p*4)), ia(nb), ia(dd.K), ia(p))
-		beta := &d.blas.one
-		if n0 == 0 {
-			beta = &d.blas.zero
+	d.convRun(2, dd, func(nbMax int) {
+		col, tmp, ok := d.convScratch(dd, nbMax)
+		if !ok {
+			return
 		}
-		d.blasErr(op, d.blas.gemmRM(false, true, dd.K, crs, nb*p, &d.blas.one, tmp, nb*p, col, nb*p, beta, dw, crs))
-	}
+		for n0 := 0; n0 < dd.N; n0 += nbMax {
+			nb := min(nbMax, dd.N-n0)
+			d.im2colRows(col, x, n0, nb, dd)
+			d.launchRowsP(kNKPtoKNP, nb*dd.K, p, pa(tmp), pa(dy+Ptr(n0*dd.K*p*4)), ia(nb), ia(dd.K), ia(p))
+			beta := &d.blas.one
+			if n0 == 0 {
+				beta = &d.blas.zero
+			}
+			d.blasErr(op, d.blas.gemmRM(false, true, dd.K, crs, nb*p, &d.blas.one, tmp, nb*p, col, nb*p, beta, dw, crs))
+		}
+	})
 	if db != 0 {
 		d.launchRows(kConvBiasGrad, dd.K, pa(db), pa(dy), ia(dd.N), ia(dd.K), ia(p))
 	}

@@ -313,6 +313,12 @@ func TestConvChunks(t *testing.T) {
 	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", ConvWorkspace: 1 << 14}), false, "Conv")
 }
 
+// TestConvAutotune runs the convolutions with ConvAutotune (every
+// candidate chunking must give the same results).
+func TestConvAutotune(t *testing.T) {
+	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", ConvAutotune: true}), false, "Conv")
+}
+
 // TestGroupNormKernel1 checks the GroupNorm kernels that read the group
 // from global memory in each pass (the default caches it in shared memory).
 func TestGroupNormKernel1(t *testing.T) {

@@ -57,6 +57,8 @@ var convVariants = []variant{
 	{"ws64M", cuda.Options{ConvWorkspace: 64 << 20}},
 	{"ws512M", cuda.Options{ConvWorkspace: 512 << 20}},
 	{"ws2G", cuda.Options{ConvWorkspace: 2 << 30}},
+	{"ws32M", cuda.Options{ConvWorkspace: 32 << 20}},
+	{"autotune", cuda.Options{ConvAutotune: true}},
 }
 
 func randVec(r *rand.Rand, n int) []float32 {

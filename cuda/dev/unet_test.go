@@ -89,22 +89,39 @@ func TestUNetForwardCIFAR10(t *testing.T) {
 
 // BenchmarkLabUNetForward times one ddpm-cifar10 forward at batch 128 (TF32).
 func BenchmarkLabUNetForward(b *testing.B) {
-	d := open(b, cuda.Options{})
-	u, err := NewUNet[cuda.Ptr](d, CIFAR10(), 1)
-	if err != nil {
-		b.Fatal(err)
+	for _, v := range unetVariants {
+		b.Run(v.name, func(b *testing.B) {
+			d := open(b, v.opts)
+			u, err := NewUNet[cuda.Ptr](d, CIFAR10(), 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer u.Close()
+			const n = 128
+			x, out := d.Alloc(n*3*32*32), d.Alloc(n*3*32*32)
+			ts := make([]int, n)
+			timeIt(b, d, func() { u.Forward(out, x, ts, 32, 32) })
+		})
 	}
-	defer u.Close()
-	const n = 128
-	x, out := d.Alloc(n*3*32*32), d.Alloc(n*3*32*32)
-	ts := make([]int, n)
-	timeIt(b, d, func() { u.Forward(out, x, ts, 32, 32) })
+}
+
+// unetVariants are the backend settings the whole-network benchmarks
+// compare: the fixed 512 MiB im2col chunks and ConvAutotune.
+var unetVariants = []variant{
+	{"fixed", cuda.Options{}},
+	{"autotune", cuda.Options{ConvAutotune: true}},
 }
 
 // BenchmarkLabUNetSampleDDIM50 times 50 DDIM steps at batch 128 (TF32) and
 // reports images/s, the sampling figure.
 func BenchmarkLabUNetSampleDDIM50(b *testing.B) {
-	d := open(b, cuda.Options{})
+	for _, v := range unetVariants {
+		b.Run(v.name, func(b *testing.B) { benchSample(b, v.opts) })
+	}
+}
+
+func benchSample(b *testing.B, opts cuda.Options) {
+	d := open(b, opts)
 	if emulated {
 		b.Skip("timing on the CPU emulator means nothing")
 	}

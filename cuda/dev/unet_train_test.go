@@ -155,7 +155,13 @@ func checkTrain(t *testing.T, label string, cfg UNetConfig, n, hw int) {
 // BenchmarkLabUNetTrainStep times one ddpm-cifar10 training step at batch
 // 128 (forward, MSE, backward, AdamW; TF32).
 func BenchmarkLabUNetTrainStep(b *testing.B) {
-	d := open(b, cuda.Options{})
+	for _, v := range unetVariants {
+		b.Run(v.name, func(b *testing.B) { benchTrain(b, v.opts) })
+	}
+}
+
+func benchTrain(b *testing.B, opts cuda.Options) {
+	d := open(b, opts)
 	if emulated {
 		b.Skip("timing on the CPU emulator means nothing")
 	}
