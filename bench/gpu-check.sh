@@ -62,16 +62,16 @@ pick_python() {
 	echo python3
 }
 
-# cublas_dirs prints directories holding libcublas.so.* (pip wheels included).
+# cublas_dirs prints directories holding libcublas.so.* or libcudnn.so.* (pip wheels included).
 cublas_dirs() {
 	local py=$1
 	{
 		for d in "${CUDA_HOME:-/usr/local/cuda}/lib64" /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu; do
-			ls "$d"/libcublas.so.* >/dev/null 2>&1 && echo "$d"
+			ls "$d"/libcublas.so.* "$d"/libcudnn.so.* >/dev/null 2>&1 && echo "$d"
 		done
 		site=$("$py" -c 'import site,sys; print("\n".join(site.getsitepackages()))' 2>/dev/null)
 		for s in $site; do
-			[ -d "$s/nvidia" ] && find "$s/nvidia" -maxdepth 3 -name 'libcublas.so.*' -printf '%h\n' 2>/dev/null
+			[ -d "$s/nvidia" ] && find "$s/nvidia" -maxdepth 3 \( -name 'libcublas.so.*' -o -name 'libcudnn.so.*' \) -printf '%h\n' 2>/dev/null
 		done
 	} | awk '!seen[$0]++'
 }
@@ -244,7 +244,7 @@ remote() {
 	dirs=$(cublas_dirs "$PY" | paste -sd: -)
 	if [ -n "$dirs" ]; then
 		export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-		echo "cuBLAS dirs: $dirs" | tee -a "$out/info.txt"
+		echo "cuBLAS/cuDNN dirs: $dirs" | tee -a "$out/info.txt"
 	fi
 
 	if [ -x "$BIN/ddpm" ]; then

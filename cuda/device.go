@@ -23,6 +23,11 @@ type Options struct {
 	// ConvWorkspace bounds the im2col scratch per chunk of images in bytes
 	// (0 means 512 MiB); smaller chunks mean more, smaller GEMMs.
 	ConvWorkspace int64
+	// Conv picks the convolution engine: "auto" (default when empty: cuDNN
+	// when libcudnn.so.9/.8 loads, else im2col), "cudnn" (an error without
+	// it) or "im2col" (im2col + cuBLAS GEMM). cuDNN takes symmetric padding
+	// only; other shapes, or a shape cuDNN fails on, use im2col.
+	Conv string
 	// ConvAutotune times each convolution shape and direction once with
 	// 32 MiB, 128 MiB, 512 MiB and 2 GiB chunks of columns (small chunks
 	// stay in L2, large ones make bigger GEMMs) and keeps the fastest, like
@@ -44,7 +49,7 @@ var kernelNames = []string{
 	"transpose12", "concat_ch", "split_ch", "upsample2x", "upsample2x_bwd", "im2col", "col2im",
 	"groupnorm_fwd", "groupnorm_bwd_dx", "groupnorm_bwd_affine", "fill_ptrs", "softmax_rows",
 	"softmax_bwd_rows", "embedding_fwd", "embedding_bwd", "adamw", "ema_f", "groupnorm_fwd_smem",
-	"groupnorm_bwd_dx_smem", "col_sum_partial",
+	"groupnorm_bwd_dx_smem", "col_sum_partial", "add_bias_nkp",
 }
 
 const (
@@ -83,6 +88,7 @@ const (
 	kGNFwdSmem
 	kGNBwdDxSmem
 	kColSumPartial
+	kAddBiasNKP
 	numKernels
 )
 
@@ -117,7 +123,11 @@ type Device struct {
 	convWS int64 // bytes of im2col scratch per chunk of images
 	tune   bool  // Options.ConvAutotune
 	tuned  map[convKey]int64
-	gnKern int // Options.GroupNormKernel
+
+	dnn     *cudnnState // nil: im2col only
+	dnnWhy  string      // why cuDNN is not used
+	dnnErrs []string    // shapes that fell back from cuDNN to im2col, and why
+	gnKern  int         // Options.GroupNormKernel
 
 	alloc allocator
 	ws    [numWS]struct {
@@ -153,6 +163,11 @@ func Open(index int, opts Options) (*Device, error) {
 	}
 	if opts.GroupNormKernel < 0 || opts.GroupNormKernel > 2 {
 		return nil, fmt.Errorf("cuda: Options.GroupNormKernel = %d: allowed are 0 (auto), 1, 2", opts.GroupNormKernel)
+	}
+	switch opts.Conv {
+	case "", "auto", "cudnn", "im2col":
+	default:
+		return nil, fmt.Errorf("cuda: Options.Conv = %q: allowed are auto, cudnn, im2col", opts.Conv)
 	}
 	if opts.CacheLimit < 0 {
 		return nil, fmt.Errorf("cuda: Options.CacheLimit = %d: must be >= 0", opts.CacheLimit)
@@ -191,14 +206,14 @@ func Open(index int, opts Options) (*Device, error) {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if err := d.init(index, api); err != nil {
+	if err := d.init(index, api, opts.Conv); err != nil {
 		d.release()
 		return nil, fmt.Errorf("cuda: open device %d (%s): %w", index, info.Name, err)
 	}
 	return d, nil
 }
 
-func (d *Device) init(index int, api *cublasAPI) error {
+func (d *Device) init(index int, api *cublasAPI, conv string) error {
 	drv := d.drv
 	if err := check("cuDeviceGet", drv.call(drv.cuDeviceGet, uintptr(unsafe.Pointer(&d.dev)), uintptr(index))); err != nil {
 		return err
@@ -221,6 +236,19 @@ func (d *Device) init(index int, api *cublasAPI) error {
 		return err
 	}
 	d.blas = b
+	if conv == "im2col" {
+		d.dnnWhy = "Options.Conv = im2col"
+		return nil
+	}
+	s, err := newCUDNN(d.stream, d.tf32)
+	switch {
+	case err == nil:
+		d.dnn = s
+	case conv == "cudnn":
+		return fmt.Errorf("Options.Conv = cudnn: %w", err)
+	default:
+		d.dnnWhy = err.Error()
+	}
 	return nil
 }
 
@@ -253,6 +281,17 @@ func (d *Device) loadModule() error {
 	return nil
 }
 
+// ConvEngine says which convolution engine runs: "cudnn" or "im2col", and
+// why cuDNN is not used, with the shapes that fell back from cuDNN.
+func (d *Device) ConvEngine() (engine, why string, fallbacks []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dnn != nil {
+		return "cudnn", "", append([]string(nil), d.dnnErrs...)
+	}
+	return "im2col", d.dnnWhy, nil
+}
+
 // Info describes the GPU.
 func (d *Device) Info() DeviceInfo { return d.info }
 
@@ -269,7 +308,11 @@ func (d *Device) Name() string {
 	if d.blas != nil {
 		v = d.blas.version()
 	}
-	return fmt.Sprintf("cuda:%d %s (cuBLAS %d, %s)", d.info.Index, d.info.Name, v, prec)
+	conv := "im2col conv"
+	if d.dnn != nil {
+		conv = fmt.Sprintf("cuDNN %d conv", d.dnn.api.version())
+	}
+	return fmt.Sprintf("cuda:%d %s (cuBLAS %d, %s, %s)", d.info.Index, d.info.Name, v, conv, prec)
 }
 
 // enter serialises the call and makes the context current on this thread.
@@ -351,6 +394,8 @@ func (d *Device) release() {
 		}
 	}
 	d.alloc.releaseAll(d.drv)
+	d.dnn.close()
+	d.dnn = nil
 	d.blas.close()
 	if d.mod != 0 {
 		d.drv.call(d.drv.cuModuleUnload, d.mod)

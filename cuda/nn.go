@@ -124,6 +124,12 @@ func (d *Device) Conv2D(y, x, w, b Ptr, dd kernels.ConvDims) {
 		!d.need(op, "w", w, dd.K*crs) || !d.opt(op, "b", b, dd.K) {
 		return
 	}
+	if d.cudnnConv(0, dd, y, x, w) {
+		if b != 0 {
+			d.launchRowsP(kAddBiasNKP, dd.N*dd.K, p, pa(y), pa(b), ia(dd.N*dd.K), ia(dd.K), ia(p))
+		}
+		return
+	}
 	d.convRun(0, dd, func(nbMax int) {
 		col, tmp, ok := d.convScratch(dd, nbMax)
 		if !ok {
@@ -152,6 +158,9 @@ func (d *Device) Conv2DBackwardData(dx, dy, w Ptr, dd kernels.ConvDims) {
 	}
 	p, crs := dd.OutH()*dd.OutW(), dd.C*dd.R*dd.S
 	if !d.need(op, "dx", dx, dd.N*dd.C*dd.H*dd.W) || !d.need(op, "dy", dy, dd.N*dd.K*p) || !d.need(op, "w", w, dd.K*crs) {
+		return
+	}
+	if d.cudnnConv(1, dd, dx, dy, w) {
 		return
 	}
 	d.convRun(1, dd, func(nbMax int) {
@@ -183,6 +192,12 @@ func (d *Device) Conv2DBackwardFilter(dw, db, dy, x Ptr, dd kernels.ConvDims) {
 	p, crs := dd.OutH()*dd.OutW(), dd.C*dd.R*dd.S
 	if !d.need(op, "dw", dw, dd.K*crs) || !d.opt(op, "db", db, dd.K) || !d.need(op, "dy", dy, dd.N*dd.K*p) ||
 		!d.need(op, "x", x, dd.N*dd.C*dd.H*dd.W) {
+		return
+	}
+	if d.cudnnConv(2, dd, dw, dy, x) {
+		if db != 0 {
+			d.launchRows(kConvBiasGrad, dd.K, pa(db), pa(dy), ia(dd.N), ia(dd.K), ia(p))
+		}
 		return
 	}
 	d.convRun(2, dd, func(nbMax int) {

@@ -300,7 +300,10 @@ func isNaN(v float32) bool { return v != v }
 // TestOpsFP32 compares every op with kernels.CPU in strict float32
 // (relative error under 1e-5).
 func TestOpsFP32(t *testing.T) {
-	checkOps(t, openTest(t, "fp32"), false)
+	d := openTest(t, "fp32")
+	checkOps(t, d, false)
+	e, why, fb := d.ConvEngine()
+	t.Logf("convolution engine %s %s; cuDNN fallbacks: %q", e, why, fb)
 }
 
 // TestOpsTF32 repeats the comparison with TF32 GEMMs (under 3e-3).
@@ -310,13 +313,23 @@ func TestOpsTF32(t *testing.T) {
 
 // TestConvChunks forces several im2col chunks per call.
 func TestConvChunks(t *testing.T) {
-	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", ConvWorkspace: 1 << 14}), false, "Conv")
+	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", Conv: "im2col", ConvWorkspace: 1 << 14}), false, "Conv")
 }
 
 // TestConvAutotune runs the convolutions with ConvAutotune (every
 // candidate chunking must give the same results).
 func TestConvAutotune(t *testing.T) {
-	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", ConvAutotune: true}), false, "Conv")
+	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", Conv: "im2col", ConvAutotune: true}), false, "Conv")
+}
+
+// TestConvIm2col checks the im2col + GEMM convolutions (the default runs
+// cuDNN where it loads, and im2col only for asymmetric padding).
+func TestConvIm2col(t *testing.T) {
+	d := openTestWith(t, Options{Precision: "fp32", Conv: "im2col"})
+	if e, _, _ := d.ConvEngine(); e != "im2col" {
+		t.Fatalf("ConvEngine = %s with Options.Conv im2col", e)
+	}
+	checkOpsMatching(t, d, false, "Conv")
 }
 
 // TestGroupNormKernel1 checks the GroupNorm kernels that read the group
@@ -364,6 +377,7 @@ func TestOpenErrors(t *testing.T) {
 		{Options{Precision: "fp16"}, `cuda: Options.Precision = "fp16": allowed are tf32, fp32`},
 		{Options{CacheLimit: -1}, "cuda: Options.CacheLimit = -1: must be >= 0"},
 		{Options{GroupNormKernel: 3}, "cuda: Options.GroupNormKernel = 3: allowed are 0 (auto), 1, 2"},
+		{Options{Conv: "winograd"}, `cuda: Options.Conv = "winograd": allowed are auto, cudnn, im2col`},
 		{Options{ConvWorkspace: -5}, "cuda: Options.ConvWorkspace = -5: must be >= 0 (0 means 512 MiB)"},
 	} {
 		_, err := Open(0, tc.opts)

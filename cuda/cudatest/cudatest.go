@@ -25,7 +25,7 @@ func HaveDriver() bool {
 
 // UseEmulator builds the emulator from cudaDir (the path of package cuda's
 // directory, e.g. "." from package cuda or "../cuda" from a sibling) with
-// clang-16 and points DDPM_LIBCUDA and DDPM_LIBCUBLAS at it, unless a real
+// clang-16 and points DDPM_LIBCUDA, DDPM_LIBCUBLAS and DDPM_LIBCUDNN at it, unless a real
 // driver is present, DDPM_LIBCUDA is already set, or DDPM_CUDA_EMU=0. It
 // reports whether the emulator is in use; call cleanup when the tests end.
 // Call it from TestMain, before anything opens a cuda.Device.
@@ -51,5 +51,6 @@ func UseEmulator(cudaDir string) (used bool, cleanup func(), err error) {
 	}
 	os.Setenv("DDPM_LIBCUDA", so)
 	os.Setenv("DDPM_LIBCUBLAS", so)
+	os.Setenv("DDPM_LIBCUDNN", so)
 	return true, func() { os.RemoveAll(dir) }, nil
 }

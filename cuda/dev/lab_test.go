@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,6 +37,9 @@ func open(t testing.TB, opts cuda.Options) *cuda.Device {
 	if errors.Is(err, cuda.ErrNoDriver) || errors.Is(err, cuda.ErrNoDevice) || errors.Is(err, cuda.ErrNoCUBLAS) {
 		t.Skipf("no GPU: %v", err)
 	}
+	if err != nil && strings.Contains(err.Error(), "no cuDNN") {
+		t.Skipf("no cuDNN: %v", err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,11 +58,12 @@ var gnVariants = []variant{
 }
 
 var convVariants = []variant{
-	{"ws64M", cuda.Options{ConvWorkspace: 64 << 20}},
-	{"ws512M", cuda.Options{ConvWorkspace: 512 << 20}},
-	{"ws2G", cuda.Options{ConvWorkspace: 2 << 30}},
-	{"ws32M", cuda.Options{ConvWorkspace: 32 << 20}},
-	{"autotune", cuda.Options{ConvAutotune: true}},
+	{"cudnn", cuda.Options{Conv: "cudnn"}},
+	{"im2col-ws32M", cuda.Options{Conv: "im2col", ConvWorkspace: 32 << 20}},
+	{"im2col-ws64M", cuda.Options{Conv: "im2col", ConvWorkspace: 64 << 20}},
+	{"im2col-ws512M", cuda.Options{Conv: "im2col", ConvWorkspace: 512 << 20}},
+	{"im2col-ws2G", cuda.Options{Conv: "im2col", ConvWorkspace: 2 << 30}},
+	{"im2col-autotune", cuda.Options{Conv: "im2col", ConvAutotune: true}},
 }
 
 func randVec(r *rand.Rand, n int) []float32 {
@@ -151,7 +156,7 @@ func TestLabConv(t *testing.T) {
 	cpu.Conv2D(y, x, w, b, c)
 	cpu.Conv2DBackwardData(dx, dy, w, c)
 	cpu.Conv2DBackwardFilter(dw, db, dy, x, c)
-	for _, v := range append(convVariants, variant{"ws-tiny", cuda.Options{ConvWorkspace: 1 << 16}}) {
+	for _, v := range append(convVariants, variant{"im2col-ws-tiny", cuda.Options{Conv: "im2col", ConvWorkspace: 1 << 16}}) {
 		t.Run(v.name, func(t *testing.T) {
 			v.opts.Precision = "fp32"
 			d := open(t, v.opts)

@@ -106,10 +106,12 @@ func BenchmarkLabUNetForward(b *testing.B) {
 }
 
 // unetVariants are the backend settings the whole-network benchmarks
-// compare: the fixed 512 MiB im2col chunks and ConvAutotune.
+// compare: the default (cuDNN convolutions where libcudnn loads), im2col
+// with fixed 512 MiB chunks, and im2col with ConvAutotune.
 var unetVariants = []variant{
-	{"fixed", cuda.Options{}},
-	{"autotune", cuda.Options{ConvAutotune: true}},
+	{"default", cuda.Options{}},
+	{"im2col", cuda.Options{Conv: "im2col"}},
+	{"im2col-autotune", cuda.Options{Conv: "im2col", ConvAutotune: true}},
 }
 
 // BenchmarkLabUNetSampleDDIM50 times 50 DDIM steps at batch 128 (TF32) and

@@ -61,7 +61,7 @@ const Kernel kernels[] = {
     K(knp_to_nkp, false), K(nkp_to_knp, false), K(transpose12, true), K(concat_ch, false),
     K(split_ch, false), K(upsample2x, false), K(upsample2x_bwd, false), K(im2col, false),
     K(col2im, false), K(groupnorm_fwd, true), K(groupnorm_bwd_dx, true), K(groupnorm_fwd_smem, true),
-    K(groupnorm_bwd_dx_smem, true), K(col_sum_partial, false), K(groupnorm_bwd_affine, true),
+    K(groupnorm_bwd_dx_smem, true), K(col_sum_partial, false), K(add_bias_nkp, false), K(groupnorm_bwd_affine, true),
     K(fill_ptrs, false), K(softmax_rows, true), K(softmax_bwd_rows, true), K(embedding_fwd, false),
     K(embedding_bwd, false), K(adamw, false), K(ema_f, false),
 };
@@ -257,6 +257,142 @@ int cublasSgemmBatched(void* h, int ta, int tb, int m, int n, int k, const float
     int r = sgemm1(((EmuBlas*)h)->math == 3, ta, tb, m, n, k, *alpha, A[i], lda, B[i], ldb, *beta, C[i], ldc);
     if (r) return r;
   }
+  return 0;
+}
+
+// ---- cuDNN (legacy convolution API) --------------------------------------------
+// Descriptors are small structs; Find returns one algorithm (0) asking for
+// 1 KiB of workspace; the convolutions are direct loops (TF32 rounding in
+// CUDNN_TENSOR_OP_MATH), honouring alpha and beta.
+
+struct EmuTensor { int n, c, h, w; };
+struct EmuFilter { int k, c, h, w; };
+struct EmuConv { int ph, pw, sh, sw, math; };
+struct EmuPerf {
+  int algo, status;
+  float time;
+  size_t memory;
+  int determinism, mathType, reserved[3];
+};
+
+int cudnnCreate(void** h) { *h = calloc(1, 16); return 0; }
+int cudnnDestroy(void* h) { free(h); return 0; }
+int cudnnSetStream(void*, void* s) { return s == (void*)0x2 ? 0 : 3; }
+size_t cudnnGetVersion() { return 90000; }
+const char* cudnnGetErrorString(int) { return "CUDNN_STATUS_EMULATED_ERROR"; }
+int cudnnCreateTensorDescriptor(void** d) { *d = calloc(1, sizeof(EmuTensor)); return 0; }
+int cudnnDestroyTensorDescriptor(void* d) { free(d); return 0; }
+int cudnnSetTensor4dDescriptor(EmuTensor* d, int format, int dtype, int n, int c, int h, int w) {
+  if (format != 0 || dtype != 0 || n < 1 || c < 1 || h < 1 || w < 1) return 3;  // BAD_PARAM
+  *d = {n, c, h, w};
+  return 0;
+}
+int cudnnCreateFilterDescriptor(void** d) { *d = calloc(1, sizeof(EmuFilter)); return 0; }
+int cudnnDestroyFilterDescriptor(void* d) { free(d); return 0; }
+int cudnnSetFilter4dDescriptor(EmuFilter* d, int dtype, int format, int k, int c, int h, int w) {
+  if (format != 0 || dtype != 0 || k < 1 || c < 1 || h < 1 || w < 1) return 3;
+  *d = {k, c, h, w};
+  return 0;
+}
+int cudnnCreateConvolutionDescriptor(void** d) { *d = calloc(1, sizeof(EmuConv)); return 0; }
+int cudnnDestroyConvolutionDescriptor(void* d) { free(d); return 0; }
+int cudnnSetConvolution2dDescriptor(EmuConv* d, int ph, int pw, int u, int v, int dh, int dw, int mode, int ctype) {
+  if (ph < 0 || pw < 0 || u < 1 || v < 1 || dh != 1 || dw != 1 || mode != 1 || ctype != 0) return 3;
+  d->ph = ph, d->pw = pw, d->sh = u, d->sw = v;
+  return 0;
+}
+int cudnnSetConvolutionMathType(EmuConv* d, int m) {
+  if (m != 0 && m != 1 && m != 2 && m != 3) return 3;
+  d->math = m;
+  return 0;
+}
+
+// shapes_ok checks x, w, y descriptors against the convolution.
+static bool shapes_ok(const EmuTensor* x, const EmuFilter* w, const EmuConv* c, const EmuTensor* y) {
+  int oh = (x->h + 2 * c->ph - w->h) / c->sh + 1, ow = (x->w + 2 * c->pw - w->w) / c->sw + 1;
+  return x->c == w->c && y->c == w->k && x->n == y->n && y->h == oh && y->w == ow;
+}
+
+static int find1(int req, int* ret, EmuPerf* perf, const EmuConv* c) {
+  if (req < 1) return 3;
+  *ret = 1;
+  perf[0] = EmuPerf{0, 0, 0.0f, 1024, 1, c->math, {0, 0, 0}};
+  return 0;
+}
+int cudnnFindConvolutionForwardAlgorithm(void*, EmuTensor* x, EmuFilter* w, EmuConv* c, EmuTensor* y, int req, int* ret,
+                                         EmuPerf* perf) {
+  return shapes_ok(x, w, c, y) ? find1(req, ret, perf, c) : 3;
+}
+int cudnnFindConvolutionBackwardDataAlgorithm(void*, EmuFilter* w, EmuTensor* dy, EmuConv* c, EmuTensor* dx, int req,
+                                              int* ret, EmuPerf* perf) {
+  return shapes_ok(dx, w, c, dy) ? find1(req, ret, perf, c) : 3;
+}
+int cudnnFindConvolutionBackwardFilterAlgorithm(void*, EmuTensor* x, EmuTensor* dy, EmuConv* c, EmuFilter* dw, int req,
+                                                int* ret, EmuPerf* perf) {
+  return shapes_ok(x, dw, c, dy) ? find1(req, ret, perf, c) : 3;
+}
+
+}  // extern "C"
+
+// conv_loop visits every (n, k, oy, ox, c, r, s) with an in-bounds input.
+template <typename F>
+static void conv_loop(const EmuTensor* x, const EmuFilter* w, const EmuConv* cv, const EmuTensor* y, F f) {
+  for (int n = 0; n < x->n; n++)
+    for (int k = 0; k < w->k; k++)
+      for (int oy = 0; oy < y->h; oy++)
+        for (int ox = 0; ox < y->w; ox++)
+          for (int c = 0; c < x->c; c++)
+            for (int r = 0; r < w->h; r++)
+              for (int s = 0; s < w->w; s++) {
+                int iy = oy * cv->sh - cv->ph + r, ix = ox * cv->sw - cv->pw + s;
+                if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) continue;
+                size_t xi = (((size_t)n * x->c + c) * x->h + iy) * x->w + ix;
+                size_t wi = (((size_t)k * w->c + c) * w->h + r) * w->w + s;
+                size_t yi = (((size_t)n * y->c + k) * y->h + oy) * y->w + ox;
+                f(xi, wi, yi);
+              }
+}
+
+static float rnd(const EmuConv* c, float v) { return c->math == 1 ? tf32(v) : v; }
+
+extern "C" {
+
+static void blend(float* out, const double* acc, size_t n, float alpha, float beta) {
+  for (size_t i = 0; i < n; i++) out[i] = beta == 0 ? alpha * (float)acc[i] : alpha * (float)acc[i] + beta * out[i];
+}
+
+int cudnnConvolutionForward(void*, const float* alpha, EmuTensor* xd, const float* x, EmuFilter* wd, const float* w,
+                            EmuConv* cd, int algo, void* ws, size_t wss, const float* beta, EmuTensor* yd, float* y) {
+  if (!shapes_ok(xd, wd, cd, yd) || algo != 0 || !ws || wss < 1024) return 3;
+  size_t ny = (size_t)yd->n * yd->c * yd->h * yd->w;
+  double* acc = (double*)calloc(ny, sizeof(double));
+  conv_loop(xd, wd, cd, yd, [&](size_t xi, size_t wi, size_t yi) { acc[yi] += (double)rnd(cd, x[xi]) * rnd(cd, w[wi]); });
+  blend(y, acc, ny, *alpha, *beta);
+  free(acc);
+  return 0;
+}
+
+int cudnnConvolutionBackwardData(void*, const float* alpha, EmuFilter* wd, const float* w, EmuTensor* dyd,
+                                 const float* dy, EmuConv* cd, int algo, void* ws, size_t wss, const float* beta,
+                                 EmuTensor* dxd, float* dx) {
+  if (!shapes_ok(dxd, wd, cd, dyd) || algo != 0 || !ws || wss < 1024) return 3;
+  size_t nx = (size_t)dxd->n * dxd->c * dxd->h * dxd->w;
+  double* acc = (double*)calloc(nx, sizeof(double));
+  conv_loop(dxd, wd, cd, dyd, [&](size_t xi, size_t wi, size_t yi) { acc[xi] += (double)rnd(cd, w[wi]) * rnd(cd, dy[yi]); });
+  blend(dx, acc, nx, *alpha, *beta);
+  free(acc);
+  return 0;
+}
+
+int cudnnConvolutionBackwardFilter(void*, const float* alpha, EmuTensor* xd, const float* x, EmuTensor* dyd,
+                                   const float* dy, EmuConv* cd, int algo, void* ws, size_t wss, const float* beta,
+                                   EmuFilter* dwd, float* dw) {
+  if (!shapes_ok(xd, dwd, cd, dyd) || algo != 0 || !ws || wss < 1024) return 3;
+  size_t nw = (size_t)dwd->k * dwd->c * dwd->h * dwd->w;
+  double* acc = (double*)calloc(nw, sizeof(double));
+  conv_loop(xd, dwd, cd, dyd, [&](size_t xi, size_t wi, size_t yi) { acc[wi] += (double)rnd(cd, x[xi]) * rnd(cd, dy[yi]); });
+  blend(dw, acc, nw, *alpha, *beta);
+  free(acc);
   return 0;
 }
 

@@ -219,6 +219,13 @@ extern "C" __global__ void knp_to_nkp(float* y, const float* t, const float* bia
 }
 
 // (N, K, P) -> (K, N, P).
+// y[b, k, p] += bias[k] for y (N, K, P); rows are (b, k), rows = N*K.
+extern "C" __global__ void add_bias_nkp(float* y, const float* bias, int rows, int k, int p) {
+  int pp = blockIdx.x * blockDim.x + threadIdx.x;
+  if (pp >= p) return;
+  ROW_LOOP(row, rows) { y[(long long)row * p + pp] += bias[row % k]; }
+}
+
 extern "C" __global__ void nkp_to_knp(float* t, const float* y, int n, int k, int p) {
   int pp = blockIdx.x * blockDim.x + threadIdx.x;
   if (pp >= p) return;
