@@ -251,8 +251,9 @@ func (s *cudnnState) plan(dd kernels.ConvDims, tf32 bool) (*cudnnPlan, error) {
 }
 
 // pick runs a cudnnFind*Algorithm and returns the fastest deterministic
-// algorithm that succeeded (the fastest of any if none is deterministic).
-func (s *cudnnState) pick(op string, find uintptr, args ...uintptr) (int32, uint64, error) {
+// algorithm that succeeded within maxMem bytes of workspace (the fastest of
+// any if none is deterministic).
+func (s *cudnnState) pick(op string, maxMem uint64, find uintptr, args ...uintptr) (int32, uint64, error) {
 	var pn runtime.Pinner
 	defer pn.Unpin()
 	const req = 8
@@ -264,7 +265,7 @@ func (s *cudnnState) pick(op string, find uintptr, args ...uintptr) (int32, uint
 	}
 	best := -1
 	for i := 0; i < int(*n) && i < req; i++ {
-		if perf[i].status != 0 {
+		if perf[i].status != 0 || perf[i].memory > maxMem {
 			continue
 		}
 		if best < 0 {
@@ -280,6 +281,9 @@ func (s *cudnnState) pick(op string, find uintptr, args ...uintptr) (int32, uint
 	}
 	return perf[best].algo, perf[best].memory, nil
 }
+
+// maxWorkspace bounds a cuDNN algorithm's workspace: an eighth of the GPU.
+func (d *Device) maxWorkspace() uint64 { return uint64(max(d.info.TotalMem/8, 64<<20)) }
 
 // cudnnConv runs one direction (0 forward, 1 backward data, 2 backward
 // filter) through cuDNN; false means "use im2col" (the shape is marked and
@@ -311,7 +315,7 @@ func (d *Device) cudnnRun(op int, p *cudnnPlan, dd kernels.ConvDims, a, b, c Ptr
 	switch op {
 	case 0: // y = conv(x, w): a = y, b = x, c = w
 		if !p.haveFwd {
-			algo, ws, err := s.pick("cudnnFindConvolutionForwardAlgorithm", api.findFwd, p.x, p.w, p.conv, p.y)
+			algo, ws, err := s.pick("cudnnFindConvolutionForwardAlgorithm", d.maxWorkspace(), api.findFwd, p.x, p.w, p.conv, p.y)
 			if err != nil {
 				return err
 			}
@@ -327,7 +331,7 @@ func (d *Device) cudnnRun(op int, p *cudnnPlan, dd kernels.ConvDims, a, b, c Ptr
 		}
 	case 1: // dx = conv^T(dy, w): a = dx, b = dy, c = w
 		if !p.haveData {
-			algo, ws, err := s.pick("cudnnFindConvolutionBackwardDataAlgorithm", api.findBwdData, p.w, p.y, p.conv, p.x)
+			algo, ws, err := s.pick("cudnnFindConvolutionBackwardDataAlgorithm", d.maxWorkspace(), api.findBwdData, p.w, p.y, p.conv, p.x)
 			if err != nil {
 				return err
 			}
@@ -343,7 +347,7 @@ func (d *Device) cudnnRun(op int, p *cudnnPlan, dd kernels.ConvDims, a, b, c Ptr
 		}
 	case 2: // dw = x (*) dy: a = dw, b = dy, c = x
 		if !p.haveF {
-			algo, ws, err := s.pick("cudnnFindConvolutionBackwardFilterAlgorithm", api.findBwdFilter, p.x, p.y, p.conv, p.w)
+			algo, ws, err := s.pick("cudnnFindConvolutionBackwardFilterAlgorithm", d.maxWorkspace(), api.findBwdFilter, p.x, p.y, p.conv, p.w)
 			if err != nil {
 				return err
 			}
