@@ -12,7 +12,8 @@
 // "auto", logging one line that says which device runs. cuBLAS is searched
 // in $DDPM_LIBCUBLAS, LD_LIBRARY_PATH, $CUDA_HOME/lib64, /usr/local/cuda,
 // Debian's multiarch directory and the nvidia-cublas pip wheels that a
-// PyTorch install brings; $DDPM_LIBCUDA overrides the driver library.
+// PyTorch install brings; $DDPM_LIBCUDA and $DDPM_LIBCUDNN override the
+// driver and cuDNN libraries.
 //
 // # Kernels
 //
@@ -21,9 +22,12 @@
 // `go generate ./cuda`, without a CUDA SDK; the PTX is embedded.
 // TestPTXUpToDate fails when the committed PTX is stale. The ops:
 //
-//   - Conv2D and its backward passes: im2col over chunks of images into a
-//     (C*R*S, n*P) column matrix, one cuBLAS GEMM per chunk, a permute that
-//     adds the bias; col2im is a deterministic gather (no atomics).
+//   - Conv2D and its backward passes: through cuDNN when libcudnn.so.9/.8
+//     loads (Options.Conv "auto"; legacy API, cudnnFind*Algorithm once per
+//     shape, deterministic algorithms preferred), else, and for asymmetric
+//     padding or any shape cuDNN fails on, im2col over chunks of images
+//     into a (C*R*S, n*P) column matrix, one cuBLAS GEMM per chunk and a
+//     permute that adds the bias; col2im is a deterministic gather.
 //   - Linear: cuBLAS GEMMs on row-major data (C^T = B^T A^T column-major).
 //   - GroupNorm (+ fused SiLU): one block per (n, group), two-pass mean and
 //     variance in shared memory; backward in two kernels (dx per group,
@@ -60,7 +64,8 @@
 // The op tests compare every op with kernels.CPU on seeded random inputs
 // inside NaN guard bands (relative error under 1e-5 in fp32, 3e-3 with
 // TF32). Without a GPU, TestMain builds cuda/emu/emu.cpp with clang-16: a
-// CPU emulator of the driver and cuBLAS functions used here that compiles
+// CPU emulator of the driver, cuBLAS and cuDNN functions used here (TF32
+// rounding included) that compiles
 // kernels/ops.cu itself for the host, so CI runs the real kernel source and
 // every Device code path (only PTX JIT and real parallelism are left to
 // the GPU). bench/gpu-check.sh runs the same tests, the GPU benchmarks and
