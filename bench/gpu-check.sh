@@ -41,6 +41,10 @@ build() {
 		rm -f "$BIN/ddpm"
 	fi
 	git rev-parse HEAD >"$BIN/REVISION" 2>/dev/null || true
+	# The diffusers fixture, so the lab UNet is checked against diffusers on the GPU too.
+	if [ -d ../shared/fixtures/diffusers-unet-small ]; then
+		cp -r ../shared/fixtures/diffusers-unet-small "$BIN/fixture"
+	fi
 	# The device tool carries at most 64 MiB: the ddpm binary goes first.
 	if [ "$(du -sm "$BIN" | cut -f1)" -gt 60 ]; then
 		echo "gpu-check: $BIN over 60 MiB: leaving out the ddpm binary"
@@ -91,7 +95,7 @@ passed = len(re.findall(r"--- PASS: Test\w+/", ops))
 failed = len(re.findall(r"--- FAIL: Test\w+/", ops))
 skipped = "no GPU here" in ops
 worst = {}
-for test, body in re.findall(r"=== RUN   (TestOpsFP32|TestOpsTF32|TestConvChunks|TestGroupNormKernel1)\n(.*?)(?==== RUN   Test\w+\n|\Z)", ops, re.S):
+for test, body in re.findall(r"=== RUN   (TestOpsFP32|TestOpsTF32|TestConvChunks|TestConvIm2col|TestConvAutotune|TestGroupNormKernel1)\n(.*?)(?==== RUN   Test\w+\n|\Z)", ops, re.S):
     for e in re.findall(r"relerr (\S+)", body):
         worst[test] = max(worst.get(test, 0.0), float(e))
 go, lab = {}, []
@@ -152,10 +156,12 @@ def variants(bench, unit):
     return out
 gsample, gfwd, gtrain = variants("LabUNetSampleDDIM50", "images/s"), variants("LabUNetForward", "ms/call"), variants("LabUNetTrainStep", "ms/call")
 gerr = re.search(r"whole-UNet forward cifar10, GPU vs CPU: relative error (\S+)", gm)
+gfix = re.search(r"GPU: relative L2 error (\S+) against diffusers", gm)
 terr = re.search(r"train step cifar10, GPU vs CPU: worst gradient relative error (\S+), worst parameter difference (\S+)", gm)
 print()
 print("whole model, ddpm-cifar10, batch 128 (Go: cuda/dev lab UNet, TF32; PyTorch eager %s):" % tinfo.get("precision", "tf32"))
 print("  Go forward, GPU vs CPU at batch 2:       %s" % ("rel err " + gerr.group(1) if gerr else ("FAIL" if "--- FAIL" in gm else "skip")))
+print("  Go forward on the GPU vs diffusers fixture: %s" % ("rel L2 " + gfix.group(1) if gfix else ("FAIL" if "--- FAIL: TestUNetFixture" in gm else "skip")))
 ps = s["images_per_s"] if s else None
 for v in sorted(gsample) or ["fixed"]:
     gs = gsample.get(v)
@@ -253,10 +259,10 @@ remote() {
 	fi
 
 	echo "== 2. per-op correctness (timeout 170 s)"
-	timeout 170 "$BIN/cuda.test" -test.v -test.count 1 -test.run 'TestOpsFP32|TestOpsTF32|TestConvChunks|TestGroupNormKernel1|TestNoGPUError|TestPTXKernels' \
+	timeout 170 "$BIN/cuda.test" -test.v -test.count 1 -test.run 'TestOpsFP32|TestOpsTF32|TestConvChunks|TestConvIm2col|TestConvAutotune|TestGroupNormKernel1|TestNoGPUError|TestPTXKernels' \
 		>"$out/ops.log" 2>&1
 	echo "exit $?" >>"$out/ops.log"
-	grep -E '^(--- |=== RUN   TestOps|ok|FAIL|PASS|exit)|no GPU|relative error|guard band|modified|gpu:' "$out/ops.log" | grep -v -- '--- PASS: TestOps.*/' | tail -40
+	grep -E '^(--- |ok|FAIL|PASS|exit)|^    --- FAIL|no GPU|relative error|guard band|modified|gpu:|convolution engine' "$out/ops.log" | tail -40
 
 	echo "== 2b. executor vs TapeMachine on the GPU, kernel lab validation (timeout 60 s)"
 	timeout 30 "$BIN/gexec.test" -test.v -test.count 1 -test.run 'TestMatchesTapeMachineCUDA' >"$out/gexec.log" 2>&1
@@ -286,6 +292,7 @@ remote() {
 	cat "$out/torch_model.jsonl"
 
 	echo "== 6. Go whole model (cuda/dev lab UNet: GPU vs CPU at batch 2, then timings; timeout $(left 150) s)"
+	[ -d "$BIN/fixture" ] && export DDPM_UNET_FIXTURE="$PWD/$BIN/fixture"
 	(cd cuda/dev && timeout "$(left 60)" "../../$BIN/dev.test" -test.v -test.count 1 -test.run 'TestUNet|TestTrain') >"$out/go_model.log" 2>&1
 	echo "exit $?" >>"$out/go_model.log"
 	(cd cuda/dev && timeout "$(left 90)" "../../$BIN/dev.test" -test.run '^$' -test.bench 'LabUNet' -test.benchtime 1x) >>"$out/go_model.log" 2>&1

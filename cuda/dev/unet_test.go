@@ -156,6 +156,9 @@ func benchSample(b *testing.B, opts cuda.Options) {
 // and output), on the CPU and on the GPU (or the emulator).
 func TestUNetFixture(t *testing.T) {
 	dir := filepath.Join("..", "..", "..", "shared", "fixtures", "diffusers-unet-small")
+	if d := os.Getenv("DDPM_UNET_FIXTURE"); d != "" { // gpu-check carries a copy
+		dir = d
+	}
 	if _, err := os.Stat(dir); err != nil {
 		t.Skipf("fixture %s absent (../shared not mounted): %v", dir, err)
 	}
