@@ -413,3 +413,42 @@ func ExampleOpen() {
 	d.Download(out, x)
 	fmt.Println(d.Sync() == nil)
 }
+
+// TestCUDNNErrors checks the cuDNN error path (status strings) and that a
+// shape cuDNN rejects falls back to im2col instead of failing the op.
+func TestCUDNNErrors(t *testing.T) {
+	d := openTest(t, "fp32")
+	if d.dnn == nil {
+		t.Skip("no cuDNN")
+	}
+	err := d.dnn.api.errorf("test", 3)
+	if !strings.Contains(err.Error(), "status 3") || len(err.Error()) < len("cuda: cuDNN test: status 3 x") {
+		t.Fatalf("errorf = %q, want the status and its cuDNN string", err)
+	}
+	t.Logf("%v", err)
+	if !emulated {
+		return
+	}
+	// The emulator's cuDNN refuses K = 13: the op must still be right.
+	cpu := newCPU(t)
+	dd := kernels.ConvDims{N: 2, C: 3, H: 5, W: 5, K: 13, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1}
+	r := rand.New(rand.NewPCG(9, 9))
+	x, w := randVec(r, 2*3*25), randVec(r, 13*3*9)
+	want := make([]float32, 2*13*25)
+	cpu.Conv2D(want, x, w, nil, dd)
+	px, pw, py := d.Alloc(len(x)), d.Alloc(len(w)), d.Alloc(len(want))
+	d.Upload(px, x)
+	d.Upload(pw, w)
+	d.Conv2D(py, px, pw, 0, dd)
+	got := make([]float32, len(want))
+	d.Download(got, py)
+	if err := d.Sync(); err != nil {
+		t.Fatalf("Conv2D with a shape cuDNN refuses: %v", err)
+	}
+	if e := relErr(got, want); e > 1e-5 {
+		t.Fatalf("fallback Conv2D: relative error %.3g", e)
+	}
+	if _, _, fb := d.ConvEngine(); len(fb) != 1 || !strings.Contains(fb[0], "status 9") {
+		t.Fatalf("ConvEngine fallbacks = %q, want the refused shape", fb)
+	}
+}
