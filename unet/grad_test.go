@@ -1,0 +1,148 @@
+package unet
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+)
+
+// tinyConfig has every block kind: ResNet blocks with and without a
+// shortcut, attention down and up, down- and upsampling, the mid block,
+// the time embedding and a class embedding with a null class.
+func tinyConfig() Config {
+	k, null := 4, 3
+	return Config{SampleSize: 8, InChannels: 2, OutChannels: 4, TimeEmbeddingType: "positional", FlipSinToCos: true,
+		LayersPerBlock: 1, MidBlockScaleFactor: 1, DownsamplePadding: 0, ActFn: "silu", NormNumGroups: 4, NormEps: 1e-5,
+		ResnetTimeScaleShift: "default", BlockOutChannels: []int{8, 12},
+		DownBlockTypes: []string{"DownBlock2D", "AttnDownBlock2D"}, UpBlockTypes: []string{"AttnUpBlock2D", "UpBlock2D"},
+		NumClassEmbeds: &k, NullClass: &null}
+}
+
+// TestStepGradientsFiniteDifference checks dL/dparam from Step against
+// central finite differences of Predict for entries of EVERY parameter
+// (so every block: time/class embedding, ResNet blocks, attention,
+// down/upsampling, output norm and conv), with L = sum(out * R).
+func TestStepGradientsFiniteDifference(t *testing.T) {
+	m, err := New(tinyConfig(), newCPU(t), 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	x := diffusion.NewBatch(2, 2, 8, 8)
+	for i := range x.Data {
+		x.Data[i] = float32(r.NormFloat64())
+	}
+	ts, ys := []int{3, 700}, []int{1, -1}
+	R := make([]float32, 2*4*8*8)
+	for i := range R {
+		R[i] = float32(r.NormFloat64())
+	}
+	lossOf := func(out []float32) float64 {
+		var s float64
+		for i, v := range out {
+			s += float64(v) * float64(R[i])
+		}
+		return s
+	}
+	ctx := context.Background()
+	loss, err := m.Step(ctx, x, ts, ys, 0, func(out diffusion.Batch, dout []float32) (float64, error) {
+		copy(dout, R)
+		return lossOf(out.Data), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := m.Predict(ctx, x, ts, ys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := lossOf(out.Data); math.Abs(l-loss) > 1e-4*math.Abs(l) {
+		t.Fatalf("Step loss %v != Predict loss %v", loss, l)
+	}
+	eval := func() float64 {
+		o, err := m.Predict(ctx, x, ts, ys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lossOf(o.Data)
+	}
+	for _, p := range m.Params() {
+		t.Run(p.Name, func(t *testing.T) {
+			for k := 0; k < 3; k++ {
+				i := r.IntN(len(p.Value))
+				old := p.Value[i]
+				const h = 1e-2
+				p.Value[i] = old + h
+				lp := eval()
+				p.Value[i] = old - h
+				lm := eval()
+				p.Value[i] = old
+				fd := (lp - lm) / (2 * h)
+				g := float64(p.Grad[i])
+				// float32 network, float64 sums: abs 2e-3 + rel 3e-2.
+				if math.Abs(g-fd) > 2e-3+3e-2*math.Max(math.Abs(g), math.Abs(fd)) {
+					t.Errorf("%s[%d]: gradient %.6g, finite difference %.6g", p.Name, i, g, fd)
+				}
+			}
+		})
+	}
+}
+
+func TestPresets(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		params int
+	}{{"ddpm-cifar10", 35746307}, {"mnist", 0}} {
+		cfg, err := Preset(tc.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := New(cfg, newCPU(t), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.params != 0 && m.NumParams() != tc.params {
+			t.Errorf("%s: %d parameters, want %d", tc.name, m.NumParams(), tc.params)
+		}
+		t.Logf("%s: %d parameters", tc.name, m.NumParams())
+	}
+	if _, err := Preset("nope"); err == nil {
+		t.Error("unknown preset: no error")
+	}
+}
+
+func TestInputErrors(t *testing.T) {
+	m, err := New(tinyConfig(), newCPU(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	good := diffusion.NewBatch(1, 2, 8, 8)
+	for _, tc := range []struct {
+		name string
+		x    diffusion.Batch
+		t, y []int
+	}{
+		{"channels", diffusion.NewBatch(1, 3, 8, 8), []int{1}, []int{0}},
+		{"size", diffusion.NewBatch(1, 2, 7, 7), []int{1}, []int{0}},
+		{"timesteps", good, []int{1, 2}, []int{0}},
+		{"negative t", good, []int{-1}, []int{0}},
+		{"no labels", good, []int{1}, nil},
+		{"label range", good, []int{1}, []int{4}},
+		{"null label by index", good, []int{1}, []int{3}},
+	} {
+		if _, err := m.Predict(ctx, tc.x, tc.t, tc.y); err == nil {
+			t.Errorf("%s: no error", tc.name)
+		} else {
+			t.Logf("%s: %v", tc.name, err)
+		}
+	}
+	bad := tinyConfig()
+	bad.ActFn = "gelu"
+	if _, err := New(bad, newCPU(t), 1); err == nil {
+		t.Error("act_fn gelu: no error")
+	}
+}
