@@ -62,6 +62,8 @@ func renameLegacy(in map[string]weights.Tensor) map[string]weights.Tensor {
 
 // Tensors returns a copy of the weights under their diffusers names.
 func (m *Model) Tensors() map[string]weights.Tensor {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	out := make(map[string]weights.Tensor, len(m.params))
 	for _, p := range m.params {
 		out[p.name] = weights.Tensor{Shape: []int(p.shape.Clone()), Data: append([]float32(nil), p.t.Data().([]float32)...)}
@@ -79,6 +81,29 @@ func (m *Model) SetTensors(t map[string]weights.Tensor) error {
 	defer m.mu.Unlock()
 	for _, p := range m.params {
 		copy(p.t.Data().([]float32), t[p.name].Data)
+	}
+	return nil
+}
+
+// Export returns the model as a weights.Model: its config JSON and a copy
+// of every tensor. The diffusion config, scheduler config and class names
+// are taken from meta when it is not nil (for example the Source the model
+// was loaded from), so they travel with the weights.
+func (m *Model) Export(meta *weights.Model) *weights.Model {
+	out := &weights.Model{UNetConfig: m.cfg.JSON(), Tensors: m.Tensors()}
+	if meta != nil {
+		out.DiffusionConfig = meta.DiffusionConfig
+		out.SchedulerConfig = meta.SchedulerConfig
+		out.ClassNames = append([]string(nil), meta.ClassNames...)
+	}
+	return out
+}
+
+// Save writes the model as a ddpm model file (safetensors with the UNet
+// config in its metadata; see weights.WriteModel); meta as in Export.
+func (m *Model) Save(path string, meta *weights.Model) error {
+	if err := weights.WriteModel(path, m.Export(meta)); err != nil {
+		return fmt.Errorf("unet: save %s: %w", path, err)
 	}
 	return nil
 }

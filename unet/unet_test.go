@@ -5,11 +5,14 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/kernels"
 	"github.com/ddpm-go/ddpm/npy"
+	"github.com/ddpm-go/ddpm/weights"
 )
 
 func fixtureDir(t *testing.T) string {
@@ -83,5 +86,53 @@ func TestFixture(t *testing.T) {
 		t.Fatalf("relative L2 error against diffusers = %.3g, want < 1e-4", e)
 	} else {
 		t.Logf("relative L2 error against diffusers: %.3g", e)
+	}
+}
+
+// TestSaveLoad writes a model file and loads it back: same config, same
+// tensors, same metadata.
+func TestSaveLoad(t *testing.T) {
+	cpu := newCPU(t)
+	m, err := New(tinyConfig(), cpu, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	meta := &weights.Model{ClassNames: []string{"a", "b", "c"}, DiffusionConfig: []byte(`{"timesteps":1000}`)}
+	if err := m.Save(path, meta); err != nil {
+		t.Fatal(err)
+	}
+	m2, src, err := Load(path, cpu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(src.ClassNames, meta.ClassNames) || len(src.DiffusionConfig) == 0 {
+		t.Errorf("metadata lost: classes %v, diffusion config %q", src.ClassNames, src.DiffusionConfig)
+	}
+	if m2.Config().NullClass == nil || *m2.Config().NullClass != 3 {
+		t.Errorf("ddpm_null_class lost: %v", m2.Config().NullClass)
+	}
+	a, b := m.Tensors(), m2.Tensors()
+	if len(a) != len(b) {
+		t.Fatalf("%d tensors saved, %d loaded", len(a), len(b))
+	}
+	for k, v := range a {
+		if !slices.Equal(v.Data, b[k].Data) {
+			t.Errorf("tensor %s differs after the round trip", k)
+		}
+	}
+	// A wrong tensor set is one error naming every bad tensor.
+	bad := m.Tensors()
+	delete(bad, "conv_in.weight")
+	bad["extra.weight"] = weights.Tensor{Shape: []int{1}, Data: []float32{0}}
+	bad["conv_out.bias"] = weights.Tensor{Shape: []int{5}, Data: make([]float32, 5)}
+	err = m2.SetTensors(bad)
+	if err == nil {
+		t.Fatal("SetTensors accepted a wrong tensor set")
+	}
+	for _, name := range []string{"conv_in.weight", "extra.weight", "conv_out.bias"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s: %v", name, err)
+		}
 	}
 }
