@@ -33,6 +33,7 @@ func commands() map[string]command {
 		"devices":  {"list GPUs and show which device --device picks", runDevices},
 		"inspect":  {"show what a weights file, checkpoint or diffusers folder holds", runInspect},
 		"schedule": {"print or plot a noise schedule", runSchedule},
+		"train":    {"train a model on a dataset", runTrain},
 		"serve":    {"serve a model over HTTP (OpenAI Images API, jobs, metrics, web page)", runServe},
 	}
 }
