@@ -30,10 +30,13 @@ type command struct {
 // commands lists the subcommands; each lives in its own file.
 func commands() map[string]command {
 	return map[string]command{
+		"bench":    {"time the UNet's forward pass and training step", runBench},
 		"devices":  {"list GPUs and show which device --device picks", runDevices},
 		"inspect":  {"show what a weights file, checkpoint or diffusers folder holds", runInspect},
+		"predict":  {"run the UNet once on x_t at given timesteps and write its output .npy", runPredict},
 		"schedule": {"print or plot a noise schedule", runSchedule},
 		"train":    {"train a model on a dataset", runTrain},
+		"sample":   {"generate images from a model", runSample},
 		"serve":    {"serve a model over HTTP (OpenAI Images API, jobs, metrics, web page)", runServe},
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -56,7 +55,11 @@ func loadServeModel(ctx context.Context, o serveOptions, log *slog.Logger) (serv
 // newServeUNet builds the UNet of src on device ("auto", "cpu" or "cuda")
 // and reports which device runs it.
 func newServeUNet(ctx context.Context, src *weights.Source, device string) (diffusion.Model, string, func(), error) {
-	return nil, "", nil, errors.New("the UNet is not built yet (package unet is in progress); use a later build")
+	net, name, err := newUNet(src, device)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return net, name, func() {}, nil
 }
 
 // modelName is the model id /v1/models shows for a path: the file or
@@ -101,6 +104,7 @@ type unetConfigKeys struct {
 	SampleSize     json.RawMessage `json:"sample_size"` // an int or [h, w]
 	InChannels     int             `json:"in_channels"`
 	NumClassEmbeds *int            `json:"num_class_embeds"`
+	NullClass      *int            `json:"ddpm_null_class"`
 }
 
 // serveInfo describes src for the server: square image size, channels and
@@ -121,6 +125,9 @@ func serveInfo(src *weights.Source, name string) (server.ModelInfo, error) {
 	info := server.ModelInfo{Name: name, ImageSize: size, Channels: k.InChannels, ClassNames: src.ClassNames}
 	if k.NumClassEmbeds != nil {
 		info.NumClasses = *k.NumClassEmbeds
+		if k.NullClass != nil {
+			info.NumClasses-- // the null class of classifier-free guidance is no class
+		}
 	}
 	if info.ClassNames != nil && len(info.ClassNames) != info.NumClasses {
 		info.ClassNames = nil // names that do not match the embedding are not trusted
