@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/kernels"
+	"github.com/ddpm-go/ddpm/npy"
+	"github.com/ddpm-go/ddpm/unet"
+)
+
+// predictOptions are the flags of `ddpm predict`.
+type predictOptions struct {
+	Model     string // diffusers folder, model file or checkpoint
+	Input     string // x_t as a (N, C, H, W) .npy
+	Timesteps string // comma-separated, one per sample (or one for all)
+	Class     string // comma-separated labels, -1 for the null class
+	Output    string // .npy to write
+	Device    string // auto or cpu
+}
+
+const predictExamples = `  ddpm predict --model ../shared/fixtures/diffusers-unet-small --input x.npy --timesteps 10,500 --output out.npy
+  ddpm predict --model mnist.safetensors --input x.npy --timesteps 999 --class 3,-1 --output eps.npy`
+
+func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("predict", "predict --model DIR|FILE --input X.npy --timesteps T[,T...] [--class Y[,Y...]] --output OUT.npy", predictExamples, stderr)
+	var o predictOptions
+	fs.StringVar(&o.Model, "model", "", "diffusers UNet2DModel folder, ddpm model file or checkpoint (required)")
+	fs.StringVar(&o.Input, "input", "", "x_t as a float32 or float64 .npy of shape (N, C, H, W) (required)")
+	fs.StringVar(&o.Timesteps, "timesteps", "", "timesteps, comma-separated: one per sample, or one for all (required)")
+	fs.StringVar(&o.Class, "class", "", "class labels for a class-conditional model, comma-separated (one per sample or one for all); -1 is the null class of a guidance model")
+	fs.StringVar(&o.Output, "output", "", "where to write the network output .npy, shape (N, out_channels, H, W) (required)")
+	fs.StringVar(&o.Device, "device", "auto", "auto or cpu (the UNet runs on the CPU backend for now)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	for _, req := range []struct{ name, v string }{{"--model", o.Model}, {"--input", o.Input}, {"--timesteps", o.Timesteps}, {"--output", o.Output}} {
+		if req.v == "" {
+			return usageError{fmt.Sprintf("predict: %s is required", req.name)}
+		}
+	}
+	return predict(ctx, o, stdout)
+}
+
+// parseInts parses a comma-separated list of integers for flag name and
+// expands a single value to n entries.
+func parseInts(name, s string, n int) ([]int, error) {
+	parts := strings.Split(s, ",")
+	out := make([]int, 0, n)
+	for _, p := range parts {
+		v, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil {
+			return nil, usageError{fmt.Sprintf("%s: %q is not an integer", name, p)}
+		}
+		out = append(out, v)
+	}
+	if len(out) == 1 && n > 1 {
+		for len(out) < n {
+			out = append(out, out[0])
+		}
+	}
+	if len(out) != n {
+		return nil, usageError{fmt.Sprintf("%s: %d values for a batch of %d: give one per sample or one for all", name, len(out), n)}
+	}
+	return out, nil
+}
+
+// newCPUFor resolves --device for the UNet commands: auto and cpu run on
+// the CPU backend.
+func newCPUFor(device string) (*kernels.CPU, error) {
+	switch device {
+	case "auto", "cpu", "":
+		return kernels.NewCPU(kernels.CPUOptions{})
+	}
+	return nil, usageError{fmt.Sprintf("--device %q: the UNet commands support auto and cpu for now", device)}
+}
+
+func predict(ctx context.Context, o predictOptions, stdout io.Writer) error {
+	cpu, err := newCPUFor(o.Device)
+	if err != nil {
+		return err
+	}
+	a, err := npy.ReadFile(o.Input)
+	if err != nil {
+		return fmt.Errorf("predict: --input: %w", err)
+	}
+	if len(a.Shape) != 4 {
+		return fmt.Errorf("predict: --input %s has shape %v, want 4 dimensions (N, C, H, W)", o.Input, a.Shape)
+	}
+	x := diffusion.Batch{N: a.Shape[0], C: a.Shape[1], H: a.Shape[2], W: a.Shape[3], Data: a.Float32s()}
+	ts, err := parseInts("--timesteps", o.Timesteps, x.N)
+	if err != nil {
+		return err
+	}
+	var ys []int
+	if o.Class != "" {
+		if ys, err = parseInts("--class", o.Class, x.N); err != nil {
+			return err
+		}
+	}
+	m, _, err := unet.Load(o.Model, cpu)
+	if err != nil {
+		return fmt.Errorf("predict: --model: %w", err)
+	}
+	out, err := m.Predict(ctx, x, ts, ys)
+	if err != nil {
+		return fmt.Errorf("predict: %w", err)
+	}
+	f, err := os.Create(o.Output)
+	if err != nil {
+		return fmt.Errorf("predict: --output: %w", err)
+	}
+	if err := npy.WriteFloat32(f, []int{out.N, out.C, out.H, out.W}, out.Data); err != nil {
+		f.Close()
+		return fmt.Errorf("predict: --output %s: %w", o.Output, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("predict: --output %s: %w", o.Output, err)
+	}
+	fmt.Fprintf(stdout, "wrote %s: (%d, %d, %d, %d)\n", o.Output, out.N, out.C, out.H, out.W)
+	return nil
+}
