@@ -146,3 +146,36 @@ func TestInputErrors(t *testing.T) {
 		t.Error("act_fn gelu: no error")
 	}
 }
+
+// TestCIFAR10Forward runs the ddpm-cifar10 preset (google/ddpm-cifar10-32's
+// architecture) on one image: output shape and finiteness.
+func TestCIFAR10Forward(t *testing.T) {
+	if testing.Short() {
+		t.Skip("ddpm-cifar10 forward (35.7M parameters) skipped in -short")
+	}
+	cfg, err := Preset("ddpm-cifar10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(cfg, newCPU(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := diffusion.NewBatch(1, 3, 32, 32)
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range x.Data {
+		x.Data[i] = float32(r.NormFloat64())
+	}
+	out, err := m.Predict(context.Background(), x, []int{500}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.N != 1 || out.C != 3 || out.H != 32 || out.W != 32 || len(out.Data) != 3*32*32 {
+		t.Fatalf("output %dx%dx%dx%d (%d values), want 1x3x32x32", out.N, out.C, out.H, out.W, len(out.Data))
+	}
+	for i, v := range out.Data {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			t.Fatalf("output[%d] = %v", i, v)
+		}
+	}
+}
