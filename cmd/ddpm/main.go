@@ -37,6 +37,7 @@ func commands() map[string]command {
 		"schedule": {"print or plot a noise schedule", runSchedule},
 		"train":    {"train a model on a dataset", runTrain},
 		"sample":   {"generate images from a model", runSample},
+		"eval":     {"negative log-likelihood in bits/dim on a test set", runEval},
 		"serve":    {"serve a model over HTTP (OpenAI Images API, jobs, metrics, web page)", runServe},
 	}
 }
