@@ -109,7 +109,7 @@ func checkBlock(t *testing.T, tc blockCase, seed uint64) {
 		lossVal = s
 		return s, nil
 	}
-	loss := &ExternalLoss{opBase: opBase{"ExternalLoss", nil, 1, cpu}, Fn: &fn}
+	loss := &ExternalLoss{opBase: newBase("ExternalLoss", nil, 1, cpu), Fn: &fn}
 	lossNode, err := apply(loss, out)
 	if err != nil {
 		t.Fatal(err)

@@ -104,7 +104,7 @@ func (m *Model) build(key graphKey) (*graph, error) {
 	gr.outShape = h.Shape().Clone()
 
 	if key.train {
-		gr.loss = &ExternalLoss{opBase: opBase{"ExternalLoss", nil, 1, m.cpu}, Fn: &gr.lossFn}
+		gr.loss = &ExternalLoss{opBase: newBase("ExternalLoss", nil, 1, m.cpu), Fn: &gr.lossFn}
 		lossNode, err := apply(gr.loss, h)
 		if err != nil {
 			return nil, fmt.Errorf("unet: loss node: %w", err)
@@ -282,7 +282,7 @@ func (b *builder) resnet(name string, x, semb *G.Node, cout int, train bool) *G.
 	if train && b.m.cfg.Dropout > 0 && b.err == nil {
 		mask := make([]float32, h.Shape().TotalSize())
 		b.gr.dropMasks = append(b.gr.dropMasks, &mask)
-		h = b.op(&Dropout{opBase{fmt.Sprintf("Dropout%v#%d", h.Shape(), len(b.gr.dropMasks)), h.Shape().Clone(), 1, b.m.cpu}, &mask}, h)
+		h = b.op(&Dropout{newBase(fmt.Sprintf("Dropout%v#%d", h.Shape(), len(b.gr.dropMasks)), h.Shape().Clone(), 1, b.m.cpu), &mask}, h)
 	}
 	h = b.conv(name+".conv2", h, cout, 3, 1, 1)
 	sc := x

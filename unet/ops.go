@@ -30,6 +30,7 @@ type opBase struct {
 	out   tensor.Shape
 	arity int
 	cpu   backend
+	cache *tensor.Dense // the output, reused by every run of the node
 }
 
 func (o *opBase) Arity() int { return o.arity }
@@ -59,6 +60,11 @@ func (o *opBase) Hashcode() uint32 {
 }
 func (o *opBase) String() string { return o.name }
 
+// newBase returns an opBase.
+func newBase(name string, out tensor.Shape, arity int, cpu backend) opBase {
+	return opBase{name: name, out: out, arity: arity, cpu: cpu}
+}
+
 // newOut allocates the op's output tensor.
 func (o *opBase) newOut() (*tensor.Dense, []float32) {
 	if len(o.out) == 0 {
@@ -80,10 +86,16 @@ func floats(v G.Value) []float32 {
 	panic(fmt.Sprintf("unet: unexpected value type %T", v))
 }
 
-// run wraps a kernel call: it allocates the output, runs f and reports the
-// backend's error, if any.
+// run wraps a kernel call: it runs f on the op's output tensor (allocated
+// on the first run and reused after: each op instance is one node of one
+// graph, and the model copies results out before the next run) and
+// reports the backend's error, if any. f must overwrite all of y.
 func (o *opBase) run(f func(y []float32)) (G.Value, error) {
-	d, y := o.newOut()
+	if o.cache == nil {
+		o.cache, _ = o.newOut()
+	}
+	d := o.cache
+	y := d.Data().([]float32)
 	f(y)
 	if err := o.cpu.Sync(); err != nil {
 		return nil, fmt.Errorf("unet: %s: %w", o.name, err)
@@ -112,7 +124,7 @@ type Conv2D struct {
 }
 
 func newConv2D(cpu backend, d kernels.ConvDims) *Conv2D {
-	return &Conv2D{opBase{fmt.Sprintf("Conv2D%+v", d), tensor.Shape{d.N, d.K, d.OutH(), d.OutW()}, 3, cpu}, d}
+	return &Conv2D{newBase(fmt.Sprintf("Conv2D%+v", d), tensor.Shape{d.N, d.K, d.OutH(), d.OutW()}, 3, cpu), d}
 }
 
 func (o *Conv2D) Do(in ...G.Value) (G.Value, error) {
@@ -121,19 +133,20 @@ func (o *Conv2D) Do(in ...G.Value) (G.Value, error) {
 func (o *Conv2D) DiffWRT(int) []bool { return all(3) }
 func (o *Conv2D) SymDiff(in G.Nodes, _, grad *G.Node) (G.Nodes, error) {
 	d := o.Dims
-	dx, err := apply(&Conv2DBackwardData{opBase{"Conv2DBackwardData" + o.name[6:], tensor.Shape{d.N, d.C, d.H, d.W}, 2, o.cpu}, d}, grad, in[1])
+	dx, err := apply(&Conv2DBackwardData{newBase("Conv2DBackwardData"+o.name[6:], tensor.Shape{d.N, d.C, d.H, d.W}, 2, o.cpu), d}, grad, in[1])
 	if err != nil {
 		return nil, err
 	}
-	dw, err := apply(&Conv2DBackwardFilter{opBase{"Conv2DBackwardFilter" + o.name[6:], tensor.Shape{d.K, d.C, d.R, d.S}, 2, o.cpu}, d}, grad, in[0])
+	wn := d.K * d.C * d.R * d.S
+	dwb, err := apply(&Conv2DBackwardFilter{newBase("Conv2DBackwardFilter"+o.name[6:], tensor.Shape{wn + d.K}, 2, o.cpu), d}, grad, in[0])
 	if err != nil {
 		return nil, err
 	}
-	db, err := apply(newBiasGrad(o.cpu, d.N, d.K, d.OutH()*d.OutW()), grad)
+	p, err := parts(o.cpu, dwb, tensor.Shape{d.K, d.C, d.R, d.S}, tensor.Shape{d.K})
 	if err != nil {
 		return nil, err
 	}
-	return G.Nodes{dx, dw, db}, nil
+	return G.Nodes{dx, p[0], p[1]}, nil
 }
 
 // Conv2DBackwardData is dx of Conv2D from (dy, w).
@@ -146,40 +159,16 @@ func (o *Conv2DBackwardData) Do(in ...G.Value) (G.Value, error) {
 	return o.run(func(y []float32) { o.cpu.Conv2DBackwardData(y, floats(in[0]), floats(in[1]), o.Dims) })
 }
 
-// Conv2DBackwardFilter is dw of Conv2D from (dy, x).
+// Conv2DBackwardFilter is [dw (K,C,R,S) | db (K)] of Conv2D, packed in one
+// vector, from (dy, x); Part ops take the two gradients out.
 type Conv2DBackwardFilter struct {
 	opBase
 	Dims kernels.ConvDims
 }
 
 func (o *Conv2DBackwardFilter) Do(in ...G.Value) (G.Value, error) {
-	return o.run(func(y []float32) { o.cpu.Conv2DBackwardFilter(y, nil, floats(in[0]), floats(in[1]), o.Dims) })
-}
-
-// BiasGrad is db[c] = sum_{n,p} dy[n,c,p] for dy (N,C,P): the gradient of
-// a per-channel bias shared by all examples and positions.
-type BiasGrad struct {
-	opBase
-	N, C, P int
-}
-
-func newBiasGrad(cpu backend, n, c, p int) *BiasGrad {
-	return &BiasGrad{opBase{fmt.Sprintf("BiasGrad(%d,%d,%d)", n, c, p), tensor.Shape{c}, 1, cpu}, n, c, p}
-}
-
-func (o *BiasGrad) Do(in ...G.Value) (G.Value, error) {
-	dy := floats(in[0])
-	return o.run(func(db []float32) {
-		for n := 0; n < o.N; n++ {
-			for c := 0; c < o.C; c++ {
-				var s float32
-				for _, v := range dy[(n*o.C+c)*o.P : (n*o.C+c+1)*o.P] {
-					s += v
-				}
-				db[c] += s
-			}
-		}
-	})
+	wn := o.Dims.K * o.Dims.C * o.Dims.R * o.Dims.S
+	return o.run(func(y []float32) { o.cpu.Conv2DBackwardFilter(y[:wn], y[wn:], floats(in[0]), floats(in[1]), o.Dims) })
 }
 
 // ---- linear --------------------------------------------------------------
@@ -196,7 +185,7 @@ func newLinear(cpu backend, inShape tensor.Shape, out int) *Linear {
 	in := inShape[len(inShape)-1]
 	m := inShape.TotalSize() / in
 	os := append(inShape[:len(inShape)-1:len(inShape)-1], out)
-	return &Linear{opBase{fmt.Sprintf("Linear(%v->%d)", inShape, out), os, 3, cpu}, m, in, out, inShape.Clone()}
+	return &Linear{newBase(fmt.Sprintf("Linear(%v->%d)", inShape, out), os, 3, cpu), m, in, out, inShape.Clone()}
 }
 
 func (o *Linear) Do(in ...G.Value) (G.Value, error) {
@@ -204,42 +193,25 @@ func (o *Linear) Do(in ...G.Value) (G.Value, error) {
 }
 func (o *Linear) DiffWRT(int) []bool { return all(3) }
 func (o *Linear) SymDiff(in G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-	dx, err := apply(&LinearBackwardData{opBase{"LinearBackwardData" + o.name[6:], o.inShape.Clone(), 2, o.cpu}, o.M, o.In, o.Out}, grad, in[1])
+	nx, nw := o.M*o.In, o.Out*o.In
+	g, err := apply(&LinearBackward{newBase("LinearBackward"+o.name[6:], tensor.Shape{nx + nw + o.Out}, 3, o.cpu), o.M, o.In, o.Out}, grad, in[0], in[1])
 	if err != nil {
 		return nil, err
 	}
-	dw, err := apply(&LinearBackwardWeight{opBase{"LinearBackwardWeight" + o.name[6:], tensor.Shape{o.Out, o.In}, 2, o.cpu}, o.M, o.In, o.Out}, grad, in[0])
-	if err != nil {
-		return nil, err
-	}
-	db, err := apply(newBiasGrad(o.cpu, o.M, o.Out, 1), grad)
-	if err != nil {
-		return nil, err
-	}
-	return G.Nodes{dx, dw, db}, nil
+	return parts(o.cpu, g, o.inShape.Clone(), tensor.Shape{o.Out, o.In}, tensor.Shape{o.Out})
 }
 
-// LinearBackwardData is dx = dy w of Linear from (dy, w).
-type LinearBackwardData struct {
+// LinearBackward is [dx (M,In) | dw (Out,In) | db (Out)] of Linear, packed
+// in one vector, from (dy, x, w); Part ops take the gradients out.
+type LinearBackward struct {
 	opBase
 	M, In, Out int
 }
 
-func (o *LinearBackwardData) Do(in ...G.Value) (G.Value, error) {
+func (o *LinearBackward) Do(in ...G.Value) (G.Value, error) {
+	nx, nw := o.M*o.In, o.Out*o.In
 	return o.run(func(y []float32) {
-		o.cpu.LinearBackward(y, nil, nil, floats(in[0]), nil, floats(in[1]), o.M, o.In, o.Out)
-	})
-}
-
-// LinearBackwardWeight is dw = dy^T x of Linear from (dy, x).
-type LinearBackwardWeight struct {
-	opBase
-	M, In, Out int
-}
-
-func (o *LinearBackwardWeight) Do(in ...G.Value) (G.Value, error) {
-	return o.run(func(y []float32) {
-		o.cpu.LinearBackward(nil, y, nil, floats(in[0]), floats(in[1]), nil, o.M, o.In, o.Out)
+		o.cpu.LinearBackward(y[:nx], y[nx:nx+nw], y[nx+nw:], floats(in[0]), floats(in[1]), floats(in[2]), o.M, o.In, o.Out)
 	})
 }
 
@@ -249,66 +221,52 @@ func (o *LinearBackwardWeight) Do(in ...G.Value) (G.Value, error) {
 // gamma (C) and shifts by beta (C), then applies SiLU when Dims.SiLU.
 type GroupNorm struct {
 	opBase
-	Dims kernels.GroupNormDims
+	Dims       kernels.GroupNormDims
+	mean, rstd []float32 // statistics of the last Do, read by GroupNormBackward
 }
 
 func newGroupNorm(cpu backend, shape tensor.Shape, groups int, eps float32, silu bool) *GroupNorm {
 	d := kernels.GroupNormDims{N: shape[0], C: shape[1], HW: shape.TotalSize() / (shape[0] * shape[1]), Groups: groups, Eps: eps, SiLU: silu}
-	return &GroupNorm{opBase{fmt.Sprintf("GroupNorm%+v", d), shape.Clone(), 3, cpu}, d}
+	return &GroupNorm{opBase: newBase(fmt.Sprintf("GroupNorm%+v", d), shape.Clone(), 3, cpu), Dims: d}
 }
 
 func (o *GroupNorm) Do(in ...G.Value) (G.Value, error) {
-	ng := o.Dims.N * o.Dims.Groups
-	mean, rstd := make([]float32, ng), make([]float32, ng)
+	if ng := o.Dims.N * o.Dims.Groups; len(o.mean) != ng {
+		o.mean, o.rstd = make([]float32, ng), make([]float32, ng)
+	}
 	return o.run(func(y []float32) {
-		o.cpu.GroupNorm(y, mean, rstd, floats(in[0]), floats(in[1]), floats(in[2]), o.Dims)
+		o.cpu.GroupNorm(y, o.mean, o.rstd, floats(in[0]), floats(in[1]), floats(in[2]), o.Dims)
 	})
 }
 func (o *GroupNorm) DiffWRT(int) []bool { return all(3) }
-func (o *GroupNorm) SymDiff(in G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-	c := o.Dims.C
-	dx, err := apply(&GroupNormBackward{opBase{"GroupNormBackwardData" + o.name[9:], o.out.Clone(), 4, o.cpu}, o.Dims, 0}, in[0], in[1], in[2], grad)
+func (o *GroupNorm) SymDiff(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
+	c, total := o.Dims.C, o.Dims.N*o.Dims.C*o.Dims.HW
+	g, err := apply(&GroupNormBackward{newBase("GroupNormBackward"+o.name[9:], tensor.Shape{total + 2*c}, 4, o.cpu), o.Dims, o, out}, in[0], in[1], in[2], grad)
 	if err != nil {
 		return nil, err
 	}
-	dg, err := apply(&GroupNormBackward{opBase{"GroupNormBackwardGamma" + o.name[9:], tensor.Shape{c}, 4, o.cpu}, o.Dims, 1}, in[0], in[1], in[2], grad)
-	if err != nil {
-		return nil, err
-	}
-	db, err := apply(&GroupNormBackward{opBase{"GroupNormBackwardBeta" + o.name[9:], tensor.Shape{c}, 4, o.cpu}, o.Dims, 2}, in[0], in[1], in[2], grad)
-	if err != nil {
-		return nil, err
-	}
-	return G.Nodes{dx, dg, db}, nil
+	return parts(o.cpu, g, o.out.Clone(), tensor.Shape{c}, tensor.Shape{c})
 }
 
-// GroupNormBackward returns one gradient of GroupNorm (Which: 0 dx, 1
-// dgamma, 2 dbeta) from (x, gamma, beta, dy); it recomputes the group
-// statistics from x.
+// GroupNormBackward is [dx | dgamma (C) | dbeta (C)] of GroupNorm, packed
+// in one vector, from (x, gamma, beta, dy). It uses the mean and 1/std its
+// forward op (Fwd, node FwdNode) saved in the same run.
 type GroupNormBackward struct {
 	opBase
-	Dims  kernels.GroupNormDims
-	Which int
+	Dims    kernels.GroupNormDims
+	Fwd     *GroupNorm
+	FwdNode *G.Node
 }
 
 func (o *GroupNormBackward) Do(in ...G.Value) (G.Value, error) {
 	d := o.Dims
 	x, gamma, beta, dy := floats(in[0]), floats(in[1]), floats(in[2]), floats(in[3])
-	ng, total := d.N*d.Groups, d.N*d.C*d.HW
-	mean, rstd := make([]float32, ng), make([]float32, ng)
-	scratch := make([]float32, total)
-	o.cpu.GroupNorm(scratch, mean, rstd, x, gamma, beta, d)
+	total := d.N * d.C * d.HW
+	if len(o.Fwd.mean) != d.N*d.Groups {
+		return nil, fmt.Errorf("unet: %s: the forward GroupNorm has not run", o.name)
+	}
 	return o.run(func(y []float32) {
-		dx, dg, db := scratch, make([]float32, d.C), make([]float32, d.C)
-		switch o.Which {
-		case 0:
-			dx = y
-		case 1:
-			dg = y
-		case 2:
-			db = y
-		}
-		o.cpu.GroupNormBackward(dx, dg, db, dy, x, mean, rstd, gamma, beta, d)
+		o.cpu.GroupNormBackward(y[:total], y[total:total+d.C], y[total+d.C:], dy, x, o.Fwd.mean, o.Fwd.rstd, gamma, beta, d)
 	})
 }
 
@@ -318,7 +276,7 @@ func (o *GroupNormBackward) Do(in ...G.Value) (G.Value, error) {
 type SiLU struct{ opBase }
 
 func newSiLU(cpu backend, shape tensor.Shape) *SiLU {
-	return &SiLU{opBase{fmt.Sprintf("SiLU%v", shape), shape.Clone(), 1, cpu}}
+	return &SiLU{newBase(fmt.Sprintf("SiLU%v", shape), shape.Clone(), 1, cpu)}
 }
 
 func (o *SiLU) Do(in ...G.Value) (G.Value, error) {
@@ -327,7 +285,7 @@ func (o *SiLU) Do(in ...G.Value) (G.Value, error) {
 }
 func (o *SiLU) DiffWRT(int) []bool { return all(1) }
 func (o *SiLU) SymDiff(in G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-	dx, err := apply(&SiLUBackward{opBase{"SiLUBackward" + o.name[4:], o.out.Clone(), 2, o.cpu}}, grad, in[0])
+	dx, err := apply(&SiLUBackward{newBase("SiLUBackward"+o.name[4:], o.out.Clone(), 2, o.cpu)}, grad, in[0])
 	return G.Nodes{dx}, err
 }
 
@@ -343,7 +301,7 @@ func (o *SiLUBackward) Do(in ...G.Value) (G.Value, error) {
 type Add struct{ opBase }
 
 func newAdd(cpu backend, shape tensor.Shape) *Add {
-	return &Add{opBase{fmt.Sprintf("Add%v", shape), shape.Clone(), 2, cpu}}
+	return &Add{newBase(fmt.Sprintf("Add%v", shape), shape.Clone(), 2, cpu)}
 }
 
 func (o *Add) Do(in ...G.Value) (G.Value, error) {
@@ -362,7 +320,7 @@ type AddChannelBias struct {
 
 func newAddChannelBias(cpu backend, shape tensor.Shape) *AddChannelBias {
 	n, c := shape[0], shape[1]
-	return &AddChannelBias{opBase{fmt.Sprintf("AddChannelBias%v", shape), shape.Clone(), 2, cpu}, n, c, shape.TotalSize() / (n * c)}
+	return &AddChannelBias{newBase(fmt.Sprintf("AddChannelBias%v", shape), shape.Clone(), 2, cpu), n, c, shape.TotalSize() / (n * c)}
 }
 
 func (o *AddChannelBias) Do(in ...G.Value) (G.Value, error) {
@@ -370,7 +328,7 @@ func (o *AddChannelBias) Do(in ...G.Value) (G.Value, error) {
 }
 func (o *AddChannelBias) DiffWRT(int) []bool { return all(2) }
 func (o *AddChannelBias) SymDiff(_ G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-	db, err := apply(&ChannelSum{opBase{"ChannelSum" + o.name[14:], tensor.Shape{o.N, o.C}, 1, o.cpu}, o.N, o.C, o.P}, grad)
+	db, err := apply(&ChannelSum{newBase("ChannelSum"+o.name[14:], tensor.Shape{o.N, o.C}, 1, o.cpu), o.N, o.C, o.P}, grad)
 	return G.Nodes{grad, db}, err
 }
 
@@ -393,7 +351,7 @@ type Upsample2x struct {
 }
 
 func newUpsample2x(cpu backend, s tensor.Shape) *Upsample2x {
-	return &Upsample2x{opBase{fmt.Sprintf("Upsample2x%v", s), tensor.Shape{s[0], s[1], 2 * s[2], 2 * s[3]}, 1, cpu}, s[0], s[1], s[2], s[3]}
+	return &Upsample2x{newBase(fmt.Sprintf("Upsample2x%v", s), tensor.Shape{s[0], s[1], 2 * s[2], 2 * s[3]}, 1, cpu), s[0], s[1], s[2], s[3]}
 }
 
 func (o *Upsample2x) Do(in ...G.Value) (G.Value, error) {
@@ -401,7 +359,7 @@ func (o *Upsample2x) Do(in ...G.Value) (G.Value, error) {
 }
 func (o *Upsample2x) DiffWRT(int) []bool { return all(1) }
 func (o *Upsample2x) SymDiff(_ G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-	dx, err := apply(&Upsample2xBackward{opBase{"Upsample2xBackward" + o.name[10:], tensor.Shape{o.N, o.C, o.H, o.W}, 1, o.cpu}, o.N, o.C, o.H, o.W}, grad)
+	dx, err := apply(&Upsample2xBackward{newBase("Upsample2xBackward"+o.name[10:], tensor.Shape{o.N, o.C, o.H, o.W}, 1, o.cpu), o.N, o.C, o.H, o.W}, grad)
 	return G.Nodes{dx}, err
 }
 
@@ -422,7 +380,7 @@ type Concat struct {
 }
 
 func newConcat(cpu backend, a, b tensor.Shape) *Concat {
-	return &Concat{opBase{fmt.Sprintf("Concat%v%v", a, b), tensor.Shape{a[0], a[1] + b[1], a[2], a[3]}, 2, cpu}, a[0], a[1], b[1], a[2] * a[3]}
+	return &Concat{newBase(fmt.Sprintf("Concat%v%v", a, b), tensor.Shape{a[0], a[1] + b[1], a[2], a[3]}, 2, cpu), a[0], a[1], b[1], a[2] * a[3]}
 }
 
 func (o *Concat) Do(in ...G.Value) (G.Value, error) {
@@ -431,11 +389,11 @@ func (o *Concat) Do(in ...G.Value) (G.Value, error) {
 func (o *Concat) DiffWRT(int) []bool { return all(2) }
 func (o *Concat) SymDiff(in G.Nodes, _, grad *G.Node) (G.Nodes, error) {
 	h, w := o.out[2], o.out[3]
-	da, err := apply(&Split{opBase{"SplitA" + o.name[6:], tensor.Shape{o.N, o.Ca, h, w}, 1, o.cpu}, o.N, o.Ca, o.Cb, o.P, 0}, grad)
+	da, err := apply(&Split{newBase("SplitA"+o.name[6:], tensor.Shape{o.N, o.Ca, h, w}, 1, o.cpu), o.N, o.Ca, o.Cb, o.P, 0}, grad)
 	if err != nil {
 		return nil, err
 	}
-	db, err := apply(&Split{opBase{"SplitB" + o.name[6:], tensor.Shape{o.N, o.Cb, h, w}, 1, o.cpu}, o.N, o.Ca, o.Cb, o.P, 1}, grad)
+	db, err := apply(&Split{newBase("SplitB"+o.name[6:], tensor.Shape{o.N, o.Cb, h, w}, 1, o.cpu), o.N, o.Ca, o.Cb, o.P, 1}, grad)
 	return G.Nodes{da, db}, err
 }
 
@@ -464,7 +422,7 @@ type Transpose struct {
 }
 
 func newTranspose(cpu backend, n, i, j int, out tensor.Shape) *Transpose {
-	return &Transpose{opBase{fmt.Sprintf("Transpose(%d,%d,%d)%v", n, i, j, out), out.Clone(), 1, cpu}, n, i, j}
+	return &Transpose{newBase(fmt.Sprintf("Transpose(%d,%d,%d)%v", n, i, j, out), out.Clone(), 1, cpu), n, i, j}
 }
 
 func (o *Transpose) Do(in ...G.Value) (G.Value, error) {
@@ -486,7 +444,7 @@ type Attention struct {
 }
 
 func newAttention(cpu backend, shape tensor.Shape, d kernels.AttnDims) *Attention {
-	return &Attention{opBase{fmt.Sprintf("Attention%+v", d), shape.Clone(), 3, cpu}, d}
+	return &Attention{newBase(fmt.Sprintf("Attention%+v", d), shape.Clone(), 3, cpu), d}
 }
 
 func (o *Attention) Do(in ...G.Value) (G.Value, error) {
@@ -494,32 +452,56 @@ func (o *Attention) Do(in ...G.Value) (G.Value, error) {
 }
 func (o *Attention) DiffWRT(int) []bool { return all(3) }
 func (o *Attention) SymDiff(in G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-	out := make(G.Nodes, 3)
-	for i := range out {
-		n, err := apply(&AttentionBackward{opBase{fmt.Sprintf("AttentionBackward%d", i) + o.name[9:], o.out.Clone(), 4, o.cpu}, o.Dims, i}, in[0], in[1], in[2], grad)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = n
+	n := o.out.TotalSize()
+	g, err := apply(&AttentionBackward{newBase("AttentionBackward"+o.name[9:], tensor.Shape{3 * n}, 4, o.cpu), o.Dims}, in[0], in[1], in[2], grad)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	return parts(o.cpu, g, o.out.Clone(), o.out.Clone(), o.out.Clone())
 }
 
-// AttentionBackward returns one gradient of Attention (Which: 0 dq, 1 dk,
-// 2 dv) from (q, k, v, do).
+// AttentionBackward is [dq | dk | dv] of Attention, packed in one vector,
+// from (q, k, v, do).
 type AttentionBackward struct {
 	opBase
-	Dims  kernels.AttnDims
-	Which int
+	Dims kernels.AttnDims
 }
 
 func (o *AttentionBackward) Do(in ...G.Value) (G.Value, error) {
 	q, k, v, do := floats(in[0]), floats(in[1]), floats(in[2]), floats(in[3])
+	n := len(q)
 	return o.run(func(y []float32) {
-		g := [3][]float32{make([]float32, len(y)), make([]float32, len(y)), make([]float32, len(y))}
-		g[o.Which] = y
-		o.cpu.AttentionBackward(g[0], g[1], g[2], do, q, k, v, o.Dims)
+		o.cpu.AttentionBackward(y[:n], y[n:2*n], y[2*n:], do, q, k, v, o.Dims)
 	})
+}
+
+// ---- packed gradients ----------------------------------------------------------
+
+// Part copies values [Off, Off+size) of a packed gradient vector into a
+// tensor of its own shape.
+type Part struct {
+	opBase
+	Off int
+}
+
+// parts splits packed into consecutive tensors of the given shapes.
+func parts(cpu backend, packed *G.Node, shapes ...tensor.Shape) (G.Nodes, error) {
+	out := make(G.Nodes, len(shapes))
+	off := 0
+	for i, s := range shapes {
+		n, err := apply(&Part{newBase(fmt.Sprintf("Part(%d)%v<%v", off, s, packed.Shape()), s, 1, cpu), off}, packed)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = n
+		off += s.TotalSize()
+	}
+	return out, nil
+}
+
+func (o *Part) Do(in ...G.Value) (G.Value, error) {
+	x := floats(in[0])
+	return o.run(func(y []float32) { copy(y, x[o.Off:o.Off+len(y)]) })
 }
 
 // ---- embedding, dropout, loss -----------------------------------------------
@@ -532,12 +514,13 @@ type Embed struct {
 }
 
 func newEmbed(cpu backend, n, v, d int) *Embed {
-	return &Embed{opBase{fmt.Sprintf("Embed(%d,%d,%d)", n, v, d), tensor.Shape{n, d}, 2, cpu}, n, v, d}
+	return &Embed{newBase(fmt.Sprintf("Embed(%d,%d,%d)", n, v, d), tensor.Shape{n, d}, 2, cpu), n, v, d}
 }
 
 func (o *Embed) Do(in ...G.Value) (G.Value, error) {
 	oh, tab := floats(in[0]), floats(in[1])
 	return o.run(func(y []float32) {
+		clear(y)
 		for n := 0; n < o.N; n++ {
 			for v := 0; v < o.V; v++ {
 				if a := oh[n*o.V+v]; a != 0 {
@@ -551,7 +534,7 @@ func (o *Embed) Do(in ...G.Value) (G.Value, error) {
 }
 func (o *Embed) DiffWRT(int) []bool { return []bool{false, true} }
 func (o *Embed) SymDiff(in G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-	dt, err := apply(&EmbedBackward{opBase{"EmbedBackward" + o.name[5:], tensor.Shape{o.V, o.D}, 2, o.cpu}, o.N, o.V, o.D}, in[0], grad)
+	dt, err := apply(&EmbedBackward{newBase("EmbedBackward"+o.name[5:], tensor.Shape{o.V, o.D}, 2, o.cpu), o.N, o.V, o.D}, in[0], grad)
 	return G.Nodes{nil, dt}, err
 }
 
@@ -564,6 +547,7 @@ type EmbedBackward struct {
 func (o *EmbedBackward) Do(in ...G.Value) (G.Value, error) {
 	oh, dy := floats(in[0]), floats(in[1])
 	return o.run(func(y []float32) {
+		clear(y)
 		for n := 0; n < o.N; n++ {
 			for v := 0; v < o.V; v++ {
 				if a := oh[n*o.V+v]; a != 0 {
@@ -589,7 +573,7 @@ func (o *Dropout) Do(in ...G.Value) (G.Value, error) {
 }
 func (o *Dropout) DiffWRT(int) []bool { return all(1) }
 func (o *Dropout) SymDiff(_ G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-	dx, err := apply(&Dropout{opBase{"DropoutBackward" + o.name[7:], o.out.Clone(), 1, o.cpu}, o.Mask}, grad)
+	dx, err := apply(&Dropout{newBase("DropoutBackward"+o.name[7:], o.out.Clone(), 1, o.cpu), o.Mask}, grad)
 	return G.Nodes{dx}, err
 }
 
@@ -618,7 +602,7 @@ func (o *ExternalLoss) Do(in ...G.Value) (G.Value, error) {
 }
 func (o *ExternalLoss) DiffWRT(int) []bool { return all(1) }
 func (o *ExternalLoss) SymDiff(in G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-	dx, err := apply(&lossGrad{opBase{"ExternalLossGrad", in[0].Shape().Clone(), 1, o.cpu}, o}, grad)
+	dx, err := apply(&lossGrad{newBase("ExternalLossGrad", in[0].Shape().Clone(), 1, o.cpu), o}, grad)
 	return G.Nodes{dx}, err
 }
 

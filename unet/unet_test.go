@@ -15,7 +15,7 @@ import (
 	"github.com/ddpm-go/ddpm/weights"
 )
 
-func fixtureDir(t *testing.T) string {
+func fixtureDir(t testing.TB) string {
 	t.Helper()
 	d := filepath.Join("..", "..", "shared", "fixtures", "diffusers-unet-small")
 	if _, err := os.Stat(d); err != nil {
