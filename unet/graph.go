@@ -40,6 +40,7 @@ func (m *Model) build(key graphKey) (*graph, error) {
 	gr.temb = tensor.New(tensor.WithShape(key.n, c0), tensor.Of(tensor.Float32))
 	x := G.NewTensor(gr.g, tensor.Float32, 4, G.WithName("x"), G.WithValue(gr.x))
 	temb := G.NewMatrix(gr.g, tensor.Float32, G.WithName("t_emb"), G.WithValue(gr.temb))
+	gr.xNode, gr.tembNode = x, temb
 
 	// Time (and class) embedding: emb = linear_2(silu(linear_1(t_emb))) (+ class_embedding(y)).
 	emb := b.linear("time_embedding.linear_1", temb, 4*c0)
@@ -49,6 +50,7 @@ func (m *Model) build(key graphKey) (*graph, error) {
 		gr.classes = k
 		gr.onehot = tensor.New(tensor.WithShape(key.n, k), tensor.Of(tensor.Float32))
 		oh := G.NewMatrix(gr.g, tensor.Float32, G.WithName("class_onehot"), G.WithValue(gr.onehot))
+		gr.ohNode = oh
 		table := b.param("class_embedding.weight", tensor.Shape{k, 4 * c0}, 0, 'n')
 		if b.err == nil {
 			ce, err := apply(newEmbed(m.cpu, key.n, k, 4*c0), oh, table)
@@ -101,6 +103,9 @@ func (m *Model) build(key graphKey) (*graph, error) {
 		return nil, fmt.Errorf("unet: build graph for batch %d at %dx%d: %w", key.n, key.h, key.w, b.err)
 	}
 	gr.out = h
+	for _, p := range m.params {
+		gr.paramNodes = append(gr.paramNodes, gr.nodeOf[p.name])
+	}
 	gr.outShape = h.Shape().Clone()
 
 	if key.train {
@@ -109,9 +114,7 @@ func (m *Model) build(key graphKey) (*graph, error) {
 		if err != nil {
 			return nil, fmt.Errorf("unet: loss node: %w", err)
 		}
-		for _, p := range m.params {
-			gr.paramNodes = append(gr.paramNodes, gr.nodeOf[p.name])
-		}
+		gr.lossNode = lossNode
 		grads, err := G.Grad(lossNode, gr.paramNodes...)
 		if err != nil {
 			return nil, fmt.Errorf("unet: gradients: %w", err)
@@ -280,9 +283,12 @@ func (b *builder) resnet(name string, x, semb *G.Node, cout int, train bool) *G.
 	h = b.op(newAddChannelBias(b.m.cpu, h.Shape()), h, tp)
 	h = b.norm(name+".norm2", h, true)
 	if train && b.m.cfg.Dropout > 0 && b.err == nil {
-		mask := make([]float32, h.Shape().TotalSize())
+		mt := tensor.New(tensor.WithShape(h.Shape().Clone()...), tensor.Of(tensor.Float32))
+		mask := mt.Data().([]float32)
 		b.gr.dropMasks = append(b.gr.dropMasks, &mask)
-		h = b.op(&Dropout{newBase(fmt.Sprintf("Dropout%v#%d", h.Shape(), len(b.gr.dropMasks)), h.Shape().Clone(), 1, b.m.cpu), &mask}, h)
+		mn := G.NewTensor(b.gr.g, tensor.Float32, h.Dims(), G.WithName(fmt.Sprintf("dropout_mask.%s", name)), G.WithValue(mt))
+		b.gr.dropNodes = append(b.gr.dropNodes, mn)
+		h = b.op(&Dropout{newBase(fmt.Sprintf("Dropout%v#%d", h.Shape(), len(b.gr.dropMasks)), h.Shape().Clone(), 2, b.m.cpu)}, h, mn)
 	}
 	h = b.conv(name+".conv2", h, cout, 3, 1, 1)
 	sc := x

@@ -47,11 +47,14 @@ type graph struct {
 	g                  *G.ExprGraph
 	x, temb, onehot    *tensor.Dense // inputs, overwritten before each run
 	out                *G.Node
+	xNode, tembNode    *G.Node
+	ohNode, lossNode   *G.Node
 	vm                 G.VM
 	loss               *ExternalLoss
 	lossFn             func(out, dout []float32) (float64, error)
-	gradNodes          []*G.Node // per Model.params entry
-	dropMasks          []*[]float32
+	gradNodes          []*G.Node    // per Model.params entry
+	dropMasks          []*[]float32 // backing of dropNodes' values
+	dropNodes          []*G.Node
 	outShape           tensor.Shape
 	paramNodes         []*G.Node
 	nodeOf             map[string]*G.Node
@@ -161,22 +164,31 @@ func (m *Model) checkInput(x diffusion.Batch, t, y []int) error {
 // setInputs writes x, the timestep embedding and the one-hot labels into
 // the graph's input tensors.
 func (m *Model) setInputs(gr *graph, x diffusion.Batch, t, y []int) {
-	data := gr.x.Data().([]float32)
-	copy(data, x.Data)
+	var oh []float32
+	if gr.onehot != nil {
+		oh = gr.onehot.Data().([]float32)
+	}
+	m.encode(gr.x.Data().([]float32), gr.temb.Data().([]float32), oh, x, t, y)
+}
+
+// encode writes the graph inputs for (x, t, y): x (centred when the config
+// says so), the sinusoidal timestep embedding and the one-hot labels.
+func (m *Model) encode(xd, temb, oh []float32, x diffusion.Batch, t, y []int) {
+	copy(xd, x.Data)
 	if m.cfg.CenterInputSample {
-		for i, v := range data {
-			data[i] = 2*v - 1
+		for i, v := range xd {
+			xd[i] = 2*v - 1
 		}
 	}
-	timestepEmbedding(gr.temb.Data().([]float32), t, m.cfg.BlockOutChannels[0], m.cfg.FlipSinToCos, m.cfg.FreqShift)
-	if gr.onehot != nil {
-		oh := gr.onehot.Data().([]float32)
+	timestepEmbedding(temb, t, m.cfg.BlockOutChannels[0], m.cfg.FlipSinToCos, m.cfg.FreqShift)
+	if oh != nil {
+		k := m.cfg.numClasses()
 		clear(oh)
 		for i, v := range y {
 			if v == -1 {
 				v = *m.cfg.NullClass
 			}
-			oh[i*gr.classes+v] = 1
+			oh[i*k+v] = 1
 		}
 	}
 }
@@ -225,18 +237,11 @@ func (m *Model) Step(ctx context.Context, x diffusion.Batch, t []int, y []int, d
 	}
 	m.setInputs(gr, x, t, y)
 	if len(gr.dropMasks) > 0 {
-		r := rand.New(rand.NewPCG(dropoutSeed, 0x64726f70))
-		p := m.cfg.Dropout
-		keep := float32(1 / (1 - p))
-		for _, mask := range gr.dropMasks {
-			for i := range *mask {
-				if r.Float64() < p {
-					(*mask)[i] = 0
-				} else {
-					(*mask)[i] = keep
-				}
-			}
+		masks := make([][]float32, len(gr.dropMasks))
+		for i, mp := range gr.dropMasks {
+			masks[i] = *mp
 		}
+		m.FillDropoutMasks(dropoutSeed, masks)
 	}
 	outB := diffusion.Batch{N: x.N, C: m.cfg.OutChannels, H: x.H, W: x.W}
 	var lossVal float64

@@ -518,19 +518,9 @@ func newEmbed(cpu backend, n, v, d int) *Embed {
 }
 
 func (o *Embed) Do(in ...G.Value) (G.Value, error) {
-	oh, tab := floats(in[0]), floats(in[1])
-	return o.run(func(y []float32) {
-		clear(y)
-		for n := 0; n < o.N; n++ {
-			for v := 0; v < o.V; v++ {
-				if a := oh[n*o.V+v]; a != 0 {
-					for j := 0; j < o.D; j++ {
-						y[n*o.D+j] += a * tab[v*o.D+j]
-					}
-				}
-			}
-		}
-	})
+	// y (N,D) = onehot (N,V) table (V,D): LinearBackward's dx = dy w with
+	// dy = onehot, w = table.
+	return o.run(func(y []float32) { o.cpu.LinearBackward(y, nil, nil, floats(in[0]), nil, floats(in[1]), o.N, o.D, o.V) })
 }
 func (o *Embed) DiffWRT(int) []bool { return []bool{false, true} }
 func (o *Embed) SymDiff(in G.Nodes, _, grad *G.Node) (G.Nodes, error) {
@@ -545,36 +535,24 @@ type EmbedBackward struct {
 }
 
 func (o *EmbedBackward) Do(in ...G.Value) (G.Value, error) {
-	oh, dy := floats(in[0]), floats(in[1])
-	return o.run(func(y []float32) {
-		clear(y)
-		for n := 0; n < o.N; n++ {
-			for v := 0; v < o.V; v++ {
-				if a := oh[n*o.V+v]; a != 0 {
-					for j := 0; j < o.D; j++ {
-						y[v*o.D+j] += a * dy[n*o.D+j]
-					}
-				}
-			}
-		}
-	})
+	// dtable (V,D) = onehot^T dy: LinearBackward's dw = dy^T x with dy =
+	// onehot, x = dy.
+	return o.run(func(y []float32) { o.cpu.LinearBackward(nil, y, nil, floats(in[0]), floats(in[1]), nil, o.N, o.D, o.V) })
 }
 
-// Dropout multiplies x by a mask of 0 and 1/(1-p) values drawn before each
-// training step (Mask is shared with the model, which refills it).
-type Dropout struct {
-	opBase
-	Mask *[]float32
-}
+// Dropout is y = x * mask with mask an input node of 0 and 1/(1-p)
+// values that the model redraws before each training step (Model.Step;
+// the mask nodes are Graph.DropoutMasks).
+type Dropout struct{ opBase }
 
 func (o *Dropout) Do(in ...G.Value) (G.Value, error) {
 	x := floats(in[0])
-	return o.run(func(y []float32) { o.cpu.Mul(y, x, *o.Mask, len(x)) })
+	return o.run(func(y []float32) { o.cpu.Mul(y, x, floats(in[1]), len(x)) })
 }
-func (o *Dropout) DiffWRT(int) []bool { return all(1) }
-func (o *Dropout) SymDiff(_ G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-	dx, err := apply(&Dropout{newBase("DropoutBackward"+o.name[7:], o.out.Clone(), 1, o.cpu), o.Mask}, grad)
-	return G.Nodes{dx}, err
+func (o *Dropout) DiffWRT(int) []bool { return []bool{true, false} }
+func (o *Dropout) SymDiff(in G.Nodes, _, grad *G.Node) (G.Nodes, error) {
+	dx, err := apply(&Dropout{newBase("DropoutBackward"+o.name[7:], o.out.Clone(), 2, o.cpu)}, grad, in[1])
+	return G.Nodes{dx, nil}, err
 }
 
 // ExternalLoss hands the network output to a Go function that returns the
@@ -601,13 +579,16 @@ func (o *ExternalLoss) Do(in ...G.Value) (G.Value, error) {
 	return &v, nil
 }
 func (o *ExternalLoss) DiffWRT(int) []bool { return all(1) }
-func (o *ExternalLoss) SymDiff(in G.Nodes, _, grad *G.Node) (G.Nodes, error) {
-	dx, err := apply(&lossGrad{newBase("ExternalLossGrad", in[0].Shape().Clone(), 1, o.cpu), o}, grad)
+func (o *ExternalLoss) SymDiff(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
+	// The loss node is an operand so that any executor runs the loss
+	// (which fills Grad) before this gradient.
+	dx, err := apply(&lossGrad{newBase("ExternalLossGrad", in[0].Shape().Clone(), 2, o.cpu), o}, grad, out)
 	return G.Nodes{dx}, err
 }
 
 // lossGrad returns the stored dL/dout of its ExternalLoss (scaled by the
-// incoming scalar gradient, which is 1 for the loss itself).
+// incoming scalar gradient, which is 1 for the loss itself) from
+// (dloss, loss).
 type lossGrad struct {
 	opBase
 	loss *ExternalLoss
