@@ -125,7 +125,11 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stderr, "training %d-parameter UNet on %s (%d images, %d classes) on %s into %s\n",
 		net.NumParams(), *dataset, ds.Len(), ds.NumClasses(), cpu.Name(), *out)
-	if err := tr.Run(ctx, *resume); err != nil {
+	err = tr.Run(ctx, *resume)
+	if perr := writeLossPlot(filepath.Join(*out, "log.jsonl"), filepath.Join(*out, "loss.png")); perr != nil {
+		fmt.Fprintln(stderr, "train:", perr)
+	}
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "checkpoint: %s\n", tr.CheckpointPath())
