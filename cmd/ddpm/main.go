@@ -38,6 +38,7 @@ func commands() map[string]command {
 		"train":    {"train a model on a dataset", runTrain},
 		"sample":   {"generate images from a model", runSample},
 		"eval":     {"negative log-likelihood in bits/dim on a test set", runEval},
+		"export":   {"write a checkpoint or diffusers folder as one model file", runExport},
 		"serve":    {"serve a model over HTTP (OpenAI Images API, jobs, metrics, web page)", runServe},
 	}
 }
