@@ -55,3 +55,27 @@ func BenchmarkStep(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCIFAR10Predict is the ddpm-cifar10 preset's forward at batch 4.
+func BenchmarkCIFAR10Predict(b *testing.B) {
+	cfg, err := Preset("ddpm-cifar10")
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := New(cfg, newCPU(b), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	x := diffusion.NewBatch(4, 3, 32, 32)
+	ts := []int{1, 300, 600, 999}
+	ctx := context.Background()
+	if _, err := m.Predict(ctx, x, ts, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := m.Predict(ctx, x, ts, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

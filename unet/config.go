@@ -92,6 +92,17 @@ func (c Config) heads(ch int) (int, int) {
 	return ch / *c.AttentionHeadDim, *c.AttentionHeadDim
 }
 
+// Sanity limits of Validate: configs come from files, and a model far
+// beyond these would not fit in memory anyway.
+const (
+	maxLevels     = 8
+	maxChannels   = 8192
+	maxIOChannels = 64
+	maxLayers     = 16
+	maxSampleSize = 4096
+	maxClasses    = 1 << 20
+)
+
 // Validate reports the first unsupported or inconsistent value, naming its key.
 func (c Config) Validate() error {
 	bad := func(key string, v any, allowed string) error {
@@ -103,8 +114,18 @@ func (c Config) Validate() error {
 		return bad("in_channels", c.InChannels, "must be >= 1")
 	case c.OutChannels < 1:
 		return bad("out_channels", c.OutChannels, "must be >= 1")
-	case n < 1:
-		return bad("block_out_channels", c.BlockOutChannels, "needs at least one level")
+	case n < 1 || n > maxLevels:
+		return bad("block_out_channels", c.BlockOutChannels, fmt.Sprintf("needs 1 to %d levels", maxLevels))
+	case c.InChannels > maxIOChannels:
+		return bad("in_channels", c.InChannels, fmt.Sprintf("must be <= %d", maxIOChannels))
+	case c.OutChannels > maxIOChannels:
+		return bad("out_channels", c.OutChannels, fmt.Sprintf("must be <= %d", maxIOChannels))
+	case c.LayersPerBlock > maxLayers:
+		return bad("layers_per_block", c.LayersPerBlock, fmt.Sprintf("must be <= %d", maxLayers))
+	case c.SampleSize > maxSampleSize:
+		return bad("sample_size", c.SampleSize, fmt.Sprintf("must be <= %d", maxSampleSize))
+	case c.NumClassEmbeds != nil && *c.NumClassEmbeds > maxClasses:
+		return bad("num_class_embeds", *c.NumClassEmbeds, fmt.Sprintf("must be <= %d", maxClasses))
 	case len(c.DownBlockTypes) != n:
 		return bad("down_block_types", c.DownBlockTypes, fmt.Sprintf("needs one entry per block_out_channels entry (%d)", n))
 	case len(c.UpBlockTypes) != n:
@@ -148,6 +169,9 @@ func (c Config) Validate() error {
 		}
 		if !slices.Contains(up, c.UpBlockTypes[i]) {
 			return bad(fmt.Sprintf("up_block_types[%d]", i), c.UpBlockTypes[i], "supported: UpBlock2D, AttnUpBlock2D")
+		}
+		if ch := c.BlockOutChannels[i]; ch > maxChannels {
+			return bad(fmt.Sprintf("block_out_channels[%d]", i), ch, fmt.Sprintf("must be <= %d", maxChannels))
 		}
 		if ch := c.BlockOutChannels[i]; ch < 1 || ch%c.NormNumGroups != 0 {
 			return bad(fmt.Sprintf("block_out_channels[%d]", i), ch, fmt.Sprintf("must be a positive multiple of norm_num_groups (%d)", c.NormNumGroups))

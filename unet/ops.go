@@ -17,8 +17,11 @@ import (
 // do the same, so Gorgonia's symbolic differentiation builds the training
 // graph. Every op carries its dimensions and its output shape explicitly,
 // so the graph never uses Gorgonia's Reshape (whose shared views break
-// gradients, DESIGN.md fact 2). Inputs are never modified; every op
-// returns a fresh tensor.
+// gradients, DESIGN.md fact 2). Inputs are never modified; each op
+// instance (one graph node) writes its output into a tensor it allocates
+// once and reuses on every run. Backward ops that yield several gradients
+// write them packed into one vector (one kernel call), and Part ops copy
+// each gradient out.
 
 // backend is the CPU implementation of kernels.Ops every op runs on.
 type backend = *kernels.CPU
