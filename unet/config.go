@@ -190,8 +190,11 @@ func (c Config) Validate() error {
 //     blocks per level, attention at 16x16, dropout 0.1.
 //   - "mnist": a class-conditional 32x32 grayscale model for digits padded
 //     to 32x32, classes 0-9 plus a null class 10 for classifier-free
-//     guidance; 32,64,64 channels with attention at 16x16 and 8x8 keep a
-//     training step on a 2-core CPU fast enough to train in about two hours.
+//     guidance; 32,64,64 channels, one ResNet block per level, attention
+//     at 16x16 and 8x8 (1,164,513 parameters). Measured on the 2-core
+//     dev machine: ~75 training images/s at batch 64 (forward, backward,
+//     AdamW), so two hours are ~8,500 steps of 64, about nine MNIST
+//     epochs, enough for clean digits; wider models halve that budget.
 func Preset(name string) (Config, error) {
 	eps := 1e-6
 	switch name {
