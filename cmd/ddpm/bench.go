@@ -39,6 +39,7 @@ type benchResult struct {
 	Iters             int     `json:"iters"`
 	Warmup            int     `json:"warmup"`
 	TrainStepIncludes string  `json:"train_step_includes,omitempty"`
+	ConstWeights      bool    `json:"const_weights"` // forward timed with kernels.CPUOptions.ConstWeights
 }
 
 const benchExamples = `  ddpm bench --model ../shared/fixtures/diffusers-unet-small --batch 16 --iters 10 --train --json
@@ -84,7 +85,9 @@ func medianMS(d []time.Duration) float64 {
 }
 
 func bench(ctx context.Context, o benchOptions, stdout io.Writer) error {
-	cpu, err := newCPUFor(o.Device)
+	// Without --train the weights never change: let oneDNN cache its
+	// reordered convolution weights, as sampling and serving do.
+	cpu, err := newCPUFor(o.Device, !o.Train)
 	if err != nil {
 		return err
 	}
@@ -122,7 +125,7 @@ func bench(ctx context.Context, o benchOptions, stdout io.Writer) error {
 			}
 		}
 	}
-	res := benchResult{Device: cpu.Name(), Model: name, Batch: o.Batch, Params: m.NumParams(), Iters: o.Iters, Warmup: o.Warmup}
+	res := benchResult{Device: cpu.Name(), Model: name, Batch: o.Batch, Params: m.NumParams(), Iters: o.Iters, Warmup: o.Warmup, ConstWeights: !o.Train}
 	times := make([]time.Duration, 0, o.Iters)
 	for i := 0; i < o.Warmup+o.Iters; i++ {
 		start := time.Now()

@@ -71,17 +71,18 @@ func parseInts(name, s string, n int) ([]int, error) {
 }
 
 // newCPUFor resolves --device for the UNet commands: auto and cpu run on
-// the CPU backend.
-func newCPUFor(device string) (*kernels.CPU, error) {
+// the CPU backend. constWeights (inference only: no optimiser step will
+// change the weights) lets oneDNN keep its reordered convolution weights.
+func newCPUFor(device string, constWeights bool) (*kernels.CPU, error) {
 	switch device {
 	case "auto", "cpu", "":
-		return kernels.NewCPU(kernels.CPUOptions{})
+		return kernels.NewCPU(kernels.CPUOptions{ConstWeights: constWeights})
 	}
 	return nil, usageError{fmt.Sprintf("--device %q: the UNet commands support auto and cpu for now", device)}
 }
 
 func predict(ctx context.Context, o predictOptions, stdout io.Writer) error {
-	cpu, err := newCPUFor(o.Device)
+	cpu, err := newCPUFor(o.Device, true)
 	if err != nil {
 		return err
 	}
