@@ -18,15 +18,34 @@ type builder struct {
 	err error
 }
 
+// maxGraphs is how many built graphs (input shapes) a Model keeps.
+const maxGraphs = 6
+
 // graphFor returns the graph for key, building it on first use.
 func (m *Model) graphFor(key graphKey) (*graph, error) {
+	m.uses++
 	if gr, ok := m.graphs[key]; ok {
+		gr.lastUse = m.uses
 		return gr, nil
 	}
 	gr, err := m.build(key)
 	if err != nil {
 		return nil, err
 	}
+	// Each graph keeps every activation of its shape, so only the most
+	// recently used maxGraphs are kept (a server sees many batch sizes).
+	for len(m.graphs) >= maxGraphs {
+		var oldest graphKey
+		first := true
+		for k, g := range m.graphs {
+			if first || g.lastUse < m.graphs[oldest].lastUse {
+				oldest, first = k, false
+			}
+		}
+		m.graphs[oldest].vm.Close()
+		delete(m.graphs, oldest)
+	}
+	gr.lastUse = m.uses
 	m.graphs[key] = gr
 	return gr, nil
 }

@@ -17,8 +17,9 @@ import (
 
 // Model is diffusers' UNet2DModel as a Gorgonia graph. It implements
 // diffusion.Model (Predict) and train.Network (Step, Params). Graphs are
-// built once per input shape and kept; all graphs share the parameter
-// tensors. A Model is safe for concurrent use (calls are serialised).
+// built once per input shape and the six most recently used are kept;
+// all graphs share the parameter tensors. A Model is safe for concurrent
+// use (calls are serialised).
 type Model struct {
 	cfg    Config
 	cpu    *kernels.CPU
@@ -26,6 +27,7 @@ type Model struct {
 	params []*param          // in creation order
 	byName map[string]*param // diffusers state_dict key -> param
 	graphs map[graphKey]*graph
+	uses   uint64     // graphFor calls, for evicting the least recently used graph
 	init   *rand.Rand // parameter initialisation while the first graph is built
 }
 
@@ -59,6 +61,7 @@ type graph struct {
 	paramNodes         []*G.Node
 	nodeOf             map[string]*G.Node
 	classes, embDim, n int
+	lastUse            uint64
 }
 
 // New returns a model with PyTorch's default initialisation (uniform in

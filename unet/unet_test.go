@@ -136,3 +136,37 @@ func TestSaveLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestGraphCacheEviction runs many batch sizes: at most maxGraphs graphs
+// stay built, and a rebuilt graph gives the same output.
+func TestGraphCacheEviction(t *testing.T) {
+	m, err := New(tinyConfig(), newCPU(t), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	x1 := diffusion.NewBatch(1, 2, 8, 8)
+	for i := range x1.Data {
+		x1.Data[i] = float32(i%7) - 3
+	}
+	first, err := m.Predict(ctx, x1, []int{42}, []int{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 2; n <= maxGraphs+3; n++ {
+		x := diffusion.NewBatch(n, 2, 8, 8)
+		if _, err := m.Predict(ctx, x, make([]int, n), make([]int, n)); err != nil {
+			t.Fatal(err)
+		}
+		if len(m.graphs) > maxGraphs {
+			t.Fatalf("%d graphs kept, want <= %d", len(m.graphs), maxGraphs)
+		}
+	}
+	again, err := m.Predict(ctx, x1, []int{42}, []int{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(first.Data, again.Data) {
+		t.Error("output changed after the graph was evicted and rebuilt")
+	}
+}
