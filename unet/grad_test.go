@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion"
@@ -176,6 +177,55 @@ func TestCIFAR10Forward(t *testing.T) {
 	for i, v := range out.Data {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			t.Fatalf("output[%d] = %v", i, v)
+		}
+	}
+}
+
+// TestStepGradientsDoNotAccumulate checks that Params().Grad holds only the
+// last Step's gradient: two identical steps give identical gradients, and
+// dropout masks follow the seed.
+func TestStepGradientsDoNotAccumulate(t *testing.T) {
+	cfg := tinyConfig()
+	cfg.Dropout = 0.3
+	m, err := New(cfg, newCPU(t), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := diffusion.NewBatch(2, 2, 8, 8)
+	for i := range x.Data {
+		x.Data[i] = float32(i%11)/5 - 1
+	}
+	loss := func(out diffusion.Batch, dout []float32) (float64, error) {
+		var s float64
+		for i, v := range out.Data {
+			dout[i] = 2 * v / float32(len(out.Data))
+			s += float64(v) * float64(v)
+		}
+		return s / float64(len(out.Data)), nil
+	}
+	step := func(seed uint64) (float64, [][]float32) {
+		l, err := m.Step(context.Background(), x, []int{10, 20}, []int{0, 2}, seed, loss)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var g [][]float32
+		for _, p := range m.Params() {
+			g = append(g, append([]float32(nil), p.Grad...))
+		}
+		return l, g
+	}
+	l1, g1 := step(9)
+	l2, g2 := step(9)
+	l3, _ := step(10)
+	if l1 != l2 {
+		t.Errorf("same seed, losses %v and %v", l1, l2)
+	}
+	if l1 == l3 {
+		t.Errorf("different dropout seeds gave the same loss %v", l1)
+	}
+	for i := range g1 {
+		if !slices.Equal(g1[i], g2[i]) {
+			t.Fatalf("parameter %d: gradient changed between identical steps (accumulating?)", i)
 		}
 	}
 }
