@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image/png"
 	"io"
 	"os"
@@ -87,10 +88,23 @@ func TestServeEndToEnd(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	t.Run("real model", func(t *testing.T) {
+		// A tiny random class-conditional UNet (8x8, classes "a" and "b").
+		serveE2E(t, bin, curl, 8, "b", 1, "--model", tinyModelFile(t), "--device", "cpu")
+	})
+	t.Run("test-only fake", func(t *testing.T) {
+		serveE2E(t, bin, curl, 32, "seven", 7, "--test-fake-model", "--test-fake-step-delay", "1ms")
+	})
+}
+
+// serveE2E runs "ddpm serve" with extra args on a loopback port and checks
+// /v1/generate, /v1/images/generations (prompt naming a class), the API key
+// and the SIGTERM drain with curl. size is the model's image size.
+func serveE2E(t *testing.T, bin, curl string, size int, prompt string, class int, extra ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "serve", "--test-fake-model", "--test-fake-step-delay", "1ms",
-		"--addr", "127.0.0.1:0", "--api-key", "e2e-key", "--drain-timeout", "10s")
+	cmd := exec.CommandContext(ctx, bin, append([]string{"serve", "--addr", "127.0.0.1:0", "--api-key", "e2e-key",
+		"--drain-timeout", "10s"}, extra...)...)
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -130,20 +144,25 @@ func TestServeEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("/v1/generate: %v", err)
 	}
-	if b := img.Bounds(); b.Dx() != 66 || b.Dy() != 66 {
-		t.Errorf("grid %v, want 66x66", b)
+	if b, want := img.Bounds(), 2*size+2; b.Dx() != want || b.Dy() != want {
+		t.Errorf("grid %v, want %dx%d", b, want, want)
 	}
 	// OpenAI Images API.
 	var resp struct {
 		Data []struct {
-			B64JSON string `json:"b64_json"`
+			B64JSON    string `json:"b64_json"`
+			ClassLabel *int   `json:"class_label"`
 		} `json:"data"`
 	}
-	body := run("-H", "Content-Type: application/json", "-d", `{"prompt":"seven","n":2,"size":"32x32","steps":3}`, base+"/v1/images/generations")
+	body := run("-H", "Content-Type: application/json", "-d",
+		fmt.Sprintf(`{"prompt":%q,"n":2,"size":"%dx%d","steps":3}`, prompt, size, size), base+"/v1/images/generations")
 	if err := json.Unmarshal(body, &resp); err != nil || len(resp.Data) != 2 {
 		t.Fatalf("generations: %v %.200s", err, body)
 	}
 	for _, d := range resp.Data {
+		if d.ClassLabel == nil || *d.ClassLabel != class {
+			t.Errorf("prompt %q: class_label %v, want %d", prompt, d.ClassLabel, class)
+		}
 		b, _ := base64.StdEncoding.DecodeString(d.B64JSON)
 		if _, err := png.Decode(bytes.NewReader(b)); err != nil {
 			t.Errorf("b64 image: %v", err)
