@@ -42,7 +42,8 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	cfg := m.net.Config()
+	defer m.release()
+	cfg := m.cfg
 	if c, h, w := ds.Shape(); c != cfg.InChannels || h != cfg.SampleSize || w != cfg.SampleSize {
 		return usageError{fmt.Sprintf("eval: the dataset gives %dx%dx%d images, the model takes %dx%dx%d", c, h, w, cfg.InChannels, cfg.SampleSize, cfg.SampleSize)}
 	}

@@ -11,13 +11,15 @@ import (
 	"github.com/ddpm-go/ddpm/weights"
 )
 
-// loaded is a model ready to sample: the UNet, its diffusion process and
-// where it came from.
+// loaded is a model ready to sample: the UNet (on the CPU or a GPU), its
+// config, its diffusion process and where it came from.
 type loaded struct {
-	net    *unet.Model
-	d      *diffusion.Diffusion
-	src    *weights.Source
-	device string
+	net     diffusion.Model
+	cfg     unet.Config
+	d       *diffusion.Diffusion
+	src     *weights.Source
+	device  string
+	release func()
 }
 
 // openSource opens path, or the embedded default model when path is "".
@@ -29,7 +31,8 @@ func openSource(path string) (*weights.Source, error) {
 }
 
 // loadModel loads the model at path ("" for the embedded default) for
-// inference on device, logging which device runs to log.
+// inference on device (auto, cpu or cuda[:N]), logging which device runs
+// to log. Call release when done.
 func loadModel(path, device string, log io.Writer) (*loaded, error) {
 	if _, err := cuda.ParseDevice(device); err != nil {
 		return nil, usageError{err.Error()}
@@ -42,36 +45,50 @@ func loadModel(path, device string, log io.Writer) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	net, name, err := newUNet(src, device)
+	logf := func(format string, args ...any) {
+		if log != nil {
+			fmt.Fprintf(log, format+"\n", args...)
+		}
+	}
+	net, cfg, name, release, err := newUNet(src, device, logf)
 	if err != nil {
 		return nil, err
 	}
-	if log != nil {
-		fmt.Fprintf(log, "device: %s (--device %s)\n", name, device)
-	}
-	return &loaded{net: net, d: d, src: src, device: name}, nil
+	return &loaded{net: net, cfg: cfg, d: d, src: src, device: name, release: release}, nil
 }
 
 // newUNet builds src's UNet for inference on device (auto, cpu or
-// cuda[:N]) and names the device that runs it. The UNet graph runs on the
-// CPU in this build: "auto" uses the CPU, and "cuda" is a clear error.
-func newUNet(src *weights.Source, device string) (*unet.Model, string, error) {
-	spec, err := cuda.ParseDevice(device)
+// cuda[:N], resolved by cuda.Select, which logs the choice through logf):
+// on the CPU the Gorgonia graph runs on kernels.CPU; on a GPU the same
+// graph runs through gexec on the cuda backend (unet.DeviceModel).
+func newUNet(src *weights.Source, device string, logf func(string, ...any)) (diffusion.Model, unet.Config, string, func(), error) {
+	be, err := cuda.Select(device, cuda.SelectOptions{CPU: kernels.CPUOptions{ConstWeights: true}, Logf: logf})
 	if err != nil {
-		return nil, "", err
+		return nil, unet.Config{}, "", nil, err
 	}
-	if spec.Kind == "cuda" {
-		return nil, "", fmt.Errorf("--device %s: the UNet graph does not run on the GPU executor in this build yet; use --device cpu or auto", device)
-	}
-	cpu, err := kernels.NewCPU(kernels.CPUOptions{ConstWeights: true})
-	if err != nil {
-		return nil, "", err
+	cpu := be.CPU
+	if cpu == nil { // the graph is built (and its shapes checked) on the CPU
+		if cpu, err = kernels.NewCPU(kernels.CPUOptions{}); err != nil {
+			be.GPU.Close()
+			return nil, unet.Config{}, "", nil, err
+		}
 	}
 	net, err := unet.FromSource(src, cpu)
 	if err != nil {
-		return nil, "", fmt.Errorf("model %s: %w", src.Path, err)
+		if be.GPU != nil {
+			be.GPU.Close()
+		}
+		return nil, unet.Config{}, "", nil, fmt.Errorf("model %s: %w", src.Path, err)
 	}
-	return net, cpu.Name(), nil
+	if be.GPU == nil {
+		return net, net.Config(), be.Name(), func() {}, nil
+	}
+	dm, err := unet.NewDeviceModel[cuda.Ptr](net, be.GPU)
+	if err != nil {
+		be.GPU.Close()
+		return nil, unet.Config{}, "", nil, err
+	}
+	return dm, net.Config(), be.Name(), func() { dm.Close(); be.GPU.Close() }, nil
 }
 
 // classCount is the number of real classes of a model (its class

@@ -44,7 +44,8 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	cfg := m.net.Config()
+	defer m.release()
+	cfg := m.cfg
 	o := diffusion.Options{Steps: *steps, Eta: *eta, Seed: *seed, Guidance: *guidance,
 		N: *n, C: cfg.InChannels, H: cfg.SampleSize, W: cfg.SampleSize}
 	if err := o.Sampler.UnmarshalText([]byte(*sampler)); err != nil {

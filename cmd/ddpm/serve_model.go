@@ -55,11 +55,11 @@ func loadServeModel(ctx context.Context, o serveOptions, log *slog.Logger) (serv
 // newServeUNet builds the UNet of src on device ("auto", "cpu" or "cuda")
 // and reports which device runs it.
 func newServeUNet(ctx context.Context, src *weights.Source, device string) (diffusion.Model, string, func(), error) {
-	net, name, err := newUNet(src, device)
+	net, _, name, release, err := newUNet(src, device, nil)
 	if err != nil {
 		return nil, "", nil, err
 	}
-	return net, name, func() {}, nil
+	return net, name, release, nil
 }
 
 // modelName is the model id /v1/models shows for a path: the file or
