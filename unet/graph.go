@@ -53,7 +53,7 @@ func (m *Model) graphFor(key graphKey) (*graph, error) {
 func (m *Model) build(key graphKey) (*graph, error) {
 	c := m.cfg
 	c0 := c.BlockOutChannels[0]
-	gr := &graph{g: G.NewGraph(), nodeOf: map[string]*G.Node{}, n: key.n}
+	gr := &graph{g: G.NewGraph(), nodeOf: map[string]*G.Node{}}
 	b := &builder{m: m, gr: gr}
 	gr.x = tensor.New(tensor.WithShape(key.n, c.InChannels, key.h, key.w), tensor.Of(tensor.Float32))
 	gr.temb = tensor.New(tensor.WithShape(key.n, c0), tensor.Of(tensor.Float32))
@@ -125,7 +125,6 @@ func (m *Model) build(key graphKey) (*graph, error) {
 	for _, p := range m.params {
 		gr.paramNodes = append(gr.paramNodes, gr.nodeOf[p.name])
 	}
-	gr.outShape = h.Shape().Clone()
 
 	if key.train {
 		gr.loss = &ExternalLoss{opBase: newBase("ExternalLoss", nil, 1, m.cpu), Fn: &gr.lossFn}

@@ -46,22 +46,21 @@ type graphKey struct {
 
 // graph is one built graph with its machine and input tensors.
 type graph struct {
-	g                  *G.ExprGraph
-	x, temb, onehot    *tensor.Dense // inputs, overwritten before each run
-	out                *G.Node
-	xNode, tembNode    *G.Node
-	ohNode, lossNode   *G.Node
-	vm                 G.VM
-	loss               *ExternalLoss
-	lossFn             func(out, dout []float32) (float64, error)
-	gradNodes          []*G.Node    // per Model.params entry
-	dropMasks          []*[]float32 // backing of dropNodes' values
-	dropNodes          []*G.Node
-	outShape           tensor.Shape
-	paramNodes         []*G.Node
-	nodeOf             map[string]*G.Node
-	classes, embDim, n int
-	lastUse            uint64
+	g                *G.ExprGraph
+	x, temb, onehot  *tensor.Dense // inputs, overwritten before each run
+	out              *G.Node
+	xNode, tembNode  *G.Node
+	ohNode, lossNode *G.Node
+	vm               G.VM
+	loss             *ExternalLoss
+	lossFn           func(out, dout []float32) (float64, error)
+	gradNodes        []*G.Node    // per Model.params entry
+	dropMasks        []*[]float32 // backing of dropNodes' values
+	dropNodes        []*G.Node
+	paramNodes       []*G.Node
+	nodeOf           map[string]*G.Node
+	classes          int
+	lastUse          uint64
 }
 
 // New returns a model with PyTorch's default initialisation (uniform in
