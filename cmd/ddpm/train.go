@@ -31,6 +31,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	out := fs.String("out", "runs/ddpm", "directory for checkpoint.safetensors, log.jsonl and sample grids")
 	resume := fs.Bool("resume", false, "continue from --out's checkpoint")
 	loss := fs.String("loss", "simple", "loss: simple, vlb or hybrid")
+	variance := fs.String("variance", "", "reverse-process variance: fixed_small, fixed_large, learned or learned_range\n(default: fixed_small for --loss simple, learned_range for vlb and hybrid)")
+	sched := fs.String("schedule", "linear", "beta schedule: linear, cosine, scaled_linear or sigmoid")
+	threads := fs.Int("threads", 0, "CPU threads for the model (0: all cores)")
 	pred := fs.String("prediction", "epsilon", "model output: epsilon, sample or v_prediction")
 	T := fs.Int("timesteps", 1000, "diffusion steps T")
 	fs.IntVar(&o.Steps, "steps", o.Steps, "optimiser steps")
@@ -82,15 +85,29 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := dcfg.Prediction.UnmarshalText([]byte(*pred)); err != nil {
 		return usageError{fmt.Sprintf("train: --prediction %q: allowed epsilon, sample, v_prediction", *pred)}
 	}
-	if dcfg.Loss != diffusion.LossSimple {
+	if err := dcfg.Schedule.UnmarshalText([]byte(*sched)); err != nil {
+		return usageError{fmt.Sprintf("train: --schedule %q: allowed linear, cosine, scaled_linear, sigmoid", *sched)}
+	}
+	switch {
+	case *variance != "":
+		if err := dcfg.Variance.UnmarshalText([]byte(*variance)); err != nil {
+			return usageError{fmt.Sprintf("train: --variance %q: allowed fixed_small, fixed_large, learned, learned_range", *variance)}
+		}
+	case dcfg.Loss != diffusion.LossSimple:
 		dcfg.Variance = diffusion.LearnedRange
+		fmt.Fprintf(stderr, "train: --loss %s learns the variance: --variance learned_range (set --variance to choose)\n", dcfg.Loss)
+	}
+	if dcfg.Variance.IsLearned() {
 		cfg.OutChannels = 2 * cfg.InChannels
+	}
+	if o.WarmupSteps > o.Steps {
+		fmt.Fprintf(stderr, "train: warning: --warmup %d is more than --steps %d: the learning rate never reaches --lr\n", o.WarmupSteps, o.Steps)
 	}
 	d, err := diffusion.New(dcfg)
 	if err != nil {
 		return err
 	}
-	cpu, err := kernels.NewCPU(kernels.CPUOptions{})
+	cpu, err := kernels.NewCPU(kernels.CPUOptions{Threads: *threads})
 	if err != nil {
 		return err
 	}
