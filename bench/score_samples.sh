@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# score_samples.sh: how often the Go MNIST classifier (bench/mnistclf,
+# score_samples.sh: how often the Go MNIST classifier (quality/mnistclf,
 # 99.15% on the MNIST test set) reads ddpm's class-conditional samples as
 # the class they were asked for (issue 4's acceptance: >= 90% overall).
 #
@@ -16,4 +16,4 @@ for k in 0 1 2 3 4 5 6 7 8 9; do
 	"$out/ddpm" sample ${model:+--model "$model"} --class "$k" --n "$n" --steps "$steps" \
 		--guidance "$guidance" --seed "$k" --out-dir "$out/$k" 2>/dev/null >/dev/null
 done
-go run ./bench/mnistclf/cmd/mnistscore "$out"
+go run ./quality/mnistclf/cmd/mnistscore "$out"

@@ -32,10 +32,15 @@ type Options struct {
 	// Eta is DDIM's stochasticity in [0, 1] (Song et al. 2021, Eq. 16):
 	// 0 is deterministic, 1 has DDPM's posterior variance.
 	Eta float64 `json:"eta,omitempty"`
-	// ClippedEps makes DDIM re-derive epsilon from the clipped x_0
-	// estimate, as improved-diffusion's ddim_sample does; by default it
-	// uses the model's epsilon as diffusers' DDIMScheduler does.
-	ClippedEps bool `json:"clipped_eps,omitempty"`
+	// ModelEps makes DDIM keep the model's epsilon after the x_0 estimate
+	// is clipped or thresholded, as diffusers' DDIMScheduler.step does by
+	// default (use_clipped_model_output=False). By default epsilon is
+	// re-derived from the clipped x_0, as improved-diffusion's ddim_sample
+	// and GLIDE do: with the model's epsilon the update mixes a clipped
+	// x_0 with a direction that still points at the unclipped one, which
+	// saturates images whenever clipping bites (classifier-free guidance
+	// at scales above about 1.5 on the default model).
+	ModelEps bool `json:"model_eps,omitempty"`
 	// Seed seeds the one random source of the run (PCG): the same seed,
 	// model and options give bit-identical output.
 	Seed uint64 `json:"seed"`
@@ -220,7 +225,7 @@ func (d *Diffusion) Sample(ctx context.Context, m Model, o Options) (Batch, erro
 			return Batch{}, err
 		}
 		if o.Sampler == SamplerDDIM {
-			x, _, err = sp.ddimStep(out, x, i, o.Eta, r.noiseFor(x, i > 0 && o.Eta > 0), clip, o.ClippedEps)
+			x, _, err = sp.ddimStep(out, x, i, o.Eta, r.noiseFor(x, i > 0 && o.Eta > 0), clip, !o.ModelEps)
 		} else {
 			x, _, err = sp.ddpmStep(out, x, i, r.noiseFor(x, i > 0), clip)
 		}

@@ -223,7 +223,7 @@ func TestSampleGaussianData(t *testing.T) {
 		// epsilon they imply are the same, so are the moments.
 		{"ddpm-x0", FixedSmall, PredictX0, Options{}},
 		{"ddim-v", FixedSmall, PredictV, Options{Sampler: SamplerDDIM, Steps: 25}},
-		{"ddim-v-clipped-eps", FixedSmall, PredictV, Options{Sampler: SamplerDDIM, Steps: 25, ClippedEps: true}},
+		{"ddim-v-model-eps", FixedSmall, PredictV, Options{Sampler: SamplerDDIM, Steps: 25, ModelEps: true}},
 	}
 	noClip := false
 	for _, c := range cases {

@@ -57,8 +57,11 @@ func main() {
 
 // exitCode is 2 for usage errors and 1 for everything else.
 func exitCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0 // -h asked for the help text, which is printed
+	}
 	var u usageError
-	if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+	if errors.As(err, &u) {
 		return 2
 	}
 	return 1

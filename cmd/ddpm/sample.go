@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -14,98 +17,200 @@ import (
 const sampleExamples = `  ddpm sample --out digits.png                          # 16 digits from the embedded model
   ddpm sample --class 7 --n 100 --out-dir sevens        # one PNG per image
   ddpm sample --sampler ddpm --steps 1000 --seed 3 --out a.png
-  ddpm sample --class 3 --guidance 2 --out threes.png   # classifier-free guidance
-  ddpm sample --init-image x.png --strength 0.5 --out edit.png   # img2img (SDEdit)
-  ddpm sample --init-image x.png --mask m.png --sampler ddpm --out fill.png   # inpainting (white = keep)`
+  ddpm sample --class 3 --guidance 3 --out threes.png   # classifier-free guidance
+  ddpm sample --init-image x.png --strength 0.3 --out edit.png   # img2img (SDEdit)
+  ddpm sample --init-image x.png --mask m.png --out fill.png     # inpainting (white = keep)`
+
+// sampleOptions are the flags of "ddpm sample".
+type sampleOptions struct {
+	model, device   string
+	n, steps        int
+	sampler         string
+	samplerSet      bool // --sampler given explicitly
+	eta             float64
+	seed            uint64
+	seedSet         bool // --seed given; otherwise a random seed is drawn and printed
+	class           string
+	guidance        float64
+	clip            string // auto, true or false
+	threshold       float64
+	modelEps        bool
+	out, outDir     string
+	initImage, mask string
+	strength        float64
+}
+
+func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
+	var o sampleOptions
+	fs := newFlagSet("sample", "sample [flags]", sampleExamples, stderr)
+	fs.StringVar(&o.model, "model", "", "model: diffusers folder, ddpm model file or checkpoint (default: the embedded model)")
+	fs.IntVar(&o.n, "n", 16, "number of images (1..1024)")
+	fs.IntVar(&o.steps, "steps", 50, "denoising steps (1..T)")
+	fs.StringVar(&o.sampler, "sampler", "ddim", "ddpm or ddim (with --mask: ddpm)")
+	fs.Float64Var(&o.eta, "eta", 0, "DDIM eta in [0, 1] (0 is deterministic)")
+	fs.Uint64Var(&o.seed, "seed", 0, "random seed; image i uses the run's noise stream (default: a random seed, printed)")
+	fs.StringVar(&o.class, "class", "", "class label for every image, or a comma-separated list (default: cycle through the classes;\nwith --init-image: the null class, i.e. no condition)")
+	fs.Float64Var(&o.guidance, "guidance", 0, "classifier-free guidance scale (0 = none; 2 to 4 sharpens the class)")
+	fs.StringVar(&o.clip, "clip", "auto", "clip the x0 estimate to [-1, 1] at each step: auto (the model's setting), true or false")
+	fs.Float64Var(&o.threshold, "threshold", 0, "dynamic thresholding quantile in (0, 1] instead of the clip (Imagen; 0 = off)")
+	fs.BoolVar(&o.modelEps, "model-eps", false, "DDIM: keep the model's epsilon after clipping x0 (diffusers' default;\nthe default re-derives it from the clipped x0, which guidance needs)")
+	fs.StringVar(&o.out, "out", "samples.png", "grid PNG to write")
+	fs.StringVar(&o.outDir, "out-dir", "", "write one PNG per image into this directory instead of a grid")
+	fs.StringVar(&o.initImage, "init-image", "", "start from this image (img2img with --strength, or inpainting with --mask)")
+	fs.Float64Var(&o.strength, "strength", 0.3, "img2img noise strength in [0, 1]: how much of the image is redrawn")
+	fs.StringVar(&o.mask, "mask", "", "inpainting mask PNG: white keeps --init-image, black is generated")
+	fs.StringVar(&o.device, "device", "auto", "auto, cpu or cuda[:N]")
+	if err := parseFlags(fs, args); err != nil {
+		return o, err
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "seed":
+			o.seedSet = true
+		case "sampler":
+			o.samplerSet = true
+		}
+	})
+	if o.n < 1 || o.n > 1024 {
+		return o, usageError{fmt.Sprintf("sample: --n %d: must be in 1..1024", o.n)}
+	}
+	if o.clip != "auto" && o.clip != "true" && o.clip != "false" {
+		return o, usageError{fmt.Sprintf("sample: --clip %q: allowed auto, true, false", o.clip)}
+	}
+	if !(o.threshold >= 0 && o.threshold <= 1) {
+		return o, usageError{fmt.Sprintf("sample: --threshold %v: must be in (0, 1], or 0 for off", o.threshold)}
+	}
+	if o.mask != "" && o.initImage == "" {
+		return o, usageError{"sample: --mask needs --init-image"}
+	}
+	return o, nil
+}
+
+// randomSeed draws a seed from the operating system's random source, so
+// runs without --seed differ; it is printed so a run can be repeated.
+func randomSeed() uint64 {
+	var b [8]byte
+	if _, err := crand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on supported systems
+	}
+	return binary.LittleEndian.Uint64(b[:]) >> 11 // 53 bits: exact in JSON and JavaScript
+}
 
 func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("sample", "sample [flags]", sampleExamples, stderr)
-	model := fs.String("model", "", "model: diffusers folder, ddpm model file or checkpoint (default: the embedded model)")
-	n := fs.Int("n", 16, "number of images (1..1024)")
-	steps := fs.Int("steps", 50, "denoising steps (1..T)")
-	sampler := fs.String("sampler", "ddim", "ddpm or ddim")
-	eta := fs.Float64("eta", 0, "DDIM eta in [0, 1] (0 is deterministic)")
-	seed := fs.Uint64("seed", 0, "random seed")
-	class := fs.String("class", "", "class label for every image, or a comma-separated list (default: cycle through the classes)")
-	guidance := fs.Float64("guidance", 0, "classifier-free guidance scale (0 = none)")
-	out := fs.String("out", "samples.png", "grid PNG to write")
-	outDir := fs.String("out-dir", "", "write one PNG per image into this directory instead of a grid")
-	initImage := fs.String("init-image", "", "start from this image (img2img with --strength, or inpainting with --mask)")
-	strength := fs.Float64("strength", 0.6, "img2img noise strength in [0, 1]")
-	mask := fs.String("mask", "", "inpainting mask PNG: white keeps --init-image, black is generated")
-	device := fs.String("device", "auto", "auto, cpu or cuda[:N]")
-	if err := parseFlags(fs, args); err != nil {
+	o, err := parseSample(args, stderr)
+	if err != nil {
 		return err
 	}
-	if *n < 1 || *n > 1024 {
-		return usageError{fmt.Sprintf("sample: --n %d: must be in 1..1024", *n)}
+	if !o.seedSet {
+		o.seed = randomSeed()
+		fmt.Fprintf(stderr, "seed %d (pass --seed %d to repeat this run)\n", o.seed, o.seed)
 	}
-	m, err := loadModel(*model, *device, stderr)
+	m, err := loadModel(o.model, o.device, stderr)
 	if err != nil {
 		return err
 	}
 	defer m.release()
 	cfg := m.cfg
-	o := diffusion.Options{Steps: *steps, Eta: *eta, Seed: *seed, Guidance: *guidance,
-		N: *n, C: cfg.InChannels, H: cfg.SampleSize, W: cfg.SampleSize}
-	if err := o.Sampler.UnmarshalText([]byte(*sampler)); err != nil {
-		return usageError{fmt.Sprintf("sample: --sampler %q: allowed ddpm, ddim", *sampler)}
+	d, err := sampleDiffusion(m.d, o)
+	if err != nil {
+		return err
+	}
+	so := diffusion.Options{Steps: o.steps, Eta: o.eta, Seed: o.seed, Guidance: o.guidance, ModelEps: o.modelEps,
+		N: o.n, C: cfg.InChannels, H: cfg.SampleSize, W: cfg.SampleSize}
+	if o.mask != "" && !o.samplerSet {
+		o.sampler = "ddpm"
+		fmt.Fprintln(stderr, "sample: inpainting (--mask) runs the ddpm sampler (RePaint)")
+	}
+	if err := so.Sampler.UnmarshalText([]byte(o.sampler)); err != nil {
+		return usageError{fmt.Sprintf("sample: --sampler %q: allowed ddpm, ddim", o.sampler)}
+	}
+	if o.mask != "" && so.Sampler != diffusion.SamplerDDPM {
+		return usageError{fmt.Sprintf("sample: --mask (inpainting) runs with --sampler ddpm, not %s", o.sampler)}
 	}
 	if k := classCount(cfg); k > 0 {
-		labels, err := parseLabels(*class, *n, k)
-		if err != nil {
-			return usageError{err.Error()}
+		switch {
+		case o.class == "" && o.initImage != "" && cfg.NullClass != nil:
+			so.Labels = make([]int, o.n)
+			for i := range so.Labels {
+				so.Labels[i] = -1
+			}
+			if o.guidance != 0 {
+				return usageError{"sample: --guidance needs --class (the edit is unconditional without one)"}
+			}
+		case o.class == "" && o.initImage != "":
+			return usageError{fmt.Sprintf("sample: the model is class-conditional without a null class: give --class (0..%d) for the edit", k-1)}
+		default:
+			labels, err := parseLabels(o.class, o.n, k)
+			if err != nil {
+				return usageError{err.Error()}
+			}
+			so.Labels = labels
 		}
-		o.Labels = labels
-	} else if *class != "" {
+	} else if o.class != "" {
 		return usageError{"sample: --class given, but the model is unconditional"}
 	}
-	if *initImage != "" {
-		x, err := img.ReadFile(*initImage, cfg.InChannels, cfg.SampleSize, cfg.SampleSize)
+	if o.initImage != "" {
+		x, err := img.ReadFile(o.initImage, cfg.InChannels, cfg.SampleSize, cfg.SampleSize)
 		if err != nil {
 			return err
 		}
-		rep := diffusion.NewBatch(*n, x.C, x.H, x.W)
-		for i := 0; i < *n; i++ {
+		rep := diffusion.NewBatch(o.n, x.C, x.H, x.W)
+		for i := 0; i < o.n; i++ {
 			copy(rep.Data[i*len(x.Data):], x.Data)
 		}
-		o.Image = &rep
-		if *mask != "" {
-			mk, err := img.ReadMask(*mask, cfg.SampleSize, cfg.SampleSize)
+		so.Image = &rep
+		if o.mask != "" {
+			mk, err := img.ReadMask(o.mask, cfg.SampleSize, cfg.SampleSize)
 			if err != nil {
 				return err
 			}
-			rm := diffusion.NewBatch(*n, 1, mk.H, mk.W)
-			for i := 0; i < *n; i++ {
+			rm := diffusion.NewBatch(o.n, 1, mk.H, mk.W)
+			for i := 0; i < o.n; i++ {
 				copy(rm.Data[i*len(mk.Data):], mk.Data)
 			}
-			o.Mask = &rm
+			so.Mask = &rm
 		} else {
-			o.Strength = *strength
+			so.Strength = o.strength
 		}
-	} else if *mask != "" {
-		return usageError{"sample: --mask needs --init-image"}
 	}
 	bar := newProgress(stderr, "sampling")
-	o.Progress = func(p diffusion.Progress) { bar.update(p.Step, p.Total) }
-	b, err := m.d.Sample(ctx, m.net, o)
+	so.Progress = func(p diffusion.Progress) { bar.update(p.Step, p.Total) }
+	b, err := d.Sample(ctx, m.net, so)
 	bar.done()
 	if err != nil {
 		return err
 	}
-	if *outDir != "" {
-		files, err := img.WriteEach(*outDir, "sample", b)
+	if o.outDir != "" {
+		files, err := img.WriteEach(o.outDir, "sample", b)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "wrote %d images to %s\n", len(files), *outDir)
+		fmt.Fprintf(stdout, "wrote %d images to %s\n", len(files), o.outDir)
 		return nil
 	}
-	if err := img.WriteGrid(*out, b, img.GridOptions{Padding: 2}); err != nil {
+	if err := img.WriteGrid(o.out, b, img.GridOptions{Padding: 2}); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %s\n", *out)
+	fmt.Fprintf(stdout, "wrote %s\n", o.out)
 	return nil
+}
+
+// sampleDiffusion applies --clip and --threshold to the model's diffusion.
+func sampleDiffusion(d *diffusion.Diffusion, o sampleOptions) (*diffusion.Diffusion, error) {
+	cfg := d.Config()
+	switch o.clip {
+	case "true":
+		cfg.ClipDenoised = true
+	case "false":
+		cfg.ClipDenoised = false
+	}
+	if o.threshold > 0 {
+		cfg.ClipDenoised, cfg.Thresholding, cfg.ThresholdRatio = true, true, o.threshold
+	}
+	if o.clip == "auto" && o.threshold == 0 {
+		return d, nil
+	}
+	return diffusion.New(cfg)
 }
 
 // parseLabels turns --class into n labels in 0..k-1: empty cycles through

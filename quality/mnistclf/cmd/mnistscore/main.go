@@ -22,7 +22,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ddpm-go/ddpm/bench/mnistclf"
+	"github.com/ddpm-go/ddpm/quality/mnistclf"
 )
 
 func main() {

@@ -93,6 +93,30 @@ func (c *Classifier) Logits(b diffusion.Batch) ([]float32, error) {
 	return out, nil
 }
 
+// FeatureDim is the length of one image's Features vector.
+const FeatureDim = hidden
+
+// Features returns the (N, FeatureDim) penultimate activations (fc1 after
+// its ReLU) of a batch (see Logits for the accepted shapes): the feature
+// space in which quality.FrechetDistance compares generated digits with
+// real ones, as FID does with Inception's pool features.
+func (c *Classifier) Features(b diffusion.Batch) ([]float32, error) {
+	if err := checkInput(b); err != nil {
+		return nil, err
+	}
+	out := make([]float32, b.N*FeatureDim)
+	workers := runtime.GOMAXPROCS(0)
+	ws := make([]work, min(workers, b.N))
+	per := b.H * b.W
+	parallel(b.N, workers, func(w, i int) {
+		s := &ws[w]
+		cropInto(&s.in, b.Data[i*per:(i+1)*per], b.H, 0, 0)
+		forward(c.p, s)
+		copy(out[i*FeatureDim:], s.h[:])
+	})
+	return out, nil
+}
+
 // Predict returns the most likely digit of each image of the batch
 // (see Logits for the accepted shapes).
 func (c *Classifier) Predict(b diffusion.Batch) ([]int, error) {

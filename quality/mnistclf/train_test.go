@@ -28,7 +28,7 @@ func mnist(t *testing.T, split data.Split, size int) data.Dataset {
 // checks test-set accuracy >= 98%. With MNISTCLF_WRITE=1 it overwrites the
 // committed clf.bin:
 //
-//	MNISTCLF_WRITE=1 go test -run TestTrainAndSave -v ./bench/mnistclf
+//	MNISTCLF_WRITE=1 go test -run TestTrainAndSave -v ./quality/mnistclf
 func TestTrainAndSave(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains for minutes; skipped with -short")

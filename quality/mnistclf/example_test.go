@@ -3,8 +3,8 @@ package mnistclf_test
 import (
 	"fmt"
 
-	"github.com/ddpm-go/ddpm/bench/mnistclf"
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/quality/mnistclf"
 )
 
 // ExampleClassifier_Score scores a batch of images that were all meant to
