@@ -170,3 +170,18 @@ func TestGraphCacheEviction(t *testing.T) {
 		t.Error("output changed after the graph was evicted and rebuilt")
 	}
 }
+
+// TestLoadEmbeddedDefault: unet.Load takes weights.DefaultPath like any
+// --model source.
+func TestLoadEmbeddedDefault(t *testing.T) {
+	if _, err := weights.Default(); err != nil {
+		t.Skip(err)
+	}
+	m, src, err := Load(weights.DefaultPath, newCPU(t))
+	if err != nil {
+		t.Fatalf("Load(%q): %v", weights.DefaultPath, err)
+	}
+	if src.Path != weights.DefaultPath || m.NumParams() != src.NumParams() {
+		t.Fatalf("Load(%q): source %q, %d params vs %d", weights.DefaultPath, src.Path, m.NumParams(), src.NumParams())
+	}
+}

@@ -1,6 +1,7 @@
 package weights
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -39,6 +40,13 @@ type Info struct {
 // Inspect describes the weights at path (anything Open accepts, or any
 // safetensors file), validating the header but reading no tensor data.
 func Inspect(path string) (*Info, error) {
+	if path == DefaultPath {
+		b, err := Default()
+		if err != nil {
+			return nil, fmt.Errorf("inspect: %w", err)
+		}
+		return inspectBytes(path, b)
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("inspect: %w", err)
@@ -61,6 +69,22 @@ func Inspect(path string) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inspect: %w", err)
 	}
+	return info.fromHeader(path, h)
+}
+
+// inspectBytes describes a model file held in memory (the embedded
+// default model).
+func inspectBytes(name string, b []byte) (*Info, error) {
+	h, err := ReadHeader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", name, err)
+	}
+	info := &Info{Path: name, Format: FormatSafetensors, WeightsFile: name, Configs: map[string]json.RawMessage{}}
+	return info.fromHeader(name, h)
+}
+
+// fromHeader fills the header-derived fields and classifies a single file.
+func (info *Info) fromHeader(path string, h *Header) (*Info, error) {
 	info.Metadata, info.Tensors, info.NumTensors = h.Metadata, h.Tensors, len(h.Tensors)
 	if info.Metadata == nil {
 		info.Metadata = map[string]string{}

@@ -82,3 +82,25 @@ func TestInspectDiffusersFixture(t *testing.T) {
 		}
 	}
 }
+
+// TestEmbeddedDefaultPath: weights.DefaultPath opens and inspects the
+// embedded model like any path.
+func TestEmbeddedDefaultPath(t *testing.T) {
+	if _, err := Default(); err != nil {
+		t.Skip(err)
+	}
+	src, err := Open(DefaultPath)
+	if err != nil {
+		t.Fatalf("Open(%q): %v", DefaultPath, err)
+	}
+	if src.Path != DefaultPath || len(src.Tensors) == 0 || len(src.UNetConfig) == 0 {
+		t.Fatalf("Open(%q) = path %q, %d tensors", DefaultPath, src.Path, len(src.Tensors))
+	}
+	info, err := Inspect(DefaultPath)
+	if err != nil {
+		t.Fatalf("Inspect(%q): %v", DefaultPath, err)
+	}
+	if info.Format != FormatModel || info.NumParams != int64(src.NumParams()) {
+		t.Fatalf("Inspect(%q): format %v, %d params; Open has %d", DefaultPath, info.Format, info.NumParams, src.NumParams())
+	}
+}

@@ -80,8 +80,12 @@ type Source struct {
 // diffusers pipeline root (unet/ + scheduler/), a diffusers weights file
 // with config.json beside it, a ddpm model file or a ddpm checkpoint (whose
 // EMA weights are the model; its training state is skipped, see
-// ReadCheckpoint). Errors name the path and say what was expected there.
+// ReadCheckpoint). DefaultPath ("embedded:default") opens the embedded
+// default model. Errors name the path and say what was expected there.
 func Open(path string) (*Source, error) {
+	if path == DefaultPath {
+		return OpenDefault()
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("open model: %w", err)
