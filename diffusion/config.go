@@ -284,3 +284,47 @@ func ParseConfig(data []byte) (Config, error) {
 	}
 	return c, nil
 }
+
+// DiffusersScheduler returns the diffusers DDPMScheduler config
+// (scheduler_config.json, with _class_name) that describes this process,
+// so an exported pipeline samples as ddpm does: the same betas
+// (num_train_timesteps, beta_schedule and its range, or trained_betas),
+// prediction_type, variance_type, clipping and thresholding, leading
+// timestep spacing. A linear schedule is written with its effective
+// beta_start and beta_end (ddpm rescales the defaults for T != 1000;
+// diffusers never rescales).
+func (c Config) DiffusersScheduler() ([]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	c = c.withDefaults()
+	spec := c.Spec()
+	betas, err := schedule.ComputeBetas(spec)
+	if err != nil {
+		return nil, fmt.Errorf("diffusion: diffusers scheduler: %w", err)
+	}
+	out := map[string]any{
+		"_class_name":                "DDPMScheduler",
+		"num_train_timesteps":        len(betas),
+		"prediction_type":            c.Prediction.String(),
+		"variance_type":              c.Variance.String(),
+		"clip_sample":                c.ClipDenoised && !c.Thresholding,
+		"clip_sample_range":          c.ClipRange,
+		"thresholding":               c.Thresholding,
+		"dynamic_thresholding_ratio": c.ThresholdRatio,
+		"sample_max_value":           c.ThresholdMax,
+		"timestep_spacing":           "leading",
+		"steps_offset":               0,
+	}
+	switch spec.Kind {
+	case schedule.Linear:
+		out["beta_schedule"], out["beta_start"], out["beta_end"] = "linear", betas[0], betas[len(betas)-1]
+	case schedule.Cosine:
+		out["beta_schedule"] = "squaredcos_cap_v2"
+	case schedule.ScaledLinear:
+		out["beta_schedule"], out["beta_start"], out["beta_end"] = "scaled_linear", betas[0], betas[len(betas)-1]
+	default: // sigmoid and custom betas: exactly as computed
+		out["beta_schedule"], out["trained_betas"] = "linear", betas
+	}
+	return json.MarshalIndent(out, "", "  ")
+}

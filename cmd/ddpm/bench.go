@@ -42,7 +42,7 @@ type benchResult struct {
 	ConstWeights      bool    `json:"const_weights"` // forward timed with kernels.CPUOptions.ConstWeights
 }
 
-const benchExamples = `  ddpm bench --model ../shared/fixtures/diffusers-unet-small --batch 16 --iters 10 --train --json
+const benchExamples = `  ddpm bench --model google/ddpm-cifar10-32 --batch 16 --iters 10 --train --json
   ddpm bench --preset ddpm-cifar10 --batch 4 --iters 5 --json`
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -3,8 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"math"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+
+	"github.com/ddpm-go/ddpm/diffusion"
 
 	"github.com/ddpm-go/ddpm/weights"
 )
@@ -38,5 +47,89 @@ func TestExportCheckpoint(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"export", ckpt}, &so, &se); err == nil {
 		t.Error("one argument: no error")
+	}
+}
+
+// TestExportToDirectory: an existing folder (or a trailing slash) as OUT
+// receives OUT/model.safetensors; flags may follow the arguments; -h
+// succeeds.
+func TestExportToDirectory(t *testing.T) {
+	model := tinyModelFile(t)
+	dir := t.TempDir()
+	var so, se bytes.Buffer
+	if err := run(context.Background(), []string{"export", model, dir}, &so, &se); err != nil {
+		t.Fatalf("export into a folder: %v", err)
+	}
+	if _, err := weights.Open(filepath.Join(dir, "model.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "new") + string(os.PathSeparator)
+	if err := run(context.Background(), []string{"export", model, sub}, &so, &se); err != nil {
+		t.Fatalf("export into a new folder with a trailing slash: %v", err)
+	}
+	if _, err := weights.Open(filepath.Join(sub, "model.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), []string{"export", "-h"}, &so, &se); !errors.Is(err, flag.ErrHelp) || exitCode(err) != 0 {
+		t.Fatalf("export -h: err %v, exit code %d; want flag.ErrHelp and 0", err, exitCode(err))
+	}
+	if strings.Contains(se.String(), "help requested") {
+		t.Errorf("-h printed %q", se.String())
+	}
+}
+
+// TestExportDiffusers writes a diffusers pipeline folder and reads it
+// back: every tensor equal, the class names in unet/config.json, and the
+// scheduler config describing the same betas and parameterisation.
+func TestExportDiffusers(t *testing.T) {
+	model := tinyModelFile(t)
+	out := filepath.Join(t.TempDir(), "pipe")
+	var so, se bytes.Buffer
+	if err := run(context.Background(), []string{"export", model, out, "--diffusers"}, &so, &se); err != nil {
+		t.Fatalf("export --diffusers: %v\n%s", err, se.String())
+	}
+	src, _ := weights.Open(model)
+	got, err := weights.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Format != weights.FormatDiffusersPipeline || len(got.Tensors) != len(src.Tensors) {
+		t.Fatalf("read back format %v with %d tensors, want a pipeline with %d", got.Format, len(got.Tensors), len(src.Tensors))
+	}
+	for name, tn := range src.Tensors {
+		if !slices.Equal(got.Tensors[name].Data, tn.Data) {
+			t.Fatalf("tensor %s differs after the round trip", name)
+		}
+	}
+	var cfg struct {
+		Class string   `json:"_class_name"`
+		Names []string `json:"ddpm_class_names"`
+	}
+	if err := json.Unmarshal(got.UNetConfig, &cfg); err != nil || cfg.Class != "UNet2DModel" || !slices.Equal(cfg.Names, src.ClassNames) {
+		t.Fatalf("unet/config.json: class %q, names %v (err %v); want UNet2DModel and %v", cfg.Class, cfg.Names, err, src.ClassNames)
+	}
+	dc, _, err := diffusion.FromDiffusers(got.SchedulerConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := diffusion.New(diffusion.DefaultConfig())
+	back, err := diffusion.New(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wb, gb := want.Schedule().Betas, back.Schedule().Betas
+	for i := range wb {
+		if math.Abs(wb[i]-gb[i]) > 1e-12 {
+			t.Fatalf("beta[%d] = %v after the round trip, want %v", i, gb[i], wb[i])
+		}
+	}
+	if dc.Prediction != want.Config().Prediction || dc.Variance != want.Config().Variance || dc.ClipDenoised != want.Config().ClipDenoised {
+		t.Fatalf("scheduler config %+v does not describe %+v", dc, want.Config())
+	}
+	// A folder that holds something else is refused.
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "notes.txt"), []byte("mine"), 0o644)
+	if err := run(context.Background(), []string{"export", "--diffusers", model, other}, &so, &se); err == nil {
+		t.Fatal("export --diffusers into an unrelated folder: no error")
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -27,7 +25,7 @@ type inspectOptions struct {
 	Tensors bool   // list every tensor
 }
 
-const inspectExamples = `  ddpm inspect ../shared/fixtures/diffusers-unet-small
+const inspectExamples = `  ddpm inspect ./my-diffusers-model
   ddpm inspect --json checkpoints/step-001000.safetensors
   ddpm inspect --tensors=false model.safetensors
   ddpm inspect x.npy`
@@ -37,20 +35,9 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var o inspectOptions
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON object instead of text")
 	fs.BoolVar(&o.Tensors, "tensors", true, "list every tensor (name, dtype, shape)")
-	// Accept flags before and after PATH.
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return err
-			}
-			return usageError{err.Error()}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
 	}
 	if len(pos) != 1 {
 		fs.Usage()

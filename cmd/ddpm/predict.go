@@ -24,7 +24,7 @@ type predictOptions struct {
 	Device    string // auto or cpu
 }
 
-const predictExamples = `  ddpm predict --model ../shared/fixtures/diffusers-unet-small --input x.npy --timesteps 10,500 --output out.npy
+const predictExamples = `  ddpm predict --model google/ddpm-cifar10-32 --input x.npy --timesteps 10,500 --output out.npy
   ddpm predict --model mnist.safetensors --input x.npy --timesteps 999 --class 3,-1 --output eps.npy`
 
 func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) error {
