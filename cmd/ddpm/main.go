@@ -40,6 +40,7 @@ func commands() map[string]command {
 		"eval":     {"negative log-likelihood in bits/dim on a test set", runEval},
 		"export":   {"write a checkpoint or diffusers folder as one model file", runExport},
 		"serve":    {"serve a model over HTTP (OpenAI Images API, jobs, metrics, web page)", runServe},
+		"version":  {"print the version, commit, Go version, CPU libraries and GPU found", runVersion},
 	}
 }
 
