@@ -44,10 +44,10 @@ func (r *schedRun) AddNoise(x0, noise Batch, t float64) Batch {
 // channels (nil unless the output has 2C channels), as float64 (N*C*H*W).
 func (r *schedRun) begin(out, x Batch, i int) (mean, variance []float64, err error) {
 	name := r.cfg.ClassName
+	if r.next >= len(r.ts) {
+		return nil, nil, fmt.Errorf("diffusion: %s step %d: the run is over (%d model calls)", name, i, len(r.ts))
+	}
 	if i != r.next {
-		if r.next >= len(r.ts) {
-			return nil, nil, fmt.Errorf("diffusion: %s step %d: the run is over (%d model calls)", name, i, len(r.ts))
-		}
 		return nil, nil, fmt.Errorf("diffusion: %s step %d: expected call index %d (Step runs once per call, in order)", name, i, r.next)
 	}
 	if err := x.Check(); err != nil {
