@@ -62,7 +62,7 @@ func TestSchedDDPMDDIMTraces(t *testing.T) {
 					t.Fatal(err)
 				}
 				ref := prevs[k*D : (k+1)*D]
-				const abs, rel = 1e-6, 1e-5
+				const abs, rel = 5e-7, 1e-5
 				w, r := closeTo(y.Data, ref, abs, rel)
 				if w > 1 {
 					t.Errorf("step %d (t=%d): off by %.3g of abs %g + rel %g", k, tk, w, abs, rel)
