@@ -55,10 +55,6 @@ func (g *DiffusionGenerator) Info() ModelInfo { return g.info }
 
 // Generate implements Generator.
 func (g *DiffusionGenerator) Generate(ctx context.Context, s Settings, items []Item, progress func(step, total int)) ([]image.Image, error) {
-	sampler := diffusion.SamplerDDPM
-	if s.Sampler == "ddim" {
-		sampler = diffusion.SamplerDDIM
-	}
 	gr := &group{inner: g.model, ctx: ctx, members: len(items)}
 	var progMu sync.Mutex
 	best := 0
@@ -86,7 +82,7 @@ func (g *DiffusionGenerator) Generate(ctx context.Context, s Settings, items []I
 				}
 			}()
 		}
-		o := diffusion.Options{Sampler: sampler, Steps: s.Steps, Eta: s.Eta, Seed: uint64(it.Seed),
+		o := diffusion.Options{Sampler: s.Sampler, Steps: s.Steps, Eta: s.Eta, Seed: uint64(it.Seed),
 			N: 1, C: g.info.Channels, H: g.info.ImageSize, W: g.info.ImageSize, Progress: report}
 		if g.info.NumClasses > 0 {
 			o.Labels = []int{it.Class}

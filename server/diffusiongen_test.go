@@ -73,8 +73,8 @@ func pix(t *testing.T, im image.Image) []byte {
 // settings only, not on the rest of its batch; the model runs once per step
 // on the whole batch.
 func TestDiffusionGeneratorBatchIndependent(t *testing.T) {
-	for _, set := range []Settings{{Steps: 5, Sampler: "ddpm"}, {Steps: 5, Sampler: "ddim", Eta: 0.5}, {Steps: 4, Sampler: "ddim"}} {
-		t.Run(set.Sampler, func(t *testing.T) {
+	for _, set := range []Settings{{Steps: 5, Sampler: diffusion.SamplerDDPM}, {Steps: 5, Sampler: diffusion.SamplerDDIM, Eta: 0.5}, {Steps: 4, Sampler: diffusion.SamplerDDIM}} {
+		t.Run(set.Sampler.String(), func(t *testing.T) {
 			g, m := newToyGen(t, 0)
 			items := []Item{{Seed: 1, Class: -1}, {Seed: 2, Class: -1}, {Seed: 3, Class: -1}}
 			var steps []int
@@ -104,7 +104,7 @@ func TestDiffusionGeneratorBatchIndependent(t *testing.T) {
 				t.Error("seeds 1 and 2 gave the same image")
 			}
 			// Reference: diffusion.Sample directly with the seed.
-			ref, err := g.diff.Sample(context.Background(), &toyModel{}, diffusion.Options{Sampler: map[string]diffusion.Sampler{"ddpm": diffusion.SamplerDDPM, "ddim": diffusion.SamplerDDIM}[set.Sampler],
+			ref, err := g.diff.Sample(context.Background(), &toyModel{}, diffusion.Options{Sampler: set.Sampler,
 				Steps: set.Steps, Eta: set.Eta, Seed: 3, N: 1, C: 1, H: 4, W: 4})
 			if err != nil {
 				t.Fatal(err)
@@ -126,7 +126,7 @@ func TestDiffusionGeneratorBatchIndependent(t *testing.T) {
 
 func TestDiffusionGeneratorGuidance(t *testing.T) {
 	g, m := newToyGen(t, 3)
-	set := Settings{Steps: 3, Sampler: "ddim", Guidance: 2}
+	set := Settings{Steps: 3, Sampler: diffusion.SamplerDDIM, Guidance: 2}
 	imgs, err := g.Generate(context.Background(), set, []Item{{Seed: 1, Class: 2}, {Seed: 1, Class: 0}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +144,7 @@ func TestDiffusionGeneratorGuidance(t *testing.T) {
 // others' images are unchanged.
 func TestDiffusionGeneratorDropItem(t *testing.T) {
 	g, m := newToyGen(t, 0)
-	set := Settings{Steps: 8, Sampler: "ddpm"}
+	set := Settings{Steps: 8, Sampler: diffusion.SamplerDDPM}
 	done := make(chan struct{})
 	m.after = func(calls int) {
 		if calls == 3 {
@@ -180,7 +180,7 @@ func TestDiffusionGeneratorCancel(t *testing.T) {
 			cancel()
 		}
 	}
-	_, err := g.Generate(ctx, Settings{Steps: 50, Sampler: "ddpm"}, []Item{{Seed: 1, Class: -1}, {Seed: 2, Class: -1}}, nil)
+	_, err := g.Generate(ctx, Settings{Steps: 50, Sampler: diffusion.SamplerDDPM}, []Item{{Seed: 1, Class: -1}, {Seed: 2, Class: -1}}, nil)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v, want context.Canceled", err)
 	}
@@ -209,7 +209,7 @@ func TestDiffusionGeneratorModelErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := g.Generate(context.Background(), Settings{Steps: 2, Sampler: "ddpm"}, []Item{{Seed: 1, Class: -1}, {Seed: 2, Class: -1}}, nil); err == nil {
+			if _, err := g.Generate(context.Background(), Settings{Steps: 2, Sampler: diffusion.SamplerDDPM}, []Item{{Seed: 1, Class: -1}, {Seed: 2, Class: -1}}, nil); err == nil {
 				t.Fatal("no error")
 			}
 		})

@@ -16,6 +16,23 @@
 //
 // Errors use the OpenAI shape {"error": {"message", "type", "param",
 // "code"}}: 400 for a body that does not parse, 422 for a value out of
-// bounds, 401 for a bad API key, 429 for a full queue, 503 while draining,
-// 504 on timeout; bad input never yields a 5xx.
+// bounds, 401 for a bad API key, 404 for an unknown job or model, 408 for a
+// body slower than Options.BodyTimeout, 413 for one over the limit, 415
+// for a POST that is not application/json, 429 for a full queue, 503 while
+// draining, 504 on timeout; bad input never yields a 5xx.
+//
+// Untrusted clients are bounded: the API key is checked on the headers
+// before any body byte is read; header, body, idle and write timeouts and
+// caps on open connections (in all and per client address) apply under
+// Serve; request bodies decode with exact keys into one JSON object; metric
+// labels come from closed sets; X-Forwarded-For counts only from
+// Options.TrustedProxies; CORS is off unless Options.CORSOrigins names
+// origins.
+//
+// Files: server.go (Server, routes, the handler wrapper), options.go,
+// middleware.go (metrics, auth, CORS, body reading, client address),
+// conns.go (connection caps), images.go and jobs.go (the endpoints),
+// request.go (decoding and validation), scheduler.go (queue and batching),
+// generator.go and diffusiongen.go (the Generator and its real and fake
+// implementations), metrics.go, errors.go.
 package server

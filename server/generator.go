@@ -6,6 +6,8 @@ import (
 	"image"
 	"image/color"
 	"time"
+
+	"github.com/ddpm-go/ddpm/diffusion"
 )
 
 // ModelInfo describes the loaded model to clients (GET /v1/models) and to
@@ -19,8 +21,8 @@ type ModelInfo struct {
 	// TrainSteps is T, the length of the training schedule: the most
 	// denoising steps a request may ask for.
 	TrainSteps int
-	// DefaultSteps, DefaultSampler and DefaultGuidance apply when a request
-	// leaves them out.
+	// DefaultSteps, DefaultSampler ("ddpm" or "ddim", parsed once by New)
+	// and DefaultGuidance apply when a request leaves them out.
 	DefaultSteps    int
 	DefaultSampler  string
 	DefaultGuidance float64
@@ -45,7 +47,7 @@ func (m ModelInfo) Check() error {
 	case m.DefaultSteps < 1 || m.DefaultSteps > m.TrainSteps:
 		return fmt.Errorf("server: model info: DefaultSteps %d outside [1, TrainSteps=%d]", m.DefaultSteps, m.TrainSteps)
 	}
-	if _, err := ParseSampler(m.DefaultSampler); err != nil {
+	if _, err := parseSampler(m.DefaultSampler); err != nil {
 		return fmt.Errorf("server: model info: DefaultSampler: %w", err)
 	}
 	return nil
@@ -55,10 +57,10 @@ func (m ModelInfo) Check() error {
 // batch: two requests can be batched together exactly when their Settings
 // are equal.
 type Settings struct {
-	Steps    int     // number of denoising steps (respaced schedule length), 1..TrainSteps
-	Sampler  string  // "ddpm" (ancestral, Ho et al. 2020) or "ddim" (Song et al. 2021)
-	Eta      float64 // DDIM's eta in [0, 1]: 0 is deterministic, 1 matches DDPM's variance
-	Guidance float64 // classifier-free guidance scale w (Ho & Salimans 2022); 0 means none
+	Steps    int               // number of denoising steps (respaced schedule length), 1..TrainSteps
+	Sampler  diffusion.Sampler // SamplerDDPM (ancestral, Ho et al. 2020) or SamplerDDIM (Song et al. 2021)
+	Eta      float64           // DDIM's eta in [0, 1]: 0 is deterministic, 1 matches DDPM's variance
+	Guidance float64           // classifier-free guidance scale w (Ho & Salimans 2022); 0 means none
 }
 
 // Item is one image to generate.

@@ -6,7 +6,9 @@ import (
 )
 
 // metrics are the server's Prometheus series, all named ddpm_*, in a
-// registry of their own (no global state).
+// registry of their own (no global state). Every label value comes from a
+// closed set, never from a request as sent: a client cannot grow the
+// number of series.
 type metrics struct {
 	reg          *prometheus.Registry
 	requests     *prometheus.CounterVec   // ddpm_http_requests_total{route,method,code}
@@ -21,12 +23,15 @@ type metrics struct {
 	rejected     *prometheus.CounterVec   // ddpm_rejected_total{reason}
 	device       *prometheus.GaugeVec     // ddpm_device_info{device,model}
 	ready        prometheus.Gauge         // ddpm_ready
+
+	connsOpen     prometheus.Gauge       // ddpm_http_connections_open
+	connsRejected *prometheus.CounterVec // ddpm_http_connections_rejected_total{reason}
 }
 
 func newMetrics(info ModelInfo, maxBatch int) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "ddpm_http_requests_total", Help: "HTTP requests by route template, method and status code.",
+		Name: "ddpm_http_requests_total", Help: "HTTP requests by route template (or \"unmatched\"), method (or \"other\") and status code.",
 	}, []string{"route", "method", "code"})
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "ddpm_http_request_duration_seconds", Help: "HTTP request latency by route template.",
@@ -64,7 +69,13 @@ func newMetrics(info ModelInfo, maxBatch int) *metrics {
 	m.ready = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "ddpm_ready", Help: "1 while the server accepts new work, 0 while draining.",
 	})
-	m.reg.MustRegister(m.requests, m.latency, m.queueDepth, m.images, m.steps, m.imageSteps,
+	m.connsOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ddpm_http_connections_open", Help: "Open HTTP connections (under Serve).",
+	})
+	m.connsRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ddpm_http_connections_rejected_total", Help: "Connections refused at accept, by cap (max_conns, max_conns_per_client).",
+	}, []string{"reason"})
+	m.reg.MustRegister(m.connsOpen, m.connsRejected, m.requests, m.latency, m.queueDepth, m.images, m.steps, m.imageSteps,
 		m.batchSize, m.batchSeconds, m.jobs, m.rejected, m.device, m.ready,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.device.WithLabelValues(info.Device, info.Name).Set(1)

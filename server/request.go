@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
+
+	"github.com/ddpm-go/ddpm/diffusion"
 )
 
 // ImageRequest is the body of POST /v1/images/generations, /v1/generate and
@@ -42,9 +45,10 @@ type ImageRequest struct {
 
 // genRequest is a validated ImageRequest: what the scheduler needs.
 type genRequest struct {
-	settings Settings
-	seeds    []int64 // one per image
-	classes  []int   // one per image; -1 for an unconditional model
+	settings    Settings
+	seeds       []int64 // one per image
+	classes     []int   // one per image; -1 for an unconditional model
+	classSource string  // ClassFromLabel, ClassFromPrompt or ClassRandom; "" for an unconditional model
 }
 
 // limits bounds the requests a server accepts.
@@ -55,18 +59,31 @@ type limits struct {
 	maxBody     int64
 }
 
+// fields maps each JSON key of ImageRequest, exactly as spelled in its
+// struct tag, to the field to decode into.
+func (r *ImageRequest) fields() map[string]any {
+	return map[string]any{
+		"model": &r.Model, "prompt": &r.Prompt, "n": &r.N, "size": &r.Size, "response_format": &r.ResponseFormat,
+		"steps": &r.Steps, "sampler": &r.Sampler, "eta": &r.Eta, "seed": &r.Seed, "class_label": &r.ClassLabel,
+		"guidance_scale": &r.GuidanceScale,
+		"quality":        &r.Quality, "style": &r.Style, "user": &r.User, "background": &r.Background,
+		"moderation": &r.Moderation, "output_format": &r.OutputFormat, "output_compression": &r.OutputCompression,
+	}
+}
+
+// allowedFields lists the fields in the message about an unknown one.
+const allowedFields = "model, prompt, n, size, response_format, steps, sampler, eta, seed, class_label, guidance_scale"
+
 // decodeImageRequest parses one JSON object from r (at most maxBody bytes)
-// into an ImageRequest. Unknown fields, trailing data and wrong types are
+// into an ImageRequest. Keys must match exactly (encoding/json alone would
+// match "STEPS" and "ſteps" to "steps"); unknown or repeated keys,
+// anything but an object (null included), trailing data and wrong types are
 // 400 errors naming the field; a body over the limit is a 413.
 func decodeImageRequest(r io.Reader, maxBody int64) (ImageRequest, error) {
 	var req ImageRequest
 	data, err := io.ReadAll(io.LimitReader(r, maxBody+1))
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return req, tooLarge(maxBody)
-		}
-		return req, badRequest("", "reading the request body: %v", err)
+		return req, badRequest("", "reading the request body: %s", truncate(err.Error()))
 	}
 	if int64(len(data)) > maxBody {
 		return req, tooLarge(maxBody)
@@ -75,12 +92,35 @@ func decodeImageRequest(r io.Reader, maxBody int64) (ImageRequest, error) {
 		return req, badRequest("", "the request body is empty: send a JSON object, e.g. {\"n\": 1}")
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, jsonError(err)
+	tok, err := dec.Token()
+	if err != nil {
+		return req, jsonError("", err)
 	}
-	if dec.More() {
-		return req, badRequest("", "the request body has data after the JSON object")
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return req, badRequest("", "the request body must be a JSON object, not %s", jsonKind(tok))
+	}
+	fields := req.fields()
+	seen := make(map[string]bool, len(fields))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return req, jsonError("", err)
+		}
+		key, _ := tok.(string) // inside an object, Token yields keys as strings
+		dst, ok := fields[key]
+		if !ok {
+			return req, badRequest(truncate(key), "unknown field %q (keys are case-sensitive); allowed: %s", truncate(key), allowedFields)
+		}
+		if seen[key] {
+			return req, badRequest(key, "field %q appears more than once", key)
+		}
+		seen[key] = true
+		if err := dec.Decode(dst); err != nil {
+			return req, jsonError(key, err)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return req, jsonError("", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return req, badRequest("", "the request body has data after the JSON object")
@@ -88,72 +128,83 @@ func decodeImageRequest(r io.Reader, maxBody int64) (ImageRequest, error) {
 	return req, nil
 }
 
+// jsonKind names the JSON value that starts with tok.
+func jsonKind(tok json.Token) string {
+	switch t := tok.(type) {
+	case nil:
+		return "null"
+	case json.Delim:
+		if t == '[' {
+			return "an array"
+		}
+	case string:
+		return "a string"
+	case float64, json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	}
+	return fmt.Sprintf("%v", tok)
+}
+
 func tooLarge(maxBody int64) *APIError {
 	return &APIError{Status: http.StatusRequestEntityTooLarge, Type: TypeInvalidRequest,
 		Message: fmt.Sprintf("the request body is larger than %d bytes", maxBody)}
 }
 
-// jsonError turns a encoding/json error into a 400 naming the field.
-func jsonError(err error) *APIError {
+// jsonError turns an encoding/json error met while decoding field (or the
+// object, when "") into a 400 naming the field.
+func jsonError(field string, err error) *APIError {
 	var te *json.UnmarshalTypeError
 	var se *json.SyntaxError
 	switch {
 	case errors.As(err, &te):
-		return badRequest(te.Field, "field %q: a JSON %s cannot be a %s", te.Field, te.Value, jsonTypeName(te.Type.String()))
+		return badRequest(field, "field %q: a JSON %s is not %s", field, truncate(te.Value), jsonTypeName(te.Type.String()))
 	case errors.As(err, &se):
-		return badRequest("", "the request body is not valid JSON: %v (at byte %d)", se, se.Offset)
+		return badRequest(field, "the request body is not valid JSON: %s (at byte %d)", truncate(se.Error()), se.Offset)
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return badRequest("", "the request body is truncated JSON")
+		return badRequest(field, "the request body is truncated JSON")
 	}
-	msg := err.Error()
-	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		f = strings.Trim(f, `"`)
-		return badRequest(f, "unknown field %q; allowed: model, prompt, n, size, response_format, steps, sampler, eta, seed, class_label, guidance_scale", f)
-	}
-	return badRequest("", "the request body is not a valid request: %s", strings.TrimPrefix(msg, "json: "))
+	return badRequest(field, "the request body is not a valid request: %s", truncate(strings.TrimPrefix(err.Error(), "json: ")))
 }
 
 func jsonTypeName(goType string) string {
 	switch goType {
 	case "int", "*int", "int64", "*int64":
-		return "integer"
+		return "an integer"
 	case "float64", "*float64":
-		return "number"
+		return "a number"
 	case "string":
-		return "string"
-	case "server.ImageRequest":
-		return "request object"
+		return "a string"
 	}
-	return goType
+	return "a " + goType
 }
 
-// ParseSampler checks a sampler name: "ddpm" or "ddim" (case-insensitive).
-func ParseSampler(s string) (string, error) {
-	switch strings.ToLower(s) {
-	case "ddpm":
-		return "ddpm", nil
-	case "ddim":
-		return "ddim", nil
+// parseSampler parses a sampler name, "ddpm" or "ddim" (case-insensitive).
+func parseSampler(s string) (diffusion.Sampler, error) {
+	sm, err := diffusion.ParseSampler(s)
+	if err != nil {
+		return 0, fmt.Errorf("sampler %q: allowed values are \"ddpm\" and \"ddim\"", truncate(s))
 	}
-	return "", fmt.Errorf("sampler %q: allowed values are \"ddpm\" and \"ddim\"", s)
+	return sm, nil
 }
 
-// validate checks req against the model and limits and resolves defaults.
-// newSeed supplies a seed when the request has none.
-func validate(req ImageRequest, info ModelInfo, lim limits, newSeed func() int64) (genRequest, error) {
+// validate checks req against the model and limits and resolves defaults
+// (sampler is the model's default sampler). newSeed supplies a seed when
+// the request has none.
+func validate(req ImageRequest, info ModelInfo, sampler diffusion.Sampler, lim limits, newSeed func() int64) (genRequest, error) {
 	var g genRequest
 	switch req.Model {
 	case "", "default", info.Name:
 	default:
-		return g, &APIError{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Param: "model", Code: "model_not_found",
-			Message: fmt.Sprintf("the model %q does not exist; this server has %q (or use \"default\")", req.Model, info.Name)}
+		return g, modelNotFound(req.Model, info.Name)
 	}
 	switch req.ResponseFormat {
 	case "", "b64_json":
 	case "url":
 		return g, invalid("response_format", "response_format \"url\" is not supported by this server; use \"b64_json\"")
 	default:
-		return g, invalid("response_format", "response_format %q: the only allowed value is \"b64_json\"", req.ResponseFormat)
+		return g, invalid("response_format", "response_format %q: the only allowed value is \"b64_json\"", truncate(req.ResponseFormat))
 	}
 	want := fmt.Sprintf("%dx%d", info.ImageSize, info.ImageSize)
 	if req.Size != "" && req.Size != "auto" && req.Size != want {
@@ -167,7 +218,7 @@ func validate(req ImageRequest, info ModelInfo, lim limits, newSeed func() int64
 		return g, invalid("n", "n = %d: allowed range is 1 to %d", n, lim.maxN)
 	}
 	maxSteps := min(lim.maxSteps, info.TrainSteps)
-	s := Settings{Steps: min(info.DefaultSteps, maxSteps), Sampler: info.DefaultSampler, Guidance: info.DefaultGuidance}
+	s := Settings{Steps: min(info.DefaultSteps, maxSteps), Sampler: sampler, Guidance: info.DefaultGuidance}
 	if req.Steps != nil {
 		s.Steps = *req.Steps
 		if s.Steps < 1 || s.Steps > maxSteps {
@@ -175,9 +226,9 @@ func validate(req ImageRequest, info ModelInfo, lim limits, newSeed func() int64
 		}
 	}
 	if req.Sampler != "" {
-		sm, err := ParseSampler(req.Sampler)
+		sm, err := parseSampler(req.Sampler)
 		if err != nil {
-			return g, invalid("sampler", "%s", truncateErr(err))
+			return g, invalid("sampler", "%s", err)
 		}
 		s.Sampler = sm
 	}
@@ -186,7 +237,7 @@ func validate(req ImageRequest, info ModelInfo, lim limits, newSeed func() int64
 		if !(s.Eta >= 0 && s.Eta <= 1) {
 			return g, invalid("eta", "eta = %g: allowed range is 0 to 1", s.Eta)
 		}
-		if s.Sampler != "ddim" && s.Eta != 0 {
+		if s.Sampler != diffusion.SamplerDDIM && s.Eta != 0 {
 			return g, invalid("eta", "eta applies to the \"ddim\" sampler only, and this request uses %q", s.Sampler)
 		}
 	}
@@ -214,8 +265,13 @@ func validate(req ImageRequest, info ModelInfo, lim limits, newSeed func() int64
 			return g, invalid("class_label", "class_label = %d: allowed range is 0 to %d, or -1 for a random class", c, info.NumClasses-1)
 		}
 		class = c
+		g.classSource = ClassFromLabel
 	} else if info.NumClasses > 0 {
 		class = classFromPrompt(req.Prompt, info)
+		g.classSource = ClassFromPrompt
+	}
+	if info.NumClasses > 0 && class < 0 {
+		g.classSource = ClassRandom
 	}
 	var seed int64
 	if req.Seed != nil {
@@ -245,16 +301,20 @@ func seedClass(seed int64, classes int) int {
 	return int(z % uint64(classes))
 }
 
-// truncate shortens user strings echoed in error messages.
+// truncate shortens user strings echoed in error messages to 40 bytes
+// (at a rune boundary) and marks the cut with "...". Only the user's value
+// is ever cut, never the server's own text around it.
 func truncate(s string) string {
 	const max = 40
-	if len(s) > max {
-		return s[:max] + "..."
+	if len(s) <= max {
+		return s
 	}
-	return s
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
-
-func truncateErr(err error) string { return truncate(err.Error()) }
 
 // numberWords are the English names of 0..20, so that a prompt can say
 // "seven" for class 7.

@@ -177,7 +177,8 @@ func TestBadInput(t *testing.T) {
 		{"seed huge", s, "POST", "/v1/images/generations", `{"seed":1e30}`, 400, "seed", ""},
 		{"unknown field", s, "POST", "/v1/images/generations", `{"stepz":3}`, 400, "stepz", ""},
 		{"too large", s, "POST", "/v1/images/generations", big, 413, "", ""},
-		{"unknown model", s, "POST", "/v1/images/generations", `{"model":"dall-e-3"}`, 400, "model", "model_not_found"},
+		{"unknown model", s, "POST", "/v1/images/generations", `{"model":"dall-e-3"}`, 404, "model", "model_not_found"},
+		{"unknown model job", s, "POST", "/v1/jobs", `{"model":"dall-e-3"}`, 404, "model", "model_not_found"},
 		{"url format", s, "POST", "/v1/images/generations", `{"response_format":"url"}`, 422, "response_format", ""},
 		{"other format", s, "POST", "/v1/images/generations", `{"response_format":"jpeg"}`, 422, "response_format", ""},
 		{"size", s, "POST", "/v1/images/generations", `{"size":"1024x1024"}`, 422, "size", ""},
@@ -331,6 +332,12 @@ func TestAuth(t *testing.T) {
 		{"models basic", "GET", "/v1/models", "Basic s3cret", 401},
 		{"metrics missing", "GET", "/metrics", "", 401},
 		{"models right", "GET", "/v1/models", "Bearer s3cret", 200},
+		{"scheme lower case", "GET", "/v1/models", "bearer s3cret", 200},
+		{"scheme upper case", "GET", "/v1/models", "BEARER s3cret", 200},
+		{"extra spaces", "GET", "/v1/models", "  Bearer   s3cret ", 200},
+		{"no space", "GET", "/v1/models", "Bearers3cret", 401},
+		{"scheme only", "GET", "/v1/models", "Bearer", 401},
+		{"head right", "HEAD", "/v1/models", "bearer s3cret", 200},
 		{"metrics right", "GET", "/metrics", "Bearer s3cret", 200},
 		{"generate missing", "POST", "/v1/images/generations", "", 401},
 	}
@@ -655,6 +662,7 @@ func TestClientDisconnect(t *testing.T) {
 	gone := make(chan error, 1)
 	go func() {
 		req, _ := http.NewRequestWithContext(ctx, "POST", ts.URL+"/v1/images/generations", strings.NewReader(`{"steps":200}`))
+		req.Header.Set("Content-Type", "application/json")
 		_, err := http.DefaultClient.Do(req)
 		gone <- err
 	}()
@@ -777,6 +785,7 @@ func TestServeLoopback(t *testing.T) {
 	// A job in flight when the stop comes still finishes.
 	req, _ := http.NewRequest("POST", base+"/v1/images/generations", strings.NewReader(`{"n":2,"steps":50}`))
 	req.Header.Set("Authorization", "Bearer k")
+	req.Header.Set("Content-Type", "application/json")
 	got := make(chan int, 1)
 	go func() {
 		resp, err := http.DefaultClient.Do(req)

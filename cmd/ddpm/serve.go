@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -30,13 +31,56 @@ type serveOptions struct {
 	testFakeImageDelay time.Duration
 }
 
-const serveSynopsis = "serve [--model PATH] [--addr :8080] [--max-batch N] [--queue N] [--timeout D] [--api-key K] [--device auto|cpu|cuda]"
+const serveSynopsis = "serve [--model PATH] [--addr :8080] [--max-batch N] [--queue N] [--timeout D] [--api-key K] [--device auto|cpu|cuda] [--trusted-proxy CIDR]... [--cors-origin URL]..."
 
 const serveExamples = `  ddpm serve                                   # the embedded default model on :8080
   ddpm serve --model ./ddpm-cifar10 --addr 127.0.0.1:9000 --max-batch 16
   DDPM_API_KEY=secret ddpm serve --queue 128 --timeout 2m
+  ddpm serve --trusted-proxy 10.0.0.0/8 --cors-origin https://app.example.com
 
-  curl -s localhost:8080/v1/generate -d '{"n":16,"steps":50,"seed":1}' > grid.png`
+  curl -s localhost:8080/v1/generate -H 'Content-Type: application/json' -d '{"n":16,"steps":50,"seed":1}' > grid.png`
+
+// proxyList is the repeatable --trusted-proxy flag.
+type proxyList []netip.Prefix
+
+func (p *proxyList) String() string {
+	if p == nil {
+		return ""
+	}
+	s := make([]string, len(*p))
+	for i, x := range *p {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *proxyList) Set(v string) error {
+	x, err := server.ParseTrustedProxy(v)
+	if err != nil {
+		return err
+	}
+	*p = append(*p, x)
+	return nil
+}
+
+// originList is the repeatable --cors-origin flag.
+type originList []string
+
+func (o *originList) String() string {
+	if o == nil {
+		return ""
+	}
+	return strings.Join(*o, ",")
+}
+
+func (o *originList) Set(v string) error {
+	x, err := server.ParseOrigin(v)
+	if err != nil {
+		return err
+	}
+	*o = append(*o, x)
+	return nil
+}
 
 // parseServe parses the serve flags.
 func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
@@ -54,6 +98,14 @@ func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	fs.IntVar(&o.server.MaxSteps, "max-steps", 1000, "most denoising steps per request")
 	fs.Int64Var(&o.server.MaxBodyBytes, "max-body", 64<<10, "request body limit in bytes")
 	fs.StringVar(&o.server.APIKey, "api-key", "", "bearer token required on every route but /healthz, /readyz and / (default: $DDPM_API_KEY)")
+	fs.DurationVar(&o.server.HeaderTimeout, "header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
+	fs.DurationVar(&o.server.BodyTimeout, "body-timeout", 30*time.Second, "how long a client may take to send a request's body (408 after it)")
+	fs.DurationVar(&o.server.IdleTimeout, "idle-timeout", 60*time.Second, "how long a kept-alive connection may wait for its next request")
+	fs.DurationVar(&o.server.WriteTimeout, "write-timeout", 60*time.Second, "how long writing one answer or event may take (not a limit on generation)")
+	fs.IntVar(&o.server.MaxConns, "max-conns", 1024, "most open connections; more get 503 and are closed (-1: no limit)")
+	fs.IntVar(&o.server.MaxConnsPerClient, "max-conns-per-client", 256, "most open connections from one address; trusted proxies exempt (-1: no limit)")
+	fs.Var((*proxyList)(&o.server.TrustedProxies), "trusted-proxy", "`CIDR` or address of a reverse proxy whose X-Forwarded-For / X-Real-IP name the client (repeatable)")
+	fs.Var((*originList)(&o.server.CORSOrigins), "cors-origin", "web `origin` (https://host[:port], or *) whose pages may call the API; CORS is off without it (repeatable)")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log JSON lines instead of text")
 	fs.BoolVar(&o.testFake, "test-fake-model", false, "TEST ONLY: serve a fake generator, not a model")
 	fs.DurationVar(&o.testFakeStepDelay, "test-fake-step-delay", 0, "TEST ONLY: fake cost per batch step")
@@ -78,6 +130,12 @@ func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	}
 	if o.server.APIKey == "" {
 		o.server.APIKey = os.Getenv("DDPM_API_KEY")
+	}
+	if o.server.HeaderTimeout < 0 || o.server.BodyTimeout < 0 || o.server.IdleTimeout < 0 || o.server.WriteTimeout < 0 {
+		return o, usageError{"serve: --header-timeout, --body-timeout, --idle-timeout and --write-timeout must not be negative"}
+	}
+	if o.server.MaxConns == 0 || o.server.MaxConnsPerClient == 0 {
+		return o, usageError{"serve: --max-conns and --max-conns-per-client must be >= 1, or -1 for no limit"}
 	}
 	switch o.device {
 	case "auto", "cpu", "cuda":
@@ -129,6 +187,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	info := gen.Info()
 	fmt.Fprintf(stdout, "ddpm serve: listening on http://%s (model %s on %s, max batch %d, queue %d)\n",
 		ln.Addr(), info.Name, info.Device, o.server.MaxBatch, o.server.QueueSize)
+	if len(o.server.CORSOrigins) > 0 {
+		log.Info("CORS allowed", "origins", strings.Join(o.server.CORSOrigins, ","))
+	}
 	err = srv.Serve(ctx, ln)
 	if err == nil {
 		fmt.Fprintln(stdout, "ddpm serve: drained and stopped")

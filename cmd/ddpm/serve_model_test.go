@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/server"
 )
 
@@ -23,7 +24,7 @@ func TestServeRealModel(t *testing.T) {
 	if info.NumClasses != 2 || info.ImageSize != 8 || len(info.ClassNames) != 2 {
 		t.Fatalf("info: %d classes %v, size %d; want 2 classes (the null class is not one), size 8", info.NumClasses, info.ClassNames, info.ImageSize)
 	}
-	s := server.Settings{Steps: 4, Sampler: "ddim", Guidance: 2}
+	s := server.Settings{Steps: 4, Sampler: diffusion.SamplerDDIM, Guidance: 2}
 	items := []server.Item{{Seed: 1, Class: 0}, {Seed: 2, Class: 1}, {Seed: 1, Class: 0}}
 	imgs, err := gen.Generate(context.Background(), s, items, nil)
 	if err != nil {

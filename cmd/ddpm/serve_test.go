@@ -37,6 +37,29 @@ func TestParseServe(t *testing.T) {
 				return o.addr == "127.0.0.1:0" && o.server.MaxBatch == 3 && o.server.QueueSize == 5 && o.server.Timeout == 7*time.Second &&
 					o.server.APIKey == "k" && o.device == "cpu"
 			}},
+		{"connection flags", []string{"--header-timeout", "2s", "--body-timeout", "3s", "--idle-timeout", "4s", "--write-timeout", "5s",
+			"--max-conns", "100", "--max-conns-per-client", "-1"}, "", true, func(o serveOptions) bool {
+			s := o.server
+			return s.HeaderTimeout == 2*time.Second && s.BodyTimeout == 3*time.Second && s.IdleTimeout == 4*time.Second &&
+				s.WriteTimeout == 5*time.Second && s.MaxConns == 100 && s.MaxConnsPerClient == -1
+		}},
+		{"connection defaults", nil, "", true, func(o serveOptions) bool {
+			s := o.server
+			return s.HeaderTimeout == 10*time.Second && s.BodyTimeout == 30*time.Second && s.IdleTimeout == time.Minute &&
+				s.WriteTimeout == time.Minute && s.MaxConns == 1024 && s.MaxConnsPerClient == 256 &&
+				len(s.TrustedProxies) == 0 && len(s.CORSOrigins) == 0
+		}},
+		{"repeated proxies and origins", []string{"--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "192.0.2.7", "--trusted-proxy", "fd00::/8",
+			"--cors-origin", "https://App.example.com", "--cors-origin", "*"}, "", true, func(o serveOptions) bool {
+			p, c := o.server.TrustedProxies, o.server.CORSOrigins
+			return len(p) == 3 && p[0].String() == "10.0.0.0/8" && p[1].String() == "192.0.2.7/32" && p[2].String() == "fd00::/8" &&
+				len(c) == 2 && c[0] == "https://app.example.com" && c[1] == "*"
+		}},
+		{"bad proxy", []string{"--trusted-proxy", "10.0.0.0/40"}, "", false, nil},
+		{"bad origin", []string{"--cors-origin", "app.example.com"}, "", false, nil},
+		{"origin with path", []string{"--cors-origin", "https://app.example.com/x"}, "", false, nil},
+		{"negative body timeout", []string{"--body-timeout", "-1s"}, "", false, nil},
+		{"zero max conns", []string{"--max-conns", "0"}, "", false, nil},
 		{"env key", nil, "fromenv", true, func(o serveOptions) bool { return o.server.APIKey == "fromenv" }},
 		{"flag beats env", []string{"--api-key", "flag"}, "fromenv", true, func(o serveOptions) bool { return o.server.APIKey == "flag" }},
 		{"bad device", []string{"--device", "tpu"}, "", false, nil},
@@ -139,7 +162,7 @@ func serveE2E(t *testing.T, bin, curl string, size int, prompt string, class int
 		return out
 	}
 	// PNG grid for curl users.
-	grid := run("-d", `{"n":4,"steps":5,"seed":1}`, base+"/v1/generate")
+	grid := run("-H", "Content-Type: application/json", "-d", `{"n":4,"steps":5,"seed":1}`, base+"/v1/generate")
 	img, err := png.Decode(bytes.NewReader(grid))
 	if err != nil {
 		t.Fatalf("/v1/generate: %v", err)
@@ -150,8 +173,9 @@ func serveE2E(t *testing.T, bin, curl string, size int, prompt string, class int
 	// OpenAI Images API.
 	var resp struct {
 		Data []struct {
-			B64JSON    string `json:"b64_json"`
-			ClassLabel *int   `json:"class_label"`
+			B64JSON     string `json:"b64_json"`
+			ClassLabel  *int   `json:"class_label"`
+			ClassSource string `json:"class_source"`
 		} `json:"data"`
 	}
 	body := run("-H", "Content-Type: application/json", "-d",
@@ -160,18 +184,40 @@ func serveE2E(t *testing.T, bin, curl string, size int, prompt string, class int
 		t.Fatalf("generations: %v %.200s", err, body)
 	}
 	for _, d := range resp.Data {
-		if d.ClassLabel == nil || *d.ClassLabel != class {
-			t.Errorf("prompt %q: class_label %v, want %d", prompt, d.ClassLabel, class)
+		if d.ClassLabel == nil || *d.ClassLabel != class || d.ClassSource != "prompt" {
+			t.Errorf("prompt %q: class_label %v from %q, want %d from the prompt", prompt, d.ClassLabel, d.ClassSource, class)
 		}
 		b, _ := base64.StdEncoding.DecodeString(d.B64JSON)
 		if _, err := png.Decode(bytes.NewReader(b)); err != nil {
 			t.Errorf("b64 image: %v", err)
 		}
 	}
-	// Without the key: 401.
-	code, _ := exec.CommandContext(ctx, curl, "-s", "-o", "/dev/null", "-w", "%{http_code}", base+"/v1/models").Output()
-	if string(code) != "401" {
+	// Without the key: 401; a lower-case scheme is fine (RFC 7235).
+	status := func(args ...string) string {
+		t.Helper()
+		code, _ := exec.CommandContext(ctx, curl, append([]string{"-s", "-o", "/dev/null", "-w", "%{http_code}"}, args...)...).Output()
+		return string(code)
+	}
+	if code := status(base + "/v1/models"); code != "401" {
 		t.Errorf("no key: %s", code)
+	}
+	if code := status("-H", "Authorization: bearer e2e-key", base+"/v1/models"); code != "200" {
+		t.Errorf("lower-case bearer: %s", code)
+	}
+	// A body sent as curl -d does by default (form-encoded), or as a web
+	// page's "simple" POST (text/plain): 415.
+	for _, ct := range []string{"", "Content-Type: text/plain"} {
+		args := []string{"-H", "Authorization: Bearer e2e-key", "-d", `{"steps":1}`, base + "/v1/jobs"}
+		if ct != "" {
+			args = append([]string{"-H", ct}, args...)
+		}
+		if code := status(args...); code != "415" {
+			t.Errorf("POST with %q: %s, want 415", ct, code)
+		}
+	}
+	// HEAD on a GET route.
+	if code := status("-I", base+"/healthz"); code != "200" {
+		t.Errorf("HEAD /healthz: %s", code)
 	}
 	// SIGTERM drains and exits 0.
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
