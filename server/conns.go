@@ -10,8 +10,8 @@ import (
 )
 
 // connLimiter is a net.Listener that caps open connections, in all
-// (Options.MaxConns) and per client address (Options.MaxConnsPerClient,
-// trusted proxies exempt). A connection over a cap is answered with a
+// (Options.MaxConns) and per client address (Options.MaxConnsPerClient;
+// an IPv6 client is its /64; trusted proxies are exempt). A connection over a cap is answered with a
 // short 503 and closed at once, so that a flood of idle or slow clients
 // costs no more than the caps in file descriptors, and the accept loop
 // never blocks on them.
@@ -75,14 +75,24 @@ func (l *connLimiter) admit(peer netip.Addr) string {
 		return "max_conns"
 	}
 	perPeer := l.perPeer >= 0 && peer.IsValid() && !l.s.trusted(peer)
-	if perPeer && l.peers[peer] >= l.perPeer {
+	if perPeer && l.peers[clientKey(peer)] >= l.perPeer {
 		return "max_conns_per_client"
 	}
 	l.open++
 	if peer.IsValid() {
-		l.peers[peer]++
+		l.peers[clientKey(peer)]++
 	}
 	return ""
+}
+
+// clientKey is what the per-client cap counts: the address, or for IPv6
+// its /64, which one host usually holds whole.
+func clientKey(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
 }
 
 // release uncounts a closed connection from peer.
@@ -91,8 +101,9 @@ func (l *connLimiter) release(peer netip.Addr) {
 	defer l.mu.Unlock()
 	l.open--
 	if peer.IsValid() {
-		if l.peers[peer]--; l.peers[peer] <= 0 {
-			delete(l.peers, peer)
+		k := clientKey(peer)
+		if l.peers[k]--; l.peers[k] <= 0 {
+			delete(l.peers, k)
 		}
 	}
 	l.s.m.connsOpen.Dec()

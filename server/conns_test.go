@@ -163,8 +163,7 @@ func TestSlowBodies(t *testing.T) {
 		attackers = []string{"127.0.0.1"}
 		opts.MaxConnsPerClient = -1
 	}
-	s, addr := serveLoopback(t, nil, opts)
-	_ = s
+	_, addr := serveLoopback(t, nil, opts)
 	type res struct {
 		after  time.Duration
 		status string
@@ -433,5 +432,15 @@ func TestConnCountUnderLoad(t *testing.T) {
 	}
 	if n := metricValue(t, addr, "ddpm_http_connections_open"); n > 1 { // 1: the scrape itself
 		t.Errorf("%.0f connections counted open after the load", n)
+	}
+}
+
+func TestClientKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1": "192.0.2.1", "2001:db8:1:2:3:4:5:6": "2001:db8:1:2::", "2001:db8:1:2::ff": "2001:db8:1:2::", "::1": "::",
+	} {
+		if got := clientKey(netip.MustParseAddr(in)); got.String() != want {
+			t.Errorf("clientKey(%s) = %s, want %s", in, got, want)
+		}
 	}
 }

@@ -255,7 +255,11 @@ func TestCORS(t *testing.T) {
 		}
 	})
 	t.Run("listed", func(t *testing.T) {
-		s := newTest(t, nil, Options{APIKey: "k", CORSOrigins: []string{"https://APP.example/"}})
+		origins := []string{"https://APP.example/"}
+		s := newTest(t, nil, Options{APIKey: "k", CORSOrigins: origins})
+		if origins[0] != "https://APP.example/" {
+			t.Errorf("New changed the caller's CORSOrigins to %q", origins[0])
+		}
 		w := do(t, s.Handler(), "OPTIONS", "/v1/images/generations", "", preflight...)
 		if w.Code != 204 || w.Header().Get("Access-Control-Allow-Origin") != "https://app.example" ||
 			!strings.Contains(w.Header().Get("Access-Control-Allow-Headers"), "Authorization") ||

@@ -46,7 +46,8 @@ type Options struct {
 	// closed at once (default 1024; <0: no limit).
 	MaxConns int
 	// MaxConnsPerClient is the most open connections from one client
-	// address (default 256; <0: no limit). Trusted proxies are exempt.
+	// address, an IPv6 client counting as its /64 (default 256; <0: no
+	// limit). Trusted proxies are exempt.
 	MaxConnsPerClient int
 	// MaxHeaderBytes bounds a request's headers (default 64 KiB).
 	MaxHeaderBytes int
@@ -124,13 +125,16 @@ func (o *Options) setDefaults(info ModelInfo) error {
 			return fmt.Errorf("server: TrustedProxies: invalid prefix %v", p)
 		}
 	}
+	origins := make([]string, len(o.CORSOrigins)) // the caller's slice stays as it is
 	for i, origin := range o.CORSOrigins {
 		norm, err := ParseOrigin(origin)
 		if err != nil {
 			return fmt.Errorf("server: CORSOrigins: %w", err)
 		}
-		o.CORSOrigins[i] = norm
+		origins[i] = norm
 	}
+	o.CORSOrigins = origins
+	o.TrustedProxies = append([]netip.Prefix(nil), o.TrustedProxies...)
 	return nil
 }
 

@@ -12,7 +12,6 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -69,7 +68,6 @@ func New(gen Generator, opts Options) (*Server, error) {
 	if err := opts.setDefaults(info); err != nil {
 		return nil, err
 	}
-	opts.TrustedProxies = append([]netip.Prefix(nil), opts.TrustedProxies...)
 	var seed [32]byte
 	if _, err := rand.Read(seed[:]); err != nil {
 		return nil, fmt.Errorf("server: seeding: %w", err)

@@ -103,7 +103,7 @@ func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	fs.DurationVar(&o.server.IdleTimeout, "idle-timeout", 60*time.Second, "how long a kept-alive connection may wait for its next request")
 	fs.DurationVar(&o.server.WriteTimeout, "write-timeout", 60*time.Second, "how long writing one answer or event may take (not a limit on generation)")
 	fs.IntVar(&o.server.MaxConns, "max-conns", 1024, "most open connections; more get 503 and are closed (-1: no limit)")
-	fs.IntVar(&o.server.MaxConnsPerClient, "max-conns-per-client", 256, "most open connections from one address; trusted proxies exempt (-1: no limit)")
+	fs.IntVar(&o.server.MaxConnsPerClient, "max-conns-per-client", 256, "most open connections from one address (an IPv6 /64); trusted proxies exempt (-1: no limit)")
 	fs.Var((*proxyList)(&o.server.TrustedProxies), "trusted-proxy", "`CIDR` or address of a reverse proxy whose X-Forwarded-For / X-Real-IP name the client (repeatable)")
 	fs.Var((*originList)(&o.server.CORSOrigins), "cors-origin", "web `origin` (https://host[:port], or *) whose pages may call the API; CORS is off without it (repeatable)")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log JSON lines instead of text")
