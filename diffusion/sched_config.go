@@ -449,6 +449,17 @@ func (c *SchedulerConfig) checkSteps(steps int) error {
 	if steps < 1 || steps > T {
 		return fmt.Errorf("diffusion: %s: steps %d: must be in 1..%d (num_train_timesteps)", c.ClassName, steps, T)
 	}
+	if c.TimestepSpacing == "leading" && c.StepsOffset > 0 && c.ClassName != ClassDPMSolverSinglestep && !(c.UseKarrasSigmas && slices.Contains(karrasClasses, c.ClassName)) {
+		// diffusers indexes its tables past the end (an IndexError) here
+		first := (steps-1)*(T/steps) + c.StepsOffset
+		switch c.ClassName {
+		case ClassDPMSolverMultistep, ClassDEISMultistep, ClassUniPCMultistep:
+			first = steps*(T/(steps+1)) + c.StepsOffset
+		}
+		if first > T-1 {
+			return fmt.Errorf("diffusion: %s: steps %d with leading spacing and steps_offset %d starts at timestep %d, beyond num_train_timesteps-1 = %d: use fewer steps, a smaller steps_offset or another timestep_spacing", c.ClassName, steps, c.StepsOffset, first, T-1)
+		}
+	}
 	if c.ClassName == ClassPNDM && !c.SkipPRKSteps && steps < 4 {
 		return fmt.Errorf("diffusion: %s: steps %d: the Runge-Kutta warm-up (skip_prk_steps false) needs steps in 4..%d", c.ClassName, steps, T)
 	}

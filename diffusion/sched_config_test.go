@@ -66,6 +66,8 @@ func TestNewSchedulerStepsErrors(t *testing.T) {
 		{SchedulerConfig{ClassName: ClassEulerDiscrete}, 1001, "steps 1001: must be in 1..1000"},
 		{SchedulerConfig{ClassName: ClassDPMSolverMultistep, NumTrainTimesteps: 100}, 101, "1..100"},
 		{SchedulerConfig{ClassName: ClassPNDM}, 3, "Runge-Kutta"},
+		{SchedulerConfig{ClassName: ClassDDIM, StepsOffset: 1}, 1000, "starts at timestep 1000, beyond num_train_timesteps-1 = 999"},
+		{SchedulerConfig{ClassName: ClassUniPCMultistep, TimestepSpacing: "leading", StepsOffset: 5}, 999, "beyond num_train_timesteps-1"},
 		{SchedulerConfig{ClassName: ClassDDIM, Eta: 1.5}, 10, "eta 1.5"},
 		{SchedulerConfig{ClassName: "KarrasVeScheduler"}, 10, "_class_name"},
 	} {

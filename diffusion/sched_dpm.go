@@ -15,13 +15,13 @@ func (t *trainTables) point(ts int) vpPoint {
 	return vpPoint{alpha: t.alphaT[ts], sigma: t.sigmaT[ts], lambda: t.lambdaT[ts]}
 }
 
-// vpTimesteps are the integer timesteps of DPMSolverMultistep (dedup true),
-// DPMSolverSinglestep and DEIS/UniPC for n steps: spaced over the
-// first last training timesteps, or, with use_karras_sigmas, the rounded
+// vpTimesteps are the integer timesteps of DPMSolverMultistep,
+// DPMSolverSinglestep, DEIS and UniPC for n steps: spaced over the first
+// last training timesteps, or, with use_karras_sigmas, the rounded
 // timesteps of n Karras sigmas between the smallest and largest training
 // sigma (only the timesteps change: the solver still works on the tables).
-// With dedup repeated timesteps are dropped, keeping the first.
-func vpTimesteps(c *SchedulerConfig, tab *trainTables, last, n int, spacing string, dedup bool) []int {
+// Repeated timesteps are dropped, keeping the first (np.unique).
+func vpTimesteps(c *SchedulerConfig, tab *trainTables, last, n int, spacing string) []int {
 	var ts []int
 	if c.UseKarrasSigmas {
 		ls := tab.logSigmas32()
@@ -35,9 +35,6 @@ func vpTimesteps(c *SchedulerConfig, tab *trainTables, last, n int, spacing stri
 	}
 	for i, t := range ts {
 		ts[i] = max(0, min(t, c.NumTrainTimesteps-1))
-	}
-	if !dedup {
-		return ts
 	}
 	seen := map[int]bool{}
 	out := ts[:0]
@@ -125,7 +122,7 @@ type dpmMultistep struct{ vpMultistep }
 
 func newDPMMultistep(c *SchedulerConfig, tab *trainTables, n int) *dpmMultistep {
 	s := &dpmMultistep{}
-	s.init(c, tab, vpTimesteps(c, tab, lambdaClippedLast(c, tab), n, c.TimestepSpacing, true))
+	s.init(c, tab, vpTimesteps(c, tab, lambdaClippedLast(c, tab), n, c.TimestepSpacing))
 	s.zeroFinal = c.FinalSigmasType == "zero"
 	return s
 }
@@ -334,7 +331,9 @@ type dpmSinglestep struct {
 
 func newDPMSinglestep(c *SchedulerConfig, tab *trainTables, n int) *dpmSinglestep {
 	s := &dpmSinglestep{}
-	s.init(c, tab, vpTimesteps(c, tab, lambdaClippedLast(c, tab), n, "linspace", false))
+	// v0.21.4 keeps repeated Karras timesteps here (a zero step size, NaN);
+	// they are dropped as the multistep solvers drop them.
+	s.init(c, tab, vpTimesteps(c, tab, lambdaClippedLast(c, tab), n, "linspace"))
 	s.zeroFinal = c.FinalSigmasType == "zero"
 	lof := *c.LowerOrderFinal
 	if !lof && (n%c.SolverOrder != 0 || s.zeroFinal) {
@@ -505,7 +504,7 @@ type deisSched struct{ vpMultistep }
 
 func newDEIS(c *SchedulerConfig, tab *trainTables, n int) *deisSched {
 	s := &deisSched{}
-	s.init(c, tab, vpTimesteps(c, tab, c.NumTrainTimesteps, n, c.TimestepSpacing, true))
+	s.init(c, tab, vpTimesteps(c, tab, c.NumTrainTimesteps, n, c.TimestepSpacing))
 	return s
 }
 

@@ -41,9 +41,11 @@ func newPNDM(c *SchedulerConfig, tab *trainTables, n int) *pndmSched {
 	asc := reverse(spacedInts(c.TimestepSpacing, T, n, c.StepsOffset))
 	var calls []int
 	if c.SkipPRKSteps {
-		plms := append(slices.Clone(asc[:len(asc)-1]), asc[len(asc)-2:len(asc)-1]...)
-		if len(asc) < 2 {
-			plms = nil
+		// _timesteps[:-1], _timesteps[-2:-1], _timesteps[-1:]: the second
+		// timestep is called twice (predictor and corrector)
+		var plms []int
+		if len(asc) >= 2 {
+			plms = append(slices.Clone(asc[:len(asc)-1]), asc[len(asc)-2])
 		}
 		plms = append(plms, asc[len(asc)-1])
 		calls = reverse(plms)

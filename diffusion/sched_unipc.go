@@ -22,7 +22,7 @@ type unipcSched struct {
 
 func newUniPC(c *SchedulerConfig, tab *trainTables, n int) *unipcSched {
 	s := &unipcSched{}
-	s.init(c, tab, vpTimesteps(c, tab, c.NumTrainTimesteps, n, c.TimestepSpacing, true))
+	s.init(c, tab, vpTimesteps(c, tab, c.NumTrainTimesteps, n, c.TimestepSpacing))
 	s.zeroFinal = c.FinalSigmasType == "zero"
 	s.pts = make([]vpPoint, c.SolverOrder)
 	return s
