@@ -194,3 +194,66 @@ func TestSchedDDIMClippedModelOutput(t *testing.T) {
 		t.Errorf("test is vacuous: clipping did not change epsilon")
 	}
 }
+
+// diffusers' DDPMScheduler reads "learned" variance channels as the
+// variance itself (std = sqrt(v)); LearnedLogVariance reads them as log
+// Sigma, as improved-diffusion does.
+func TestSchedDDPMLearnedVariance(t *testing.T) {
+	for _, logv := range []bool{false, true} {
+		c := SchedulerConfig{ClassName: ClassDDPM, VarianceType: ptr("learned"), ClipSample: ptr(false), LearnedLogVariance: logv}
+		s, err := NewScheduler(c, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fixed, _ := NewScheduler(SchedulerConfig{ClassName: ClassDDPM, ClipSample: ptr(false)}, 10)
+		x := NewBatch(1, 1, 1, 1)
+		x.Data[0] = 0.7
+		out := NewBatch(1, 2, 1, 1)
+		out.Data[0], out.Data[1] = 0.1, 0.04
+		one := func(z Batch) { z.Data[0] = 1 }
+		zero := func(z Batch) { z.Data[0] = 0 }
+		got, err := s.Step(out, x, 0, one)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mean, _ := fixed.Step(Batch{N: 1, C: 1, H: 1, W: 1, Data: out.Data[:1]}, x, 0, zero)
+		want := 0.2 // sqrt(0.04)
+		if logv {
+			want = math.Exp(0.5 * 0.04)
+		}
+		if d := float64(got.Data[0]-mean.Data[0]) - want; math.Abs(d) > 1e-6 {
+			t.Errorf("LearnedLogVariance %v: noise std %v, want %v", logv, float64(got.Data[0]-mean.Data[0]), want)
+		}
+	}
+}
+
+// Thresholding of the DPM-Solver++ data prediction: a one-step run with
+// final_sigmas_type zero returns the thresholded x_0 prediction itself.
+func TestSchedDPMThresholding(t *testing.T) {
+	c := SchedulerConfig{ClassName: ClassDPMSolverMultistep, SolverOrder: 1, FinalSigmasType: "zero", Thresholding: true, PredictionType: "sample", SampleMaxValue: ptr(2.0)}
+	s, err := NewScheduler(c, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := NewBatch(2, 1, 4, 4)
+	out := NewBatch(2, 1, 4, 4)
+	for i := range out.Data {
+		out.Data[i] = float32(i%16)/4 - 1.5 // up to 2.25 in |.|
+	}
+	got, err := s.Step(out, x, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range 2 {
+		want := toF64(out.Data[n*16 : (n+1)*16])
+		dynamicThreshold(want, 0.995, 2)
+		for j := range want {
+			if math.Abs(float64(got.Data[n*16+j])-want[j]) > 1e-6 {
+				t.Fatalf("example %d: got %v, want %v", n, got.Data[n*16:(n+1)*16], want)
+			}
+		}
+	}
+	if m := got.Data[15]; !(m > 0.99 && m <= 1.0000001) {
+		t.Errorf("largest value %v: thresholding should scale it to 1", m)
+	}
+}
