@@ -6,7 +6,7 @@ import (
 	"slices"
 )
 
-// run is the state every Scheduler shares: the resolved config, the
+// schedRun is the state every Scheduler shares: the resolved config, the
 // training tables, the model-call timesteps and the index of the next call.
 type schedRun struct {
 	cfg  *SchedulerConfig
@@ -187,8 +187,8 @@ func (c *SchedulerConfig) clipOrThreshold(x0 []float64, n int) {
 	}
 }
 
-// levelAfter is the Level of a sample landing at training timestep t: the
-// data (-1) after the last call.
+// levelAt is the Level of call i whose sample lands at training timestep
+// t: the data (-1) after the last call or below timestep 0.
 func (r *schedRun) levelAt(i int, t float64) (float64, bool) {
 	if i < 0 || i >= len(r.ts) {
 		return 0, false

@@ -29,7 +29,7 @@ const (
 	ClassLMSDiscrete         = "LMSDiscreteScheduler"
 )
 
-// SchedulerClasses lists the supported _class_name values.
+// schedulerClasses lists the supported _class_name values.
 var schedulerClasses = []string{
 	ClassDDPM, ClassDDIM, ClassPNDM, ClassDPMSolverMultistep, ClassDPMSolverSinglestep,
 	ClassDEISMultistep, ClassUniPCMultistep, ClassEulerDiscrete, ClassEulerAncestral,
@@ -443,7 +443,8 @@ func (c SchedulerConfig) resolve() (SchedulerConfig, error) {
 	return c, nil
 }
 
-// maxSteps is the largest number of inference steps of a resolved config.
+// checkSteps reports a number of inference steps the resolved config
+// cannot run.
 func (c *SchedulerConfig) checkSteps(steps int) error {
 	T := c.NumTrainTimesteps
 	if steps < 1 || steps > T {
@@ -468,7 +469,27 @@ func (c *SchedulerConfig) checkSteps(steps int) error {
 
 // NewScheduler returns a fresh run of the scheduler the config describes,
 // set to steps inference steps (diffusers' set_timesteps). steps must be
-// in 1..num_train_timesteps (4.. for PNDM's Runge-Kutta warm-up).
+// in 1..num_train_timesteps (4.. for PNDM's Runge-Kutta warm-up, and the
+// first leading timestep plus steps_offset must stay below T).
+//
+// Each class is a port of the diffusers v0.21.4 class of that name:
+//
+//	DDPMScheduler                    Ho et al. 2020, Algorithm 2; learned variances Nichol & Dhariwal 2021
+//	DDIMScheduler                    Song et al. 2021, Eqs. 12 and 16 (Eta, ClippedModelOutput)
+//	PNDMScheduler                    Liu et al. 2022, PRK warm-up + PLMS (or PLMS only)
+//	DPMSolverMultistepScheduler      Lu et al. 2022a/b: DPM-Solver, DPM-Solver++, their SDE variants, orders 1-3
+//	DPMSolverSinglestepScheduler     Lu et al. 2022a/b, singlestep, orders 1-3
+//	DEISMultistepScheduler           Zhang & Chen 2023, log-rho AB, orders 1-3
+//	UniPCMultistepScheduler          Zhao et al. 2023, UniP + UniC with B(h) bh1/bh2, orders 1-3
+//	EulerDiscreteScheduler           Karras et al. 2022, Algorithm 2 (S_churn = 0)
+//	EulerAncestralDiscreteScheduler  k-diffusion's Euler ancestral
+//	HeunDiscreteScheduler            Karras et al. 2022, Algorithm 1 (S_churn = 0)
+//	KDPM2DiscreteScheduler           k-diffusion's DPM-2
+//	LMSDiscreteScheduler             k-diffusion's linear multistep, order 4
+//
+// The model is called at Timesteps(): 0-indexed training timesteps,
+// fractional for the Euler family. The schedule tables are diffusers'
+// float32 tables, bit for bit; the solver arithmetic is float64.
 func NewScheduler(c SchedulerConfig, steps int) (Scheduler, error) {
 	r, err := c.resolve()
 	if err != nil {

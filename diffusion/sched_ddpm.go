@@ -30,7 +30,7 @@ func (s *ddpmSched) Level(i int) (float64, bool) {
 	return s.levelAt(i, s.ts[i]-float64(s.ratio))
 }
 
-// ab returns alphabar at t, and 1 for t < 0.
+// abOr returns alphabar_t, or final for t < 0.
 func (s *schedRun) abOr(t int, final float64) float64 {
 	if t < 0 {
 		return final

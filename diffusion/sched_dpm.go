@@ -127,7 +127,7 @@ func newDPMMultistep(c *SchedulerConfig, tab *trainTables, n int) *dpmMultistep 
 	return s
 }
 
-// convert is diffusers' convert_model_output: x_0 for the ++ algorithms,
+// convertDPM is diffusers' convert_model_output: x_0 for the ++ algorithms,
 // epsilon for the others, thresholded when asked.
 func (s *vpMultistep) convertDPM(mo, x []float64, p vpPoint, n int, alg string, thresholdEps bool) []float64 {
 	c := s.cfg

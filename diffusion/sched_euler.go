@@ -117,8 +117,8 @@ func x0Sigma(pred string, out, x []float64, sigma float64) []float64 {
 	return x0
 }
 
-// levelSigma is the Level of a sample landing on the call timestep k (or
-// the data after the last call).
+// levelNext is the Level of call i of a one-call-per-step solver: the
+// next call's timestep, or the data after the last call.
 func (r *sigmaRun) levelNext(i int) (float64, bool) {
 	if i < 0 || i >= len(r.ts) {
 		return 0, false
