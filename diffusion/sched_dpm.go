@@ -165,10 +165,7 @@ func (s *dpmMultistep) Step(out, x Batch, i int, draw func(Batch)) (Batch, error
 	pt := s.target(i)
 	lowerFinal := i == n-1 && (c.EulerAtFinal || (*c.LowerOrderFinal && n < 15) || s.zeroFinal)
 	lowerSecond := i == n-2 && *c.LowerOrderFinal && n < 15
-	m := s.convertDPM(mo, xs, ps, x.N, alg, true)
-	s.push(m)
-
-	var z []float64
+	var z []float64 // drawn before any state changes, so an error leaves none
 	if alg == "sde-dpmsolver" || alg == "sde-dpmsolver++" {
 		if pt.sigma > 0 {
 			if z, err = drawNoise(x, draw); err != nil {
@@ -178,6 +175,8 @@ func (s *dpmMultistep) Step(out, x Batch, i int, draw func(Batch)) (Batch, error
 			z = make([]float64, len(xs))
 		}
 	}
+	m := s.convertDPM(mo, xs, ps, x.N, alg, true)
+	s.push(m)
 	var res []float64
 	order := c.SolverOrder
 	switch {
