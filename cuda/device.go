@@ -50,6 +50,7 @@ var kernelNames = []string{
 	"groupnorm_fwd", "groupnorm_bwd_dx", "groupnorm_bwd_affine", "fill_ptrs", "softmax_rows",
 	"softmax_bwd_rows", "embedding_fwd", "embedding_bwd", "adamw", "ema_f", "groupnorm_fwd_smem",
 	"groupnorm_bwd_dx_smem", "col_sum_partial", "add_bias_nkp",
+	"dropout_f", "sqrt_sum_partials", "clip_to_norm", "diffusion_loss", "loss_sum",
 }
 
 const (
@@ -89,6 +90,11 @@ const (
 	kGNBwdDxSmem
 	kColSumPartial
 	kAddBiasNKP
+	kDropout
+	kSqrtSumPartials
+	kClipToNorm
+	kDiffusionLoss
+	kLossSum
 	numKernels
 )
 

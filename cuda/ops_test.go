@@ -134,6 +134,39 @@ func opCases[B any]() []opCase[B] {
 				o.AdamW(out[0], out[1], out[2], in[0], h, 3, n)
 			}},
 		{name: "EMA", ins: []int{n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.EMA(out[0], in[0], 0.999, n) }},
+		{name: "Dropout", ins: []int{n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.Dropout(out[0], in[0], 0.3, 77, 1234, n) }},
+		{name: "Norm", ins: []int{n}, outs: []int{1}, run: func(o kernels.Ops[B], out, in []B) { o.Norm(out[0], in[0], n) }},
+		{name: "ClipToNorm/clips", ins: []int{n}, outs: []int{n, 1},
+			run: func(o kernels.Ops[B], out, in []B) {
+				o.Norm(out[1], in[0], n)
+				o.Copy(out[0], in[0], n)
+				o.ClipToNorm(out[0], out[1], 2, n)
+			}},
+		{name: "ClipToNorm/keeps", ins: []int{n}, outs: []int{n, 1},
+			run: func(o kernels.Ops[B], out, in []B) {
+				o.Norm(out[1], in[0], n)
+				o.Copy(out[0], in[0], n)
+				o.ClipToNorm(out[0], out[1], 1e6, n)
+			}},
+		{name: "DiffusionLoss/kl-range", ins: []int{4 * 2 * 50, 4 * 50, 4 * 50}, outs: []int{1, 12, 4 * 2 * 50, 4 * kernels.NumLossCoef}, tol: 2e-4,
+			run: func(o kernels.Ops[B], out, in []B) {
+				o.Upload(out[3], lossCoefs(4, false))
+				o.DiffusionLoss(out[0], out[1], out[2], in[0], in[1], in[2], out[3], kernels.DiffusionLossDims{N: 4, D: 50, Learned: true, Range: true})
+			}},
+		{name: "DiffusionLoss/decoder", ins: []int{3 * 2 * 40, 3 * 40, 3 * 40}, outs: []int{1, 9, 3 * 2 * 40, 3 * kernels.NumLossCoef}, tol: 2e-4,
+			run: func(o kernels.Ops[B], out, in []B) {
+				o.Upload(out[3], lossCoefs(3, true))
+				o.DiffusionLoss(out[0], out[1], out[2], in[0], in[1], in[2], out[3], kernels.DiffusionLossDims{N: 3, D: 40, Learned: true})
+			}},
+		{name: "DiffusionLoss/simple", ins: []int{5 * 30, 5 * 30, 5 * 30}, outs: []int{1, 15, 5 * 30, 5 * kernels.NumLossCoef},
+			run: func(o kernels.Ops[B], out, in []B) {
+				c := lossCoefs(5, false)
+				for i := 0; i < 5; i++ {
+					c[i*kernels.NumLossCoef+kernels.CoefVB] = 0
+				}
+				o.Upload(out[3], c)
+				o.DiffusionLoss(out[0], out[1], out[2], in[0], in[1], in[2], out[3], kernels.DiffusionLossDims{N: 5, D: 30})
+			}},
 		{name: "Linear", ins: []int{7 * 33, 19 * 33, 19}, outs: []int{7 * 19}, gemm: true,
 			run: func(o kernels.Ops[B], out, in []B) { o.Linear(out[0], in[0], in[1], in[2], 7, 33, 19) }},
 		{name: "LinearBackward", ins: []int{7 * 19, 7 * 33, 19 * 33}, outs: []int{7 * 33, 19 * 33, 19}, gemm: true,
@@ -160,6 +193,32 @@ func opCases[B any]() []opCase[B] {
 	cs = append(cs, attn("1head", kernels.AttnDims{B: 2, T: 64, Heads: 1, HeadDim: 32, Scale: 1 / float32(math.Sqrt(32))})...)
 	cs = append(cs, attn("3heads", kernels.AttnDims{B: 3, T: 37, Heads: 3, HeadDim: 8, Scale: 1 / float32(math.Sqrt(8))})...)
 	return cs
+}
+
+// lossCoefs returns DiffusionLoss coefficient rows of a plausible
+// timestep (epsilon prediction, hybrid weights) for n examples, with the
+// decoder term (t = 0) or a KL term.
+func lossCoefs(n int, decoder bool) []float32 {
+	row := make([]float32, kernels.NumLossCoef)
+	row[kernels.CoefTargetNoise] = 1
+	row[kernels.CoefSqrtAB], row[kernels.CoefSqrt1mAB] = 0.8, 0.6
+	row[kernels.CoefX0FromXt], row[kernels.CoefX0FromOut] = 1.25, -0.75
+	row[kernels.CoefMean1], row[kernels.CoefMean2] = 0.3, 0.69
+	row[kernels.CoefPostLogVar], row[kernels.CoefMinLogVar], row[kernels.CoefMaxLogVar] = -4.5, -4.5, -4.1
+	row[kernels.CoefMSE], row[kernels.CoefVB], row[kernels.CoefStopMean] = 1, 1, 0
+	if decoder {
+		row[kernels.CoefSqrtAB], row[kernels.CoefSqrt1mAB] = 0.99995, 0.01
+		row[kernels.CoefX0FromXt], row[kernels.CoefX0FromOut] = 1.00005, -0.01
+		row[kernels.CoefMean1], row[kernels.CoefMean2] = 1, 0
+		row[kernels.CoefMinLogVar], row[kernels.CoefMaxLogVar] = -9.9, -9.2
+		row[kernels.CoefDecoder] = 1
+	}
+	out := make([]float32, 0, n*kernels.NumLossCoef)
+	for i := 0; i < n; i++ {
+		row[kernels.CoefWeight] = float32(i+1) / float32(n)
+		out = append(out, row...)
+	}
+	return out
 }
 
 const guard = 64 // NaN guard band on each side of every GPU buffer

@@ -209,3 +209,61 @@ func (d *Diffusion) lossExample(out, x0, noise []float64, t int, g []float64) (l
 	}
 	return weight * vb, mse, vb
 }
+
+// LossCoefs are the constants of TrainingLoss for one example at
+// timestep t, for executing the loss elsewhere (a GPU kernel): with
+// x_t = SqrtAB x0 + Sqrt1mAB noise,
+//
+//	target = TargetX0 x0 + TargetNoise noise            (epsilon, x0 or v)
+//	xhat0  = X0FromXt x_t + X0FromOut out                (the mean channels)
+//	mu     = Mean1 xhat0 + Mean2 x_t                     (Ho Eq. 7)
+//	log Sigma = MinLogVar (fixed variance), the variance channel (learned),
+//	            or f MaxLogVar + (1-f) MinLogVar, f = (v+1)/2 (learned range)
+//	L_t    = KL(N(Mean1 x0 + Mean2 x_t, exp PostLogVar) || N(mu, Sigma)),
+//	         or -log p(x0 | x1) when Decoder (t = 0)
+//	loss   = MSE mean_j (out_j - target_j)^2 + VB mean_j L_t,j / ln 2
+//
+// VB is 0 when the objective has no variational term; StopMean keeps the
+// term from moving the mean channels (hybrid).
+type LossCoefs struct {
+	TargetX0, TargetNoise, SqrtAB, Sqrt1mAB float64
+	X0FromXt, X0FromOut, Mean1, Mean2       float64
+	PostLogVar, MinLogVar, MaxLogVar        float64
+	MSE, VB                                 float64
+	Decoder, StopMean                       bool
+}
+
+// LossCoefs returns the constants of TrainingLoss at 0-indexed timestep t
+// of this process (see the type).
+func (d *Diffusion) LossCoefs(t int) (LossCoefs, error) {
+	if t < 0 || t >= d.T() {
+		return LossCoefs{}, fmt.Errorf("diffusion: loss coefficients: timestep %d: must be in 0..%d", t, d.T()-1)
+	}
+	s := d.s
+	c := LossCoefs{SqrtAB: s.SqrtAlphasCumprod[t], Sqrt1mAB: s.SqrtOneMinusAlphasCumprod[t],
+		Mean1: s.PosteriorMeanCoef1[t], Mean2: s.PosteriorMeanCoef2[t], PostLogVar: s.PosteriorLogVarianceClipped[t],
+		MSE: 1, Decoder: t == 0}
+	switch d.cfg.Prediction {
+	case PredictX0:
+		c.TargetX0 = 1
+	case PredictV:
+		c.TargetX0, c.TargetNoise = -c.Sqrt1mAB, c.SqrtAB
+	default:
+		c.TargetNoise = 1
+	}
+	c.X0FromXt, c.X0FromOut = d.x0Coefs(t)
+	switch d.cfg.Variance {
+	case LearnedRange:
+		c.MinLogVar, c.MaxLogVar = s.PosteriorLogVarianceClipped[t], math.Log(s.Betas[t])
+	default:
+		c.MinLogVar, _ = d.logVariance(t, 0) // the fixed variances; ignored for learned
+	}
+	learned := d.cfg.Variance.IsLearned()
+	switch {
+	case d.cfg.Loss == LossVLB:
+		c.MSE, c.VB = 0, float64(d.T())
+	case d.cfg.Loss == LossHybrid && learned:
+		c.VB, c.StopMean = d.cfg.HybridLambda*float64(d.T()), true
+	}
+	return c, nil
+}

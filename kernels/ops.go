@@ -119,6 +119,19 @@ type Ops[B any] interface {
 	AdamW(p, m, v, g B, h AdamWParams, step int, n int)
 	// EMA: ema = decay*ema + (1-decay)*p, n values.
 	EMA(ema, p B, decay float32, n int)
+	// Norm: dst[0] = sqrt(sum_i x[i]^2) over n values.
+	Norm(dst, x B, n int)
+	// ClipToNorm: x *= maxNorm/norm[0] when norm[0] > maxNorm (norm from Norm).
+	ClipToNorm(x, norm B, maxNorm float32, n int)
+
+	// Dropout: y[i] = x[i]/(1-p) where DropoutKeep(seed, offset+i, p), else
+	// 0, for i < n; the backward pass is the same call on dy (y may alias x).
+	Dropout(y, x B, p float32, seed uint64, offset, n int)
+	// DiffusionLoss: the per-example training loss terms (N, 3) = (loss,
+	// mse, vb), the weighted batch loss[0] and dout = dloss/dout of a
+	// diffusion model's output, from x0, noise and the per-example
+	// coefficient rows coef (N, NumLossCoef); see CPU.DiffusionLoss.
+	DiffusionLoss(loss, terms, dout, out, x0, noise, coef B, d DiffusionLossDims)
 }
 
 // AdamWParams are AdamW's hyper-parameters.

@@ -34,6 +34,7 @@ static void emu_syncthreads();
 #define __syncthreads() emu_syncthreads()
 #define __nvvm_ex2_approx_f exp2f
 #define __nvvm_sqrt_rn_f sqrtf
+#define __nvvm_lg2_approx_f log2f
 #include "../kernels/ops.cu"
 
 namespace {
@@ -63,7 +64,8 @@ const Kernel kernels[] = {
     K(col2im, false), K(groupnorm_fwd, true), K(groupnorm_bwd_dx, true), K(groupnorm_fwd_smem, true),
     K(groupnorm_bwd_dx_smem, true), K(col_sum_partial, false), K(add_bias_nkp, false), K(groupnorm_bwd_affine, true),
     K(fill_ptrs, false), K(softmax_rows, true), K(softmax_bwd_rows, true), K(embedding_fwd, false),
-    K(embedding_bwd, false), K(adamw, false), K(ema_f, false),
+    K(embedding_bwd, false), K(adamw, false), K(ema_f, false), K(dropout_f, false),
+    K(sqrt_sum_partials, true), K(clip_to_norm, false), K(diffusion_loss, true), K(loss_sum, true),
 };
 const int nkernels = sizeof(kernels) / sizeof(kernels[0]);
 

@@ -566,3 +566,153 @@ extern "C" __global__ void adamw(float* p, float* m, float* v, const float* g, f
 extern "C" __global__ void ema_f(float* e, const float* p, float decay, int n) {
   GRID_STRIDE(i, n) { e[i] = decay * e[i] + (1.0f - decay) * p[i]; }
 }
+
+// ---- training ----------------------------------------------------------------
+
+// log(x) through lg2.approx.
+static __device__ __attribute__((always_inline)) float log_f(float x) {
+  return __nvvm_lg2_approx_f(x) * 0.6931471805599453f;
+}
+
+// kernels.DropoutKeep: a SplitMix64 hash of seed + (i+1)*golden, top 24 bits
+// as u in [0, 1); keep when u >= p.
+static __device__ __attribute__((always_inline)) bool dropout_keep(u64 seed, u64 i, float p) {
+  u64 z = seed + (i + 1ULL) * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+  return u >= p;
+}
+
+// y[i] = keep(seed, offset+i) ? x[i] * scale : 0, scale = 1/(1-p).
+extern "C" __global__ void dropout_f(float* y, const float* x, float p, float scale, u64 seed, long long offset, int n) {
+  GRID_STRIDE(i, n) { y[i] = dropout_keep(seed, (u64)(offset + i), p) ? x[i] * scale : 0.0f; }
+}
+
+// out[0] = sqrt(sum of m double partials) (one block): the norm for Norm.
+extern "C" __global__ void sqrt_sum_partials(float* out, const double* partial, int m) {
+  __shared__ double sh[BLOCK];
+  double acc = 0.0;
+  for (int i = threadIdx.x; i < m; i += BLOCK) acc += partial[i];
+  double s = block_sum_d(acc, sh);
+  if (threadIdx.x == 0) out[0] = (float)__builtin_sqrt(s);
+}
+
+// x *= maxNorm / norm[0] when norm[0] > maxNorm.
+extern "C" __global__ void clip_to_norm(float* x, const float* norm, float maxNorm, int n) {
+  float nv = norm[0];
+  if (!(nv > maxNorm)) return;
+  float s = maxNorm / nv;
+  GRID_STRIDE(i, n) { x[i] *= s; }
+}
+
+// erfc(z), fractional error below 1.2e-7 (the Chebyshev fit of Numerical
+// Recipes' erfcc), from exp alone: there is no libdevice here.
+static __device__ float erfc_f(float z) {
+  float a = __builtin_fabsf(z);
+  float t = 1.0f / (1.0f + 0.5f * a);
+  float r = t * exp_f(-a * a - 1.26551223f +
+                      t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f +
+                      t * (0.27886807f + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f)))))))));
+  return z >= 0.0f ? r : 2.0f - r;
+}
+
+static __device__ float std_cdf(float z) { return 0.5f * erfc_f(-z * 0.70710678118654752f); }
+static __device__ float std_pdf(float z) { return exp_f(-0.5f * z * z) * 0.3989422804014327f; }
+
+// Indices of a DiffusionLoss coefficient row (kernels.Coef*).
+enum { kTX0, kTN, kSA, kSB, kCX, kCO, kC1, kC2, kQLV, kMinLV, kMaxLV, kWMSE, kWVB, kDec, kStop, kW, kNCoef };
+
+// One block per example: dout of the example and terms[3i..3i+2] = (loss,
+// mse, vb) (kernels.CPU.DiffusionLoss in float32).
+extern "C" __global__ void diffusion_loss(float* terms, float* dout, const float* out, const float* x0,
+                                          const float* noise, const float* coef, int D, int learned, int range) {
+  __shared__ float sh[BLOCK];
+  int i = blockIdx.x;
+  const float* k = coef + (long long)i * kNCoef;
+  int per = learned ? 2 * D : D;
+  const float* o = out + (long long)i * per;
+  float* g = dout + (long long)i * per;
+  const float* a0 = x0 + (long long)i * D;
+  const float* nz = noise + (long long)i * D;
+  float w = k[kW], wmse = k[kWMSE], wvb = k[kWVB];
+  float norm = w * wvb / ((float)D * 0.6931471805599453f);
+  float mse = 0.0f, vb = 0.0f;
+  for (int j = threadIdx.x; j < D; j += BLOCK) {
+    float a = a0[j], n = nz[j], oj = o[j];
+    float r = oj - (k[kTX0] * a + k[kTN] * n);
+    mse += r * r;
+    float gm = w * wmse * 2.0f * r / (float)D, gv = 0.0f;
+    if (wvb != 0.0f) {
+      float xt = k[kSA] * a + k[kSB] * n;
+      float mu = k[kC1] * (k[kCX] * xt + k[kCO] * oj) + k[kC2] * xt;
+      float lv = k[kMinLV], dlv = 0.0f;
+      if (learned) {
+        float v = o[D + j];
+        if (range) {
+          float f = 0.5f * (v + 1.0f);
+          lv = f * k[kMaxLV] + (1.0f - f) * k[kMinLV];
+          dlv = 0.5f * (k[kMaxLV] - k[kMinLV]);
+        } else {
+          lv = v;
+          dlv = 1.0f;
+        }
+      }
+      float term, dmu, dlogvar;
+      if (k[kDec] != 0.0f) {
+        // -log of the discretised Gaussian's mass on a's 8-bit bin.
+        float inv = exp_f(-0.5f * lv), h = 1.0f / 255.0f;
+        float ua = inv * (a - mu + h), ub = inv * (a - mu - h), p, dm, dls;
+        if (a < -0.999f) {
+          p = std_cdf(ua);
+          float rr = p < 1e-12f ? 0.0f : std_pdf(ua) / p;
+          dm = -inv * rr;
+          dls = -ua * rr;
+        } else if (a > 0.999f) {
+          p = std_cdf(-ub);
+          float rr = p < 1e-12f ? 0.0f : std_pdf(ub) / p;
+          dm = inv * rr;
+          dls = ub * rr;
+        } else {
+          if (ub > 0.0f) p = std_cdf(-ub) - std_cdf(-ua);
+          else if (ua < 0.0f) p = std_cdf(ua) - std_cdf(ub);
+          else p = 1.0f - std_cdf(-ua) - std_cdf(ub);
+          float pa = std_pdf(ua), pb = std_pdf(ub);
+          dm = p < 1e-12f ? 0.0f : -inv * (pa - pb) / p;
+          dls = p < 1e-12f ? 0.0f : -(ua * pa - ub * pb) / p;
+        }
+        if (p < 1e-12f) p = 1e-12f;
+        term = -log_f(p);
+        dmu = -dm;
+        dlogvar = -0.5f * dls;  // d/dlv of -lp with logScale = lv/2
+      } else {
+        float dq = (k[kC1] * a + k[kC2] * xt) - mu, iv = exp_f(-lv), rr = exp_f(k[kQLV] - lv);
+        term = 0.5f * (-1.0f + lv - k[kQLV] + rr + dq * dq * iv);
+        dmu = -dq * iv;
+        dlogvar = 0.5f * (1.0f - rr - dq * dq * iv);
+      }
+      vb += term;
+      if (k[kStop] == 0.0f) gm += norm * dmu * k[kC1] * k[kCO];
+      gv = norm * dlogvar * dlv;
+    }
+    g[j] = gm;
+    if (learned) g[D + j] = gv;
+  }
+  mse = block_sum(mse, sh) / (float)D;
+  vb = block_sum(vb, sh) / ((float)D * 0.6931471805599453f);
+  if (threadIdx.x == 0) {
+    terms[3 * i] = wmse * mse + (wvb != 0.0f ? wvb * vb : 0.0f);
+    terms[3 * i + 1] = mse;
+    terms[3 * i + 2] = wvb != 0.0f ? vb : 0.0f;
+  }
+}
+
+// loss[0] = sum_i coef[i][W] * terms[3i] (one block, fixed order).
+extern "C" __global__ void loss_sum(float* loss, const float* terms, const float* coef, int n) {
+  __shared__ float sh[BLOCK];
+  float acc = 0.0f;
+  for (int i = threadIdx.x; i < n; i += BLOCK) acc += coef[(long long)i * kNCoef + kW] * terms[3 * i];
+  float s = block_sum(acc, sh);
+  if (threadIdx.x == 0) loss[0] = s;
+}
