@@ -81,12 +81,18 @@ type Source struct {
 // with config.json beside it, a ddpm model file or a ddpm checkpoint (whose
 // EMA weights are the model; its training state is skipped, see
 // ReadCheckpoint). DefaultPath ("embedded:default") opens the embedded
-// default model. Errors name the path and say what was expected there.
+// default model. A path that does not exist but is a Hugging Face Hub id
+// ("org/name" or "org/name@revision") is resolved through the Hub cache
+// as OpenHub does, downloading if needed, with progress on stderr. Errors
+// name the path and say what was expected there.
 func Open(path string) (*Source, error) {
 	if path == DefaultPath {
 		return OpenDefault()
 	}
 	st, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) && isHubCandidate(path) {
+		return openHub(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open model: %w", err)
 	}
