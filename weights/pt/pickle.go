@@ -90,6 +90,15 @@ type tensorRef struct {
 	stride []int64
 }
 
+// numel returns product(shape), validated not to overflow when built.
+func (t *tensorRef) numel() int64 {
+	n := int64(1)
+	for _, d := range t.shape {
+		n *= int64(d)
+	}
+	return n
+}
+
 // maxDims bounds a tensor's rank.
 const maxDims = 32
 

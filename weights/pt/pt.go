@@ -81,7 +81,8 @@ func IncludeIntegers() Option { return func(c *config) { c.ints = true } }
 // It reads from the io.ReaderAt given to Open, which must stay valid.
 type File struct {
 	// Tensors lists the state dict's tensors in the order the pickle holds
-	// them (the order of model.state_dict()).
+	// them (the order of model.state_dict()). They are copies: changing
+	// them changes nothing that File reads.
 	Tensors []TensorInfo
 	// Skipped lists the entries that are not tensors.
 	Skipped []Skipped
@@ -95,6 +96,7 @@ type File struct {
 	order    binary.ByteOrder
 	storages map[string]*storage
 	refs     []*tensorRef
+	names    []string
 	byName   map[string]int
 	closer   io.Closer
 }
@@ -166,6 +168,9 @@ func (f *File) Close() error {
 // Open reads the index of the checkpoint in r (size bytes): the pickle and
 // the storage table, validated, but no tensor data.
 func Open(r io.ReaderAt, size int64, opts ...Option) (*File, error) {
+	if size < 0 {
+		return nil, fmt.Errorf("pt: negative size %d", size)
+	}
 	f := &File{r: r, size: size, order: binary.LittleEndian}
 	for _, o := range opts {
 		o(&f.cfg)
@@ -174,7 +179,7 @@ func Open(r io.ReaderAt, size int64, opts ...Option) (*File, error) {
 		f.cfg.maxBytes = 4 * size
 	}
 	var head [512]byte
-	n, err := r.ReadAt(head[:min(int64(len(head)), max(size, 0))], 0)
+	n, err := r.ReadAt(head[:min(int64(len(head)), size)], 0)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
@@ -207,9 +212,12 @@ func Open(r io.ReaderAt, size int64, opts ...Option) (*File, error) {
 	for i, nt := range tensors {
 		f.byName[nt.name] = i
 		f.refs = append(f.refs, nt.t)
+		f.names = append(f.names, nt.name)
 		f.Tensors = append(f.Tensors, TensorInfo{
-			Name: nt.name, DType: nt.t.st.dt.name, Shape: nt.t.shape,
-			Stride: nt.t.stride, Offset: nt.t.offset, Storage: nt.t.st.key,
+			Name: nt.name, DType: nt.t.st.dt.name,
+			Shape:  append([]int{}, nt.t.shape...),
+			Stride: append([]int64{}, nt.t.stride...),
+			Offset: nt.t.offset, Storage: nt.t.st.key,
 		})
 	}
 	return f, nil
@@ -453,9 +461,9 @@ func (f *File) ReadTensor(name string) (weights.Tensor, error) {
 // limit.
 func (f *File) ReadAll() (map[string]weights.Tensor, error) {
 	var total int64
-	for _, ti := range f.Tensors {
-		if ti.IsFloat() || f.cfg.ints {
-			total += 4 * ti.NumElements()
+	for _, ref := range f.refs {
+		if ref.st.dt.float || f.cfg.ints {
+			total += 4 * ref.numel()
 			if total > f.cfg.maxBytes {
 				return nil, fmt.Errorf("%w: the tensors need more than %d bytes as float32, the limit (see MaxBytes)", ErrFormat, f.cfg.maxBytes)
 			}
@@ -463,15 +471,15 @@ func (f *File) ReadAll() (map[string]weights.Tensor, error) {
 	}
 	out := make(map[string]weights.Tensor, len(f.Tensors))
 	var scratch []byte
-	for i, ti := range f.Tensors {
-		if !ti.IsFloat() && !f.cfg.ints {
+	for i, ref := range f.refs {
+		if !ref.st.dt.float && !f.cfg.ints {
 			continue
 		}
 		t, err := f.read(i, &scratch)
 		if err != nil {
 			return nil, err
 		}
-		out[ti.Name] = t
+		out[f.names[i]] = t
 	}
 	return out, nil
 }
@@ -479,10 +487,10 @@ func (f *File) ReadAll() (map[string]weights.Tensor, error) {
 // read materialises tensor i: it reads the storage span the view touches
 // and gathers the elements in row-major order.
 func (f *File) read(i int, scratch *[]byte) (weights.Tensor, error) {
-	ti, ref := f.Tensors[i], f.refs[i]
+	ref := f.refs[i]
 	st := f.storages[ref.st.key]
-	n := ti.NumElements()
-	t := weights.Tensor{DType: ti.DType, Shape: append([]int{}, ti.Shape...), Data: make([]float32, n)}
+	n := ref.numel()
+	t := weights.Tensor{DType: ref.st.dt.name, Shape: append([]int{}, ref.shape...), Data: make([]float32, n)}
 	if n == 0 {
 		return t, nil
 	}
@@ -494,7 +502,7 @@ func (f *File) read(i int, scratch *[]byte) (weights.Tensor, error) {
 	}
 	buf := (*scratch)[:nb]
 	if err := f.readStorage(st, ref.offset*es, buf); err != nil {
-		return weights.Tensor{}, fmt.Errorf("read tensor %q: %w", ti.Name, err)
+		return weights.Tensor{}, fmt.Errorf("read tensor %q: %w", f.names[i], err)
 	}
 	gather(t.Data, buf, ref.shape, ref.stride, ref.st.dt.name, f.order)
 	return t, nil

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -153,13 +154,24 @@ func scanPickle(r io.Reader, limit int64) (int64, error) {
 	return s.pos, nil
 }
 
+// errPickleEnd reports a pickle that ends inside an opcode or before STOP.
+var errPickleEnd = errors.New("unexpected end of data (truncated?)")
+
+// scanErr maps end-of-file errors to errPickleEnd.
+func scanErr(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return errPickleEnd
+	}
+	return err
+}
+
 func (s *scanner) byte1() (byte, error) {
 	if s.remain < 1 {
-		return 0, errTruncated
+		return 0, errPickleEnd
 	}
 	b, err := s.r.ReadByte()
 	if err != nil {
-		return 0, truncErr(err)
+		return 0, scanErr(err)
 	}
 	s.pos++
 	s.remain--
@@ -180,7 +192,7 @@ func (s *scanner) take(n int64, keep bool) ([]byte, error) {
 		_, err = io.CopyN(io.Discard, s.rd, n)
 	}
 	if err != nil {
-		return nil, truncErr(err)
+		return nil, scanErr(err)
 	}
 	s.pos += n
 	s.remain -= n
@@ -219,7 +231,7 @@ func (s *scanner) run() error {
 		start := s.pos
 		op, err := s.byte1()
 		if err != nil {
-			if err == errTruncated {
+			if err == errPickleEnd {
 				return fmt.Errorf("no STOP opcode before the end (truncated pickle)")
 			}
 			return err
