@@ -43,9 +43,10 @@
 // zip entries, views must lie inside their storages, shapes must not
 // overflow, and no tensor may hold more elements than its storage.
 //
-// Memory is bounded: the pickle is at most MaxPickleLen bytes and the
-// scanner refuses one whose unpickling would allocate more than 256 MiB;
-// tensor data read from a file of N bytes is at most 4N bytes of float32
-// unless MaxBytes says otherwise, and Open reads no tensor data at all.
+// Memory is bounded: the pickle is at most MaxPickleLen bytes, and the
+// scanner refuses one whose unpickling it estimates would allocate more
+// than 512 MiB (about 50,000 tensors' worth); tensor data read from a file
+// of N bytes is at most 4N bytes of float32 unless MaxBytes says
+// otherwise, and Open reads no tensor data at all.
 // Every error about the file's content wraps ErrFormat.
 package pt

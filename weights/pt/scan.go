@@ -30,9 +30,10 @@ import (
 // It returns the offset just past the STOP opcode.
 
 // maxPickleCost bounds, in estimated bytes, what unpickling one pickle may
-// allocate. A state dict costs about 2 KiB per tensor, so this admits some
-// 100,000 tensors.
-const maxPickleCost = 256 << 20
+// allocate (garbage included). The estimate runs about twice the real
+// figure (TestCostModel); a state dict is charged some 10 KiB per tensor
+// (GLIDE's: 2.6 MB for 261 tensors), so this admits about 50,000 tensors.
+const maxPickleCost = 512 << 20
 
 // maxBuilds bounds the BUILD opcodes of one pickle (a state dict has one,
 // setting its _metadata).
@@ -49,7 +50,9 @@ const maxLine = 1024
 
 // Approximate allocation charged per opcode, by kind (bytes).
 const (
-	costOp        = 64  // a stack slot, growth, small boxed values
+	costBase      = 64 << 10 // the unpickler itself: memo map, stacks
+	costOp        = 128      // a stack slot with its growth, a small boxed value, argument buffers
+	costLong      = 256      // a big.Int from LONG1/LONG4
 	costMark      = 320 // gopickle starts a fresh 16-slot stack per MARK
 	costContainer = 192 // an empty dict, list, set or tuple header
 	costMemo      = 96  // one memo map entry
@@ -140,6 +143,12 @@ type scanner struct {
 // scanPickle validates the pickle at the start of r, which holds at most
 // limit bytes, and returns its length (up to and including STOP).
 func scanPickle(r io.Reader, limit int64) (int64, error) {
+	n, _, err := scanPickleCost(r, limit)
+	return n, err
+}
+
+// scanPickleCost is scanPickle that also returns the estimated allocation.
+func scanPickleCost(r io.Reader, limit int64) (int64, int64, error) {
 	br, ok := r.(interface {
 		io.Reader
 		io.ByteReader
@@ -147,11 +156,11 @@ func scanPickle(r io.Reader, limit int64) (int64, error) {
 	if !ok {
 		br = bufio.NewReader(r)
 	}
-	s := &scanner{r: br, rd: br, remain: limit, memoSet: map[int64]bool{}, memoStrs: map[int64]string{}}
+	s := &scanner{r: br, rd: br, remain: limit, cost: costBase, memoSet: map[int64]bool{}, memoStrs: map[int64]string{}}
 	if err := s.run(); err != nil {
-		return 0, fmt.Errorf("%w: pickle: %w", ErrFormat, err)
+		return 0, 0, fmt.Errorf("%w: pickle: %w", ErrFormat, err)
 	}
-	return s.pos, nil
+	return s.pos, s.cost, nil
 }
 
 // errPickleEnd reports a pickle that ends inside an opcode or before STOP.
@@ -340,7 +349,7 @@ func (s *scanner) arg(op byte, info opInfo) (string, bool, error) {
 		if err != nil {
 			return "", false, err
 		}
-		if err := s.charge(2 * int64(len(l))); err != nil {
+		if err := s.charge(3*int64(len(l)) + 32); err != nil {
 			return "", false, err
 		}
 		if op == 'S' { // quoted
@@ -402,13 +411,15 @@ func (s *scanner) counted(op byte, kind int, n int64) (string, bool, error) {
 		if n == 0 || n > maxIntArg {
 			return "", false, fmt.Errorf("integer of %d bytes is not supported (1 to %d)", n, maxIntArg)
 		}
-		_, err := s.take(n, false)
-		return "", false, err
+		if _, err := s.take(n, false); err != nil {
+			return "", false, err
+		}
+		return "", false, s.charge(costLong)
 	}
 	if n > s.remain {
 		return "", false, fmt.Errorf("argument of %d bytes runs past the %d bytes left (truncated or corrupt)", n, s.remain)
 	}
-	if err := s.charge(2 * n); err != nil {
+	if err := s.charge(2*n + 32); err != nil {
 		return "", false, err
 	}
 	isString := op == 'X' || op == 0x8c || op == 0x8d || op == 'T' || op == 'U'
