@@ -11,13 +11,53 @@ import (
 	"gorgonia.org/tensor"
 )
 
+// Op is implemented by custom Gorgonia ops that run on backend B: Exec
+// queues the op's work, writing the node's value into out from its
+// operands' values in (in operand order), through c.Ops. It must not read
+// values back to the host. An error means the op cannot run with these
+// shapes (a bug, reported by Run).
+type Op[B any] interface {
+	Exec(c *Ctx[B], out B, in []B) error
+}
+
+// Ctx is what an op's Exec gets besides its buffers: the backend and
+// scratch and saved buffers.
+type Ctx[B any] struct {
+	// Ops is the backend.
+	Ops  kernels.Ops[B]
+	p    *Program[B]
+	node int64
+	tmp  []sized[B]
+}
+
+// sized is a scratch buffer and its length.
+type sized[B any] struct {
+	b B
+	n int
+}
+
+// Temp returns a scratch buffer of n values, valid until Exec returns.
+func (c *Ctx[B]) Temp(n int) B {
+	b := c.p.temp(n)
+	c.tmp = append(c.tmp, sized[B]{b, n})
+	return b
+}
+
+// Saved returns a buffer of n values owned by the node being run that
+// lives across Run calls (GroupNorm's statistics, a loss's gradient);
+// key names it.
+func (c *Ctx[B]) Saved(key string, n int) B { return c.p.saved(c.node, key, n) }
+
+// SavedOf returns the buffer node n saved under key, for a backward op
+// reading its forward op's state.
+func (c *Ctx[B]) SavedOf(n *gorgonia.Node, key string) (B, bool) { return c.p.Saved(n, key) }
+
 // Options configure Compile.
 type Options struct {
-	// HostFallback runs nodes the executor cannot lower (Gorgonia ops other
-	// than + - ⊙ neg Reshape and constants, and custom ops not implementing
-	// Op) on the host through the op's Do: their inputs are downloaded and
-	// the result uploaded, a round trip per node. Off (the default), such
-	// nodes make Compile fail with a list of every unsupported op.
+	// HostFallback runs nodes that do not implement Op[B] (Gorgonia's own
+	// ops) on the host through the op's Do: their inputs are downloaded
+	// and the result uploaded, a round trip per node. Off (the default),
+	// such nodes make Compile fail with a list of every unsupported op.
 	HostFallback bool
 }
 
@@ -26,33 +66,17 @@ type Stats struct {
 	Steps     int // nodes executed per Run
 	Host      int // of which run on the host (HostFallback)
 	Buffers   int // buffers allocated for node values (inputs and constants included)
-	Values    int // node values those buffers hold (Steps + inputs + constants, minus views)
+	Values    int // node values those buffers hold
 	Floats    int // float32 values allocated for node values
 	NoReuseFl int // floats a plan without liveness reuse would allocate
 }
 
-type stepKind uint8
-
-const (
-	kCustom stepKind = iota
-	kAdd
-	kSub
-	kMul
-	kNeg
-	kScale // y = c * x, c a scalar constant operand
-	kHost
-)
-
-type step struct {
-	node  *gorgonia.Node
-	kind  stepKind
-	op    Op
-	out   Buf
-	in    []Buf
-	n     int
-	c     float32
-	kids  []*gorgonia.Node // children (host fallback shapes)
-	frees []int            // storage slots free after this step (planning)
+type step[B any] struct {
+	node *gorgonia.Node
+	op   Op[B] // nil: host fallback
+	out  int   // slot
+	in   []int // slots
+	n    int
 }
 
 type savedKey struct {
@@ -61,28 +85,27 @@ type savedKey struct {
 }
 
 // Program is a Gorgonia graph compiled for one backend: the nodes needed
-// for the requested outputs, in dependency order, each mapped to Ops calls
-// on buffers planned by liveness (a value's buffer is reused by later
+// for the requested outputs, in dependency order, each an Op[B] writing
+// into buffers planned by liveness (a value's buffer is reused by later
 // values of the same size once its last reader has run). Inputs (the
-// graph's leaves) and outputs get buffers of their own that persist across
-// Run calls. A Program is not safe for concurrent use.
+// graph's leaves), constants and outputs get buffers of their own that
+// persist across Run calls. A Program is not safe for concurrent use.
 type Program[B any] struct {
 	ops     kernels.Ops[B]
-	h       handles[B]
-	steps   []step
-	nodeBuf map[int64]Buf
+	bufs    []B    // by slot
+	owned   []bool // by slot: the Program allocated it
+	steps   []step[B]
+	slotOf  map[int64]int
 	inputs  []*gorgonia.Node
-	outputs []*gorgonia.Node
-	owned   map[Buf]bool // handles whose buffers the Program frees
-	savedB  map[savedKey]Buf
-	tempMap map[int][]Buf // free scratch buffers by size
-	tempSz  map[Buf]int
+	savedB  map[savedKey]B
+	temps   map[int][]B
+	allBufs []B // every buffer the Program allocated (freed by Close)
 	stats   Stats
 }
 
 // Compile plans outputs (and every node they depend on) of one graph for
-// ops. Gradient nodes from gorgonia.Grad are ordinary nodes: pass them as
-// outputs. Graphs must be float32.
+// ops. Gradient nodes from Grad are ordinary nodes: pass them as outputs.
+// Graphs must be float32.
 func Compile[B any](ops kernels.Ops[B], outputs []*gorgonia.Node, opts Options) (*Program[B], error) {
 	if len(outputs) == 0 {
 		return nil, fmt.Errorf("gexec: Compile: no outputs")
@@ -91,139 +114,111 @@ func Compile[B any](ops kernels.Ops[B], outputs []*gorgonia.Node, opts Options) 
 	if err != nil {
 		return nil, err
 	}
-	p := &Program[B]{ops: ops, nodeBuf: map[int64]Buf{}, owned: map[Buf]bool{}, savedB: map[savedKey]Buf{},
-		tempMap: map[int][]Buf{}, tempSz: map[Buf]int{}, outputs: outputs}
-	p.h.ops = ops
-	p.h.bufs = make([]B, 1)
-	p.h.lens = make([]int, 1)
-
-	isOut := map[int64]bool{}
-	for _, o := range outputs {
-		isOut[o.ID()] = true
-	}
-	// Storage slots: views (Reshape) share their child's slot.
+	p := &Program[B]{ops: ops, slotOf: map[int64]int{}, savedB: map[savedKey]B{}, temps: map[int][]B{}}
 	type slot struct {
 		size       int
 		persistent bool
 		last       int // index of the last step reading it
-		buf        Buf
 		hostInit   []float32
 	}
 	var slots []*slot
-	slotOf := map[int64]int{}
 	var unsupported []string
-	type pending struct {
-		st   step
-		node *gorgonia.Node
-		kids []*gorgonia.Node
-	}
-	var plan []pending
 	for _, n := range order {
 		if n.Dtype() != tensor.Float32 {
 			return nil, fmt.Errorf("gexec: node %s has dtype %v: only float32 graphs run here", n.Name(), n.Dtype())
 		}
 		size := max(1, n.Shape().TotalSize())
 		op := n.Op()
-		if op == nil { // leaf: an input
+		kids := children(n)
+		switch c, isConst := op.(interface{ Value() gorgonia.Value }); {
+		case op == nil: // a leaf: an input
 			slots = append(slots, &slot{size: size, persistent: true, last: -1})
-			slotOf[n.ID()] = len(slots) - 1
 			p.inputs = append(p.inputs, n)
-			continue
-		}
-		if c, ok := op.(interface{ Value() gorgonia.Value }); ok && op.Arity() <= 1 && len(children(n)) == 0 {
+		case isConst && len(kids) == 0:
 			v, err := hostData(c.Value())
 			if err != nil {
 				return nil, fmt.Errorf("gexec: constant %s: %w", n.Name(), err)
 			}
 			slots = append(slots, &slot{size: size, persistent: true, last: -1, hostInit: v})
-			slotOf[n.ID()] = len(slots) - 1
+		default:
+			st := step[B]{node: n, n: size}
+			if o, ok := op.(Op[B]); ok {
+				st.op = o
+			} else if !opts.HostFallback {
+				unsupported = append(unsupported, fmt.Sprintf("%s (%T %q)", n.Name(), op, op.String()))
+				continue
+			}
+			slots = append(slots, &slot{size: size, last: -1})
+			p.slotOf[n.ID()] = len(slots) - 1
+			st.out = len(slots) - 1
+			for _, k := range kids {
+				st.in = append(st.in, p.slotOf[k.ID()])
+			}
+			p.steps = append(p.steps, st)
 			continue
 		}
-		kids := children(n)
-		if strings.HasPrefix(fmt.Sprintf("%T", op), "gorgonia.reshapeOp") && len(kids) == 1 {
-			slotOf[n.ID()] = slotOf[kids[0].ID()]
-			continue
-		}
-		st := step{node: n, n: size, kids: kids}
-		if err := classify(&st, n, op, kids, opts.HostFallback); err != nil {
-			unsupported = append(unsupported, err.Error())
-			continue
-		}
-		plan = append(plan, pending{st: st, node: n, kids: kids})
-		slots = append(slots, &slot{size: size, last: -1})
-		slotOf[n.ID()] = len(slots) - 1
+		p.slotOf[n.ID()] = len(slots) - 1
 	}
 	if len(unsupported) > 0 {
 		sort.Strings(unsupported)
-		return nil, fmt.Errorf("gexec: %d node(s) have no lowering (implement gexec.Op, or set Options.HostFallback): %s",
+		return nil, fmt.Errorf("gexec: %d node(s) do not implement gexec.Op (or set Options.HostFallback): %s",
 			len(unsupported), strings.Join(unsupported, "; "))
 	}
-	for i, pd := range plan {
-		for _, k := range pd.kids {
-			slots[slotOf[k.ID()]].last = i
+	for i, st := range p.steps {
+		for _, s := range st.in {
+			slots[s].last = i
 		}
 	}
-	for id := range isOut {
-		slots[slotOf[id]].persistent = true
+	for _, o := range outputs {
+		slots[p.slotOf[o.ID()]].persistent = true
 	}
-	// Liveness: walk the steps, giving each output slot a physical buffer
-	// from the free pool of its size, and returning slots after their last
-	// reader. A step's output never shares with its own inputs because
-	// inputs are released only after the step's output is placed.
-	free := map[int][]Buf{}
-	phys := func(size int) Buf {
+	// Liveness: give each step's output slot a buffer from the free pool of
+	// its size, and return slots after their last reader. A step's output
+	// never shares with its own inputs because inputs are released only
+	// after the step's output is placed.
+	p.bufs = make([]B, len(slots))
+	p.owned = make([]bool, len(slots))
+	free := map[int][]B{}
+	phys := func(size int) B {
 		if l := free[size]; len(l) > 0 {
 			b := l[len(l)-1]
 			free[size] = l[:len(l)-1]
 			return b
 		}
-		b := p.h.add(ops.Alloc(size), size)
-		p.owned[b] = true
+		b := ops.Alloc(size)
+		p.allBufs = append(p.allBufs, b)
 		p.stats.Buffers++
 		p.stats.Floats += size
 		return b
 	}
-	for _, s := range slots {
-		if s.persistent && s.buf == 0 {
-			s.buf = phys(s.size)
+	placed := make([]bool, len(slots))
+	for i, s := range slots {
+		if s.persistent && !placed[i] {
+			p.bufs[i], p.owned[i], placed[i] = phys(s.size), true, true
 			if s.hostInit != nil {
-				ops.Upload(p.h.b(s.buf), s.hostInit)
+				ops.Upload(p.bufs[i], s.hostInit)
 			}
 		}
 	}
-	released := map[int]bool{}
-	for i := range plan {
-		st := plan[i].st
-		si := slotOf[st.node.ID()]
-		s := slots[si]
-		if s.buf == 0 {
-			s.buf = phys(s.size)
+	released := make([]bool, len(slots))
+	for i, st := range p.steps {
+		if !placed[st.out] {
+			p.bufs[st.out], p.owned[st.out], placed[st.out] = phys(slots[st.out].size), true, true
 		}
-		st.out = s.buf
-		st.in = make([]Buf, len(st.kids))
-		for j, k := range st.kids {
-			st.in[j] = slots[slotOf[k.ID()]].buf
-		}
-		for _, k := range st.kids {
-			ki := slotOf[k.ID()]
-			ks := slots[ki]
-			if !ks.persistent && ks.last == i && !released[ki] {
-				released[ki] = true
-				free[ks.size] = append(free[ks.size], ks.buf)
+		for _, k := range st.in {
+			if s := slots[k]; !s.persistent && s.last == i && !released[k] {
+				released[k] = true
+				free[s.size] = append(free[s.size], p.bufs[k])
 			}
 		}
 		// A value no one reads (an unused intermediate) is released at once.
-		if !s.persistent && s.last < 0 && !released[si] {
-			released[si] = true
-			free[s.size] = append(free[s.size], s.buf)
+		if s := slots[st.out]; !s.persistent && s.last < 0 && !released[st.out] {
+			released[st.out] = true
+			free[s.size] = append(free[s.size], p.bufs[st.out])
 		}
-		p.steps = append(p.steps, st)
-		if st.kind == kHost {
+		if st.op == nil {
 			p.stats.Host++
 		}
-	}
-	for id, si := range slotOf {
-		p.nodeBuf[id] = slots[si].buf
 	}
 	p.stats.Steps = len(p.steps)
 	p.stats.Values = len(slots)
@@ -275,69 +270,13 @@ func topo(outputs []*gorgonia.Node) ([]*gorgonia.Node, error) {
 	}
 	for _, o := range outputs {
 		if o == nil {
-			return nil, fmt.Errorf("gexec: Compile: nil output node")
+			return nil, fmt.Errorf("gexec: nil output node")
 		}
 		if err := visit(o); err != nil {
 			return nil, err
 		}
 	}
 	return order, nil
-}
-
-// classify picks the step kind for n.
-func classify(st *step, n *gorgonia.Node, op gorgonia.Op, kids []*gorgonia.Node, host bool) error {
-	if o, ok := op.(Op); ok {
-		st.kind, st.op = kCustom, o
-		return nil
-	}
-	typ := fmt.Sprintf("%T", op)
-	sym := ""
-	if f := strings.Fields(op.String()); len(f) > 0 {
-		sym = f[0]
-	}
-	size := st.n
-	sameSize := func() bool {
-		for _, k := range kids {
-			if max(1, k.Shape().TotalSize()) != size {
-				return false
-			}
-		}
-		return true
-	}
-	switch {
-	case typ == "gorgonia.elemBinOp" && len(kids) == 2 && sameSize() && !n.IsScalar():
-		switch sym {
-		case "+":
-			st.kind = kAdd
-			return nil
-		case "-":
-			st.kind = kSub
-			return nil
-		case "⊙":
-			st.kind = kMul
-			return nil
-		}
-	case typ == "gorgonia.elemBinOp" && len(kids) == 2 && sym == "⊙":
-		// tensor ⊙ scalar constant (or the reverse): y = c * x.
-		for j, k := range kids {
-			other := kids[1-j]
-			if c, ok := k.Op().(interface{ Value() gorgonia.Value }); ok && k.IsScalar() && max(1, other.Shape().TotalSize()) == size {
-				if v, err := hostData(c.Value()); err == nil && len(v) == 1 {
-					st.kind, st.c = kScale, v[0]
-					st.kids = []*gorgonia.Node{other}
-					return nil
-				}
-			}
-		}
-	case typ == "gorgonia.elemUnaryOp" && sym == "neg" && len(kids) == 1 && sameSize():
-		st.kind = kNeg
-		return nil
-	}
-	if host {
-		st.kind = kHost
-		return nil
-	}
-	return fmt.Errorf("%s (%s %q)", n.Name(), typ, op.String())
 }
 
 // hostData flattens a float32 Gorgonia value.
@@ -373,14 +312,14 @@ func (p *Program[B]) Stats() Stats { return p.stats }
 
 // Buffer returns the backend buffer holding node n's value (for inputs,
 // the buffer to fill). Intermediate values are only valid until a later
-// node reuses their buffer; outputs and inputs persist.
+// node reuses their buffer; outputs, inputs and constants persist.
 func (p *Program[B]) Buffer(n *gorgonia.Node) (B, error) {
-	b, ok := p.nodeBuf[n.ID()]
+	s, ok := p.slotOf[n.ID()]
 	if !ok {
 		var zero B
 		return zero, fmt.Errorf("gexec: node %s is not part of this program", n.Name())
 	}
-	return p.h.b(b), nil
+	return p.bufs[s], nil
 }
 
 // SetInput uploads host values into input n.
@@ -396,19 +335,28 @@ func (p *Program[B]) SetInput(n *gorgonia.Node, v []float32) error {
 	return nil
 }
 
-// Bind makes input n read from buf, a buffer the caller owns (for example
-// parameters shared by a sampling and a training Program); the Program's
-// own buffer for n is freed.
+// Bind makes node n, an input or an output of this program, use buf, a
+// buffer of n's size that the caller owns: parameters shared by several
+// programs, or gradients written straight into one flat buffer. The
+// Program's own buffer for n is no longer used (it is freed by Close).
 func (p *Program[B]) Bind(n *gorgonia.Node, buf B) error {
-	h, ok := p.nodeBuf[n.ID()]
-	if !ok || n.Op() != nil {
-		return fmt.Errorf("gexec: Bind(%s): not an input of this program", n.Name())
+	s, ok := p.slotOf[n.ID()]
+	if !ok {
+		return fmt.Errorf("gexec: Bind(%s): not a node of this program", n.Name())
 	}
-	if p.owned[h] {
-		p.ops.Free(p.h.bufs[h])
-		delete(p.owned, h)
+	if !p.owned[s] {
+		return fmt.Errorf("gexec: Bind(%s): already bound", n.Name())
 	}
-	p.h.bufs[h] = buf
+	isOutput := false
+	for _, st := range p.steps {
+		if st.out == s {
+			isOutput = true
+		}
+	}
+	if n.Op() != nil && !isOutput {
+		return fmt.Errorf("gexec: Bind(%s): only inputs and outputs can be bound", n.Name())
+	}
+	p.bufs[s], p.owned[s] = buf, false
 	return nil
 }
 
@@ -425,10 +373,30 @@ func (p *Program[B]) Read(n *gorgonia.Node, dst []float32) error {
 	return p.ops.Sync()
 }
 
+// Saved returns the buffer node n's op saved under key in the last Run
+// (see Ctx.Saved).
+func (p *Program[B]) Saved(n *gorgonia.Node, key string) (B, bool) {
+	b, ok := p.savedB[savedKey{n.ID(), key}]
+	return b, ok
+}
+
 // Run queues every step on the backend and waits for them; ctx is checked
 // between steps. With no host-fallback nodes nothing is copied to or from
 // the host.
 func (p *Program[B]) Run(ctx context.Context) error {
+	if err := p.Queue(ctx); err != nil {
+		return err
+	}
+	if err := p.ops.Sync(); err != nil {
+		return fmt.Errorf("gexec: run: %w", err)
+	}
+	return nil
+}
+
+// Queue is Run without the final wait: the work is queued on the backend
+// (done, on the CPU) and errors surface at the backend's next Sync. It
+// lets a caller queue more work (an optimiser step) before waiting once.
+func (p *Program[B]) Queue(ctx context.Context) error {
 	for i := range p.steps {
 		if i%32 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -439,47 +407,32 @@ func (p *Program[B]) Run(ctx context.Context) error {
 			return fmt.Errorf("gexec: node %s: %w", p.steps[i].node.Name(), err)
 		}
 	}
-	if err := p.ops.Sync(); err != nil {
-		return fmt.Errorf("gexec: run: %w", err)
-	}
 	return nil
 }
 
-func (p *Program[B]) exec(st *step) error {
-	h := &p.h
-	switch st.kind {
-	case kAdd:
-		p.ops.Add(h.b(st.out), h.b(st.in[0]), h.b(st.in[1]), st.n)
-	case kSub:
-		p.ops.Copy(h.b(st.out), h.b(st.in[0]), st.n)
-		p.ops.Axpby(h.b(st.out), -1, h.b(st.in[1]), 1, st.n)
-	case kMul:
-		p.ops.Mul(h.b(st.out), h.b(st.in[0]), h.b(st.in[1]), st.n)
-	case kNeg:
-		p.ops.Axpby(h.b(st.out), -1, h.b(st.in[0]), 0, st.n)
-	case kScale:
-		p.ops.Axpby(h.b(st.out), st.c, h.b(st.in[0]), 0, st.n)
-	case kHost:
+func (p *Program[B]) exec(st *step[B]) error {
+	if st.op == nil {
 		return p.host(st)
-	case kCustom:
-		k := &kernelsFor[B]{p: p, node: st.node.ID()}
-		err := st.op.Exec(k, st.out, st.in)
-		for _, t := range k.temps {
-			p.releaseTemp(t)
-		}
-		p.h.tmp, p.h.tlen = p.h.tmp[:0], p.h.tlen[:0]
-		return err
 	}
-	return nil
+	in := make([]B, len(st.in))
+	for j, s := range st.in {
+		in[j] = p.bufs[s]
+	}
+	c := &Ctx[B]{Ops: p.ops, p: p, node: st.node.ID()}
+	err := st.op.Exec(c, p.bufs[st.out], in)
+	for _, t := range c.tmp {
+		p.temps[t.n] = append(p.temps[t.n], t.b)
+	}
+	return err
 }
 
 // host runs a node through its Gorgonia Do on downloaded inputs.
-func (p *Program[B]) host(st *step) error {
-	vals := make([]gorgonia.Value, len(st.kids))
-	for j, k := range st.kids {
-		n := max(1, k.Shape().TotalSize())
-		buf := make([]float32, n)
-		p.ops.Download(buf, p.h.b(st.in[j]))
+func (p *Program[B]) host(st *step[B]) error {
+	kids := children(st.node)
+	vals := make([]gorgonia.Value, len(kids))
+	for j, k := range kids {
+		buf := make([]float32, max(1, k.Shape().TotalSize()))
+		p.ops.Download(buf, p.bufs[st.in[j]])
 		if k.IsScalar() {
 			vals[j] = gorgonia.NewF32(buf[0])
 		} else {
@@ -500,47 +453,38 @@ func (p *Program[B]) host(st *step) error {
 	if len(out) != st.n {
 		return fmt.Errorf("host %s: %d values, want %d", st.node.Op(), len(out), st.n)
 	}
-	p.ops.Upload(p.h.b(st.out), out)
+	p.ops.Upload(p.bufs[st.out], out)
 	return nil
 }
 
 // temp returns a pooled scratch buffer of n values.
-func (p *Program[B]) temp(n int) Buf {
-	if l := p.tempMap[n]; len(l) > 0 {
+func (p *Program[B]) temp(n int) B {
+	if l := p.temps[n]; len(l) > 0 {
 		b := l[len(l)-1]
-		p.tempMap[n] = l[:len(l)-1]
+		p.temps[n] = l[:len(l)-1]
 		return b
 	}
-	b := p.h.add(p.ops.Alloc(n), n)
-	p.owned[b] = true
-	p.tempSz[b] = n
+	b := p.ops.Alloc(n)
+	p.allBufs = append(p.allBufs, b)
 	return b
 }
 
-func (p *Program[B]) releaseTemp(b Buf) {
-	n := p.tempSz[b]
-	p.tempMap[n] = append(p.tempMap[n], b)
-}
-
-func (p *Program[B]) saved(node int64, key string, n int) Buf {
+func (p *Program[B]) saved(node int64, key string, n int) B {
 	k := savedKey{node: node, key: key}
 	if b, ok := p.savedB[k]; ok {
 		return b
 	}
-	b := p.h.add(p.ops.Alloc(n), n)
-	p.owned[b] = true
+	b := p.ops.Alloc(n)
+	p.allBufs = append(p.allBufs, b)
 	p.savedB[k] = b
 	return b
 }
 
-func (p *Program[B]) savedOf(node int64, key string) Buf {
-	return p.savedB[savedKey{node: node, key: key}]
-}
-
-// Close frees every buffer the Program allocated (not those given to Bind).
+// Close frees every buffer the Program allocated (not those given to
+// Bind). The Program must not be used afterwards.
 func (p *Program[B]) Close() {
-	for b := range p.owned {
-		p.ops.Free(p.h.bufs[b])
+	for _, b := range p.allBufs {
+		p.ops.Free(b)
 	}
-	p.owned = map[Buf]bool{}
+	p.allBufs = nil
 }

@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/server"
 )
 
@@ -184,7 +185,11 @@ func run(o options) error {
 // directBatch times o.directReps calls of Generate with o.maxBatch items.
 func directBatch(o options, gen server.Generator) (float64, server.ModelInfo, error) {
 	info := gen.Info()
-	set := server.Settings{Steps: o.steps, Sampler: o.sampler, Guidance: info.DefaultGuidance}
+	sm, err := diffusion.ParseSampler(o.sampler)
+	if err != nil {
+		return 0, info, err
+	}
+	set := server.Settings{Steps: o.steps, Sampler: sm, Guidance: info.DefaultGuidance}
 	items := make([]server.Item, o.maxBatch)
 	for i := range items {
 		items[i] = server.Item{Seed: int64(i), Class: -1}

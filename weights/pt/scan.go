@@ -53,10 +53,10 @@ const (
 	costBase      = 64 << 10 // the unpickler itself: memo map, stacks
 	costOp        = 128      // a stack slot with its growth, a small boxed value, argument buffers
 	costLong      = 256      // a big.Int from LONG1/LONG4
-	costMark      = 320 // gopickle starts a fresh 16-slot stack per MARK
-	costContainer = 192 // an empty dict, list, set or tuple header
-	costMemo      = 96  // one memo map entry
-	costCall      = 512 // REDUCE: an OrderedDict or a tensor reference
+	costMark      = 320      // gopickle starts a fresh 16-slot stack per MARK
+	costContainer = 192      // an empty dict, list, set or tuple header
+	costMemo      = 96       // one memo map entry
+	costCall      = 512      // REDUCE: an OrderedDict or a tensor reference
 )
 
 // opcode argument kinds.
