@@ -388,3 +388,50 @@ func TestGather(t *testing.T) {
 		}
 	}
 }
+
+// TestCrafted covers forms torch 1.13 does not write but other versions
+// may: the 7-argument _rebuild_tensor_v2 of torch 2.x (metadata), an
+// untyped storage, a plain dict whose key repeats (the last value wins, in
+// the first position, as in Python), and int keys in nested dicts.
+func TestCrafted(t *testing.T) {
+	p := (&pk{}).proto(2).op('}').mark()
+	// "a": _rebuild_tensor_v2(storage, 0, (2,), (1,), False, OrderedDict(), {})
+	p.str("a").global("torch._utils", "_rebuild_tensor_v2").mark()
+	p.storage("FloatStorage", "0", 6).int(0).ints(2).ints(1).op(0x89).odict().op('}').tuple().reduce()
+	// "u": a byte tensor on an untyped storage (3 bytes at offset 2).
+	p.str("u").global("torch._utils", "_rebuild_tensor_v2").mark()
+	p.storage("UntypedStorage", "1", 8).int(2).ints(3).ints(1).op(0x89).odict().tuple().reduce()
+	// "a" again: the view at offset 4 replaces the first.
+	p.str("a").global("torch._utils", "_rebuild_tensor_v2").mark()
+	p.storage("FloatStorage", "0", 6).int(4).ints(2).ints(1).op(0x89).odict().tuple().reduce()
+	// "opt": {0: {"m": tensor}}
+	p.str("opt").op('}').int(0).op('}').str("m").global("torch._utils", "_rebuild_tensor_v2").mark()
+	p.storage("FloatStorage", "0", 6).int(1).ints(1).ints(1).op(0x89).odict().tuple().reduce()
+	p.op('s', 's')
+	pkl := p.setitems().stop()
+	in := zipFile(t, pkl, map[string][]byte{"0": f32Bytes(1, 2, 3, 4, 5, 6), "1": {0, 1, 2, 3, 4, 5, 6, 7}})
+	f, err := Open(bytes.NewReader(in), int64(len(in)), IncludeIntegers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, ti := range f.Tensors {
+		names = append(names, ti.Name)
+	}
+	if !reflect.DeepEqual(names, []string{"a", "u", "opt.0.m"}) {
+		t.Fatalf("tensors %q", names)
+	}
+	m, err := f.ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m["a"].Data; !reflect.DeepEqual(got, []float32{5, 6}) {
+		t.Errorf("a = %v, want [5 6] (the repeated key's last value)", got)
+	}
+	if got := m["u"]; got.DType != "U8" || !reflect.DeepEqual(got.Data, []float32{2, 3, 4}) {
+		t.Errorf("u = %s %v, want U8 [2 3 4]", got.DType, got.Data)
+	}
+	if got := m["opt.0.m"].Data; !reflect.DeepEqual(got, []float32{2}) {
+		t.Errorf("opt.0.m = %v, want [2]", got)
+	}
+}
