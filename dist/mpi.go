@@ -31,6 +31,9 @@ const (
 	maxCount = 1 << 30
 )
 
+// DefaultChunk is the default Options.Chunk: 1Mi float32 values (4 MiB).
+const DefaultChunk = 1 << 20
+
 // mpiLib is an opened libmpi: entry points and predefined handles. It is
 // immutable once built.
 type mpiLib struct {
@@ -230,6 +233,7 @@ type MPI struct {
 	rank, size  int
 	threadLevel int
 	timeout     time.Duration
+	chunk       int // values per MPI_Allreduce call
 	log         io.Writer
 
 	mu     sync.Mutex // serialises collectives and Close
@@ -264,10 +268,14 @@ func InitMPI(opts Options) (*MPI, error) {
 	if err := lib.fail("MPI_Init_thread", rc); err != nil {
 		return nil, fmt.Errorf("dist: initialise %s (%s): %w", lib.path, lib.version, err)
 	}
-	m := &MPI{lib: lib, threadLevel: provided, timeout: opts.Timeout, log: opts.Log}
+	m := &MPI{lib: lib, threadLevel: provided, timeout: opts.Timeout, log: opts.Log, chunk: opts.Chunk}
 	if m.log == nil {
 		m.log = os.Stderr
 	}
+	if m.chunk <= 0 {
+		m.chunk = DefaultChunk
+	}
+	m.chunk = min(m.chunk, maxCount)
 	if provided < mpiThreadSerialized {
 		lib.call(lib.finalize)
 		return nil, fmt.Errorf("dist: %s provides MPI thread level %d; Go needs MPI_THREAD_SERIALIZED (2) or better, since goroutines move between OS threads", lib.path, provided)
@@ -334,8 +342,8 @@ func (m *MPI) expire(op string, n int) {
 
 // AllReduceSum sums buf over all ranks in place (MPI_Allreduce with
 // MPI_IN_PLACE, MPI_FLOAT, MPI_SUM): no copy, so sub-slices of one large
-// gradient buffer cost only the communication. Buffers longer than 2^30
-// values go in several calls.
+// gradient buffer cost only the communication. Buffers longer than
+// Options.Chunk values go in several calls (see Options.Chunk for why).
 func (m *MPI) AllReduceSum(buf []float32) error {
 	if len(buf) == 0 {
 		return nil
@@ -349,8 +357,8 @@ func (m *MPI) AllReduceSum(buf []float32) error {
 	pn.Pin(&buf[0])
 	defer pn.Unpin()
 	base := uintptr(unsafe.Pointer(&buf[0]))
-	for off := 0; off < len(buf); off += maxCount {
-		n := min(maxCount, len(buf)-off)
+	for off := 0; off < len(buf); off += m.chunk {
+		n := min(m.chunk, len(buf)-off)
 		rc := m.lib.call(m.lib.allreduce, mpiInPlace, base+uintptr(off)*4, uintptr(n),
 			m.lib.typeFloat, m.lib.opSum, m.lib.commWorld)
 		if err := m.lib.fail("MPI_Allreduce", rc); err != nil {

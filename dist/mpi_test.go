@@ -106,7 +106,9 @@ func TestMPICollectives(t *testing.T) {
 
 // workCollectives checks every collective against known values.
 func workCollectives(t *testing.T) {
-	c, l, err := FromEnv(Options{Timeout: 60 * time.Second})
+	// Chunk 300000: the 1e6-value all-reduce goes in 4 calls (3 x 300000
+	// and 100000), checking the offsets.
+	c, l, err := FromEnv(Options{Timeout: 60 * time.Second, Chunk: 300_000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +125,11 @@ func workCollectives(t *testing.T) {
 	}
 	if _, err := InitMPI(Options{}); err == nil || !strings.Contains(err.Error(), "already initialised") {
 		t.Errorf("second InitMPI = %v, want an already-initialised error", err)
+	}
+	// Open MPI must leave Go's signal handlers alone: a nil dereference
+	// is still a recoverable panic, not a crash in an MPI handler.
+	if r := nilDeref(); r == nil || !strings.Contains(fmt.Sprint(r), "nil pointer dereference") {
+		t.Errorf("nil dereference after MPI_Init recovered %v, want Go's runtime error", r)
 	}
 
 	// Sums of known vectors: rank r holds (r+1) * (i%1000 - 500), all exact
@@ -257,6 +264,14 @@ func workCollectives(t *testing.T) {
 	}
 }
 
+// nilDeref dereferences a nil pointer and returns what recover saw.
+func nilDeref() (r any) {
+	defer func() { r = recover() }()
+	var p *int
+	*p = 1
+	return nil
+}
+
 func TestMPICheckSameMismatch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts mpirun")
@@ -301,15 +316,28 @@ func workMismatch(t *testing.T) {
 // killLimit bounds how long the surviving ranks may outlive a killed one.
 const killLimit = 20 * time.Second
 
+// killMark precedes the time (Unix ns) at which the killed rank kills itself.
+const killMark = "dist-test: rank 1 sends itself SIGKILL at "
+
 func TestMPIKilledRankEndsTheJob(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts mpirun")
 	}
 	r := runMPI(t, 3, "killed", 2*killLimit)
-	t.Logf("mpirun exited with %d after %v", r.code, r.elapsed.Round(time.Millisecond))
-	if r.code == 0 || r.code == -1 || r.elapsed > killLimit {
+	end := time.Now()
+	_, after, ok := strings.Cut(r.out, killMark)
+	if !ok {
+		t.Fatalf("rank 1 did not kill itself; mpirun exited with %d:\n%s", r.code, r.out)
+	}
+	ns, err := strconv.ParseInt(strings.Fields(after)[0], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := end.Sub(time.Unix(0, ns))
+	t.Logf("mpirun exited with %d, %v after rank 1 was killed", r.code, since.Round(time.Millisecond))
+	if r.code == 0 || r.code == -1 || since > killLimit {
 		t.Fatalf("after rank 1 was killed, mpirun exited with %d after %v; want non-zero within %v:\n%s",
-			r.code, r.elapsed, killLimit, r.out)
+			r.code, since, killLimit, r.out)
 	}
 	if !strings.Contains(r.out, "rank 1 with PID") || !strings.Contains(r.out, "signal 9 (Killed)") {
 		t.Errorf("mpirun's output does not say that rank 1 was killed:\n%s", r.out)
@@ -328,7 +356,10 @@ func workKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Rank() == 1 {
-		time.AfterFunc(500*time.Millisecond, func() { syscall.Kill(os.Getpid(), syscall.SIGKILL) })
+		time.AfterFunc(500*time.Millisecond, func() {
+			fmt.Printf("%s%d\n", killMark, time.Now().UnixNano())
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		})
 	}
 	buf := make([]float32, 1_000_000)
 	deadline := time.Now().Add(killLimit + 5*time.Second)
