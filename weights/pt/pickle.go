@@ -27,6 +27,7 @@ type GlobalError struct {
 	Reason string
 }
 
+// Error says which global was refused and why.
 func (e *GlobalError) Error() string {
 	if e.Reason != "" {
 		return fmt.Sprintf("pickle global %s.%s: %s", e.Module, e.Name, e.Reason)
