@@ -39,7 +39,9 @@
 // torch.*Storage types (typed, and torch.UntypedStorage); any other global
 // is refused with a *GlobalError naming it. Only then does
 // github.com/nlpodyssey/gopickle unpickle it, with a class resolver that
-// maps those globals to inert Go values. Storage sizes must match their
+// maps those globals to inert Go values; a runtime panic inside gopickle
+// (it indexes its stack unchecked in a few opcodes, such as a DICT with an
+// odd item count) becomes an error. Storage sizes must match their
 // zip entries, views must lie inside their storages, shapes must not
 // overflow, and no tensor may hold more elements than its storage.
 //
