@@ -185,12 +185,13 @@ type Options struct {
 	Timeout time.Duration
 	// Chunk is the most float32 values AllReduceSum passes to one
 	// MPI_Allreduce; longer buffers go in pieces (0 means DefaultChunk).
-	// Measured with Open MPI 4.1.4, 2 ranks on the 2-core VM, summing the
-	// CIFAR-10 UNet's 35.7M gradients: in one call 4-5 s, with 17k page
-	// faults per call (Open MPI's scratch buffer is as large as the
-	// message, and glibc maps blocks of 32 MiB or more fresh from the
-	// kernel on every call); in 16 MiB pieces 0.5-0.9 s with no faults; in
-	// 1-8 MiB pieces 40-60 ms. See BenchmarkMPIAllReduceSum.
+	// Measured with Open MPI 4.1.4, 2 ranks on the shared 2-core VM,
+	// summing the CIFAR-10 UNet's 35.7M gradients: in one call 4.8-5 s,
+	// with 17.5k page faults per call (Open MPI's scratch buffer grows with
+	// the message, and glibc maps blocks of 32 MiB or more fresh from the
+	// kernel on every call and unmaps them on free); in 16 MiB pieces
+	// 0.1-0.9 s and in 1-4 MiB pieces 50-70 ms, without faults. See
+	// BenchmarkMPIAllReduceSum.
 	Chunk int
 	// Library is the libmpi to open (a path or a name for dlopen); empty
 	// means $DDPM_LIBMPI, then libmpi.so.40 in the usual places.

@@ -47,8 +47,8 @@
 // AllReduceSum works in place on the caller's slice (no copy), so the
 // trainer can sum gradient buckets as sub-slices of one buffer; it passes
 // at most Options.Chunk values (default 1Mi) to each MPI_Allreduce, which
-// was 10x to 100x faster here than one call for 35.7M values (see
-// Options.Chunk).
+// took 52-72 ms for 35.7M values on 2 ranks here against 4.8 s in one
+// call (see Options.Chunk).
 //
 // # Failures
 //

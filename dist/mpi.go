@@ -40,10 +40,10 @@ type mpiLib struct {
 	path    string
 	version string // MPI_Get_library_version, first line
 
-	initThread, initialized, finalized, queryThread uintptr
-	commRank, commSize, commSetErrhandler           uintptr
-	allreduce, bcast, barrier, abort, finalize      uintptr
-	errorString, getLibraryVersion                  uintptr
+	initThread, initialized, finalized         uintptr
+	commRank, commSize, commSetErrhandler      uintptr
+	allreduce, bcast, barrier, abort, finalize uintptr
+	errorString, getLibraryVersion             uintptr
 
 	// Predefined handles: addresses of Open MPI's globals.
 	commWorld, typeFloat, typeByte, opSum, errorsReturn uintptr
@@ -137,7 +137,6 @@ func openMPILib(path string, getenv func(string) string) (*mpiLib, error) {
 		{&m.initThread, "MPI_Init_thread"},
 		{&m.initialized, "MPI_Initialized"},
 		{&m.finalized, "MPI_Finalized"},
-		{&m.queryThread, "MPI_Query_thread"},
 		{&m.commRank, "MPI_Comm_rank"},
 		{&m.commSize, "MPI_Comm_size"},
 		{&m.commSetErrhandler, "MPI_Comm_set_errhandler"},
@@ -177,8 +176,11 @@ func (m *mpiLib) libraryVersion() string {
 	if i := bytes.IndexByte(s, 0); i >= 0 {
 		s = s[:i]
 	}
+	// "Open MPI v4.1.4, package: Debian OpenMPI, ident: ...": keep the
+	// name and version.
 	v, _, _ := strings.Cut(string(s), "\n")
-	return strings.TrimRight(strings.TrimSpace(v), ",")
+	v, _, _ = strings.Cut(v, ",")
+	return strings.TrimSpace(v)
 }
 
 // pinned returns a new zero T on the heap, pinned by pn, for a C
@@ -281,15 +283,15 @@ func InitMPI(opts Options) (*MPI, error) {
 		return nil, fmt.Errorf("dist: %s provides MPI thread level %d; Go needs MPI_THREAD_SERIALIZED (2) or better, since goroutines move between OS threads", lib.path, provided)
 	}
 	if err := lib.fail("MPI_Comm_set_errhandler", lib.call(lib.commSetErrhandler, lib.commWorld, lib.errorsReturn)); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dist: initialise %s: %w", lib.path, err)
 	}
 	rc, m.rank = lib.intOut(lib.commRank, lib.commWorld)
 	if err := lib.fail("MPI_Comm_rank", rc); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dist: initialise %s: %w", lib.path, err)
 	}
 	rc, m.size = lib.intOut(lib.commSize, lib.commWorld)
 	if err := lib.fail("MPI_Comm_size", rc); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dist: initialise %s: %w", lib.path, err)
 	}
 	return m, nil
 }

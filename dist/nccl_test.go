@@ -33,6 +33,17 @@ func TestOpenNCCLAbsent(t *testing.T) {
 	if !errors.Is(err, ErrNoNCCL) || !strings.Contains(err.Error(), missing) {
 		t.Fatalf("OpenNCCL(%s) = %v, want ErrNoNCCL naming the path", missing, err)
 	}
+	// The search: $DDPM_LIBNCCL alone when set, else the usual places.
+	t.Setenv("DDPM_LIBNCCL", missing)
+	if _, err := OpenNCCL(""); !errors.Is(err, ErrNoNCCL) || !strings.Contains(err.Error(), "tried "+missing+" (absent) (") {
+		t.Errorf("OpenNCCL with DDPM_LIBNCCL=%s: %v, want ErrNoNCCL naming only that path", missing, err)
+	}
+	t.Setenv("DDPM_LIBNCCL", "")
+	if n, err := OpenNCCL(""); err == nil {
+		t.Logf("this machine has NCCL: %v", n)
+	} else if !errors.Is(err, ErrNoNCCL) || !strings.Contains(err.Error(), "/usr/local/cuda/lib64/libnccl.so.2") {
+		t.Errorf("OpenNCCL(\"\") without NCCL = %v, want ErrNoNCCL naming the paths tried", err)
+	}
 	_, err = OpenNCCL("libm.so.6")
 	if !errors.Is(err, ErrNoNCCL) || !strings.Contains(err.Error(), "lacks ncclGetUniqueId") {
 		t.Fatalf("OpenNCCL(libm) = %v, want ErrNoNCCL naming the missing symbol", err)
