@@ -241,7 +241,9 @@ func ExchangeID(c Comm, gen func() (NCCLID, error)) (NCCLID, error) {
 }
 
 // NCCLComm is an NCCL communicator over the same ranks as the Comm it was
-// made from, one CUDA device per rank.
+// made from, one CUDA device per rank. Use it from one goroutine at a
+// time: NCCL operations on a communicator must be queued in the same order
+// on every rank.
 type NCCLComm struct {
 	lib        *NCCL
 	comm       uintptr // ncclComm_t
