@@ -33,7 +33,11 @@ func (g *gaussModel) moments(t int) (a, b, v float64) {
 	return a, math.Sqrt(ab), v
 }
 
-func (g *gaussModel) Predict(ctx context.Context, x Batch, t []int, y []int) (Batch, error) {
+func (g *gaussModel) Predict(ctx context.Context, x Batch, tf []float64, y []int) (Batch, error) {
+	t := make([]int, len(tf))
+	for i, v := range tf {
+		t[i] = int(v)
+	}
 	g.calls++
 	c := x.C
 	if g.learn {
@@ -184,7 +188,7 @@ func TestAnalyticLSimple(t *testing.T) {
 			}
 			xt, _ := d.QSample(x0, noise, ts)
 			m := newGauss(mu, s, pred, false, d.Schedule())
-			out, _ := m.Predict(context.Background(), xt, ts, nil)
+			out, _ := m.Predict(context.Background(), xt, floats(ts), nil)
 			terms, _, err := d.TrainingLoss(out, x0, noise, ts, nil)
 			if err != nil {
 				t.Fatal(err)

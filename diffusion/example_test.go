@@ -16,12 +16,12 @@ type meanModel struct {
 	d *diffusion.Diffusion
 }
 
-func (m meanModel) Predict(ctx context.Context, x diffusion.Batch, t []int, y []int) (diffusion.Batch, error) {
+func (m meanModel) Predict(ctx context.Context, x diffusion.Batch, t []float64, y []int) (diffusion.Batch, error) {
 	out := diffusion.NewBatch(x.N, x.C, x.H, x.W)
 	s := m.d.Schedule()
 	D := x.C * x.H * x.W
 	for i := range x.N {
-		ab := s.AlphasCumprod[t[i]]
+		ab := s.AlphasCumprod[int(t[i])]
 		for j := range D {
 			k := i*D + j
 			out.Data[k] = float32((float64(x.Data[k]) - math.Sqrt(ab)*m.c) / math.Sqrt(1-ab))

@@ -47,7 +47,10 @@ func (b Batch) Check() error {
 // by the variance channels when the variance is learned. A label of -1 asks
 // a class-conditional model for its unconditional ("null class") output,
 // used by classifier-free guidance. Timesteps are those of the model's
-// training schedule (not respaced indices).
+// training schedule (not respaced indices), 0-indexed, and real-valued:
+// the samplers of this package call the model at integer timesteps, the
+// Euler-family solvers (Karras et al. 2022) at fractional ones, where the
+// sinusoidal embedding of the network is evaluated at the real t.
 type Model interface {
-	Predict(ctx context.Context, x Batch, t []int, y []int) (Batch, error)
+	Predict(ctx context.Context, x Batch, t []float64, y []int) (Batch, error)
 }

@@ -80,7 +80,7 @@ func (d *Diffusion) NLL(ctx context.Context, m Model, x0 Batch, y []int, rng *ra
 	res := &NLLResult{BPD: make([]float64, x0.N), PriorBPD: make([]float64, x0.N), Terms: make([][]float64, T)}
 	noise := NewBatch(x0.N, x0.C, x0.H, x0.W)
 	ts := make([]int, x0.N)
-	mts := make([]int, x0.N)
+	mts := make([]float64, x0.N)
 	b := newStepBuffers(D)
 	done := 0
 	for t := T - 1; t >= 0; t-- {
@@ -91,7 +91,7 @@ func (d *Diffusion) NLL(ctx context.Context, m Model, x0 Batch, y []int, rng *ra
 			noise.Data[i] = float32(rng.NormFloat64())
 		}
 		for i := range ts {
-			ts[i], mts[i] = t, d.s.Timesteps[t]
+			ts[i], mts[i] = t, float64(d.s.Timesteps[t])
 		}
 		xt, err := d.QSample(x0, noise, ts)
 		if err != nil {
@@ -99,7 +99,7 @@ func (d *Diffusion) NLL(ctx context.Context, m Model, x0 Batch, y []int, rng *ra
 		}
 		out, err := m.Predict(ctx, xt, mts, y)
 		if err != nil {
-			return nil, fmt.Errorf("diffusion: nll: model at t=%d: %w", mts[0], err)
+			return nil, fmt.Errorf("diffusion: nll: model at t=%v: %w", mts[0], err)
 		}
 		if err := d.checkOut(out, x0, ts); err != nil {
 			return nil, fmt.Errorf("nll: %w", err)

@@ -295,9 +295,9 @@ func (r *run) predict(ctx context.Context, x Batch, i int) (Batch, error) {
 			labels[k] = -1
 		}
 	}
-	ts := make([]int, xin.N)
+	ts := make([]float64, xin.N)
 	for k := range ts {
-		ts[k] = tt
+		ts[k] = float64(tt)
 	}
 	out, err := r.m.Predict(ctx, xin, ts, labels)
 	if err != nil {

@@ -296,7 +296,7 @@ func TestDDIMEta0Deterministic(t *testing.T) {
 		x := xT
 		for i := sp.T() - 1; i >= 0; i-- {
 			ts := []int{sp.Schedule().Timesteps[i], sp.Schedule().Timesteps[i]}
-			out, _ := m.Predict(context.Background(), x, ts, nil)
+			out, _ := m.Predict(context.Background(), x, floats(ts), nil)
 			var err error
 			x, _, err = sp.DDIMStep(out, x, i, 0, Batch{}, false)
 			if err != nil {
@@ -417,7 +417,16 @@ type labelModel struct {
 	batches [][]int
 }
 
-func (l *labelModel) Predict(ctx context.Context, x Batch, t []int, y []int) (Batch, error) {
+// floats converts integer timesteps for Model.Predict.
+func floats(t []int) []float64 {
+	out := make([]float64, len(t))
+	for i, v := range t {
+		out[i] = float64(v)
+	}
+	return out
+}
+
+func (l *labelModel) Predict(ctx context.Context, x Batch, t []float64, y []int) (Batch, error) {
 	l.batches = append(l.batches, slices.Clone(y))
 	out := NewBatch(x.N, x.C, x.H, x.W)
 	D := x.C * x.H * x.W

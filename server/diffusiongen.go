@@ -141,14 +141,15 @@ type group struct {
 // call is one run's Predict of the current step.
 type call struct {
 	x    diffusion.Batch
-	t, y []int
+	t    []float64
+	y    []int
 	out  diffusion.Batch
 	err  error
 	done chan struct{}
 }
 
 // Predict implements diffusion.Model.
-func (gr *group) Predict(ctx context.Context, x diffusion.Batch, t []int, y []int) (diffusion.Batch, error) {
+func (gr *group) Predict(ctx context.Context, x diffusion.Batch, t []float64, y []int) (diffusion.Batch, error) {
 	if err := x.Check(); err != nil {
 		return diffusion.Batch{}, err
 	}
@@ -225,7 +226,7 @@ func (gr *group) run(calls []*call) {
 		labels = labels || c.y != nil
 	}
 	x := diffusion.NewBatch(rows, x0.C, x0.H, x0.W)
-	t := make([]int, 0, rows)
+	t := make([]float64, 0, rows)
 	var y []int
 	if labels {
 		y = make([]int, 0, rows)

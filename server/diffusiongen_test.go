@@ -20,7 +20,7 @@ type toyModel struct {
 	after func(calls int)
 }
 
-func (m *toyModel) Predict(_ context.Context, x diffusion.Batch, t []int, y []int) (diffusion.Batch, error) {
+func (m *toyModel) Predict(_ context.Context, x diffusion.Batch, t []float64, y []int) (diffusion.Batch, error) {
 	out := diffusion.NewBatch(x.N, x.C, x.H, x.W)
 	d := x.C * x.H * x.W
 	for r := 0; r < x.N; r++ {
@@ -191,13 +191,13 @@ func TestDiffusionGeneratorCancel(t *testing.T) {
 
 type failModel struct{}
 
-func (failModel) Predict(context.Context, diffusion.Batch, []int, []int) (diffusion.Batch, error) {
+func (failModel) Predict(context.Context, diffusion.Batch, []float64, []int) (diffusion.Batch, error) {
 	return diffusion.Batch{}, errors.New("out of memory")
 }
 
 type panicModel struct{}
 
-func (panicModel) Predict(context.Context, diffusion.Batch, []int, []int) (diffusion.Batch, error) {
+func (panicModel) Predict(context.Context, diffusion.Batch, []float64, []int) (diffusion.Batch, error) {
 	panic("kernel bug")
 }
 

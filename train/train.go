@@ -1,11 +1,19 @@
-// Package train trains a diffusion model: AdamW with warmup and a learning
-// rate schedule, gradient-norm clipping, an exponential moving average of
-// the weights, importance sampling of timesteps, label dropout for
-// classifier-free guidance, atomic checkpoints with exact resume, a JSONL
-// log and a progress line.
+// Package train trains a diffusion model on any device: the network's
+// forward and backward passes, the loss, gradient-norm clipping, AdamW
+// with warmup and a learning-rate schedule, and an exponential moving
+// average of the weights all run where the network's nn.Net lives (the
+// CPU or a GPU), on flat parameter, gradient and optimiser buffers; the
+// host draws the batch, the timesteps and the noise. Also: importance
+// sampling of timesteps, label dropout for classifier-free guidance,
+// atomic checkpoints with exact resume, a JSONL log and a progress line.
+//
+// Every random draw of example i of (1-based) step s (its timestep,
+// noise, label dropout and dropout masks) comes from (Options.Seed, s, i)
+// alone, so the training does not depend on how a batch is split.
 package train
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,37 +28,38 @@ import (
 	"github.com/ddpm-go/ddpm/data"
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/kernels"
+	"github.com/ddpm-go/ddpm/nn"
 	"github.com/ddpm-go/ddpm/weights"
 )
 
 // Options configures a training run. Zero values take the defaults of
 // DefaultOptions where noted.
 type Options struct {
-	Steps        int     `json:"steps"`         // total optimiser steps (>= 1)
-	Batch        int     `json:"batch"`         // images per step (>= 1)
-	LR           float64 `json:"lr"`            // peak learning rate (> 0)
-	WarmupSteps  int     `json:"warmup_steps"`  // linear warmup from 0 (>= 0)
-	LRSchedule   string  `json:"lr_schedule"`   // "constant", "cosine" or "linear" decay after warmup
-	Beta1        float64 `json:"beta1"`         // AdamW beta1 in [0, 1)
-	Beta2        float64 `json:"beta2"`         // AdamW beta2 in [0, 1)
-	AdamEps      float64 `json:"adam_eps"`      // AdamW epsilon (> 0)
-	WeightDecay  float64 `json:"weight_decay"`  // decoupled weight decay (>= 0)
-	GradClip     float64 `json:"grad_clip"`     // max global gradient norm; 0 disables
-	EMARate      float64 `json:"ema_rate"`      // EMA decay in [0, 1)
-	EMAWarmup    bool    `json:"ema_warmup"`    // use min(rate, (1+step)/(10+step))
-	Timesteps    string  `json:"timesteps"`     // t sampler: "uniform" or "loss-second-moment"
-	LabelDropout float64 `json:"label_dropout"` // probability a label becomes -1 (null class), in [0, 1)
-	Flip         bool    `json:"flip"`          // random horizontal flips (not for digits)
-	Seed         uint64  `json:"seed"`          // seeds data order, noise, t and dropout
-	SaveEvery    int     `json:"save_every"`    // checkpoint every K steps (0: only at the end)
-	SampleEvery  int     `json:"sample_every"`  // call Trainer.Sample every K steps (0: never)
-	LogEvery     int     `json:"log_every"`     // JSONL and progress line every K steps (0: 10)
+	Steps        int              `json:"steps"`         // total optimiser steps (>= 1)
+	Batch        int              `json:"batch"`         // images per step (>= 1)
+	LR           float64          `json:"lr"`            // peak learning rate (> 0)
+	WarmupSteps  int              `json:"warmup_steps"`  // linear warmup from 0 (>= 0)
+	LRSchedule   LRSchedule       `json:"lr_schedule"`   // decay after warmup
+	Beta1        float64          `json:"beta1"`         // AdamW beta1 in [0, 1)
+	Beta2        float64          `json:"beta2"`         // AdamW beta2 in [0, 1)
+	AdamEps      float64          `json:"adam_eps"`      // AdamW epsilon (> 0)
+	WeightDecay  float64          `json:"weight_decay"`  // decoupled weight decay (>= 0)
+	GradClip     float64          `json:"grad_clip"`     // max global gradient norm; 0 disables
+	EMARate      float64          `json:"ema_rate"`      // EMA decay in [0, 1)
+	EMAWarmup    bool             `json:"ema_warmup"`    // use min(rate, (1+step)/(10+step))
+	Timesteps    TimestepSampling `json:"timesteps"`     // how t is drawn
+	LabelDropout float64          `json:"label_dropout"` // probability a label becomes -1 (null class), in [0, 1)
+	Flip         bool             `json:"flip"`          // random horizontal flips (not for digits)
+	Seed         uint64           `json:"seed"`          // seeds data order, noise, t and dropout
+	SaveEvery    int              `json:"save_every"`    // checkpoint every K steps (0: only at the end)
+	SampleEvery  int              `json:"sample_every"`  // call Trainer.Sample every K steps (0: never)
+	LogEvery     int              `json:"log_every"`     // JSONL and progress line every K steps (0: 10)
 }
 
 // DefaultOptions are the settings of Ho et al. 2020 scaled for small runs.
 func DefaultOptions() Options {
-	return Options{Steps: 10000, Batch: 32, LR: 2e-4, WarmupSteps: 500, LRSchedule: "constant", Beta1: 0.9, Beta2: 0.999,
-		AdamEps: 1e-8, GradClip: 1, EMARate: 0.999, EMAWarmup: true, Timesteps: "uniform", SaveEvery: 1000, LogEvery: 10}
+	return Options{Steps: 10000, Batch: 32, LR: 2e-4, WarmupSteps: 500, LRSchedule: Constant, Beta1: 0.9, Beta2: 0.999,
+		AdamEps: 1e-8, GradClip: 1, EMARate: 0.999, EMAWarmup: true, Timesteps: Uniform, SaveEvery: 1000, LogEvery: 10}
 }
 
 // Validate names the first bad option and what is allowed.
@@ -67,7 +76,7 @@ func (o Options) Validate() error {
 		return bad("lr", o.LR, "must be > 0")
 	case o.WarmupSteps < 0:
 		return bad("warmup_steps", o.WarmupSteps, "must be >= 0")
-	case o.LRSchedule != "constant" && o.LRSchedule != "cosine" && o.LRSchedule != "linear":
+	case o.LRSchedule < Constant || o.LRSchedule > Linear:
 		return bad("lr_schedule", o.LRSchedule, "allowed: constant, cosine, linear")
 	case !(o.Beta1 >= 0 && o.Beta1 < 1):
 		return bad("beta1", o.Beta1, "must be in [0, 1)")
@@ -81,7 +90,7 @@ func (o Options) Validate() error {
 		return bad("grad_clip", o.GradClip, "must be >= 0 (0 disables)")
 	case !(o.EMARate >= 0 && o.EMARate < 1):
 		return bad("ema_rate", o.EMARate, "must be in [0, 1)")
-	case o.Timesteps != "uniform" && o.Timesteps != "loss-second-moment":
+	case o.Timesteps < Uniform || o.Timesteps > LossSecondMoment:
 		return bad("timesteps", o.Timesteps, "allowed: uniform, loss-second-moment")
 	case !(o.LabelDropout >= 0 && o.LabelDropout < 1):
 		return bad("label_dropout", o.LabelDropout, "must be in [0, 1)")
@@ -99,73 +108,123 @@ func (o Options) LRAt(step int) float64 {
 	}
 	f := float64(step-o.WarmupSteps) / float64(max(o.Steps-o.WarmupSteps, 1))
 	switch o.LRSchedule {
-	case "cosine":
+	case Cosine:
 		return o.LR * 0.5 * (1 + math.Cos(math.Pi*f))
-	case "linear":
+	case Linear:
 		return o.LR * (1 - f)
 	}
 	return o.LR
 }
 
 // Meta is what a checkpoint records about the model besides its weights.
+// Left empty, it is filled from the network and the diffusion.
 type Meta struct {
 	UNetConfig      json.RawMessage // diffusers UNet2DModel config
 	DiffusionConfig json.RawMessage // package diffusion's config
 	ClassNames      []string
 }
 
+// Network is a trainable diffusion network on backend B (unet.Net[B]
+// implements it): its engine (flat parameter and gradient buffers,
+// training steps), the encoding of its inputs, and its description.
+type Network[B any] interface {
+	diffusion.Model
+	Engine() *nn.Net[B]
+	Inputs(x diffusion.Batch, t []float64, y []int) (map[string][]float32, error)
+	Info() nn.Info
+	Split(flat []float32) map[string]weights.Tensor
+	Join(t map[string]weights.Tensor) ([]float32, error)
+}
+
 // Trainer runs training. Set the fields, then call Run.
-type Trainer struct {
+type Trainer[B any] struct {
 	Options   Options
-	Net       Network
+	Net       Network[B]
 	Diffusion *diffusion.Diffusion
 	Data      data.Dataset
-	CPU       *kernels.CPU // runs AdamW and the EMA update
 	Meta      Meta
 	// Dir receives checkpoint.safetensors and log.jsonl.
 	Dir string
+	// Overwrite lets Run start afresh over an existing checkpoint in Dir
+	// (without it, and without resume, that is an error).
+	Overwrite bool
 	// Progress, if non-nil, receives a progress line every LogEvery steps.
 	Progress io.Writer
 	// Sample, if non-nil, is called every SampleEvery steps with the EMA
 	// weights (to write a sample grid, for example).
 	Sample func(ctx context.Context, step int, ema map[string]weights.Tensor) error
 
-	step    int
-	rng     *rand.Rand
-	pcg     *rand.PCG
-	sampler *diffusion.TimestepSampler
-	loader  *data.Loader
-	ema     [][]float32
-	m, v    [][]float32
+	ops       kernels.Ops[B]
+	eng       *nn.Net[B]
+	step      int
+	sampler   *diffusion.TimestepSampler
+	loader    *data.Loader
+	m, v, ema B // flat optimiser state and EMA weights on the device
+	norm      B // 1 value: the last gradient norm
+	labelled  bool
 }
 
 // state is the trainer's part of a checkpoint (weights.MetaTrainState).
 type state struct {
 	Step    int               `json:"step"`
-	RNG     []byte            `json:"rng"`
 	Sampler json.RawMessage   `json:"sampler"`
 	Loader  *data.LoaderState `json:"loader"`
 	Options Options           `json:"options"`
 }
 
 // CheckpointPath is where Run writes and resumes its checkpoint.
-func (tr *Trainer) CheckpointPath() string { return filepath.Join(tr.Dir, "checkpoint.safetensors") }
+func (tr *Trainer[B]) CheckpointPath() string {
+	return filepath.Join(tr.Dir, "checkpoint.safetensors")
+}
 
-func (tr *Trainer) init() error {
+// init checks everything that can fail before the first step and sets up
+// the optimiser state on the device.
+func (tr *Trainer[B]) init() error {
 	o := tr.Options
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	if tr.Net == nil || tr.Diffusion == nil || tr.Data == nil || tr.CPU == nil {
-		return errors.New("train: Trainer needs Net, Diffusion, Data and CPU")
+	if tr.Net == nil || tr.Diffusion == nil || tr.Data == nil {
+		return errors.New("train: Trainer needs Net, Diffusion and Data")
 	}
-	if tr.Options.LabelDropout > 0 && tr.Data.NumClasses() == 0 {
+	if tr.Dir == "" {
+		return errors.New("train: Trainer needs Dir (where checkpoints go)")
+	}
+	info := tr.Net.Info()
+	c, h, w := tr.Data.Shape()
+	if c != info.InChannels || h != info.Size || w != info.Size {
+		return fmt.Errorf("train: the dataset gives %dx%dx%d images, the network takes %dx%dx%d", c, h, w, info.InChannels, info.Size, info.Size)
+	}
+	if want := tr.Diffusion.OutChannels(info.InChannels); info.OutChannels != want {
+		return fmt.Errorf("train: the diffusion's variance %s needs %d output channels, the network has out_channels = %d",
+			tr.Diffusion.Config().Variance, want, info.OutChannels)
+	}
+	tr.labelled = tr.Data.NumClasses() > 0 && info.Classes > 0
+	switch {
+	case tr.Data.NumClasses() > 0 && info.Classes == 0:
+		tr.Options.LabelDropout = 0 // the labels are ignored (the CLI says so)
+	case tr.labelled && tr.Data.NumClasses() > info.Classes-boolInt(info.NullClass >= 0):
+		return fmt.Errorf("train: the dataset has %d classes, the network %d class embeddings (null class %d)", tr.Data.NumClasses(), info.Classes, info.NullClass)
+	case tr.labelled && o.LabelDropout > 0 && info.NullClass < 0:
+		return fmt.Errorf("train: option label_dropout = %v needs a null class: set ddpm_null_class in the UNet config (an extra class embedding) or use label dropout 0", o.LabelDropout)
+	case o.LabelDropout > 0 && tr.Data.NumClasses() == 0:
 		return fmt.Errorf("train: option label_dropout = %v needs a labelled dataset", o.LabelDropout)
 	}
-	tr.pcg = rand.NewPCG(o.Seed, 0x7472616e)
-	tr.rng = rand.New(tr.pcg)
+	if len(tr.Meta.UNetConfig) == 0 {
+		tr.Meta.UNetConfig = info.Config
+	}
+	if len(tr.Meta.DiffusionConfig) == 0 {
+		b, err := json.Marshal(tr.Diffusion.Config())
+		if err != nil {
+			return fmt.Errorf("train: diffusion config: %w", err)
+		}
+		tr.Meta.DiffusionConfig = b
+	}
+	if tr.Meta.ClassNames == nil {
+		tr.Meta.ClassNames = tr.Data.ClassNames()
+	}
 	var err error
-	if o.Timesteps == "uniform" {
+	if o.Timesteps == Uniform {
 		tr.sampler, err = diffusion.NewUniformSampler(tr.Diffusion.T())
 	} else {
 		tr.sampler, err = diffusion.NewLossSecondMomentSampler(tr.Diffusion.T(), 10, 0.001)
@@ -176,37 +235,57 @@ func (tr *Trainer) init() error {
 	if tr.loader, err = data.NewLoader(tr.Data, o.Batch, o.Seed, data.LoaderOptions{Flip: o.Flip}); err != nil {
 		return err
 	}
-	ps := tr.Net.Params()
-	tr.ema, tr.m, tr.v = make([][]float32, len(ps)), make([][]float32, len(ps)), make([][]float32, len(ps))
-	for i, p := range ps {
-		tr.ema[i] = append([]float32(nil), p.Value...)
-		tr.m[i] = make([]float32, len(p.Value))
-		tr.v[i] = make([]float32, len(p.Value))
+	tr.eng = tr.Net.Engine()
+	tr.ops = tr.eng.Ops()
+	n := tr.eng.NumParams()
+	tr.m, tr.v, tr.ema, tr.norm = tr.ops.Alloc(n), tr.ops.Alloc(n), tr.ops.Alloc(n), tr.ops.Alloc(1)
+	tr.ops.Copy(tr.ema, tr.eng.ParamBuffer(), n)
+	if err := tr.ops.Sync(); err != nil {
+		return fmt.Errorf("train: allocate the optimiser state (%d parameters) on %s: %w", n, tr.ops.Name(), err)
 	}
 	return nil
 }
 
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // Step is the number of optimiser steps done so far.
-func (tr *Trainer) Step() int { return tr.step }
+func (tr *Trainer[B]) Step() int { return tr.step }
 
 // Run trains until Options.Steps, resuming from Dir's checkpoint when
-// resume is true and one exists. It saves a checkpoint every SaveEvery
+// resume is true and one exists. Without resume an existing checkpoint is
+// an error unless Overwrite is set. It saves a checkpoint every SaveEvery
 // steps, at the end and when ctx is cancelled (then it returns ctx's
-// error). A NaN or infinite loss stops training with an error and leaves
-// the last checkpoint as it was.
-func (tr *Trainer) Run(ctx context.Context, resume bool) error {
+// error). A NaN or infinite loss or gradient stops training with an error
+// and leaves the last checkpoint as it was.
+func (tr *Trainer[B]) Run(ctx context.Context, resume bool) error {
 	if err := tr.init(); err != nil {
 		return err
 	}
+	defer tr.free()
 	if err := os.MkdirAll(tr.Dir, 0o755); err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
-	if resume {
-		if err := tr.load(); err != nil && !errors.Is(err, os.ErrNotExist) {
+	removeStaleTemps(tr.CheckpointPath())
+	_, statErr := os.Stat(tr.CheckpointPath())
+	exists := statErr == nil
+	switch {
+	case resume && exists:
+		if err := tr.load(); err != nil {
 			return err
 		}
+	case exists && !tr.Overwrite:
+		return fmt.Errorf("train: %s already holds a checkpoint: resume it, or overwrite it explicitly (--resume or --overwrite)", tr.CheckpointPath())
 	}
-	logf, err := os.OpenFile(filepath.Join(tr.Dir, "log.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	logPath := filepath.Join(tr.Dir, "log.jsonl")
+	if err := truncateLog(logPath, tr.step); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
@@ -217,6 +296,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) error {
 		logEvery = 10
 	}
 	start, startStep := time.Now(), tr.step
+	lossHost := make([]float32, 1)
 	var sumLoss float64
 	var nLoss int
 	for tr.step < o.Steps {
@@ -226,8 +306,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) error {
 			}
 			return ctx.Err()
 		}
-		loss, gnorm, err := tr.one(ctx)
-		if err != nil {
+		if err := tr.one(ctx); err != nil {
 			if ctx.Err() != nil {
 				if serr := tr.save(); serr != nil {
 					return serr
@@ -236,30 +315,51 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) error {
 			}
 			return err
 		}
+		logNow := tr.step%logEvery == 0 || tr.step == o.Steps
+		if !logNow {
+			continue
+		}
+		// One download of the loss and the gradient norm per logged step.
+		lb, _, err := tr.eng.LossBuffers()
+		if err != nil {
+			return err
+		}
+		norm := make([]float32, 1)
+		tr.ops.Download(lossHost, lb)
+		tr.ops.Download(norm, tr.norm)
+		if err := tr.ops.Sync(); err != nil {
+			return fmt.Errorf("train: step %d: %w", tr.step, err)
+		}
+		loss, gnorm := float64(lossHost[0]), float64(norm[0])
+		if math.IsNaN(loss) || math.IsInf(loss, 0) || math.IsNaN(gnorm) || math.IsInf(gnorm, 0) {
+			return fmt.Errorf("train: loss %v, gradient norm %v at step %d; stopped, the last checkpoint %s is kept", loss, gnorm, tr.step, tr.CheckpointPath())
+		}
 		sumLoss += loss
 		nLoss++
-		if tr.step%logEvery == 0 || tr.step == o.Steps {
-			el := time.Since(start).Seconds()
-			its := float64(tr.step-startStep) / el
-			rec := map[string]any{"step": tr.step, "loss": sumLoss / float64(nLoss), "lr": o.LRAt(tr.step), "grad_norm": gnorm,
-				"epoch": tr.loader.Epoch(), "time": time.Now().UTC().Format(time.RFC3339)}
-			b, _ := json.Marshal(rec)
-			if _, err := logf.Write(append(b, '\n')); err != nil {
-				return fmt.Errorf("train: log: %w", err)
-			}
-			if tr.Progress != nil {
-				eta := time.Duration(float64(o.Steps-tr.step)/its) * time.Second
-				fmt.Fprintf(tr.Progress, "step %d/%d  loss %.4f  %.2f it/s  ETA %s\n", tr.step, o.Steps, sumLoss/float64(nLoss), its, eta.Round(time.Second))
-			}
-			sumLoss, nLoss = 0, 0
+		el := time.Since(start).Seconds()
+		its := float64(tr.step-startStep) / el
+		rec := map[string]any{"step": tr.step, "loss": sumLoss / float64(nLoss), "lr": o.LRAt(tr.step), "grad_norm": gnorm,
+			"epoch": tr.loader.Epoch(), "time": time.Now().UTC().Format(time.RFC3339)}
+		b, _ := json.Marshal(rec)
+		if _, err := logf.Write(append(b, '\n')); err != nil {
+			return fmt.Errorf("train: log: %w", err)
 		}
+		if tr.Progress != nil {
+			eta := time.Duration(float64(o.Steps-tr.step)/its) * time.Second
+			fmt.Fprintf(tr.Progress, "step %d/%d  loss %.4f  %.2f it/s  ETA %s\n", tr.step, o.Steps, sumLoss/float64(nLoss), its, eta.Round(time.Second))
+		}
+		sumLoss, nLoss = 0, 0
 		if o.SaveEvery > 0 && tr.step%o.SaveEvery == 0 && tr.step < o.Steps {
 			if err := tr.save(); err != nil {
 				return err
 			}
 		}
 		if o.SampleEvery > 0 && tr.step%o.SampleEvery == 0 && tr.Sample != nil {
-			if err := tr.Sample(ctx, tr.step, tr.emaTensors()); err != nil {
+			ema, err := tr.download(tr.ema)
+			if err != nil {
+				return err
+			}
+			if err := tr.Sample(ctx, tr.step, tr.Net.Split(ema)); err != nil {
 				return fmt.Errorf("train: sample at step %d: %w", tr.step, err)
 			}
 		}
@@ -267,115 +367,155 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) error {
 	return tr.save()
 }
 
-// one runs a single optimiser step and returns the loss and the gradient
-// norm before clipping.
-func (tr *Trainer) one(ctx context.Context) (float64, float64, error) {
-	o := tr.Options
-	x, y, err := tr.loader.Next(ctx)
-	if err != nil {
-		return 0, 0, fmt.Errorf("train: data: %w", err)
-	}
-	if tr.Data.NumClasses() == 0 {
-		y = nil
-	} else {
-		for i := range y {
-			if o.LabelDropout > 0 && tr.rng.Float64() < o.LabelDropout {
-				y[i] = -1
-			}
-		}
-	}
-	tb, err := tr.Diffusion.NewTrainingBatch(x, tr.sampler, tr.rng)
-	if err != nil {
-		return 0, 0, err
-	}
-	var terms diffusion.LossTerms
-	loss, err := tr.Net.Step(ctx, tb.Xt, tb.T, y, tr.rng.Uint64(), tb.LossFunc(tr.Diffusion, &terms))
-	if err != nil {
-		return 0, 0, err
-	}
-	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return 0, 0, fmt.Errorf("train: loss is %v at step %d; stopped, the last checkpoint %s is kept", loss, tr.step+1, tr.CheckpointPath())
-	}
-	if err := tr.sampler.Update(tb.T, terms.Loss); err != nil {
-		return 0, 0, err
-	}
-	ps := tr.Net.Params()
-	var ss float64
-	for _, p := range ps {
-		ss += float64(tr.CPU.SumSquares(p.Grad, len(p.Grad)))
-	}
-	gnorm := math.Sqrt(ss)
-	if math.IsNaN(gnorm) || math.IsInf(gnorm, 0) {
-		return 0, 0, fmt.Errorf("train: gradient norm is %v at step %d; stopped, the last checkpoint %s is kept", gnorm, tr.step+1, tr.CheckpointPath())
-	}
-	if o.GradClip > 0 && gnorm > o.GradClip {
-		s := float32(o.GradClip / gnorm)
-		for _, p := range ps {
-			tr.CPU.Axpby(p.Grad, 0, p.Grad, s, len(p.Grad))
-		}
-	}
-	tr.step++
-	h := kernels.AdamWParams{LR: float32(o.LRAt(tr.step)), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.AdamEps), WeightDecay: float32(o.WeightDecay)}
-	decay := o.EMARate
-	if o.EMAWarmup {
-		decay = math.Min(decay, float64(1+tr.step)/float64(10+tr.step))
-	}
-	for i, p := range ps {
-		tr.CPU.AdamW(p.Value, tr.m[i], tr.v[i], p.Grad, h, tr.step, len(p.Value))
-		tr.CPU.EMA(tr.ema[i], p.Value, float32(decay), len(p.Value))
-	}
-	if err := tr.CPU.Sync(); err != nil {
-		return 0, 0, fmt.Errorf("train: optimiser: %w", err)
-	}
-	return loss, gnorm, nil
+// exampleRNG is the random source of example i of (1-based) step s.
+func (tr *Trainer[B]) exampleRNG(s, i int) *rand.Rand {
+	return rand.New(rand.NewPCG(tr.Options.Seed, uint64(s)*0x9e3779b97f4a7c15+uint64(i)+1))
 }
 
-func (tr *Trainer) emaTensors() map[string]weights.Tensor { return tr.tensors(tr.ema) }
-
-// tensors names per-parameter buffers (copies) by the parameters' names.
-func (tr *Trainer) tensors(bufs [][]float32) map[string]weights.Tensor {
-	out := make(map[string]weights.Tensor, len(bufs))
-	for i, p := range tr.Net.Params() {
-		out[p.Name] = weights.Tensor{Shape: p.Shape, Data: append([]float32(nil), bufs[i]...)}
+// one queues a single optimiser step on the device.
+func (tr *Trainer[B]) one(ctx context.Context) error {
+	o := tr.Options
+	x0, y, err := tr.loader.Next(ctx)
+	if err != nil {
+		return fmt.Errorf("train: data: %w", err)
 	}
-	return out
+	s := tr.step + 1
+	n, D := x0.N, x0.C*x0.H*x0.W
+	if !tr.labelled {
+		y = nil
+	}
+	t := make([]int, n)
+	wts := make([]float64, n)
+	noise := diffusion.NewBatch(x0.N, x0.C, x0.H, x0.W)
+	for i := range n {
+		r := tr.exampleRNG(s, i)
+		ti, wi := tr.sampler.Sample(r, 1)
+		t[i], wts[i] = ti[0], wi[0]
+		for j := i * D; j < (i+1)*D; j++ {
+			noise.Data[j] = float32(r.NormFloat64())
+		}
+		if y != nil && o.LabelDropout > 0 && r.Float64() < o.LabelDropout {
+			y[i] = -1
+		}
+	}
+	xt, err := tr.Diffusion.QSample(x0, noise, t)
+	if err != nil {
+		return err
+	}
+	tf := make([]float64, n)
+	coefs := make([]diffusion.LossCoefs, n)
+	for i, v := range t {
+		tf[i] = float64(tr.Diffusion.Schedule().Timesteps[v])
+		if coefs[i], err = tr.Diffusion.LossCoefs(v); err != nil {
+			return err
+		}
+	}
+	in, err := tr.Net.Inputs(xt, tf, y)
+	if err != nil {
+		return err
+	}
+	cfg := tr.Diffusion.Config()
+	dims := kernels.DiffusionLossDims{N: n, D: D, Learned: cfg.Variance.IsLearned(), Range: cfg.Variance == diffusion.LearnedRange}
+	err = tr.eng.TrainStep(ctx, nn.Key{N: n, H: x0.H, W: x0.W}, nn.TrainInputs{Net: in, Loss: dims, X0: x0.Data,
+		Noise: noise.Data, Coef: nn.LossCoefRows(coefs, wts), State: nn.State{Seed: uint64(s)*0xd6e8feb86659fd93 ^ o.Seed}})
+	if err != nil {
+		return err
+	}
+	if o.Timesteps != Uniform { // the importance sampler needs every step's losses
+		_, tb, err := tr.eng.LossBuffers()
+		if err != nil {
+			return err
+		}
+		terms := make([]float32, 3*n)
+		tr.ops.Download(terms, tb)
+		if err := tr.ops.Sync(); err != nil {
+			return fmt.Errorf("train: step %d: %w", s, err)
+		}
+		losses := make([]float64, n)
+		for i := range losses {
+			losses[i] = float64(terms[3*i])
+		}
+		if err := tr.sampler.Update(t, losses); err != nil {
+			return err
+		}
+	}
+	grads, _ := tr.eng.GradBuffer()
+	params := tr.eng.ParamBuffer()
+	np := tr.eng.NumParams()
+	tr.ops.Norm(tr.norm, grads, np)
+	if o.GradClip > 0 {
+		tr.ops.ClipToNorm(grads, tr.norm, float32(o.GradClip), np)
+	}
+	h := kernels.AdamWParams{LR: float32(o.LRAt(s)), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2), Eps: float32(o.AdamEps), WeightDecay: float32(o.WeightDecay)}
+	decay := o.EMARate
+	if o.EMAWarmup {
+		decay = math.Min(decay, float64(1+s)/float64(10+s))
+	}
+	tr.ops.AdamW(params, tr.m, tr.v, grads, h, s, np)
+	tr.ops.EMA(tr.ema, params, float32(decay), np)
+	tr.step = s
+	return nil
+}
+
+// download copies a flat device buffer to the host.
+func (tr *Trainer[B]) download(b B) ([]float32, error) {
+	out := make([]float32, tr.eng.NumParams())
+	tr.ops.Download(out, b)
+	if err := tr.ops.Sync(); err != nil {
+		return nil, fmt.Errorf("train: download: %w", err)
+	}
+	return out, nil
+}
+
+// free releases the optimiser buffers.
+func (tr *Trainer[B]) free() {
+	if tr.ops == nil {
+		return
+	}
+	for _, b := range []B{tr.m, tr.v, tr.ema, tr.norm} {
+		tr.ops.Free(b)
+	}
 }
 
 // save writes the checkpoint atomically: EMA weights as the model, plus
-// raw weights, Adam moments and the trainer state.
-func (tr *Trainer) save() error {
-	ps := tr.Net.Params()
-	raw := make([][]float32, len(ps))
-	for i, p := range ps {
-		raw[i] = p.Value
+// raw weights, Adam moments and the trainer state. Non-finite weights are
+// never written.
+func (tr *Trainer[B]) save() error {
+	var flat [4][]float32
+	for i, b := range []B{tr.ema, tr.eng.ParamBuffer(), tr.m, tr.v} {
+		v, err := tr.download(b)
+		if err != nil {
+			return err
+		}
+		flat[i] = v
 	}
-	rng, err := tr.pcg.MarshalBinary()
-	if err != nil {
-		return fmt.Errorf("train: rng state: %w", err)
+	for _, v := range flat[:2] {
+		for _, x := range v {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				return fmt.Errorf("train: the weights are not finite at step %d; stopped, the last checkpoint %s is kept", tr.step, tr.CheckpointPath())
+			}
+		}
 	}
 	smp, err := tr.sampler.MarshalState()
 	if err != nil {
 		return fmt.Errorf("train: sampler state: %w", err)
 	}
 	ls := tr.loader.State()
-	st, err := json.Marshal(state{Step: tr.step, RNG: rng, Sampler: smp, Loader: &ls, Options: tr.Options})
+	st, err := json.Marshal(state{Step: tr.step, Sampler: smp, Loader: &ls, Options: tr.Options})
 	if err != nil {
 		return fmt.Errorf("train: state: %w", err)
 	}
 	c := &weights.Checkpoint{
 		Model: weights.Model{UNetConfig: tr.Meta.UNetConfig, DiffusionConfig: tr.Meta.DiffusionConfig,
-			ClassNames: tr.Meta.ClassNames, Tensors: tr.tensors(tr.ema)},
-		Raw: tr.tensors(raw), AdamM: tr.tensors(tr.m), AdamV: tr.tensors(tr.v), TrainState: st,
+			ClassNames: tr.Meta.ClassNames, Tensors: tr.Net.Split(flat[0])},
+		Raw: tr.Net.Split(flat[1]), AdamM: tr.Net.Split(flat[2]), AdamV: tr.Net.Split(flat[3]), TrainState: st,
 	}
 	return weights.WriteCheckpoint(tr.CheckpointPath(), c)
 }
 
 // load restores everything save wrote.
-func (tr *Trainer) load() error {
+func (tr *Trainer[B]) load() error {
 	path := tr.CheckpointPath()
-	if _, err := os.Stat(path); err != nil {
-		return err
-	}
 	c, err := weights.ReadCheckpoint(path)
 	if err != nil {
 		return fmt.Errorf("train: resume: %w", err)
@@ -384,27 +524,19 @@ func (tr *Trainer) load() error {
 	if err := json.Unmarshal(c.TrainState, &st); err != nil {
 		return fmt.Errorf("train: resume %s: train state: %w", path, err)
 	}
-	ps := tr.Net.Params()
-	want := make(map[string][]int, len(ps))
-	for _, p := range ps {
-		want[p.Name] = p.Shape
-	}
 	for _, set := range []struct {
 		name string
 		t    map[string]weights.Tensor
-	}{{"ema", c.Tensors}, {"raw", c.Raw}, {"adam_m", c.AdamM}, {"adam_v", c.AdamV}} {
-		if err := weights.CheckTensors(set.t, want); err != nil {
+		dst  B
+	}{{"ema", c.Tensors, tr.ema}, {"raw", c.Raw, tr.eng.ParamBuffer()}, {"adam_m", c.AdamM, tr.m}, {"adam_v", c.AdamV, tr.v}} {
+		flat, err := tr.Net.Join(set.t)
+		if err != nil {
 			return fmt.Errorf("train: resume %s: %s tensors: %w", path, set.name, err)
 		}
+		tr.ops.Upload(set.dst, flat)
 	}
-	for i, p := range ps {
-		copy(p.Value, c.Raw[p.Name].Data)
-		copy(tr.ema[i], c.Tensors[p.Name].Data)
-		copy(tr.m[i], c.AdamM[p.Name].Data)
-		copy(tr.v[i], c.AdamV[p.Name].Data)
-	}
-	if err := tr.pcg.UnmarshalBinary(st.RNG); err != nil {
-		return fmt.Errorf("train: resume %s: rng: %w", path, err)
+	if err := tr.ops.Sync(); err != nil {
+		return fmt.Errorf("train: resume %s: %w", path, err)
 	}
 	if tr.sampler, err = diffusion.UnmarshalTimestepSampler(st.Sampler); err != nil {
 		return fmt.Errorf("train: resume %s: %w", path, err)
@@ -415,5 +547,56 @@ func (tr *Trainer) load() error {
 		}
 	}
 	tr.step = st.Step
+	return nil
+}
+
+// removeStaleTemps deletes the temporary files an interrupted checkpoint
+// write of path left behind (".checkpoint.safetensors.tmp*" beside it).
+func removeStaleTemps(path string) {
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp*"))
+	for _, m := range matches {
+		os.Remove(m)
+	}
+}
+
+// truncateLog drops the records of steps after step from a JSONL log (a
+// resumed run repeats them), rewriting it atomically; a missing log is
+// fine.
+func truncateLog(path string, step int) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("train: log: %w", err)
+	}
+	var keep []byte
+	dropped := false
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var rec struct {
+			Step int `json:"step"`
+		}
+		if json.Unmarshal(line, &rec) != nil || rec.Step > step {
+			dropped = true
+			continue
+		}
+		keep = append(keep, line...)
+		if keep[len(keep)-1] != '\n' {
+			keep = append(keep, '\n')
+		}
+	}
+	if !dropped {
+		return nil
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, keep, 0o644); err != nil {
+		return fmt.Errorf("train: log: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("train: log: %w", err)
+	}
 	return nil
 }

@@ -1,7 +1,9 @@
 package train_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/data"
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/kernels"
@@ -17,20 +20,23 @@ import (
 	"github.com/ddpm-go/ddpm/weights"
 )
 
-// tinyUNet is a real (small) class-conditional UNet with a null class.
-func tinyUNet(t testing.TB, cpu *kernels.CPU) (unet.Config, *unet.Model) {
-	t.Helper()
+// tinyConfig is a real (small) class-conditional UNet with a null class.
+func tinyConfig() unet.Config {
 	k, null := 3, 2
-	cfg := unet.Config{SampleSize: 8, InChannels: 1, OutChannels: 1, TimeEmbeddingType: "positional", FlipSinToCos: true,
+	return unet.Config{SampleSize: 8, InChannels: 1, OutChannels: 1, TimeEmbeddingType: "positional", FlipSinToCos: true,
 		LayersPerBlock: 1, MidBlockScaleFactor: 1, DownsamplePadding: 1, ActFn: "silu", NormNumGroups: 4, NormEps: 1e-6,
 		ResnetTimeScaleShift: "default", BlockOutChannels: []int{8, 8},
 		DownBlockTypes: []string{"DownBlock2D", "AttnDownBlock2D"}, UpBlockTypes: []string{"AttnUpBlock2D", "UpBlock2D"},
-		NumClassEmbeds: &k, NullClass: &null}
-	m, err := unet.New(cfg, cpu, 3)
+		NumClassEmbeds: &k, NullClass: &null, Dropout: 0.1}
+}
+
+func newCPU(t testing.TB) *kernels.CPU {
+	t.Helper()
+	cpu, err := kernels.NewCPU(kernels.CPUOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cfg, m
+	return cpu
 }
 
 // blobs is a dataset of 64 8x8 images: bright squares whose corner is the class.
@@ -60,36 +66,50 @@ func blobs(t testing.TB) data.Dataset {
 	return ds
 }
 
-func newTrainer(t testing.TB, dir string, steps int) (*train.Trainer, *[]float64) {
+// newTrainer is a CPU trainer of the tiny UNet on blobs, logging every
+// step, with no Meta (the trainer fills it).
+func newTrainer(t testing.TB, dir string, steps int) *train.Trainer[[]float32] {
 	t.Helper()
-	cpu, err := kernels.NewCPU(kernels.CPUOptions{})
+	net, err := unet.New(tinyConfig(), newCPU(t), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, net := tinyUNet(t, cpu)
+	t.Cleanup(net.Close)
+	return configure(t, &train.Trainer[[]float32]{Net: net}, dir, steps)
+}
+
+func configure[B any](t testing.TB, tr *train.Trainer[B], dir string, steps int) *train.Trainer[B] {
 	d, err := diffusion.New(diffusion.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := train.DefaultOptions()
 	o.Steps, o.Batch, o.LR, o.WarmupSteps, o.SaveEvery, o.LogEvery = steps, 8, 2e-3, 5, 0, 1
-	o.LabelDropout, o.Seed, o.Timesteps = 0.2, 11, "loss-second-moment"
-	losses := &[]float64{}
-	tr := &train.Trainer{Options: o, Net: &recorder{net, losses}, Diffusion: d, Data: blobs(t), CPU: cpu, Dir: dir,
-		Meta: train.Meta{UNetConfig: cfg.JSON(), DiffusionConfig: []byte(`{}`)}}
-	return tr, losses
+	o.LabelDropout, o.Seed, o.Timesteps = 0.2, 11, train.LossSecondMoment
+	tr.Options, tr.Diffusion, tr.Data, tr.Dir = o, d, blobs(t), dir
+	return tr
 }
 
-// recorder records every step's loss.
-type recorder struct {
-	*unet.Model
-	losses *[]float64
-}
-
-func (r *recorder) Step(ctx context.Context, x diffusion.Batch, t, y []int, seed uint64, loss train.LossFunc) (float64, error) {
-	l, err := r.Model.Step(ctx, x, t, y, seed, loss)
-	*r.losses = append(*r.losses, l)
-	return l, err
+// logLosses reads the loss of every logged step from dir's log.jsonl.
+func logLosses(t testing.TB, dir string) (steps []int, losses []float64) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, "log.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var rec struct {
+			Step int     `json:"step"`
+			Loss float64 `json:"loss"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatalf("log line %q: %v", sc.Text(), err)
+		}
+		steps, losses = append(steps, rec.Step), append(losses, rec.Loss)
+	}
+	return
 }
 
 func mean(v []float64) float64 {
@@ -100,110 +120,136 @@ func mean(v []float64) float64 {
 	return s / float64(len(v))
 }
 
+// TestLossDecreases trains 150 steps without Meta: the loss falls and the
+// checkpoint loads as a model with the configs the trainer filled in.
 func TestLossDecreases(t *testing.T) {
-	tr, losses := newTrainer(t, t.TempDir(), 150)
+	dir := t.TempDir()
+	tr := newTrainer(t, dir, 150)
 	if err := tr.Run(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
-	first, last := mean((*losses)[:20]), mean((*losses)[130:])
+	_, losses := logLosses(t, dir)
+	first, last := mean(losses[:20]), mean(losses[130:])
 	t.Logf("mean loss: first 20 steps %.4f, last 20 steps %.4f", first, last)
 	if !(last < 0.7*first) {
 		t.Errorf("loss did not decrease: first %.4f, last %.4f", first, last)
 	}
-	if _, err := weights.Open(tr.CheckpointPath()); err != nil {
-		t.Errorf("checkpoint does not load as a model: %v", err)
+	m, src, err := unet.Load(tr.CheckpointPath(), newCPU(t))
+	if err != nil {
+		t.Fatalf("checkpoint does not load as a model: %v", err)
+	}
+	defer m.Close()
+	if _, err := diffusion.ParseConfig(src.DiffusionConfig); err != nil {
+		t.Errorf("checkpoint diffusion config: %v", err)
+	}
+	if len(src.ClassNames) != 2 {
+		t.Errorf("class names %v, want the dataset's 2", src.ClassNames)
 	}
 }
 
 // TestResumeEqualsUninterrupted: 12 steps straight and 5 + resume + 7
-// give bit-identical losses and weights.
+// give bit-identical losses and weights; the resumed log has each step
+// once, in order.
 func TestResumeEqualsUninterrupted(t *testing.T) {
-	full, lf := newTrainer(t, t.TempDir(), 12)
+	fullDir := t.TempDir()
+	full := newTrainer(t, fullDir, 12)
 	if err := full.Run(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	a, la := newTrainer(t, dir, 5)
-	if err := a.Run(context.Background(), false); err != nil {
+	if err := newTrainer(t, dir, 5).Run(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
-	b, lb := newTrainer(t, dir, 12)
+	// A crash after the checkpoint leaves log lines of lost steps behind.
+	f, _ := os.OpenFile(filepath.Join(dir, "log.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"step":6,"loss":99}` + "\n" + `{"step":7,"loss":98}` + "\n")
+	f.Close()
+	b := newTrainer(t, dir, 12)
 	if err := b.Run(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
-	got := append(append([]float64{}, *la...), *lb...)
-	if len(got) != len(*lf) {
-		t.Fatalf("%d losses after resume, %d uninterrupted", len(got), len(*lf))
+	ws, want := logLosses(t, fullDir)
+	gs, got := logLosses(t, dir)
+	if len(gs) != len(ws) {
+		t.Fatalf("resumed log has steps %v, want %v", gs, ws)
 	}
 	for i := range got {
-		if got[i] != (*lf)[i] {
-			t.Fatalf("step %d: loss %v after resume, %v uninterrupted", i+1, got[i], (*lf)[i])
+		if gs[i] != i+1 || got[i] != want[i] {
+			t.Fatalf("log line %d: step %d loss %v; uninterrupted step %d loss %v", i, gs[i], got[i], ws[i], want[i])
 		}
 	}
-	pf, pb := full.Net.Params(), b.Net.Params()
-	for i := range pf {
-		for j := range pf[i].Value {
-			if pf[i].Value[j] != pb[i].Value[j] {
-				t.Fatalf("%s[%d] differs after resume", pf[i].Name, j)
-			}
+	pf, pb := make([]float32, full.Net.Engine().NumParams()), make([]float32, b.Net.Engine().NumParams())
+	full.Net.Engine().ReadParams(pf)
+	b.Net.Engine().ReadParams(pb)
+	for j := range pf {
+		if pf[j] != pb[j] {
+			t.Fatalf("parameter %d differs after resume", j)
 		}
 	}
 }
 
-// nanNet returns NaN losses from step nanAt on.
-type nanNet struct {
-	*recorder
-	nanAt int
+// nanInputs feeds the network NaN images from its nanAt-th step on.
+type nanInputs struct {
+	train.Network[[]float32]
+	calls, nanAt int
 }
 
-func (n *nanNet) Step(ctx context.Context, x diffusion.Batch, t, y []int, seed uint64, loss train.LossFunc) (float64, error) {
-	l, err := n.recorder.Step(ctx, x, t, y, seed, loss)
-	if len(*n.losses) >= n.nanAt {
-		return math.NaN(), err
+func (n *nanInputs) Inputs(x diffusion.Batch, t []float64, y []int) (map[string][]float32, error) {
+	n.calls++
+	if n.calls >= n.nanAt {
+		x.Data = append([]float32(nil), x.Data...)
+		for i := range x.Data {
+			x.Data[i] = float32(math.NaN())
+		}
 	}
-	return l, err
+	return n.Network.Inputs(x, t, y)
 }
 
 func TestNaNStopsAndKeepsCheckpoint(t *testing.T) {
 	dir := t.TempDir()
-	tr, _ := newTrainer(t, dir, 4)
-	if err := tr.Run(context.Background(), false); err != nil {
+	if err := newTrainer(t, dir, 4).Run(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
-	before, err := os.ReadFile(tr.CheckpointPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr2, _ := newTrainer(t, dir, 10)
-	tr2.Net = &nanNet{tr2.Net.(*recorder), 3}
+	tr2 := newTrainer(t, dir, 10)
+	tr2.Net = &nanInputs{Network: tr2.Net, nanAt: 3}
 	tr2.Options.SaveEvery = 1
-	err = tr2.Run(context.Background(), true)
+	err := tr2.Run(context.Background(), true)
 	if err == nil || !strings.Contains(err.Error(), "NaN") {
 		t.Fatalf("want a NaN error, got %v", err)
 	}
 	t.Log(err)
-	after, err := os.ReadFile(tr.CheckpointPath())
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Steps 5 and 6 were good and saved; the NaN step was not.
-	c, err := weights.ReadCheckpoint(tr.CheckpointPath())
+	c, err := weights.ReadCheckpoint(tr2.CheckpointPath())
 	if err != nil {
 		t.Fatalf("checkpoint unreadable after the NaN stop: %v", err)
-	}
-	if len(after) == 0 || string(c.TrainState) == "" || len(before) == 0 {
-		t.Fatal("empty checkpoint")
 	}
 	if !strings.Contains(string(c.TrainState), `"step":6`) {
 		t.Errorf("checkpoint state %s: want the last good step 6", c.TrainState[:min(len(c.TrainState), 60)])
 	}
 }
 
+// cancelAfter cancels the run's context during its n-th step.
+type cancelAfter struct {
+	train.Network[[]float32]
+	calls, n int
+	cancel   func()
+}
+
+func (c *cancelAfter) Inputs(x diffusion.Batch, t []float64, y []int) (map[string][]float32, error) {
+	c.calls++
+	if c.calls == c.n {
+		c.cancel()
+	}
+	return c.Network.Inputs(x, t, y)
+}
+
 func TestCancelSaves(t *testing.T) {
 	dir := t.TempDir()
-	tr, losses := newTrainer(t, dir, 1000)
+	tr := newTrainer(t, dir, 1000)
 	ctx, cancel := context.WithCancel(context.Background())
-	tr.Net = &cancelAfter{tr.Net.(*recorder), 3, cancel}
+	// Cancelled while step 4 is being set up: that step is dropped, the
+	// checkpoint holds the 3 finished ones.
+	tr.Net = &cancelAfter{Network: tr.Net, n: 4, cancel: cancel}
 	if err := tr.Run(ctx, false); err != context.Canceled {
 		t.Fatalf("want context.Canceled, got %v", err)
 	}
@@ -212,22 +258,98 @@ func TestCancelSaves(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(c.TrainState), `"step":3`) {
-		t.Errorf("after cancel at step 3 (%d losses) the checkpoint says %s", len(*losses), c.TrainState[:40])
+		t.Errorf("after cancel at step 3 the checkpoint says %s", c.TrainState[:40])
 	}
 }
 
-type cancelAfter struct {
-	*recorder
-	n      int
-	cancel func()
+// TestExistingCheckpoint: without resume an existing checkpoint is refused
+// unless Overwrite is set; stale temporary files of a crashed write are
+// removed at start.
+func TestExistingCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	if err := newTrainer(t, dir, 2).Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(dir, ".checkpoint.safetensors.tmp123")
+	os.WriteFile(stale, []byte("half a checkpoint"), 0o644)
+	err := newTrainer(t, dir, 2).Run(context.Background(), false)
+	if err == nil || !strings.Contains(err.Error(), "--overwrite") {
+		t.Fatalf("second fresh run into the same folder: %v", err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temporary file left behind: %v", err)
+	}
+	tr := newTrainer(t, dir, 2)
+	tr.Overwrite = true
+	if err := tr.Run(context.Background(), false); err != nil {
+		t.Fatalf("with Overwrite: %v", err)
+	}
 }
 
-func (c *cancelAfter) Step(ctx context.Context, x diffusion.Batch, t, y []int, seed uint64, loss train.LossFunc) (float64, error) {
-	l, err := c.recorder.Step(ctx, x, t, y, seed, loss)
-	if len(*c.losses) == c.n {
-		c.cancel()
+// TestUpfrontChecks: mismatches between network, diffusion and data are
+// reported before the first step, naming what to change.
+func TestUpfrontChecks(t *testing.T) {
+	cpu := newCPU(t)
+	mk := func(cfg unet.Config) *train.Trainer[[]float32] {
+		net, err := unet.New(cfg, cpu, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(net.Close)
+		return configure(t, &train.Trainer[[]float32]{Net: net}, t.TempDir(), 3)
 	}
-	return l, err
+	// A learned variance needs 2C output channels.
+	tr := mk(tinyConfig())
+	cfg := diffusion.DefaultConfig()
+	cfg.Variance, cfg.Loss = diffusion.LearnedRange, diffusion.LossHybrid
+	tr.Diffusion, _ = diffusion.New(cfg)
+	if err := tr.Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "out_channels") {
+		t.Errorf("learned variance on a 1-channel network: %v", err)
+	}
+	// Label dropout needs a null class.
+	noNull := tinyConfig()
+	noNull.NullClass = nil
+	if err := mk(noNull).Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "ddpm_null_class") {
+		t.Errorf("label dropout without a null class: %v", err)
+	}
+	// An unconditional network on a labelled dataset ignores the labels.
+	uncond := tinyConfig()
+	uncond.NumClassEmbeds, uncond.NullClass = nil, nil
+	if err := mk(uncond).Run(context.Background(), false); err != nil {
+		t.Errorf("unconditional network on labelled data: %v", err)
+	}
+}
+
+// TestGPUMatchesCPU trains 5 steps on cuda.Device (a GPU, or the CPU
+// emulator of package cudatest, strict fp32) and on the CPU from the same
+// initial weights: every logged loss agrees to 1e-4 relative.
+func TestGPUMatchesCPU(t *testing.T) {
+	gpu, err := cuda.Open(0, cuda.Options{Precision: "fp32"})
+	if err != nil {
+		t.Skipf("no GPU or emulator: %v", err)
+	}
+	defer gpu.Close()
+	cpuDir, gpuDir := t.TempDir(), t.TempDir()
+	if err := newTrainer(t, cpuDir, 5).Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	net, err := unet.NewOn[cuda.Ptr](tinyConfig(), gpu, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	tr := configure(t, &train.Trainer[cuda.Ptr]{Net: net}, gpuDir, 5)
+	if err := tr.Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	_, want := logLosses(t, cpuDir)
+	_, got := logLosses(t, gpuDir)
+	for i := range want {
+		if math.Abs(got[i]-want[i]) > 1e-4*math.Abs(want[i]) {
+			t.Errorf("step %d: GPU loss %.7g, CPU %.7g", i+1, got[i], want[i])
+		}
+	}
+	t.Logf("CPU losses %v, GPU %v", want, got)
 }
 
 func TestOptionsValidate(t *testing.T) {
@@ -238,9 +360,9 @@ func TestOptionsValidate(t *testing.T) {
 	}{
 		{"steps", func(o *train.Options) { o.Steps = 0 }, "steps"},
 		{"lr", func(o *train.Options) { o.LR = -1 }, "lr"},
-		{"schedule", func(o *train.Options) { o.LRSchedule = "step" }, "lr_schedule"},
+		{"schedule", func(o *train.Options) { o.LRSchedule = 7 }, "lr_schedule"},
 		{"ema", func(o *train.Options) { o.EMARate = 1 }, "ema_rate"},
-		{"sampler", func(o *train.Options) { o.Timesteps = "x" }, "timesteps"},
+		{"sampler", func(o *train.Options) { o.Timesteps = -1 }, "timesteps"},
 		{"dropout", func(o *train.Options) { o.LabelDropout = 1 }, "label_dropout"},
 	} {
 		o := train.DefaultOptions()
@@ -250,8 +372,17 @@ func TestOptionsValidate(t *testing.T) {
 		}
 	}
 	o := train.DefaultOptions()
-	o.Steps, o.WarmupSteps, o.LRSchedule = 100, 10, "cosine"
+	o.Steps, o.WarmupSteps, o.LRSchedule = 100, 10, train.Cosine
 	if o.LRAt(5) != o.LR/2 || o.LRAt(10) != o.LR || math.Abs(o.LRAt(100)) > 1e-12 {
 		t.Errorf("LRAt: warmup/cosine wrong: %v %v %v", o.LRAt(5), o.LRAt(10), o.LRAt(100))
+	}
+	var s train.LRSchedule
+	if err := s.UnmarshalText([]byte("step")); err == nil {
+		t.Error(`lr_schedule "step": no error`)
+	}
+	b, _ := json.Marshal(o)
+	var back train.Options
+	if err := json.Unmarshal(b, &back); err != nil || back != o {
+		t.Errorf("options JSON round trip: %v, %+v", err, back)
 	}
 }

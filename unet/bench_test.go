@@ -5,10 +5,12 @@ import (
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/kernels"
+	"github.com/ddpm-go/ddpm/nn"
 )
 
 // benchModel loads the diffusers fixture model (skips without it).
-func benchModel(b *testing.B) (*Model, diffusion.Batch, []int) {
+func benchModel(b *testing.B) (*Model, diffusion.Batch, []float64) {
 	dir := fixtureDir(b)
 	m, _, err := Load(dir, newCPU(b))
 	if err != nil {
@@ -19,9 +21,9 @@ func benchModel(b *testing.B) (*Model, diffusion.Batch, []int) {
 	for i := range x.Data {
 		x.Data[i] = float32(i%17)/8 - 1
 	}
-	ts := make([]int, 16)
+	ts := make([]float64, 16)
 	for i := range ts {
-		ts[i] = 60 * i
+		ts[i] = float64(60 * i)
 	}
 	return m, x, ts
 }
@@ -38,19 +40,29 @@ func BenchmarkPredict(b *testing.B) {
 	}
 }
 
-// BenchmarkStep is the fixture model's forward+backward at batch 16.
-func BenchmarkStep(b *testing.B) {
+// BenchmarkTrainStep is the fixture model's training step at batch 16:
+// forward, the L_simple loss, backward (no optimiser).
+func BenchmarkTrainStep(b *testing.B) {
 	m, x, ts := benchModel(b)
 	ctx := context.Background()
-	loss := func(out diffusion.Batch, dout []float32) (float64, error) {
-		for i, v := range out.Data {
-			dout[i] = v / float32(len(out.Data))
-		}
-		return 0, nil
+	in, err := m.Inputs(x, ts, nil)
+	if err != nil {
+		b.Fatal(err)
 	}
+	coefs := make([]diffusion.LossCoefs, x.N)
+	for i := range coefs {
+		coefs[i] = diffusion.LossCoefs{TargetNoise: 1, MSE: 1}
+	}
+	ti := nn.TrainInputs{Net: in, Loss: kernels.DiffusionLossDims{N: x.N, D: len(x.Data) / x.N},
+		X0: make([]float32, len(x.Data)), Noise: x.Data, Coef: nn.LossCoefRows(coefs, nil)}
+	e := m.Engine()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := m.Step(ctx, x, ts, nil, uint64(i), loss); err != nil {
+		ti.State.Seed = uint64(i)
+		if err := e.TrainStep(ctx, Key(x), ti); err != nil {
+			b.Fatal(err)
+		}
+		if err := e.Ops().Sync(); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -67,7 +79,7 @@ func BenchmarkCIFAR10Predict(b *testing.B) {
 		b.Fatal(err)
 	}
 	x := diffusion.NewBatch(4, 3, 32, 32)
-	ts := []int{1, 300, 600, 999}
+	ts := []float64{1, 300, 600, 999}
 	ctx := context.Background()
 	if _, err := m.Predict(ctx, x, ts, nil); err != nil {
 		b.Fatal(err)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+
+	"github.com/ddpm-go/ddpm/weights"
 )
 
 // Config is diffusers' UNet2DModel configuration (the keys of its
@@ -222,4 +224,80 @@ func Preset(name string) (Config, error) {
 		}, nil
 	}
 	return Config{}, fmt.Errorf("unet: unknown preset %q (known: ddpm-cifar10, mnist)", name)
+}
+
+// NumParams is the number of parameter values the config implies,
+// computed without building anything (so a file's config can be checked
+// against its weights, and refused, before any memory is allocated).
+func (c Config) NumParams() int64 {
+	conv := func(cin, cout, k int64) int64 { return cout*cin*k*k + cout }
+	lin := func(in, out int64) int64 { return in*out + out }
+	norm := func(ch int64) int64 { return 2 * ch }
+	c0 := int64(c.BlockOutChannels[0])
+	temb := 4 * c0
+	n := lin(c0, temb) + lin(temb, temb) + conv(int64(c.InChannels), c0, 3)
+	if k := c.numClasses(); k > 0 {
+		n += int64(k) * temb
+	}
+	resnet := func(cin, cout int64) int64 {
+		r := norm(cin) + conv(cin, cout, 3) + lin(temb, cout) + norm(cout) + conv(cout, cout, 3)
+		if cin != cout {
+			r += conv(cin, cout, 1)
+		}
+		return r
+	}
+	attn := func(ch int64) int64 { return norm(ch) + 4*lin(ch, ch) }
+	levels := len(c.BlockOutChannels)
+	ch := c0
+	skips := []int64{c0}
+	for i, out := range c.BlockOutChannels {
+		o := int64(out)
+		for j := 0; j < c.LayersPerBlock; j++ {
+			n += resnet(ch, o)
+			ch = o
+			if c.attentionAt(i) {
+				n += attn(o)
+			}
+			skips = append(skips, ch)
+		}
+		if i < levels-1 {
+			n += conv(ch, ch, 3)
+			skips = append(skips, ch)
+		}
+	}
+	n += 2 * resnet(ch, ch)
+	if c.midAttention() {
+		n += attn(ch)
+	}
+	for i := 0; i < levels; i++ {
+		o := int64(c.BlockOutChannels[levels-1-i])
+		for j := 0; j <= c.LayersPerBlock; j++ {
+			skip := skips[len(skips)-1]
+			skips = skips[:len(skips)-1]
+			n += resnet(ch+skip, o)
+			ch = o
+			if c.UpBlockTypes[i] == "AttnUpBlock2D" {
+				n += attn(o)
+			}
+		}
+		if i < levels-1 {
+			n += conv(ch, ch, 3)
+		}
+	}
+	return n + norm(ch) + conv(ch, int64(c.OutChannels), 3)
+}
+
+// checkWeights compares the tensors of a file with the parameter count
+// the config implies before anything is allocated: a config that asks for
+// far more than the file holds (a hostile or broken file) is refused
+// without building the network.
+func (c Config) checkWeights(t map[string]weights.Tensor) error {
+	var have int64
+	for _, v := range t {
+		have += int64(v.NumElements())
+	}
+	if want := c.NumParams(); want != have {
+		return fmt.Errorf("the UNet config implies %d parameters, the weights hold %d: config and weights do not belong together", want, have)
+	}
+	return nil
 }

@@ -8,63 +8,121 @@ import (
 	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/kernels"
+	"github.com/ddpm-go/ddpm/nn"
 )
 
-// TestDeviceModel checks DeviceModel.Predict against Model.Predict on the
-// CPU backend (exactly) and on cuda.Device (a GPU or the emulator; strict
-// fp32 within 1e-5 relative L2), for a class-conditional tiny model with
-// the null class.
-func TestDeviceModel(t *testing.T) {
-	cpu := newCPU(t)
-	m, err := New(tinyConfig(), cpu, 5)
+// trainMSE runs one TrainStep of m with L = sum_i (1/N) mean_j (out_ij -
+// target_ij)^2 (the diffusion loss with epsilon target "target" and x0 =
+// 0) and dropout seed, and returns the loss and the flat gradients.
+func trainMSE[B any](t *testing.T, m *Net[B], x diffusion.Batch, ts []float64, ys []int, target []float32, seed uint64) (float32, []float32) {
+	t.Helper()
+	in, err := m.Inputs(x, ts, ys)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := rand.New(rand.NewPCG(8, 9))
-	x := diffusion.NewBatch(3, 2, 8, 8)
-	for i := range x.Data {
-		x.Data[i] = float32(r.NormFloat64())
+	D := len(target) / x.N
+	coefs := make([]diffusion.LossCoefs, x.N)
+	for i := range coefs {
+		coefs[i] = diffusion.LossCoefs{TargetNoise: 1, MSE: 1}
 	}
-	ts, ys := []int{0, 400, 999}, []int{0, 2, -1}
-	want, err := m.Predict(context.Background(), x, ts, ys)
+	e := m.Engine()
+	err = e.TrainStep(context.Background(), Key(x), nn.TrainInputs{Net: in,
+		Loss: kernels.DiffusionLossDims{N: x.N, D: D}, X0: make([]float32, len(target)), Noise: target,
+		Coef: nn.LossCoefRows(coefs, nil), State: nn.State{Seed: seed}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	check := func(name string, got diffusion.Batch, tol float64) {
-		t.Helper()
-		if e := relL2(got.Data, want.Data); !(e <= tol) {
-			t.Errorf("%s: relative L2 difference %.3g > %g", name, e, tol)
-		}
-	}
-	dc, err := NewDeviceModel[[]float32](m, kernels.Ops[[]float32](cpu))
+	lb, _, err := e.LossBuffers()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dc.Close()
-	got, err := dc.Predict(context.Background(), x, ts, ys)
-	if err != nil {
+	ops := e.Ops()
+	loss := make([]float32, 1)
+	ops.Download(loss, lb)
+	g, ok := e.GradBuffer()
+	if !ok {
+		t.Fatal("no gradient buffer after TrainStep")
+	}
+	grads := make([]float32, e.NumParams())
+	ops.Download(grads, g)
+	if err := ops.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	check("cpu", got, 0)
-	if _, err := dc.Predict(context.Background(), x, ts, []int{0, 9, 1}); err == nil {
-		t.Error("bad label: no error")
-	}
+	return loss[0], grads
+}
 
+// TestDevice runs the same class-conditional model (null class, dropout)
+// on the CPU and on cuda.Device (a GPU, or the CPU emulator of package
+// cudatest) in strict fp32: the outputs, the training loss and every
+// parameter gradient agree within abs 1e-6 + rel 1e-4 elementwise.
+func TestDevice(t *testing.T) {
 	gpu, err := cuda.Open(0, cuda.Options{Precision: "fp32"})
 	if err != nil {
 		t.Skipf("no GPU or emulator: %v", err)
 	}
 	defer gpu.Close()
-	dg, err := NewDeviceModel[cuda.Ptr](m, gpu)
+	cfg := tinyConfig()
+	cfg.Dropout = 0.2
+	cm, err := New(cfg, newCPU(t), 5)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dg.Close()
+	gm, err := NewOn[cuda.Ptr](cfg, gpu, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gm.Close()
+	r := rand.New(rand.NewPCG(8, 9))
+	x := diffusion.NewBatch(3, 2, 8, 8)
+	for i := range x.Data {
+		x.Data[i] = float32(r.NormFloat64())
+	}
+	ts, ys := []float64{0, 400.5, 999}, []int{0, 2, -1}
+	want, err := cm.Predict(context.Background(), x, ts, ys)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < 2; i++ { // the second call reuses the compiled program
-		got, err := dg.Predict(context.Background(), x, ts, ys)
+		got, err := gm.Predict(context.Background(), x, ts, ys)
 		if err != nil {
 			t.Fatal(err)
 		}
-		check("cuda fp32", got, 1e-5)
+		checkClose(t, "forward", got.Data, want.Data, 1e-6, 1e-4)
 	}
+	target := make([]float32, len(want.Data))
+	for i := range target {
+		target[i] = float32(r.NormFloat64())
+	}
+	cl, cg := trainMSE(t, cm, x, ts, ys, target, 77)
+	gl, gg := trainMSE(t, gm, x, ts, ys, target, 77)
+	checkClose(t, "loss", []float32{gl}, []float32{cl}, 0, 1e-5)
+	checkClose(t, "gradients", gg, cg, 1e-6, 1e-3)
+	if _, err := gm.Predict(context.Background(), x, ts, []int{0, 9, 1}); err == nil {
+		t.Error("bad label: no error")
+	}
+}
+
+// checkClose compares elementwise: |got - want| <= abs + rel |want|.
+func checkClose(t *testing.T, what string, got, want []float32, abs, rel float64) {
+	t.Helper()
+	bad := 0
+	for i := range want {
+		g, w := float64(got[i]), float64(want[i])
+		if !(abs64(g-w) <= abs+rel*abs64(w)) {
+			if bad < 3 {
+				t.Errorf("%s[%d] = %.7g, want %.7g (abs %g + rel %g)", what, i, g, w, abs, rel)
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d of %d values out of tolerance", what, bad, len(want))
+	}
+}
+
+func abs64(v float64) float64 {
+	if v < 0 {
+		return -v
+	}
+	return v
 }

@@ -3,33 +3,30 @@ package unet_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/kernels"
 	"github.com/ddpm-go/ddpm/unet"
+	"github.com/ddpm-go/ddpm/weights"
 )
 
-// ExampleLoad loads a diffusers UNet2DModel folder.
+// ExampleLoad loads the embedded default model (any --model source works:
+// a diffusers folder, a ddpm model file or checkpoint, a Hub id) and reads
+// its size and classes.
 func ExampleLoad() {
-	dir := filepath.Join("..", "..", "shared", "fixtures", "diffusers-unet-small")
-	if _, err := os.Stat(dir); err != nil {
-		fmt.Println("parameters: 1112801") // fixture absent outside the project
-		return
-	}
 	cpu, err := kernels.NewCPU(kernels.CPUOptions{})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	m, _, err := unet.Load(dir, cpu)
+	m, src, err := unet.Load(weights.DefaultPath, cpu)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println("parameters:", m.NumParams())
-	// Output: parameters: 1112801
+	c := m.Config()
+	fmt.Printf("%dx%dx%d images, %d classes: %v\n", c.InChannels, c.SampleSize, c.SampleSize, len(src.ClassNames), src.ClassNames[:3])
+	// Output: 1x32x32 images, 10 classes: [0 1 2]
 }
 
 // ExampleModel_Predict predicts the noise in a batch of two 16x16 images
@@ -50,7 +47,7 @@ func ExampleModel_Predict() {
 		return
 	}
 	x := diffusion.NewBatch(2, 3, 16, 16) // x_t
-	eps, err := m.Predict(context.Background(), x, []int{10, 500}, nil)
+	eps, err := m.Predict(context.Background(), x, []float64{10, 500}, nil)
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -8,10 +8,11 @@ import (
 	"github.com/ddpm-go/ddpm/weights"
 )
 
-// Load opens a diffusers folder, a diffusers pipeline root, a ddpm model
-// file or a ddpm checkpoint (see weights.Open) and builds the model on cpu.
-// The returned source carries the diffusion/scheduler config and class
-// names that came with the weights.
+// Load opens any model source weights.Open accepts (a diffusers folder or
+// pipeline root, a ddpm model file or checkpoint, a Hugging Face Hub id,
+// weights.DefaultPath) and builds the model on cpu. The returned source
+// carries the diffusion/scheduler config and class names that came with
+// the weights.
 func Load(path string, cpu *kernels.CPU) (*Model, *weights.Source, error) {
 	src, err := weights.Open(path)
 	if err != nil {
@@ -24,11 +25,20 @@ func Load(path string, cpu *kernels.CPU) (*Model, *weights.Source, error) {
 	return m, src, nil
 }
 
-// FromSource builds the model described by src's UNet config and loads its
-// tensors. Missing, unexpected and mis-shaped tensors are one error that
-// lists every name. Attention weights under the names older diffusers
-// versions used (query, key, value, proj_attn) are renamed.
+// FromSource builds the model described by src's UNet config on cpu and
+// loads its tensors (see FromSourceOn).
 func FromSource(src *weights.Source, cpu *kernels.CPU) (*Model, error) {
+	if cpu == nil {
+		return nil, fmt.Errorf("unet: FromSource: nil kernels.CPU")
+	}
+	return FromSourceOn[[]float32](src, cpu)
+}
+
+// FromSourceOn builds the model described by src's UNet config on ops and
+// uploads its tensors. Missing, unexpected and mis-shaped tensors are one
+// error that lists every name. Attention weights under the names older
+// diffusers versions used (query, key, value, proj_attn) are renamed.
+func FromSourceOn[B any](src *weights.Source, ops kernels.Ops[B]) (*Net[B], error) {
 	if len(src.UNetConfig) == 0 {
 		return nil, fmt.Errorf("unet: %s has no UNet config", src.Path)
 	}
@@ -36,16 +46,17 @@ func FromSource(src *weights.Source, cpu *kernels.CPU) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := New(cfg, cpu, 0)
+	tensors := renameLegacy(src.Tensors)
+	if err := cfg.checkWeights(tensors); err != nil {
+		return nil, fmt.Errorf("unet: %s: %w", src.Path, err)
+	}
+	m, err := NewOn[B](cfg, ops, 0)
 	if err != nil {
 		return nil, err
 	}
-	tensors := renameLegacy(src.Tensors)
-	if err := weights.CheckTensors(tensors, m.Shapes()); err != nil {
+	if err := m.SetTensors(tensors); err != nil {
+		m.Close()
 		return nil, err
-	}
-	for _, p := range m.params {
-		copy(p.t.Data().([]float32), tensors[p.name].Data)
 	}
 	return m, nil
 }
@@ -61,48 +72,74 @@ func renameLegacy(in map[string]weights.Tensor) map[string]weights.Tensor {
 }
 
 // Tensors returns a copy of the weights under their diffusers names.
-func (m *Model) Tensors() map[string]weights.Tensor {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make(map[string]weights.Tensor, len(m.params))
-	for _, p := range m.params {
-		out[p.name] = weights.Tensor{Shape: []int(p.shape.Clone()), Data: append([]float32(nil), p.t.Data().([]float32)...)}
+func (m *Net[B]) Tensors() (map[string]weights.Tensor, error) {
+	flat := make([]float32, m.nn.NumParams())
+	if err := m.nn.ReadParams(flat); err != nil {
+		return nil, err
+	}
+	return m.Split(flat), nil
+}
+
+// Split names the values of a flat buffer laid out as the parameters
+// (a copy of the parameters, their gradients or optimiser state).
+func (m *Net[B]) Split(flat []float32) map[string]weights.Tensor {
+	ps := m.nn.Params()
+	out := make(map[string]weights.Tensor, len(ps))
+	for _, p := range ps {
+		out[p.Name] = weights.Tensor{Shape: p.Shape, Data: append([]float32(nil), flat[p.Offset:p.Offset+p.Size]...)}
 	}
 	return out
 }
 
+// Join lays named tensors out as the flat parameter buffer; the names
+// and shapes must match the model's exactly.
+func (m *Net[B]) Join(t map[string]weights.Tensor) ([]float32, error) {
+	if err := weights.CheckTensors(t, m.Shapes()); err != nil {
+		return nil, err
+	}
+	flat := make([]float32, m.nn.NumParams())
+	for _, p := range m.nn.Params() {
+		copy(flat[p.Offset:p.Offset+p.Size], t[p.Name].Data)
+	}
+	return flat, nil
+}
+
 // SetTensors copies weights (for example EMA weights) into the model; the
 // names and shapes must match exactly.
-func (m *Model) SetTensors(t map[string]weights.Tensor) error {
-	if err := weights.CheckTensors(t, m.Shapes()); err != nil {
+func (m *Net[B]) SetTensors(t map[string]weights.Tensor) error {
+	flat, err := m.Join(t)
+	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, p := range m.params {
-		copy(p.t.Data().([]float32), t[p.name].Data)
-	}
-	return nil
+	return m.nn.WriteParams(flat)
 }
 
 // Export returns the model as a weights.Model: its config JSON and a copy
 // of every tensor. The diffusion config, scheduler config and class names
 // are taken from meta when it is not nil (for example the Source the model
 // was loaded from), so they travel with the weights.
-func (m *Model) Export(meta *weights.Model) *weights.Model {
-	out := &weights.Model{UNetConfig: m.cfg.JSON(), Tensors: m.Tensors()}
+func (m *Net[B]) Export(meta *weights.Model) (*weights.Model, error) {
+	ts, err := m.Tensors()
+	if err != nil {
+		return nil, err
+	}
+	out := &weights.Model{UNetConfig: m.cfg.JSON(), Tensors: ts}
 	if meta != nil {
 		out.DiffusionConfig = meta.DiffusionConfig
 		out.SchedulerConfig = meta.SchedulerConfig
 		out.ClassNames = append([]string(nil), meta.ClassNames...)
 	}
-	return out
+	return out, nil
 }
 
 // Save writes the model as a ddpm model file (safetensors with the UNet
 // config in its metadata; see weights.WriteModel); meta as in Export.
-func (m *Model) Save(path string, meta *weights.Model) error {
-	if err := weights.WriteModel(path, m.Export(meta)); err != nil {
+func (m *Net[B]) Save(path string, meta *weights.Model) error {
+	wm, err := m.Export(meta)
+	if err == nil {
+		err = weights.WriteModel(path, wm)
+	}
+	if err != nil {
 		return fmt.Errorf("unet: save %s: %w", path, err)
 	}
 	return nil

@@ -4,122 +4,75 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/rand/v2"
-	"sync"
 
 	G "gorgonia.org/gorgonia"
-	"gorgonia.org/tensor"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/kernels"
-	"github.com/ddpm-go/ddpm/train"
+	"github.com/ddpm-go/ddpm/nn"
 )
 
-// Model is diffusers' UNet2DModel as a Gorgonia graph. It implements
-// diffusion.Model (Predict) and train.Network (Step, Params). Graphs are
-// built once per input shape and the six most recently used are kept;
-// all graphs share the parameter tensors. A Model is safe for concurrent
-// use (calls are serialised).
-type Model struct {
-	cfg    Config
-	cpu    *kernels.CPU
-	mu     sync.Mutex
-	params []*param          // in creation order
-	byName map[string]*param // diffusers state_dict key -> param
-	graphs map[graphKey]*graph
-	uses   uint64     // graphFor calls, for evicting the least recently used graph
-	init   *rand.Rand // parameter initialisation while the first graph is built
+// Net is diffusers' UNet2DModel on one backend (kernels.CPU or a GPU's
+// kernels.Ops): the config plus an nn.Net holding the weights in device
+// memory and the compiled graphs. It implements diffusion.Model (Predict)
+// and the trainer's network interface (Engine, TrainInputs). A Net is safe
+// for concurrent use (calls are serialised).
+type Net[B any] struct {
+	cfg Config
+	nn  *nn.Net[B]
 }
 
-// param is one parameter tensor, shared by every graph of the model.
-type param struct {
-	name  string
-	shape tensor.Shape
-	t     *tensor.Dense
-	grad  []float32
-}
+// Model is the UNet on the CPU.
+type Model = Net[[]float32]
 
-type graphKey struct {
-	n, h, w int
-	train   bool
-}
-
-// graph is one built graph with its machine and input tensors.
-type graph struct {
-	g                *G.ExprGraph
-	x, temb, onehot  *tensor.Dense // inputs, overwritten before each run
-	out              *G.Node
-	xNode, tembNode  *G.Node
-	ohNode, lossNode *G.Node
-	vm               G.VM
-	loss             *ExternalLoss
-	lossFn           func(out, dout []float32) (float64, error)
-	gradNodes        []*G.Node    // per Model.params entry
-	dropMasks        []*[]float32 // backing of dropNodes' values
-	dropNodes        []*G.Node
-	paramNodes       []*G.Node
-	nodeOf           map[string]*G.Node
-	classes          int
-	lastUse          uint64
-}
-
-// New returns a model with PyTorch's default initialisation (uniform in
-// +-1/sqrt(fan_in) for convolutions and linear layers, ones and zeros for
-// norms, N(0, 1) for the class embedding), drawn from seed. The ops run
-// on cpu.
+// New returns a UNet on the CPU with PyTorch's default initialisation
+// (uniform in +-1/sqrt(fan_in) for convolutions and linear layers, ones
+// and zeros for norms, N(0, 1) for the class embedding), drawn from seed.
 func New(cfg Config, cpu *kernels.CPU, seed uint64) (*Model, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if cpu == nil {
 		return nil, fmt.Errorf("unet: New: nil kernels.CPU")
 	}
-	m := &Model{cfg: cfg, cpu: cpu, byName: map[string]*param{}, graphs: map[graphKey]*graph{},
-		init: rand.New(rand.NewPCG(seed, 0x756e6574))}
-	// Building the smallest graph creates every parameter.
-	if _, err := m.graphFor(graphKey{1, cfg.SampleSize, cfg.SampleSize, false}); err != nil {
+	return NewOn[[]float32](cfg, cpu, seed)
+}
+
+// NewOn is New on any backend.
+func NewOn[B any](cfg Config, ops kernels.Ops[B], seed uint64) (*Net[B], error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m.init = nil
-	return m, nil
+	probe := nn.Key{N: 1, H: cfg.SampleSize, W: cfg.SampleSize}
+	n, err := nn.New[B](ops, func(b *nn.Builder[B], k nn.Key) (*G.Node, error) { return build(cfg, b, k) }, probe, seed)
+	if err != nil {
+		return nil, fmt.Errorf("unet: %w", err)
+	}
+	return &Net[B]{cfg: cfg, nn: n}, nil
 }
 
 // Config returns the model's configuration.
-func (m *Model) Config() Config { return m.cfg }
+func (m *Net[B]) Config() Config { return m.cfg }
+
+// Engine is the network on its backend, for a trainer: flat parameter and
+// gradient buffers and training steps.
+func (m *Net[B]) Engine() *nn.Net[B] { return m.nn }
 
 // NumParams is the number of trainable values.
-func (m *Model) NumParams() int {
-	n := 0
-	for _, p := range m.params {
-		n += p.shape.TotalSize()
-	}
-	return n
-}
+func (m *Net[B]) NumParams() int { return m.nn.NumParams() }
 
 // Shapes maps every parameter name to its shape.
-func (m *Model) Shapes() map[string][]int {
-	s := make(map[string][]int, len(m.params))
-	for _, p := range m.params {
-		s[p.name] = []int(p.shape.Clone())
+func (m *Net[B]) Shapes() map[string][]int {
+	ps := m.nn.Params()
+	s := make(map[string][]int, len(ps))
+	for _, p := range ps {
+		s[p.Name] = p.Shape
 	}
 	return s
 }
 
-// Params returns the parameters in a fixed order; Value shares the model's
-// memory and Grad holds the gradient of the last Step.
-func (m *Model) Params() []train.Param {
-	out := make([]train.Param, len(m.params))
-	for i, p := range m.params {
-		if p.grad == nil {
-			p.grad = make([]float32, p.shape.TotalSize())
-		}
-		out[i] = train.Param{Name: p.name, Shape: []int(p.shape.Clone()), Value: p.t.Data().([]float32), Grad: p.grad}
-	}
-	return out
-}
+// Close frees the model's device memory.
+func (m *Net[B]) Close() { m.nn.Close() }
 
 // checkInput validates a batch, its timesteps and labels against the model.
-func (m *Model) checkInput(x diffusion.Batch, t, y []int) error {
+func (m *Net[B]) checkInput(x diffusion.Batch, t []float64, y []int) error {
 	if err := x.Check(); err != nil {
 		return fmt.Errorf("unet: input: %w", err)
 	}
@@ -134,8 +87,8 @@ func (m *Model) checkInput(x diffusion.Batch, t, y []int) error {
 		return fmt.Errorf("unet: %d timesteps for a batch of %d", len(t), x.N)
 	}
 	for i, v := range t {
-		if v < 0 {
-			return fmt.Errorf("unet: timesteps[%d] = %d: must be >= 0", i, v)
+		if !(v >= 0) || math.IsInf(v, 0) {
+			return fmt.Errorf("unet: timesteps[%d] = %v: must be finite and >= 0", i, v)
 		}
 	}
 	k := m.cfg.numClasses()
@@ -163,115 +116,66 @@ func (m *Model) checkInput(x diffusion.Batch, t, y []int) error {
 	return nil
 }
 
-// setInputs writes x, the timestep embedding and the one-hot labels into
-// the graph's input tensors.
-func (m *Model) setInputs(gr *graph, x diffusion.Batch, t, y []int) {
-	var oh []float32
-	if gr.onehot != nil {
-		oh = gr.onehot.Data().([]float32)
+// Inputs returns the graph inputs for (x, t, y) after checking them as
+// Predict does: x (centred when the config says so), the sinusoidal
+// timestep embedding and the one-hot labels (-1 is the null class).
+func (m *Net[B]) Inputs(x diffusion.Batch, t []float64, y []int) (map[string][]float32, error) {
+	if err := m.checkInput(x, t, y); err != nil {
+		return nil, err
 	}
-	m.encode(gr.x.Data().([]float32), gr.temb.Data().([]float32), oh, x, t, y)
-}
-
-// encode writes the graph inputs for (x, t, y): x (centred when the config
-// says so), the sinusoidal timestep embedding and the one-hot labels.
-func (m *Model) encode(xd, temb, oh []float32, x diffusion.Batch, t, y []int) {
-	copy(xd, x.Data)
+	xd := append([]float32(nil), x.Data...)
 	if m.cfg.CenterInputSample {
 		for i, v := range xd {
 			xd[i] = 2*v - 1
 		}
 	}
-	timestepEmbedding(temb, t, m.cfg.BlockOutChannels[0], m.cfg.FlipSinToCos, m.cfg.FreqShift)
-	if oh != nil {
-		k := m.cfg.numClasses()
-		clear(oh)
+	c0 := m.cfg.BlockOutChannels[0]
+	temb := make([]float32, x.N*c0)
+	timestepEmbedding(temb, t, c0, m.cfg.FlipSinToCos, m.cfg.FreqShift)
+	in := map[string][]float32{inputX: xd, inputTEmb: temb}
+	if k := m.cfg.numClasses(); k > 0 {
+		oh := make([]float32, x.N*k)
 		for i, v := range y {
 			if v == -1 {
 				v = *m.cfg.NullClass
 			}
 			oh[i*k+v] = 1
 		}
+		in[inputClass] = oh
 	}
+	return in, nil
 }
 
-// Predict runs the network on x_t at timesteps t with labels y (nil for an
-// unconditional model; -1 selects the null class of a model trained for
-// classifier-free guidance) and returns its output (N, out_channels, H, W).
-func (m *Model) Predict(ctx context.Context, x diffusion.Batch, t []int, y []int) (diffusion.Batch, error) {
+// Key is the graph shape of a batch.
+func Key(x diffusion.Batch) nn.Key { return nn.Key{N: x.N, H: x.H, W: x.W} }
+
+// Predict runs the network on x_t at (possibly fractional) training
+// timesteps t with labels y (nil for an unconditional model; -1 selects
+// the null class of a model trained for classifier-free guidance) and
+// returns its output (N, out_channels, H, W).
+func (m *Net[B]) Predict(ctx context.Context, x diffusion.Batch, t []float64, y []int) (diffusion.Batch, error) {
 	if err := ctx.Err(); err != nil {
 		return diffusion.Batch{}, err
 	}
-	if err := m.checkInput(x, t, y); err != nil {
-		return diffusion.Batch{}, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	gr, err := m.graphFor(graphKey{x.N, x.H, x.W, false})
+	in, err := m.Inputs(x, t, y)
 	if err != nil {
 		return diffusion.Batch{}, err
-	}
-	m.setInputs(gr, x, t, y)
-	defer gr.vm.Reset()
-	if err := gr.vm.RunAll(); err != nil {
-		return diffusion.Batch{}, fmt.Errorf("unet: forward: %w", err)
 	}
 	out := diffusion.NewBatch(x.N, m.cfg.OutChannels, x.H, x.W)
-	copy(out.Data, floats(gr.out.Value()))
+	if err := m.nn.Forward(ctx, Key(x), in, out.Data); err != nil {
+		return diffusion.Batch{}, fmt.Errorf("unet: %w", err)
+	}
 	return out, nil
-}
-
-// Step runs the forward pass, hands the output to loss, then runs the
-// backward pass, leaving dL/dparam in each Params()[i].Grad. dropoutSeed
-// draws the dropout masks (when the config's dropout is > 0).
-func (m *Model) Step(ctx context.Context, x diffusion.Batch, t []int, y []int, dropoutSeed uint64, loss train.LossFunc) (float64, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	if err := m.checkInput(x, t, y); err != nil {
-		return 0, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	gr, err := m.graphFor(graphKey{x.N, x.H, x.W, true})
-	if err != nil {
-		return 0, err
-	}
-	m.setInputs(gr, x, t, y)
-	if len(gr.dropMasks) > 0 {
-		masks := make([][]float32, len(gr.dropMasks))
-		for i, mp := range gr.dropMasks {
-			masks[i] = *mp
-		}
-		m.FillDropoutMasks(dropoutSeed, masks)
-	}
-	outB := diffusion.Batch{N: x.N, C: m.cfg.OutChannels, H: x.H, W: x.W}
-	var lossVal float64
-	gr.lossFn = func(out, dout []float32) (float64, error) {
-		outB.Data = out
-		l, err := loss(outB, dout)
-		lossVal = l
-		return l, err
-	}
-	defer gr.vm.Reset()
-	if err := gr.vm.RunAll(); err != nil {
-		return 0, fmt.Errorf("unet: training step: %w", err)
-	}
-	for i, p := range m.params {
-		if p.grad == nil {
-			p.grad = make([]float32, p.shape.TotalSize())
-		}
-		copy(p.grad, floats(gr.gradNodes[i].Value()))
-	}
-	return lossVal, nil
 }
 
 // timestepEmbedding writes diffusers' get_timestep_embedding for t into
 // dst (N, dim): for i < half = dim/2, freq_i = exp(-ln(10000) * i /
 // (half - shift)), and row n is [sin(t_n freq), cos(t_n freq)] (cos first
-// when flip), zero-padded for odd dim. Computed in float32 steps as
-// diffusers does, so the embedding matches it bit for bit.
-func timestepEmbedding(dst []float32, t []int, dim int, flip bool, shift float64) {
+// when flip), zero-padded for odd dim. It is defined for any real t (the
+// Euler family calls the model at fractional timesteps). Computed in
+// float32 steps as diffusers does, so the embedding matches it bit for
+// bit at integer timesteps.
+func timestepEmbedding(dst []float32, t []float64, dim int, flip bool, shift float64) {
 	half := dim / 2
 	clear(dst)
 	lnp := float32(-math.Log(10000))
@@ -287,4 +191,14 @@ func timestepEmbedding(dst []float32, t []int, dim int, flip bool, shift float64
 			dst[n*dim+i], dst[n*dim+half+i] = s, c
 		}
 	}
+}
+
+// Info describes the model for trainers and servers.
+func (m *Net[B]) Info() nn.Info {
+	i := nn.Info{Config: m.cfg.JSON(), InChannels: m.cfg.InChannels, OutChannels: m.cfg.OutChannels,
+		Size: m.cfg.SampleSize, Classes: m.cfg.numClasses(), NullClass: -1}
+	if m.cfg.NullClass != nil {
+		i.NullClass = *m.cfg.NullClass
+	}
+	return i
 }

@@ -74,9 +74,9 @@ func TestFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := make([]int, len(ts64))
+	ts := make([]float64, len(ts64))
 	for i, v := range ts64 {
-		ts[i] = int(v)
+		ts[i] = float64(v)
 	}
 	out, err := m.Predict(context.Background(), x, ts, nil)
 	if err != nil {
@@ -112,7 +112,14 @@ func TestSaveLoad(t *testing.T) {
 	if m2.Config().NullClass == nil || *m2.Config().NullClass != 3 {
 		t.Errorf("ddpm_null_class lost: %v", m2.Config().NullClass)
 	}
-	a, b := m.Tensors(), m2.Tensors()
+	a, err := m.Tensors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m2.Tensors()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(a) != len(b) {
 		t.Fatalf("%d tensors saved, %d loaded", len(a), len(b))
 	}
@@ -122,7 +129,7 @@ func TestSaveLoad(t *testing.T) {
 		}
 	}
 	// A wrong tensor set is one error naming every bad tensor.
-	bad := m.Tensors()
+	bad, _ := m.Tensors()
 	delete(bad, "conv_in.weight")
 	bad["extra.weight"] = weights.Tensor{Shape: []int{1}, Data: []float32{0}}
 	bad["conv_out.bias"] = weights.Tensor{Shape: []int{5}, Data: make([]float32, 5)}
@@ -134,40 +141,6 @@ func TestSaveLoad(t *testing.T) {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
 		}
-	}
-}
-
-// TestGraphCacheEviction runs many batch sizes: at most maxGraphs graphs
-// stay built, and a rebuilt graph gives the same output.
-func TestGraphCacheEviction(t *testing.T) {
-	m, err := New(tinyConfig(), newCPU(t), 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	x1 := diffusion.NewBatch(1, 2, 8, 8)
-	for i := range x1.Data {
-		x1.Data[i] = float32(i%7) - 3
-	}
-	first, err := m.Predict(ctx, x1, []int{42}, []int{1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for n := 2; n <= maxGraphs+3; n++ {
-		x := diffusion.NewBatch(n, 2, 8, 8)
-		if _, err := m.Predict(ctx, x, make([]int, n), make([]int, n)); err != nil {
-			t.Fatal(err)
-		}
-		if len(m.graphs) > maxGraphs {
-			t.Fatalf("%d graphs kept, want <= %d", len(m.graphs), maxGraphs)
-		}
-	}
-	again, err := m.Predict(ctx, x1, []int{42}, []int{1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(first.Data, again.Data) {
-		t.Error("output changed after the graph was evicted and rebuilt")
 	}
 }
 

@@ -8,35 +8,15 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ddpm-go/ddpm/cuda/dev"
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/kernels"
 	"github.com/ddpm-go/ddpm/server"
-	"github.com/ddpm-go/ddpm/weights"
+	"github.com/ddpm-go/ddpm/unet"
 )
 
 // labFixture is the diffusers UNet2DModel of the shared fixtures
-// (1,112,801 parameters, 1 x 32 x 32), which -lab serves.
+// (1,112,801 parameters, 1 x 32 x 32), which -lab serves in this process.
 var labFixture = filepath.Join("..", "shared", "fixtures", "diffusers-unet-small")
-
-// labModel is a diffusion.Model over the kernel lab's UNet (cuda/dev, a
-// UNet2DModel written on kernels.Ops and checked against diffusers to
-// 1e-6) on the CPU backend: a real network's cost while the Gorgonia UNet
-// is not ready to be served.
-type labModel struct {
-	cpu *kernels.CPU
-	u   *dev.UNet[[]float32]
-}
-
-// Predict implements diffusion.Model: eps for x_t at timesteps t.
-func (m labModel) Predict(ctx context.Context, x diffusion.Batch, t []int, y []int) (diffusion.Batch, error) {
-	if err := ctx.Err(); err != nil {
-		return diffusion.Batch{}, err
-	}
-	out := diffusion.NewBatch(x.N, x.C, x.H, x.W)
-	m.u.Forward(out.Data, x.Data, t, x.H, x.W)
-	return out, m.cpu.Sync()
-}
 
 // labGenerator loads the fixture UNet (path relative to the repository
 // root, where run.sh runs) on the CPU backend.
@@ -44,38 +24,26 @@ func labGenerator() (server.Generator, func(), error) {
 	if _, err := os.Stat(labFixture); err != nil {
 		return nil, nil, fmt.Errorf("-lab needs the shared fixtures at %s: %w", labFixture, err)
 	}
-	src, err := weights.Open(labFixture)
+	cpu, err := kernels.NewCPU(kernels.CPUOptions{ConstWeights: true})
 	if err != nil {
 		return nil, nil, err
 	}
-	tensors := map[string][]float32{}
-	for name, t := range src.Tensors {
-		tensors[name] = t.Data
-	}
-	cpu, err := kernels.NewCPU(kernels.CPUOptions{})
+	u, _, err := unet.Load(labFixture, cpu)
 	if err != nil {
-		return nil, nil, err
-	}
-	u, err := dev.NewUNet[[]float32](cpu, dev.UNetConfig{InChannels: 1, Channels: []int{32, 64, 64},
-		Attention: []bool{false, true, false}, Layers: 1, Groups: 8, Eps: 1e-6}, 1)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := u.Load(tensors); err != nil {
 		return nil, nil, err
 	}
 	d, err := diffusion.New(diffusion.DefaultConfig())
 	if err != nil {
 		return nil, nil, err
 	}
-	g, err := server.NewDiffusionGenerator(labModel{cpu: cpu, u: u}, d,
-		server.ModelInfo{Name: "diffusers-unet-small (lab UNet)", ImageSize: 32, Channels: 1, Device: cpu.Name()})
+	g, err := server.NewDiffusionGenerator(u, d,
+		server.ModelInfo{Name: "diffusers-unet-small", ImageSize: 32, Channels: 1, Device: cpu.Name()})
 	if err != nil {
 		return nil, nil, err
 	}
 	labSample = func(n, steps, reps int) (float64, error) {
 		o := diffusion.Options{Sampler: diffusion.SamplerDDIM, Steps: steps, N: n, C: 1, H: 32, W: 32}
-		m := labModel{cpu: cpu, u: u}
+		m := u
 		if _, err := d.Sample(context.Background(), m, o); err != nil {
 			return 0, err
 		}

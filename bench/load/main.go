@@ -57,7 +57,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "", "path of the ddpm binary (required)")
 	flag.StringVar(&o.model, "model", "", "model path passed to ddpm serve (empty: the embedded default)")
 	flag.BoolVar(&o.fake, "fake", false, "serve the TEST-ONLY fake generator instead of a model")
-	flag.BoolVar(&o.lab, "lab", false, "serve the shared fixture UNet through the kernel lab's UNet, in this process (no -bin needed)")
+	flag.BoolVar(&o.lab, "lab", false, "serve the shared fixture UNet (unet.Load) in this process (no -bin needed)")
 	flag.DurationVar(&o.fakeStep, "fake-step-delay", 10*time.Millisecond, "fake cost per batch step")
 	flag.DurationVar(&o.fakeImage, "fake-image-delay", 2*time.Millisecond, "fake cost per image per step")
 	flag.IntVar(&o.steps, "steps", 10, "denoising steps per request")

@@ -9,8 +9,11 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/kernels"
+	"github.com/ddpm-go/ddpm/nn"
+	"github.com/ddpm-go/ddpm/pipeline"
 	"github.com/ddpm-go/ddpm/unet"
 )
 
@@ -55,7 +58,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.Warmup, "warmup", 2, "untimed iterations first (>= 0); they also build the graphs")
 	fs.BoolVar(&o.Train, "train", false, "also time a training step: forward, MSE loss, backward, AdamW")
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON line")
-	fs.StringVar(&o.Device, "device", "auto", "auto or cpu (the UNet runs on the CPU backend for now)")
+	fs.StringVar(&o.Device, "device", "auto", "auto, cpu or cuda[:N]")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -87,37 +90,53 @@ func medianMS(d []time.Duration) float64 {
 func bench(ctx context.Context, o benchOptions, stdout io.Writer) error {
 	// Without --train the weights never change: let oneDNN cache its
 	// reordered convolution weights, as sampling and serving do.
-	cpu, err := newCPUFor(o.Device, !o.Train)
+	be, err := cuda.Select(o.Device, cuda.SelectOptions{CPU: kernels.CPUOptions{ConstWeights: !o.Train}})
 	if err != nil {
 		return err
 	}
-	var m *unet.Model
+	if be.GPU != nil {
+		defer be.GPU.Close()
+		return benchOn[cuda.Ptr](ctx, be.GPU, o, stdout)
+	}
+	return benchOn[[]float32](ctx, be.CPU, o, stdout)
+}
+
+// benchOn times the UNet on one backend.
+func benchOn[B any](ctx context.Context, ops kernels.Ops[B], o benchOptions, stdout io.Writer) error {
+	var m *unet.Net[B]
 	name := o.Model
 	if o.Preset != "" {
 		cfg, err := unet.Preset(o.Preset)
 		if err != nil {
 			return usageError{fmt.Sprintf("bench: --preset: %v", err)}
 		}
-		if m, err = unet.New(cfg, cpu, 1); err != nil {
+		if m, err = unet.NewOn[B](cfg, ops, 1); err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
 		name = "preset:" + o.Preset
-	} else if m, _, err = unet.Load(o.Model, cpu); err != nil {
-		return fmt.Errorf("bench: --model: %w", err)
+	} else {
+		src, err := pipeline.OpenSource(ctx, o.Model, nil)
+		if err != nil {
+			return fmt.Errorf("bench: --model: %w", err)
+		}
+		if m, err = unet.FromSourceOn[B](src, ops); err != nil {
+			return fmt.Errorf("bench: --model: %w", err)
+		}
 	}
+	defer m.Close()
 	cfg := m.Config()
 	r := rand.New(rand.NewPCG(1, 2))
 	x := diffusion.NewBatch(o.Batch, cfg.InChannels, cfg.SampleSize, cfg.SampleSize)
 	for i := range x.Data {
 		x.Data[i] = float32(r.NormFloat64())
 	}
-	ts := make([]int, o.Batch)
+	ts := make([]float64, o.Batch)
 	var ys []int
 	if cfg.NumClassEmbeds != nil {
 		ys = make([]int, o.Batch)
 	}
 	for i := range ts {
-		ts[i] = r.IntN(1000)
+		ts[i] = float64(r.IntN(1000))
 		if ys != nil {
 			ys[i] = r.IntN(*cfg.NumClassEmbeds)
 			if cfg.NullClass != nil && ys[i] == *cfg.NullClass {
@@ -125,7 +144,7 @@ func bench(ctx context.Context, o benchOptions, stdout io.Writer) error {
 			}
 		}
 	}
-	res := benchResult{Device: cpu.Name(), Model: name, Batch: o.Batch, Params: m.NumParams(), Iters: o.Iters, Warmup: o.Warmup, ConstWeights: !o.Train}
+	res := benchResult{Device: ops.Name(), Model: name, Batch: o.Batch, Params: m.NumParams(), Iters: o.Iters, Warmup: o.Warmup, ConstWeights: !o.Train}
 	times := make([]time.Duration, 0, o.Iters)
 	for i := 0; i < o.Warmup+o.Iters; i++ {
 		start := time.Now()
@@ -139,7 +158,7 @@ func bench(ctx context.Context, o benchOptions, stdout io.Writer) error {
 	res.ForwardMSMedian = medianMS(times)
 	res.ImagesPerSec = float64(o.Batch) / (res.ForwardMSMedian / 1000)
 	if o.Train {
-		if err := benchTrain(ctx, cpu, m, x, ts, ys, o, &res); err != nil {
+		if err := benchTrain(ctx, m, x, ts, ys, o, &res); err != nil {
 			return err
 		}
 	}
@@ -159,40 +178,46 @@ func bench(ctx context.Context, o benchOptions, stdout io.Writer) error {
 	return nil
 }
 
-// benchTrain times training steps: forward, MSE against a fixed target,
-// backward (unet.Model.Step) and one AdamW update of every parameter.
-func benchTrain(ctx context.Context, cpu *kernels.CPU, m *unet.Model, x diffusion.Batch, ts, ys []int, o benchOptions, res *benchResult) error {
-	target := make([]float32, x.N*m.Config().OutChannels*x.H*x.W)
+// benchTrain times training steps as train.Trainer runs them, all on the
+// device: forward, L_simple against a fixed target, backward, the
+// gradient norm with clipping, and one AdamW update of the flat
+// parameters; it waits for the device at the end of each step.
+func benchTrain[B any](ctx context.Context, m *unet.Net[B], x diffusion.Batch, ts []float64, ys []int, o benchOptions, res *benchResult) error {
+	D := m.Config().OutChannels * x.H * x.W
+	target := make([]float32, x.N*D)
 	r := rand.New(rand.NewPCG(3, 4))
 	for i := range target {
 		target[i] = float32(r.NormFloat64())
 	}
-	mse := func(out diffusion.Batch, dout []float32) (float64, error) {
-		var s float64
-		k := 2 / float32(len(target))
-		for i, v := range out.Data {
-			d := v - target[i]
-			s += float64(d) * float64(d)
-			dout[i] = k * d
-		}
-		return s / float64(len(target)), nil
+	in, err := m.Inputs(x, ts, ys)
+	if err != nil {
+		return err
 	}
-	params := m.Params()
-	mom := make([][]float32, len(params))
-	vel := make([][]float32, len(params))
-	for i, p := range params {
-		mom[i] = make([]float32, len(p.Value))
-		vel[i] = make([]float32, len(p.Value))
+	coefs := make([]diffusion.LossCoefs, x.N)
+	for i := range coefs {
+		coefs[i] = diffusion.LossCoefs{TargetNoise: 1, MSE: 1}
 	}
+	ti := nn.TrainInputs{Net: in, Loss: kernels.DiffusionLossDims{N: x.N, D: D}, X0: make([]float32, len(target)),
+		Noise: target, Coef: nn.LossCoefRows(coefs, nil)}
+	e := m.Engine()
+	ops := e.Ops()
+	n := e.NumParams()
+	mom, vel, norm := ops.Alloc(n), ops.Alloc(n), ops.Alloc(1)
+	defer func() { ops.Free(mom); ops.Free(vel); ops.Free(norm) }()
 	h := kernels.AdamWParams{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0}
 	times := make([]time.Duration, 0, o.Iters)
 	for i := 0; i < o.Warmup+o.Iters; i++ {
 		start := time.Now()
-		if _, err := m.Step(ctx, x, ts, ys, uint64(i), mse); err != nil {
+		ti.State.Seed = uint64(i)
+		if err := e.TrainStep(ctx, unet.Key(x), ti); err != nil {
 			return fmt.Errorf("bench: train step: %w", err)
 		}
-		for j, p := range params {
-			cpu.AdamW(p.Value, mom[j], vel[j], p.Grad, h, i+1, len(p.Value))
+		grads, _ := e.GradBuffer()
+		ops.Norm(norm, grads, n)
+		ops.ClipToNorm(grads, norm, 1, n)
+		ops.AdamW(e.ParamBuffer(), mom, vel, grads, h, i+1, n)
+		if err := ops.Sync(); err != nil {
+			return fmt.Errorf("bench: train step: %w", err)
 		}
 		if i >= o.Warmup {
 			times = append(times, time.Since(start))
@@ -200,6 +225,6 @@ func benchTrain(ctx context.Context, cpu *kernels.CPU, m *unet.Model, x diffusio
 	}
 	res.TrainStepMSMedian = medianMS(times)
 	res.TrainImagesPerSec = float64(x.N) / (res.TrainStepMSMedian / 1000)
-	res.TrainStepIncludes = "forward+mse+backward+adamw"
+	res.TrainStepIncludes = "forward+mse+backward+clip+adamw"
 	return nil
 }

@@ -34,16 +34,16 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *limit < 0 || *batch < 1 {
 		return usageError{"eval: --limit must be >= 0 and --batch >= 1"}
 	}
-	m, err := loadModel(*model, *device, stderr)
+	m, err := openPipeline(ctx, *model, *device, stderr)
 	if err != nil {
 		return err
 	}
+	defer m.Close()
 	ds, err := data.Open(ctx, *dataset, dopts)
 	if err != nil {
 		return err
 	}
-	defer m.release()
-	cfg := m.cfg
+	cfg := m.Config
 	if c, h, w := ds.Shape(); c != cfg.InChannels || h != cfg.SampleSize || w != cfg.SampleSize {
 		return usageError{fmt.Sprintf("eval: the dataset gives %dx%dx%d images, the model takes %dx%dx%d", c, h, w, cfg.InChannels, cfg.SampleSize, cfg.SampleSize)}
 	}
@@ -54,18 +54,18 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	rng := rand.New(rand.NewPCG(*seed, 0x6576616c))
 	var bpds []float64
 	bar := newProgress(stderr, "eval")
-	T := m.d.T()
+	T := m.Diffusion.T()
 	calls := T * ((n + *batch - 1) / *batch)
 	for start := 0; start < n; start += *batch {
 		x, y, err := data.Read(ds, start, min(*batch, n-start))
 		if err != nil {
 			return err
 		}
-		if classCount(cfg) == 0 {
+		if m.Classes() == 0 {
 			y = nil
 		}
 		done0 := start / *batch * T
-		r, err := m.d.NLL(ctx, m.net, x, y, rng, func(done, _ int) { bar.update(done0+done, calls) })
+		r, err := m.Diffusion.NLL(ctx, m.Model, x, y, rng, func(done, _ int) { bar.update(done0+done, calls) })
 		if err != nil {
 			bar.done()
 			return err
@@ -75,7 +75,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	bar.done()
 	mean, se := meanSE(bpds)
 	if *asJSON {
-		b, _ := json.Marshal(map[string]any{"dataset": *dataset, "split": string(dopts.Split), "images": len(bpds), "bits_per_dim": mean, "stderr": se, "device": m.device})
+		b, _ := json.Marshal(map[string]any{"dataset": *dataset, "split": string(dopts.Split), "images": len(bpds), "bits_per_dim": mean, "stderr": se, "device": m.Device})
 		fmt.Fprintln(stdout, string(b))
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ddpm-go/ddpm/pipeline"
 	"github.com/ddpm-go/ddpm/weights"
 )
 
@@ -32,14 +33,14 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usageError{fmt.Sprintf("export: need SOURCE and OUT, got %d argument(s)", len(pos))}
 	}
 	srcPath, out := pos[0], pos[1]
-	src, err := weights.Open(srcPath)
+	src, err := pipeline.OpenSource(ctx, srcPath, nil)
 	if err != nil {
 		return err
 	}
 	if *asDiffusers {
 		sched := src.SchedulerConfig
 		if len(sched) == 0 {
-			d, err := diffusionFor(src)
+			d, err := pipeline.DiffusionFor(src)
 			if err != nil {
 				return err
 			}

@@ -19,6 +19,9 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/ddpm-go/ddpm/cuda"
+	"github.com/ddpm-go/ddpm/pipeline"
 )
 
 // command is one subcommand: it parses its own flags from args and runs.
@@ -146,4 +149,15 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+// openPipeline opens --model on --device for the generating commands,
+// logging the device line (and Hub downloads) to log; a bad --device is a
+// usage error.
+func openPipeline(ctx context.Context, model, device string, log io.Writer) (*pipeline.Pipeline, error) {
+	if _, err := cuda.ParseDevice(device); err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return pipeline.Open(ctx, model, pipeline.Options{Device: device,
+		Logf: func(f string, a ...any) { fmt.Fprintf(log, f+"\n", a...) }})
 }

@@ -8,10 +8,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/diffusion"
-	"github.com/ddpm-go/ddpm/kernels"
 	"github.com/ddpm-go/ddpm/npy"
-	"github.com/ddpm-go/ddpm/unet"
+	"github.com/ddpm-go/ddpm/pipeline"
 )
 
 // predictOptions are the flags of `ddpm predict`.
@@ -32,10 +32,10 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var o predictOptions
 	fs.StringVar(&o.Model, "model", "", "diffusers UNet2DModel folder, ddpm model file or checkpoint (required)")
 	fs.StringVar(&o.Input, "input", "", "x_t as a float32 or float64 .npy of shape (N, C, H, W) (required)")
-	fs.StringVar(&o.Timesteps, "timesteps", "", "timesteps, comma-separated: one per sample, or one for all (required)")
+	fs.StringVar(&o.Timesteps, "timesteps", "", "training timesteps (may be fractional), comma-separated: one per sample, or one for all (required)")
 	fs.StringVar(&o.Class, "class", "", "class labels for a class-conditional model, comma-separated (one per sample or one for all); -1 is the null class of a guidance model")
 	fs.StringVar(&o.Output, "output", "", "where to write the network output .npy, shape (N, out_channels, H, W) (required)")
-	fs.StringVar(&o.Device, "device", "auto", "auto or cpu (the UNet runs on the CPU backend for now)")
+	fs.StringVar(&o.Device, "device", "auto", "auto, cpu or cuda[:N]")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -44,7 +44,33 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return usageError{fmt.Sprintf("predict: %s is required", req.name)}
 		}
 	}
+	if _, err := cuda.ParseDevice(o.Device); err != nil {
+		return usageError{err.Error()}
+	}
 	return predict(ctx, o, stdout)
+}
+
+// parseFloats parses a comma-separated list of numbers for flag name and
+// expands a single value to n entries.
+func parseFloats(name, s string, n int) ([]float64, error) {
+	var out []float64
+	for _, p := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil {
+			return nil, usageError{fmt.Sprintf("%s: %q is not a number", name, p)}
+		}
+		out = append(out, v)
+	}
+	for len(out) == 1 && n > 1 {
+		out = append(out, out[0])
+		if len(out) == n {
+			break
+		}
+	}
+	if len(out) != n {
+		return nil, usageError{fmt.Sprintf("%s: %d values for a batch of %d: give one per sample or one for all", name, len(out), n)}
+	}
+	return out, nil
 }
 
 // parseInts parses a comma-separated list of integers for flag name and
@@ -70,22 +96,7 @@ func parseInts(name, s string, n int) ([]int, error) {
 	return out, nil
 }
 
-// newCPUFor resolves --device for the UNet commands: auto and cpu run on
-// the CPU backend. constWeights (inference only: no optimiser step will
-// change the weights) lets oneDNN keep its reordered convolution weights.
-func newCPUFor(device string, constWeights bool) (*kernels.CPU, error) {
-	switch device {
-	case "auto", "cpu", "":
-		return kernels.NewCPU(kernels.CPUOptions{ConstWeights: constWeights})
-	}
-	return nil, usageError{fmt.Sprintf("--device %q: the UNet commands support auto and cpu for now", device)}
-}
-
 func predict(ctx context.Context, o predictOptions, stdout io.Writer) error {
-	cpu, err := newCPUFor(o.Device, true)
-	if err != nil {
-		return err
-	}
 	a, err := npy.ReadFile(o.Input)
 	if err != nil {
 		return fmt.Errorf("predict: --input: %w", err)
@@ -94,7 +105,7 @@ func predict(ctx context.Context, o predictOptions, stdout io.Writer) error {
 		return fmt.Errorf("predict: --input %s has shape %v, want 4 dimensions (N, C, H, W)", o.Input, a.Shape)
 	}
 	x := diffusion.Batch{N: a.Shape[0], C: a.Shape[1], H: a.Shape[2], W: a.Shape[3], Data: a.Float32s()}
-	ts, err := parseInts("--timesteps", o.Timesteps, x.N)
+	ts, err := parseFloats("--timesteps", o.Timesteps, x.N)
 	if err != nil {
 		return err
 	}
@@ -104,11 +115,12 @@ func predict(ctx context.Context, o predictOptions, stdout io.Writer) error {
 			return err
 		}
 	}
-	m, _, err := unet.Load(o.Model, cpu)
+	p, err := pipeline.Open(ctx, o.Model, pipeline.Options{Device: o.Device})
 	if err != nil {
 		return fmt.Errorf("predict: --model: %w", err)
 	}
-	out, err := m.Predict(ctx, x, ts, ys)
+	defer p.Close()
+	out, err := p.Model.Predict(ctx, x, ts, ys)
 	if err != nil {
 		return fmt.Errorf("predict: %w", err)
 	}

@@ -105,13 +105,13 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		o.seed = randomSeed()
 		fmt.Fprintf(stderr, "seed %d (pass --seed %d to repeat this run)\n", o.seed, o.seed)
 	}
-	m, err := loadModel(o.model, o.device, stderr)
+	m, err := openPipeline(ctx, o.model, o.device, stderr)
 	if err != nil {
 		return err
 	}
-	defer m.release()
-	cfg := m.cfg
-	d, err := sampleDiffusion(m.d, o)
+	defer m.Close()
+	cfg := m.Config
+	d, err := sampleDiffusion(m.Diffusion, o)
 	if err != nil {
 		return err
 	}
@@ -127,7 +127,7 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if o.mask != "" && so.Sampler != diffusion.SamplerDDPM {
 		return usageError{fmt.Sprintf("sample: --mask (inpainting) runs with --sampler ddpm, not %s", o.sampler)}
 	}
-	if k := classCount(cfg); k > 0 {
+	if k := m.Classes(); k > 0 {
 		switch {
 		case o.class == "" && o.initImage != "" && cfg.NullClass != nil:
 			so.Labels = make([]int, o.n)
@@ -175,7 +175,7 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	bar := newProgress(stderr, "sampling")
 	so.Progress = func(p diffusion.Progress) { bar.update(p.Step, p.Total) }
-	b, err := d.Sample(ctx, m.net, so)
+	b, err := d.Sample(ctx, m.Model, so)
 	bar.done()
 	if err != nil {
 		return err

@@ -34,7 +34,11 @@ func tinyModelFile(t *testing.T) string {
 	}
 	dj, _ := json.Marshal(diffusion.DefaultConfig())
 	path := filepath.Join(t.TempDir(), "tiny.safetensors")
-	if err := weights.WriteModel(path, &weights.Model{UNetConfig: cfg.JSON(), DiffusionConfig: dj, ClassNames: []string{"a", "b"}, Tensors: m.Tensors()}); err != nil {
+	ts, err := m.Tensors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := weights.WriteModel(path, &weights.Model{UNetConfig: cfg.JSON(), DiffusionConfig: dj, ClassNames: []string{"a", "b"}, Tensors: ts}); err != nil {
 		t.Fatal(err)
 	}
 	return path

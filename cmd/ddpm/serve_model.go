@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/pipeline"
 	"github.com/ddpm-go/ddpm/server"
 	"github.com/ddpm-go/ddpm/weights"
 )
@@ -17,49 +17,29 @@ import (
 // when empty) on o.device and wraps it as a server.Generator. The returned
 // func releases the model.
 func loadServeModel(ctx context.Context, o serveOptions, log *slog.Logger) (server.Generator, func(), error) {
-	var src *weights.Source
-	var err error
 	name := "default"
-	if o.model == "" {
-		src, err = weights.OpenDefault()
-	} else {
-		src, err = weights.Open(o.model)
+	if o.model != "" {
 		name = modelName(o.model)
 	}
+	p, err := pipeline.Open(ctx, o.model, pipeline.Options{Device: o.device,
+		Logf: func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) }})
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := diffusionFor(src)
+	info, err := serveInfo(p.Source, name)
 	if err != nil {
+		p.Close()
 		return nil, nil, err
 	}
-	info, err := serveInfo(src, name)
+	info.Device = p.Device
+	gen, err := server.NewDiffusionGenerator(p.Model, p.Diffusion, info)
 	if err != nil {
+		p.Close()
 		return nil, nil, err
 	}
-	model, device, release, err := newServeUNet(ctx, src, o.device)
-	if err != nil {
-		return nil, nil, err
-	}
-	info.Device = device
-	gen, err := server.NewDiffusionGenerator(model, d, info)
-	if err != nil {
-		release()
-		return nil, nil, err
-	}
-	log.Info("model loaded", "model", info.Name, "path", src.Path, "format", src.Format.String(),
-		"params", src.NumParams(), "size", info.ImageSize, "classes", info.NumClasses, "T", d.T(), "device", device)
-	return gen, release, nil
-}
-
-// newServeUNet builds the UNet of src on device ("auto", "cpu" or "cuda")
-// and reports which device runs it.
-func newServeUNet(ctx context.Context, src *weights.Source, device string) (diffusion.Model, string, func(), error) {
-	net, _, name, release, err := newUNet(src, device, nil)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	return net, name, release, nil
+	log.Info("model loaded", "model", info.Name, "path", p.Source.Path, "format", p.Source.Format.String(),
+		"params", p.Source.NumParams(), "size", info.ImageSize, "classes", info.NumClasses, "T", p.Diffusion.T(), "device", p.Device)
+	return gen, p.Close, nil
 }
 
 // modelName is the model id /v1/models shows for a path: the file or
@@ -73,30 +53,6 @@ func modelName(path string) string {
 		return "default"
 	}
 	return base
-}
-
-// diffusionFor builds the diffusion process of src: its ddpm diffusion
-// config, else its diffusers scheduler config, else Ho et al. 2020's
-// defaults (linear betas, T = 1000, epsilon, fixed small variance).
-func diffusionFor(src *weights.Source) (*diffusion.Diffusion, error) {
-	cfg := diffusion.DefaultConfig()
-	switch {
-	case len(src.DiffusionConfig) > 0:
-		if err := json.Unmarshal(src.DiffusionConfig, &cfg); err != nil {
-			return nil, fmt.Errorf("model %s: diffusion config: %w", src.Path, err)
-		}
-	case len(src.SchedulerConfig) > 0:
-		c, _, err := diffusion.FromDiffusers(src.SchedulerConfig)
-		if err != nil {
-			return nil, fmt.Errorf("model %s: %w", src.Path, err)
-		}
-		cfg = c
-	}
-	d, err := diffusion.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", src.Path, err)
-	}
-	return d, nil
 }
 
 // unetConfigKeys are the diffusers UNet2DModel config keys the server needs.

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddpm-go/ddpm/pipeline"
 	"github.com/ddpm-go/ddpm/weights"
 )
 
@@ -251,7 +252,7 @@ func TestServeModelInfo(t *testing.T) {
 	if info.Name != "diffusers-unet-small" || info.ImageSize != 32 || info.Channels != 1 || info.NumClasses != 0 {
 		t.Errorf("info %+v", info)
 	}
-	d, err := diffusionFor(src)
+	d, err := pipeline.DiffusionFor(src)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/data"
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/img"
@@ -34,16 +35,18 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	variance := fs.String("variance", "", "reverse-process variance: fixed_small, fixed_large, learned or learned_range\n(default: fixed_small for --loss simple, learned_range for vlb and hybrid)")
 	sched := fs.String("schedule", "linear", "beta schedule: linear, cosine, scaled_linear or sigmoid")
 	threads := fs.Int("threads", 0, "CPU threads for the model (0: all cores)")
+	device := fs.String("device", "auto", "auto, cpu or cuda[:N]: where the model, the loss and the optimiser run")
+	overwrite := fs.Bool("overwrite", false, "start afresh over an existing checkpoint in --out (otherwise refused; see --resume)")
 	pred := fs.String("prediction", "epsilon", "model output: epsilon, sample or v_prediction")
 	T := fs.Int("timesteps", 1000, "diffusion steps T")
 	fs.IntVar(&o.Steps, "steps", o.Steps, "optimiser steps")
 	fs.IntVar(&o.Batch, "batch", o.Batch, "images per step")
 	fs.Float64Var(&o.LR, "lr", o.LR, "peak learning rate")
 	fs.IntVar(&o.WarmupSteps, "warmup", o.WarmupSteps, "learning-rate warmup steps")
-	fs.StringVar(&o.LRSchedule, "lr-schedule", o.LRSchedule, "constant, cosine or linear")
+	fs.TextVar(&o.LRSchedule, "lr-schedule", o.LRSchedule, "learning-rate decay after warmup: constant, cosine or linear")
 	fs.Float64Var(&o.GradClip, "grad-clip", o.GradClip, "max gradient norm (0 disables)")
 	fs.Float64Var(&o.EMARate, "ema", o.EMARate, "EMA decay rate")
-	fs.StringVar(&o.Timesteps, "t-sampler", o.Timesteps, "timestep sampler: uniform or loss-second-moment")
+	fs.TextVar(&o.Timesteps, "t-sampler", o.Timesteps, "timestep sampler: uniform or loss-second-moment (importance sampling, for --loss vlb)")
 	fs.Float64Var(&o.LabelDropout, "label-dropout", 0.1, "probability of dropping a label (classifier-free guidance)")
 	fs.BoolVar(&o.Flip, "flip", false, "random horizontal flips (not for digits)")
 	fs.Uint64Var(&o.Seed, "seed", 0, "random seed")
@@ -74,8 +77,14 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if c != cfg.InChannels || h != cfg.SampleSize || w != cfg.SampleSize {
 		return usageError{fmt.Sprintf("train: the dataset gives %dx%dx%d images, the model takes %dx%dx%d (set --size, --channels or the model config)", c, h, w, cfg.InChannels, cfg.SampleSize, cfg.SampleSize)}
 	}
-	if ds.NumClasses() == 0 {
+	switch {
+	case ds.NumClasses() == 0:
 		o.LabelDropout = 0
+	case cfg.NumClassEmbeds == nil:
+		fmt.Fprintf(stderr, "train: the model is unconditional (num_class_embeds null): the dataset's %d class labels are ignored\n", ds.NumClasses())
+		o.LabelDropout = 0
+	case o.LabelDropout > 0 && cfg.NullClass == nil:
+		return usageError{fmt.Sprintf("train: --label-dropout %v needs a null class: set ddpm_null_class in the UNet config (one more class embedding than classes) or pass --label-dropout 0", o.LabelDropout)}
 	}
 	dcfg := diffusion.DefaultConfig()
 	dcfg.Timesteps = *T
@@ -107,48 +116,79 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	cpu, err := kernels.NewCPU(kernels.CPUOptions{Threads: *threads})
+	if _, err := cuda.ParseDevice(*device); err != nil {
+		return usageError{err.Error()}
+	}
+	be, err := cuda.Select(*device, cuda.SelectOptions{CPU: kernels.CPUOptions{Threads: *threads},
+		Logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }})
 	if err != nil {
 		return err
 	}
-	net, err := unet.New(cfg, cpu, o.Seed)
-	if err != nil {
-		return err
+	job := trainJob{o: o, cfg: cfg, d: d, dcfg: dcfg, ds: ds, dataset: *dataset, out: *out, resume: *resume, overwrite: *overwrite}
+	if be.GPU != nil {
+		defer be.GPU.Close()
+		err = trainOn[cuda.Ptr](ctx, be.GPU, job, stderr)
+	} else {
+		err = trainOn[[]float32](ctx, be.CPU, job, stderr)
 	}
-	dj, _ := json.Marshal(dcfg)
-	tr := &train.Trainer{Options: o, Net: net, Diffusion: d, Data: ds, CPU: cpu, Dir: *out, Progress: stderr,
-		Meta: train.Meta{UNetConfig: cfg.JSON(), DiffusionConfig: dj, ClassNames: ds.ClassNames()}}
-	if o.SampleEvery > 0 {
-		eval, err := unet.New(cfg, cpu, 0)
-		if err != nil {
-			return err
-		}
-		tr.Sample = func(ctx context.Context, step int, ema map[string]weights.Tensor) error {
-			if err := eval.SetTensors(ema); err != nil {
-				return err
-			}
-			so := diffusion.Options{Sampler: diffusion.SamplerDDIM, Steps: 50, Seed: 1, N: 16, C: cfg.InChannels, H: h, W: w}
-			if k := ds.NumClasses(); k > 0 {
-				for i := 0; i < 16; i++ {
-					so.Labels = append(so.Labels, i%k)
-				}
-			}
-			b, err := d.Sample(ctx, eval, so)
-			if err != nil {
-				return err
-			}
-			return img.WriteGrid(filepath.Join(*out, fmt.Sprintf("samples-%06d.png", step)), b, img.GridOptions{NRow: 4, Padding: 2})
-		}
-	}
-	fmt.Fprintf(stderr, "training %d-parameter UNet on %s (%d images, %d classes) on %s into %s\n",
-		net.NumParams(), *dataset, ds.Len(), ds.NumClasses(), cpu.Name(), *out)
-	err = tr.Run(ctx, *resume)
 	if perr := writeLossPlot(filepath.Join(*out, "log.jsonl"), filepath.Join(*out, "loss.png")); perr != nil {
 		fmt.Fprintln(stderr, "train:", perr)
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "checkpoint: %s\n", tr.CheckpointPath())
+	fmt.Fprintf(stdout, "checkpoint: %s\n", filepath.Join(*out, "checkpoint.safetensors"))
 	return nil
+}
+
+// trainJob is what runTrain resolved from the flags.
+type trainJob struct {
+	o                 train.Options
+	cfg               unet.Config
+	d                 *diffusion.Diffusion
+	dcfg              diffusion.Config
+	ds                data.Dataset
+	dataset, out      string
+	resume, overwrite bool
+}
+
+// trainOn trains job's UNet on one backend: the network, the loss and the
+// optimiser run on ops; sample grids are drawn from the EMA weights on the
+// same device.
+func trainOn[B any](ctx context.Context, ops kernels.Ops[B], job trainJob, stderr io.Writer) error {
+	net, err := unet.NewOn[B](job.cfg, ops, job.o.Seed)
+	if err != nil {
+		return err
+	}
+	defer net.Close()
+	dj, _ := json.Marshal(job.dcfg)
+	tr := &train.Trainer[B]{Options: job.o, Net: net, Diffusion: job.d, Data: job.ds, Dir: job.out, Overwrite: job.overwrite,
+		Progress: stderr, Meta: train.Meta{UNetConfig: job.cfg.JSON(), DiffusionConfig: dj, ClassNames: job.ds.ClassNames()}}
+	if job.o.SampleEvery > 0 {
+		eval, err := unet.NewOn[B](job.cfg, ops, 0)
+		if err != nil {
+			return err
+		}
+		defer eval.Close()
+		_, h, w := job.ds.Shape()
+		tr.Sample = func(ctx context.Context, step int, ema map[string]weights.Tensor) error {
+			if err := eval.SetTensors(ema); err != nil {
+				return err
+			}
+			so := diffusion.Options{Sampler: diffusion.SamplerDDIM, Steps: 50, Seed: 1, N: 16, C: job.cfg.InChannels, H: h, W: w}
+			if k := job.ds.NumClasses(); k > 0 && job.cfg.NumClassEmbeds != nil {
+				for i := 0; i < 16; i++ {
+					so.Labels = append(so.Labels, i%k)
+				}
+			}
+			b, err := job.d.Sample(ctx, eval, so)
+			if err != nil {
+				return err
+			}
+			return img.WriteGrid(filepath.Join(job.out, fmt.Sprintf("samples-%06d.png", step)), b, img.GridOptions{NRow: 4, Padding: 2})
+		}
+	}
+	fmt.Fprintf(stderr, "training %d-parameter UNet on %s (%d images, %d classes) on %s into %s\n",
+		net.NumParams(), job.dataset, job.ds.Len(), job.ds.NumClasses(), ops.Name(), job.out)
+	return tr.Run(ctx, job.resume)
 }

@@ -1,0 +1,169 @@
+// Package pipeline opens a model for generation: the weights from any
+// source (a diffusers folder or pipeline, a ddpm model file or checkpoint,
+// a Hugging Face Hub id, the embedded default model), the UNet built on
+// the device --device names (the CPU, or a GPU through package cuda), and
+// the diffusion process that came with the weights. It is what the CLI's
+// sample, eval, predict and bench commands and the server share.
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/ddpm-go/ddpm/cuda"
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/kernels"
+	"github.com/ddpm-go/ddpm/unet"
+	"github.com/ddpm-go/ddpm/weights"
+)
+
+// Options configure Open.
+type Options struct {
+	// Device is "auto" (a GPU when a driver, a device and cuBLAS are
+	// present, else the CPU), "cpu", "cuda" or "cuda:N"; empty means auto.
+	Device string
+	// CPU configures the CPU backend (Open sets ConstWeights: the weights
+	// never change while sampling).
+	CPU kernels.CPUOptions
+	// GPU configures the GPU backend.
+	GPU cuda.Options
+	// Logf, if set, receives the one line saying which device runs and
+	// download progress of Hub models.
+	Logf func(format string, args ...any)
+}
+
+// Pipeline is an opened model: its weights' source, the UNet on a device,
+// and the diffusion process to sample with.
+type Pipeline struct {
+	// Source is where the weights came from, with their configs and class names.
+	Source *weights.Source
+	// Config is the UNet's configuration.
+	Config unet.Config
+	// Diffusion is the process of the weights (see DiffusionFor).
+	Diffusion *diffusion.Diffusion
+	// Model is the UNet on the device.
+	Model diffusion.Model
+	// Device names the backend running the UNet, e.g. "cpu (dnnl, dnnl
+	// conv, 2 threads)".
+	Device string
+
+	close func()
+}
+
+// Open loads source (weights.DefaultPath or "" for the embedded model) and
+// builds its UNet on o.Device. Call Close when done.
+func Open(ctx context.Context, source string, o Options) (*Pipeline, error) {
+	if _, err := cuda.ParseDevice(deviceOr(o.Device)); err != nil {
+		return nil, err
+	}
+	src, err := OpenSource(ctx, source, o.Logf)
+	if err != nil {
+		return nil, err
+	}
+	d, err := DiffusionFor(src)
+	if err != nil {
+		return nil, err
+	}
+	cpuOpts := o.CPU
+	cpuOpts.ConstWeights = true
+	be, err := cuda.Select(deviceOr(o.Device), cuda.SelectOptions{CPU: cpuOpts, GPU: o.GPU, Logf: o.Logf})
+	if err != nil {
+		return nil, err
+	}
+	p := &Pipeline{Source: src, Diffusion: d, Device: be.Name()}
+	if be.GPU != nil {
+		m, err := unet.FromSourceOn[cuda.Ptr](src, be.GPU)
+		if err != nil {
+			be.GPU.Close()
+			return nil, fmt.Errorf("model %s: %w", src.Path, err)
+		}
+		p.Model, p.Config = m, m.Config()
+		p.close = func() { m.Close(); be.GPU.Close() }
+		return p, nil
+	}
+	m, err := unet.FromSource(src, be.CPU)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", src.Path, err)
+	}
+	p.Model, p.Config, p.close = m, m.Config(), m.Close
+	return p, nil
+}
+
+func deviceOr(d string) string {
+	if d == "" {
+		return "auto"
+	}
+	return d
+}
+
+// Close releases the model's device memory (and the GPU).
+func (p *Pipeline) Close() {
+	if p.close != nil {
+		p.close()
+		p.close = nil
+	}
+}
+
+// Classes is the number of real classes of a class-conditional model (its
+// class embeddings less the null class used for guidance), 0 when it is
+// unconditional.
+func (p *Pipeline) Classes() int { return Classes(p.Config) }
+
+// Classes is Pipeline.Classes for a UNet config.
+func Classes(c unet.Config) int {
+	if c.NumClassEmbeds == nil {
+		return 0
+	}
+	if c.NullClass != nil {
+		return *c.NumClassEmbeds - 1
+	}
+	return *c.NumClassEmbeds
+}
+
+// OpenSource opens a model source: "" or weights.DefaultPath is the
+// embedded default model; an existing path is read from disk; a Hugging
+// Face Hub id (org/name[@revision]) resolves through the Hub cache,
+// downloading what is missing (progress to logf), cancellable with ctx.
+func OpenSource(ctx context.Context, path string, logf func(format string, args ...any)) (*weights.Source, error) {
+	if path == "" || path == weights.DefaultPath {
+		return weights.OpenDefault()
+	}
+	if _, err := os.Stat(path); err != nil && weights.IsHubID(path) {
+		var ho weights.HubOptions
+		if logf != nil {
+			ho.Progress = func(p weights.HubProgress) {
+				if p.Done == p.Total {
+					logf("downloaded %s (%d bytes)", p.File, p.Total)
+				}
+			}
+		}
+		return weights.OpenHub(ctx, path, ho)
+	}
+	return weights.Open(path)
+}
+
+// DiffusionFor builds the diffusion process of src: its ddpm diffusion
+// config, else its diffusers scheduler config, else Ho et al. 2020's
+// defaults (linear betas, T = 1000, epsilon, fixed small variance).
+func DiffusionFor(src *weights.Source) (*diffusion.Diffusion, error) {
+	cfg := diffusion.DefaultConfig()
+	switch {
+	case len(src.DiffusionConfig) > 0:
+		if err := json.Unmarshal(src.DiffusionConfig, &cfg); err != nil {
+			return nil, fmt.Errorf("model %s: diffusion config: %w", src.Path, err)
+		}
+	case len(src.SchedulerConfig) > 0:
+		c, _, err := diffusion.FromDiffusers(src.SchedulerConfig)
+		if err != nil {
+			return nil, fmt.Errorf("model %s: %w", src.Path, err)
+		}
+		cfg = c
+	}
+	d, err := diffusion.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", src.Path, err)
+	}
+	return d, nil
+}
