@@ -100,13 +100,31 @@ type GridOptions struct {
 	PadValue uint8
 }
 
-// Grid tiles the batch (N, C, H, W) into one image, row by row, NRow images
-// per row and ceil(N/NRow) rows; empty cells are filled with PadValue. The
-// result is W' = NRow·(W+P)+P wide and H' = rows·(H+P)+P tall for padding P.
+// DefaultGrid is the grid layout of every grid ddpm writes (the CLI's
+// --out and the server's /v1/generate): torchvision's make_grid defaults,
+// 2 black pixels around and between the images, ceil(sqrt(N)) per row.
+var DefaultGrid = GridOptions{Padding: 2}
+
+// Grid tiles the batch (N, C, H, W) into one image (see GridImages).
 func Grid(b diffusion.Batch, opts GridOptions) (image.Image, error) {
 	ims, err := ToImages(b)
 	if err != nil {
 		return nil, err
+	}
+	return GridImages(ims, opts)
+}
+
+// GridImages tiles images of one size into one image, row by row, NRow
+// images per row and ceil(N/NRow) rows; empty cells are filled with
+// PadValue. The result is W' = NRow·(W+P)+P wide and H' = rows·(H+P)+P
+// tall for padding P, grayscale when every image is *image.Gray, else
+// RGBA. A single image is returned as it is.
+func GridImages(ims []image.Image, opts GridOptions) (image.Image, error) {
+	if len(ims) == 0 {
+		return nil, fmt.Errorf("img: grid of no images")
+	}
+	if len(ims) == 1 {
+		return ims[0], nil
 	}
 	if opts.Padding < 0 || opts.Padding > 1024 {
 		return nil, fmt.Errorf("img: grid Padding=%d: allowed 0..1024", opts.Padding)
@@ -114,20 +132,31 @@ func Grid(b diffusion.Batch, opts GridOptions) (image.Image, error) {
 	if opts.NRow < 0 {
 		return nil, fmt.Errorf("img: grid NRow=%d: allowed 0 (auto) or >= 1", opts.NRow)
 	}
+	n := len(ims)
+	w, h := ims[0].Bounds().Dx(), ims[0].Bounds().Dy()
+	gray := true
+	for i, im := range ims {
+		if b := im.Bounds(); b.Dx() != w || b.Dy() != h {
+			return nil, fmt.Errorf("img: grid image %d is %dx%d, image 0 %dx%d: all must have one size", i, b.Dx(), b.Dy(), w, h)
+		}
+		if _, ok := im.(*image.Gray); !ok {
+			gray = false
+		}
+	}
 	ncol := opts.NRow
 	if ncol == 0 {
-		ncol = int(math.Ceil(math.Sqrt(float64(b.N))))
+		ncol = int(math.Ceil(math.Sqrt(float64(n))))
 	}
-	ncol = min(ncol, b.N)
-	rows := (b.N + ncol - 1) / ncol
+	ncol = min(ncol, n)
+	rows := (n + ncol - 1) / ncol
 	p := opts.Padding
-	r := image.Rect(0, 0, ncol*(b.W+p)+p, rows*(b.H+p)+p)
+	r := image.Rect(0, 0, ncol*(w+p)+p, rows*(h+p)+p)
 	if r.Dx()*r.Dy() > MaxPixels {
 		return nil, fmt.Errorf("img: grid of %dx%d pixels exceeds MaxPixels=%d", r.Dx(), r.Dy(), MaxPixels)
 	}
 	var dst draw.Image
 	var bg color.Color
-	if b.C == 1 {
+	if gray {
 		dst = image.NewGray(r)
 		bg = color.Gray{Y: opts.PadValue}
 	} else {
@@ -136,9 +165,9 @@ func Grid(b diffusion.Batch, opts GridOptions) (image.Image, error) {
 	}
 	draw.Draw(dst, r, image.NewUniform(bg), image.Point{}, draw.Src)
 	for i, im := range ims {
-		x0 := p + (i%ncol)*(b.W+p)
-		y0 := p + (i/ncol)*(b.H+p)
-		draw.Draw(dst, image.Rect(x0, y0, x0+b.W, y0+b.H), im, image.Point{}, draw.Src)
+		x0 := p + (i%ncol)*(w+p)
+		y0 := p + (i/ncol)*(h+p)
+		draw.Draw(dst, image.Rect(x0, y0, x0+w, y0+h), im, im.Bounds().Min, draw.Src)
 	}
 	return dst, nil
 }

@@ -290,3 +290,30 @@ func TestMask(t *testing.T) {
 		}
 	}
 }
+
+// TestGridImagesMatchesGrid: the image-list grid (the server's) equals the
+// batch grid (the CLI's) for the same pixels.
+func TestGridImagesMatchesGrid(t *testing.T) {
+	b := diffusion.NewBatch(5, 1, 4, 3)
+	for i := range b.Data {
+		b.Data[i] = float32(i%13)/6.5 - 1
+	}
+	want, err := Grid(b, DefaultGrid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ims, err := ToImages(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := GridImages(ims, DefaultGrid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.(*image.Gray).Pix, want.(*image.Gray).Pix) || got.Bounds() != want.Bounds() {
+		t.Fatal("GridImages and Grid differ")
+	}
+	if _, err := GridImages([]image.Image{ims[0], image.NewGray(image.Rect(0, 0, 2, 2))}, DefaultGrid); err == nil {
+		t.Fatal("images of two sizes: no error")
+	}
+}

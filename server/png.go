@@ -4,10 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"image"
-	"image/color"
-	"image/draw"
 	"image/png"
-	"math"
+
+	"github.com/ddpm-go/ddpm/img"
 )
 
 // encodePNG encodes img as PNG with default compression.
@@ -22,25 +21,13 @@ func encodePNG(img image.Image) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// gridPad is the gap in pixels between the images of a grid.
-const gridPad = 2
-
-// grid lays imgs out in ceil(sqrt(n)) columns on a white background with
-// gridPad pixels between them. One image is returned as it is. All images
-// are assumed to have the size of the first.
+// grid lays imgs out as every ddpm grid is laid out (img.DefaultGrid);
+// one image is returned as it is. Images of different sizes (never from
+// one generator) give nil, which encodePNG refuses.
 func grid(imgs []image.Image) image.Image {
-	if len(imgs) == 1 {
-		return imgs[0]
+	g, err := img.GridImages(imgs, img.DefaultGrid)
+	if err != nil {
+		return nil
 	}
-	cols := int(math.Ceil(math.Sqrt(float64(len(imgs)))))
-	rows := (len(imgs) + cols - 1) / cols
-	b := imgs[0].Bounds()
-	w, h := b.Dx(), b.Dy()
-	out := image.NewNRGBA(image.Rect(0, 0, cols*w+(cols-1)*gridPad, rows*h+(rows-1)*gridPad))
-	draw.Draw(out, out.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
-	for i, img := range imgs {
-		x, y := (i%cols)*(w+gridPad), (i/cols)*(h+gridPad)
-		draw.Draw(out, image.Rect(x, y, x+w, y+h), img, img.Bounds().Min, draw.Src)
-	}
-	return out
+	return g
 }

@@ -47,6 +47,9 @@ func TestClassFromPrompt(t *testing.T) {
 	}
 }
 
+// TestGrid: the server lays grids out as the CLI does (img.DefaultGrid:
+// 2 black pixels around and between, grayscale kept); one image is
+// returned as it is.
 func TestGrid(t *testing.T) {
 	mk := func(c uint8) image.Image {
 		img := image.NewGray(image.Rect(0, 0, 3, 2))
@@ -55,20 +58,24 @@ func TestGrid(t *testing.T) {
 		}
 		return img
 	}
+	const p = 2
 	g := grid([]image.Image{mk(10), mk(20), mk(30)}) // 2 columns, 2 rows
-	if b := g.Bounds(); b.Dx() != 2*3+gridPad || b.Dy() != 2*2+gridPad {
+	if _, ok := g.(*image.Gray); !ok {
+		t.Errorf("grid of gray images is %T, want *image.Gray", g)
+	}
+	if b := g.Bounds(); b.Dx() != 2*3+3*p || b.Dy() != 2*2+3*p {
 		t.Fatalf("bounds %v", b)
 	}
 	checks := []struct {
 		x, y int
 		want uint8
-	}{{0, 0, 10}, {2, 1, 10}, {3 + gridPad, 0, 20}, {0, 2 + gridPad, 30}, {3, 0, 255}, {3 + gridPad, 2 + gridPad, 255}}
+	}{{p, p, 10}, {p + 2, p + 1, 10}, {2*p + 3, p, 20}, {p, 2*p + 2, 30}, {0, 0, 0}, {p + 3, p, 0}, {2*p + 3, 2*p + 2, 0}}
 	for _, c := range checks {
 		if got := color.GrayModel.Convert(g.At(c.x, c.y)).(color.Gray).Y; got != c.want {
 			t.Errorf("(%d,%d) = %d, want %d", c.x, c.y, got, c.want)
 		}
 	}
-	if one := mk(5); grid([]image.Image{one}) != one {
+	if one := grid([]image.Image{mk(5)}); one.(*image.Gray).Pix[0] != 5 {
 		t.Error("one image is not returned as is")
 	}
 }

@@ -257,7 +257,7 @@ func TestGeneratePNG(t *testing.T) {
 	s := newTest(t, nil, Options{})
 	for _, tc := range []struct {
 		n, w, h int
-	}{{1, 8, 8}, {4, 18, 18}, {5, 28, 18}} {
+	}{{1, 8, 8}, {4, 22, 22}, {5, 32, 22}} { // img.DefaultGrid: 2 px around and between
 		w := do(t, s.Handler(), "POST", "/v1/generate", `{"steps":1,"seed":1,"n":`+itoa(tc.n)+`}`)
 		if w.Code != 200 || w.Header().Get("Content-Type") != "image/png" {
 			t.Fatalf("n=%d: %d %s", tc.n, w.Code, w.Header().Get("Content-Type"))
