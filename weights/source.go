@@ -1,6 +1,7 @@
 package weights
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -163,7 +164,11 @@ func findDiffusers(dir string) (*diffusersLayout, error) {
 		case err != nil:
 			return nil, fmt.Errorf("open model: %w", err)
 		default:
-			if err := checkConfig(sched, b); err != nil {
+			// diffusers saves with Python's json module, which writes
+			// -Infinity, Infinity and NaN bare (DPMSolver's
+			// lambda_min_clipped is -Infinity): they are allowed here and
+			// the bytes kept as written for the scheduler config parser.
+			if err := checkConfig(sched, quotePythonFloats(b)); err != nil {
 				return nil, err
 			}
 			l.scheduler = b
@@ -204,4 +209,39 @@ func checkConfig(path string, b []byte) error {
 func isFile(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && !st.IsDir()
+}
+
+// quotePythonFloats returns b with the bare NaN, Infinity and -Infinity
+// tokens Python's json module writes turned into JSON strings, leaving
+// string contents alone.
+func quotePythonFloats(b []byte) []byte {
+	var out bytes.Buffer
+	inStr, esc := false, false
+next:
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inStr:
+			switch {
+			case esc:
+				esc = false
+			case c == '\\':
+				esc = true
+			case c == '"':
+				inStr = false
+			}
+		case c == '"':
+			inStr = true
+		default:
+			for _, lit := range []string{"-Infinity", "Infinity", "NaN"} {
+				if bytes.HasPrefix(b[i:], []byte(lit)) {
+					out.WriteString(`"` + lit + `"`)
+					i += len(lit) - 1
+					continue next
+				}
+			}
+		}
+		out.WriteByte(c)
+	}
+	return out.Bytes()
 }
