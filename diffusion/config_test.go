@@ -26,7 +26,7 @@ func TestEnumsRoundTrip(t *testing.T) {
 			t.Errorf("loss %v: %v %v", l, q, err)
 		}
 	}
-	for _, s := range []Sampler{SamplerDDPM, SamplerDDIM} {
+	for _, s := range Samplers() {
 		if q, err := ParseSampler(s.String()); err != nil || q != s {
 			t.Errorf("sampler %v: %v %v", s, q, err)
 		}
@@ -41,7 +41,7 @@ func TestEnumsRoundTrip(t *testing.T) {
 	}
 	// A failed UnmarshalText leaves the value as it was.
 	p, v, l, sm := PredictV, Learned, LossHybrid, SamplerDDIM
-	if p.UnmarshalText([]byte("noise")) == nil || v.UnmarshalText([]byte("small")) == nil || l.UnmarshalText([]byte("l1")) == nil || sm.UnmarshalText([]byte("euler")) == nil {
+	if p.UnmarshalText([]byte("noise")) == nil || v.UnmarshalText([]byte("small")) == nil || l.UnmarshalText([]byte("l1")) == nil || sm.UnmarshalText([]byte("plms")) == nil {
 		t.Error("UnmarshalText accepted an unknown name")
 	}
 	if p != PredictV || v != Learned || l != LossHybrid || sm != SamplerDDIM {
@@ -51,7 +51,7 @@ func TestEnumsRoundTrip(t *testing.T) {
 		func() error { _, err := ParsePrediction("noise"); return err },
 		func() error { _, err := ParseVariance("small"); return err },
 		func() error { _, err := ParseLoss("l1"); return err },
-		func() error { _, err := ParseSampler("euler"); return err },
+		func() error { _, err := ParseSampler("plms"); return err },
 	} {
 		if err := f(); err == nil || !strings.Contains(err.Error(), "allowed") {
 			t.Errorf("unknown name: %v", err)

@@ -4,8 +4,11 @@
 // "Denoising Diffusion Implicit Models") against a small Model interface: the
 // network's parameterisations, the reverse process p(x_{t-1} | x_t), the
 // training losses with their gradients, the NLL in bits per dimension and
-// the samplers (DDPM ancestral, respaced DDPM, DDIM, classifier-free
-// guidance, RePaint inpainting, SDEdit img2img).
+// the samplers: DDPM ancestral, respaced DDPM and DDIM natively, and ports
+// of every diffusers v0.21.4 scheduler (PNDM, DPM-Solver and DPM-Solver++
+// multistep, singlestep and SDE, UniPC, DEIS, Euler, Euler ancestral,
+// Heun, DPM-2, LMS; see NewScheduler), each with classifier-free
+// guidance, SDEdit img2img and inpainting (RePaint for DDPM).
 //
 // Conventions: tensors are float32 in (N, C, H, W) order with images in
 // [-1, 1]; schedule tables are float64 (package schedule); timesteps are
@@ -28,7 +31,23 @@
 //	loss, _ := net.Step(ctx, tb.Xt, tb.T, y, seed, tb.LossFunc(d, &terms))
 //	_ = sampler.Update(tb.T, terms.Loss)                // importance sampling of t
 //
-// Sampling: d.Sample(ctx, model, diffusion.Options{...}); likelihood:
+// Sampling: d.Sample(ctx, model, diffusion.Options{...}). Options.Sampler
+// names the solver (ddpm, ddim, pndm, dpm++2m, dpm++3m, dpm++2m-sde,
+// dpm++2s, unipc, deis, euler, euler-a, heun, dpm2, lms), Options.Karras
+// switches Karras sigmas on, and Options.Scheduler, a diffusers
+// scheduler_config.json (ParseSchedulerConfig), overrides both with every
+// key honoured. ddpm and ddim without a scheduler config run natively
+// (improved-diffusion's respacing); every other solver runs the loop of a
+// diffusers pipeline, the model called at real-valued timesteps:
+//
+//	x = noise * s.InitNoiseSigma()              // Options.Noise, or drawn from Seed
+//	for i, t := range s.Timesteps() {
+//		out := model(s.ScaleModelInput(x, i), t, y) // guided: u + w (c - u)
+//		x = s.Step(out, x, i, draw)
+//	}
+//
+// so Options.Noise and the returned batch (the final sample, never
+// clamped) reproduce a diffusers run. Likelihood:
 // d.NLL(ctx, model, x0, y, rng, progress).
 //
 // Inputs are never modified; results are new batches. A Diffusion is

@@ -203,7 +203,11 @@ func (l *Loss) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// Sampler is a reverse-process sampler.
+// Sampler is a reverse-process sampler (a "solver"). ddpm and ddim are this
+// package's native samplers (improved-diffusion's respacing, learned
+// variances, RePaint inpainting); every other name runs the diffusers
+// v0.21.4 scheduler of SchedulerConfigFor through the generic loop of
+// Sample (see Options.Scheduler). The names are those of SamplerNames.
 type Sampler int
 
 const (
@@ -213,33 +217,96 @@ const (
 	// SamplerDDIM is Song et al. 2021's generalised sampler (Eq. 12) with
 	// eta in [0, 1]; eta = 0 is deterministic.
 	SamplerDDIM
+	// SamplerPNDM is PLMS (Liu et al. 2022, Eq. 12; PNDMScheduler with
+	// skip_prk_steps).
+	SamplerPNDM
+	// SamplerDPMPP2M is multistep DPM-Solver++ of order 2 (Lu et al.
+	// 2022b; DPMSolverMultistepScheduler, dpmsolver++).
+	SamplerDPMPP2M
+	// SamplerDPMPP3M is multistep DPM-Solver++ of order 3.
+	SamplerDPMPP3M
+	// SamplerDPMPP2MSDE is the stochastic multistep DPM-Solver++ of order 2
+	// (sde-dpmsolver++; fresh noise at every step).
+	SamplerDPMPP2MSDE
+	// SamplerDPMPP2S is singlestep DPM-Solver++ of order 2
+	// (DPMSolverSinglestepScheduler).
+	SamplerDPMPP2S
+	// SamplerUniPC is UniPC (Zhao et al. 2023; UniPCMultistepScheduler,
+	// bh2, order 2).
+	SamplerUniPC
+	// SamplerDEIS is DEIS (Zhang & Chen 2023; DEISMultistepScheduler,
+	// log-rho, order 2).
+	SamplerDEIS
+	// SamplerEuler is Euler's method on the probability-flow ODE (Karras
+	// et al. 2022, Algorithm 2; EulerDiscreteScheduler).
+	SamplerEuler
+	// SamplerEulerA is Euler ancestral (k-diffusion;
+	// EulerAncestralDiscreteScheduler).
+	SamplerEulerA
+	// SamplerHeun is Heun's second-order method (Karras et al. 2022,
+	// Algorithm 1; HeunDiscreteScheduler): two model calls per step.
+	SamplerHeun
+	// SamplerDPM2 is k-diffusion's DPM-2 (KDPM2DiscreteScheduler): two
+	// model calls per step.
+	SamplerDPM2
+	// SamplerLMS is k-diffusion's linear multistep method of order 4
+	// (LMSDiscreteScheduler).
+	SamplerLMS
 )
 
-// String returns "ddpm" or "ddim".
+// samplerStrings are the short names, indexed by Sampler.
+var samplerStrings = [...]string{
+	SamplerDDPM: "ddpm", SamplerDDIM: "ddim", SamplerPNDM: "pndm",
+	SamplerDPMPP2M: "dpm++2m", SamplerDPMPP3M: "dpm++3m", SamplerDPMPP2MSDE: "dpm++2m-sde", SamplerDPMPP2S: "dpm++2s",
+	SamplerUniPC: "unipc", SamplerDEIS: "deis", SamplerEuler: "euler", SamplerEulerA: "euler-a",
+	SamplerHeun: "heun", SamplerDPM2: "dpm2", SamplerLMS: "lms",
+}
+
+// Samplers returns every Sampler, in the order of their constants (ddpm,
+// ddim, pndm, dpm++2m, dpm++3m, dpm++2m-sde, dpm++2s, unipc, deis, euler,
+// euler-a, heun, dpm2, lms).
+func Samplers() []Sampler {
+	out := make([]Sampler, len(samplerStrings))
+	for i := range out {
+		out[i] = Sampler(i)
+	}
+	return out
+}
+
+// samplerList is the names of Samplers joined with ", ".
+func samplerList() string { return strings.Join(samplerStrings[:], ", ") }
+
+// valid reports whether s is one of the defined samplers.
+func (s Sampler) valid() bool { return s >= 0 && int(s) < len(samplerStrings) }
+
+// native reports whether s is one of this package's own samplers (ddpm,
+// ddim), which run without a diffusers scheduler unless one is given.
+func (s Sampler) native() bool { return s == SamplerDDPM || s == SamplerDDIM }
+
+// String returns the short name: "ddpm", "ddim", "pndm", "dpm++2m",
+// "dpm++3m", "dpm++2m-sde", "dpm++2s", "unipc", "deis", "euler",
+// "euler-a", "heun", "dpm2" or "lms".
 func (s Sampler) String() string {
-	switch s {
-	case SamplerDDPM:
-		return "ddpm"
-	case SamplerDDIM:
-		return "ddim"
+	if s.valid() {
+		return samplerStrings[s]
 	}
 	return fmt.Sprintf("Sampler(%d)", int(s))
 }
 
-// ParseSampler accepts "ddpm" and "ddim".
+// ParseSampler accepts the short names of String, case-insensitively.
 func ParseSampler(s string) (Sampler, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "ddpm":
-		return SamplerDDPM, nil
-	case "ddim":
-		return SamplerDDIM, nil
+	k := strings.ToLower(strings.TrimSpace(s))
+	for i, name := range samplerStrings {
+		if k == name {
+			return Sampler(i), nil
+		}
 	}
-	return 0, fmt.Errorf("diffusion: unknown sampler %q: allowed are ddpm, ddim", s)
+	return 0, fmt.Errorf("diffusion: unknown sampler %q: allowed are %s", s, samplerList())
 }
 
 // MarshalText implements encoding.TextMarshaler.
 func (s Sampler) MarshalText() ([]byte, error) {
-	if s < SamplerDDPM || s > SamplerDDIM {
+	if !s.valid() {
 		return nil, fmt.Errorf("diffusion: cannot marshal %v", s)
 	}
 	return []byte(s.String()), nil

@@ -43,7 +43,7 @@ func repaintLevels(n, jump, nSample int) []int {
 // level 0 the known pixels are the image itself, bit for bit where m = 1.
 func (r *run) repaint(ctx context.Context) (Batch, error) {
 	o := r.o
-	img, mask := *o.Image, *o.Mask
+	img := *o.Image
 	n := r.d.T()
 	jump, ns := max(o.JumpLength, 1), max(o.JumpNSample, 1)
 	levels := repaintLevels(n, jump, ns)
@@ -52,16 +52,7 @@ func (r *run) repaint(ctx context.Context) (Batch, error) {
 			r.total++
 		}
 	}
-	D := img.C * img.H * img.W
-	HW := img.H * img.W
-	maskAt := func(i, j int) float32 {
-		if mask.C == 1 {
-			return mask.Data[i*HW+j%HW]
-		}
-		return mask.Data[i*D+j]
-	}
-	x := NewBatch(img.N, img.C, img.H, img.W)
-	r.fillNoise(x.Data)
+	x := r.startNoise()
 	for k := 1; k < len(levels); k++ {
 		from, to := levels[k-1], levels[k]
 		if to > from {
@@ -85,22 +76,10 @@ func (r *run) repaint(ctx context.Context) (Batch, error) {
 		}
 		known := img
 		if to > 0 {
-			known = r.qSample(img, to-1)
+			known = r.qSample(img, to-1, r.noiseFor(img, true))
 		}
-		for ii := range img.N {
-			for j := range D {
-				m := maskAt(ii, j)
-				p := ii*D + j
-				switch m {
-				case 1:
-					x.Data[p] = known.Data[p]
-				case 0:
-					x.Data[p] = unknown.Data[p]
-				default:
-					x.Data[p] = m*known.Data[p] + (1-m)*unknown.Data[p]
-				}
-			}
-		}
+		x = unknown
+		r.blendKnown(x, known)
 	}
 	return x, nil
 }
