@@ -43,6 +43,12 @@ type Pipeline struct {
 	Config unet.Config
 	// Diffusion is the process of the weights (see DiffusionFor).
 	Diffusion *diffusion.Diffusion
+	// Scheduler is the source's diffusers scheduler config (a pipeline
+	// folder's scheduler/scheduler_config.json, or the one a model file
+	// keeps from its conversion), parsed and checked; nil when the source
+	// has none. Samplers use it by default (diffusion.Options.Scheduler),
+	// so a diffusers pipeline samples with the scheduler it names.
+	Scheduler *diffusion.SchedulerConfig
 	// Model is the UNet on the device.
 	Model diffusion.Model
 	// Device names the backend running the UNet, e.g. "cpu (dnnl, dnnl
@@ -66,13 +72,17 @@ func Open(ctx context.Context, source string, o Options) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
+	sched, err := SchedulerFor(src)
+	if err != nil {
+		return nil, err
+	}
 	cpuOpts := o.CPU
 	cpuOpts.ConstWeights = true
 	be, err := cuda.Select(deviceOr(o.Device), cuda.SelectOptions{CPU: cpuOpts, GPU: o.GPU, Logf: o.Logf})
 	if err != nil {
 		return nil, err
 	}
-	p := &Pipeline{Source: src, Diffusion: d, Device: be.Name()}
+	p := &Pipeline{Source: src, Diffusion: d, Scheduler: sched, Device: be.Name()}
 	if be.GPU != nil {
 		m, err := unet.FromSourceOn[cuda.Ptr](src, be.GPU)
 		if err != nil {
@@ -144,9 +154,25 @@ func OpenSource(ctx context.Context, path string, logf func(format string, args 
 	return weights.Open(path)
 }
 
+// SchedulerFor parses src's diffusers scheduler config; nil (and no
+// error) when it has none. An unknown _class_name or a key outside its
+// allowed values is an error naming the model and the key.
+func SchedulerFor(src *weights.Source) (*diffusion.SchedulerConfig, error) {
+	if len(src.SchedulerConfig) == 0 {
+		return nil, nil
+	}
+	sc, err := diffusion.ParseSchedulerConfig(src.SchedulerConfig)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: scheduler_config.json: %w", src.Path, err)
+	}
+	return &sc, nil
+}
+
 // DiffusionFor builds the diffusion process of src: its ddpm diffusion
-// config, else its diffusers scheduler config, else Ho et al. 2020's
-// defaults (linear betas, T = 1000, epsilon, fixed small variance).
+// config, else its diffusers scheduler config (of any scheduler class:
+// its training schedule, prediction, variance and clipping, as
+// diffusion.FromDiffusers reads them), else Ho et al. 2020's defaults
+// (linear betas, T = 1000, epsilon, fixed small variance).
 func DiffusionFor(src *weights.Source) (*diffusion.Diffusion, error) {
 	cfg := diffusion.DefaultConfig()
 	switch {
@@ -155,7 +181,19 @@ func DiffusionFor(src *weights.Source) (*diffusion.Diffusion, error) {
 			return nil, fmt.Errorf("model %s: diffusion config: %w", src.Path, err)
 		}
 	case len(src.SchedulerConfig) > 0:
-		c, _, err := diffusion.FromDiffusers(src.SchedulerConfig)
+		sc, err := SchedulerFor(src)
+		if err != nil {
+			return nil, err
+		}
+		// The parsed config again as plain JSON: Python's -Infinity
+		// (lambda_min_clipped, a sampling key) is not JSON, and
+		// FromDiffusers reads only the training keys.
+		sc.LambdaMinClipped = nil
+		data, err := json.Marshal(sc)
+		if err != nil {
+			return nil, fmt.Errorf("model %s: scheduler_config.json: %w", src.Path, err)
+		}
+		c, _, err := diffusion.FromDiffusers(data)
 		if err != nil {
 			return nil, fmt.Errorf("model %s: %w", src.Path, err)
 		}
