@@ -7,26 +7,35 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/img"
+	"github.com/ddpm-go/ddpm/npy"
 )
 
 const sampleExamples = `  ddpm sample --out digits.png                          # 16 digits from the embedded model
   ddpm sample --class 7 --n 100 --out-dir sevens        # one PNG per image
   ddpm sample --sampler ddpm --steps 1000 --seed 3 --out a.png
+  ddpm sample --sampler dpm++2m --karras --steps 20 --out fast.png
   ddpm sample --class 3 --guidance 3 --out threes.png   # classifier-free guidance
   ddpm sample --init-image x.png --strength 0.3 --out edit.png   # img2img (SDEdit)
-  ddpm sample --init-image x.png --mask m.png --out fill.png     # inpainting (white = keep)`
+  ddpm sample --init-image x.png --mask m.png --sampler ddpm --out fill.png   # inpainting (RePaint; white = keep)
+  ddpm sample --model PIPE --steps 10 --noise x.npy --class 1,4,9 --raw out.npy   # reproduce a diffusers run`
+
+// samplerHelp is the --sampler flag's help text.
+var samplerHelp = "sampler: " + strings.Join(samplerNames(), ", ") +
+	"\n(default: the scheduler a diffusers pipeline's scheduler_config.json names, else ddim;\nddpm and ddim are the native samplers, the others diffusers' schedulers)"
 
 // sampleOptions are the flags of "ddpm sample".
 type sampleOptions struct {
 	model, device   string
 	n, steps        int
+	nSet            bool // --n given explicitly
 	sampler         string
-	samplerSet      bool // --sampler given explicitly
+	karras          bool
 	eta             float64
 	seed            uint64
 	seedSet         bool // --seed given; otherwise a random seed is drawn and printed
@@ -36,29 +45,34 @@ type sampleOptions struct {
 	threshold       float64
 	modelEps        bool
 	out, outDir     string
+	outSet          bool // --out or --out-dir given
 	initImage, mask string
 	strength        float64
+	noise, raw      string // --noise and --raw .npy files
 }
 
 func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 	var o sampleOptions
 	fs := newFlagSet("sample", "sample [flags]", sampleExamples, stderr)
-	fs.StringVar(&o.model, "model", "", "model: diffusers folder, ddpm model file or checkpoint (default: the embedded model)")
-	fs.IntVar(&o.n, "n", 16, "number of images (1..1024)")
-	fs.IntVar(&o.steps, "steps", 50, "denoising steps (1..T)")
-	fs.StringVar(&o.sampler, "sampler", "ddim", "ddpm or ddim (with --mask: ddpm)")
+	fs.StringVar(&o.model, "model", "", "model: diffusers folder or pipeline, ddpm model file or checkpoint, Hub id (default: the embedded model)")
+	fs.IntVar(&o.n, "n", 16, "number of images (1..1024; with --noise: the file's N)")
+	fs.IntVar(&o.steps, "steps", 50, "denoising steps (1..T; Heun and dpm2 call the model about twice per step)")
+	fs.StringVar(&o.sampler, "sampler", "", samplerHelp)
+	fs.BoolVar(&o.karras, "karras", false, "Karras et al. 2022 noise levels (use_karras_sigmas): dpm++2m, dpm++3m, dpm++2m-sde, dpm++2s,\nunipc, deis, euler, heun, lms")
 	fs.Float64Var(&o.eta, "eta", 0, "DDIM eta in [0, 1] (0 is deterministic)")
 	fs.Uint64Var(&o.seed, "seed", 0, "random seed; image i uses the run's noise stream (default: a random seed, printed)")
 	fs.StringVar(&o.class, "class", "", "class label for every image, or a comma-separated list (default: cycle through the classes;\nwith --init-image: the null class, i.e. no condition)")
 	fs.Float64Var(&o.guidance, "guidance", 0, "classifier-free guidance scale (0 = none; 2 to 4 sharpens the class)")
 	fs.StringVar(&o.clip, "clip", "auto", "clip the x0 estimate to [-1, 1] at each step: auto (the model's setting), true or false")
 	fs.Float64Var(&o.threshold, "threshold", 0, "dynamic thresholding quantile in (0, 1] instead of the clip (Imagen; 0 = off)")
-	fs.BoolVar(&o.modelEps, "model-eps", false, "DDIM: keep the model's epsilon after clipping x0 (diffusers' default;\nthe default re-derives it from the clipped x0, which guidance needs)")
+	fs.BoolVar(&o.modelEps, "model-eps", false, "native DDIM: keep the model's epsilon after clipping x0 (diffusers' default;\nthe default re-derives it from the clipped x0, which guidance needs)")
 	fs.StringVar(&o.out, "out", "samples.png", "grid PNG to write")
 	fs.StringVar(&o.outDir, "out-dir", "", "write one PNG per image into this directory instead of a grid")
 	fs.StringVar(&o.initImage, "init-image", "", "start from this image (img2img with --strength, or inpainting with --mask)")
 	fs.Float64Var(&o.strength, "strength", 0.3, "img2img noise strength in [0, 1]: how much of the image is redrawn")
-	fs.StringVar(&o.mask, "mask", "", "inpainting mask PNG: white keeps --init-image, black is generated")
+	fs.StringVar(&o.mask, "mask", "", "inpainting mask PNG: white keeps --init-image, black is generated\n(RePaint with --sampler ddpm; the other samplers replace the known region after each step)")
+	fs.StringVar(&o.noise, "noise", "", "starting noise: a standard-normal float32 (N, C, H, W) .npy file, scaled by the\nsolver's initial sigma as diffusers pipelines do (sets --n)")
+	fs.StringVar(&o.raw, "raw", "", "also write the final sample as a float32 (N, C, H, W) .npy file, before any clamping or\nquantising (then no PNG unless --out or --out-dir is given)")
 	fs.StringVar(&o.device, "device", "auto", "auto, cpu or cuda[:N]")
 	if err := parseFlags(fs, args); err != nil {
 		return o, err
@@ -67,12 +81,19 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 		switch f.Name {
 		case "seed":
 			o.seedSet = true
-		case "sampler":
-			o.samplerSet = true
+		case "n":
+			o.nSet = true
+		case "out", "out-dir":
+			o.outSet = true
 		}
 	})
 	if o.n < 1 || o.n > 1024 {
 		return o, usageError{fmt.Sprintf("sample: --n %d: must be in 1..1024", o.n)}
+	}
+	if o.sampler != "" {
+		if _, err := diffusion.ParseSampler(o.sampler); err != nil {
+			return o, usageError{fmt.Sprintf("sample: --sampler %q: allowed are %s", o.sampler, strings.Join(samplerNames(), ", "))}
+		}
 	}
 	if o.clip != "auto" && o.clip != "true" && o.clip != "false" {
 		return o, usageError{fmt.Sprintf("sample: --clip %q: allowed auto, true, false", o.clip)}
@@ -86,6 +107,15 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 	return o, nil
 }
 
+// samplerNames lists the --sampler names in diffusion.Samplers order.
+func samplerNames() []string {
+	var names []string
+	for _, s := range diffusion.Samplers() {
+		names = append(names, s.String())
+	}
+	return names
+}
+
 // randomSeed draws a seed from the operating system's random source, so
 // runs without --seed differ; it is printed so a run can be repeated.
 func randomSeed() uint64 {
@@ -94,6 +124,71 @@ func randomSeed() uint64 {
 		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on supported systems
 	}
 	return binary.LittleEndian.Uint64(b[:]) >> 11 // 53 bits: exact in JSON and JavaScript
+}
+
+// readNoise reads --noise: a float32 (or float64) .npy array of shape
+// (N, c, s, s) with finite values.
+func readNoise(path string, c, size int) (diffusion.Batch, error) {
+	a, err := npy.ReadFile(path)
+	if err != nil {
+		return diffusion.Batch{}, fmt.Errorf("sample: --noise: %w", err)
+	}
+	if !a.DType.IsFloat() {
+		return diffusion.Batch{}, usageError{fmt.Sprintf("sample: --noise %s: dtype %s, want float32 (<f4) or float64", path, a.DType)}
+	}
+	if len(a.Shape) != 4 || a.Shape[0] < 1 || a.Shape[0] > 1024 || a.Shape[1] != c || a.Shape[2] != size || a.Shape[3] != size {
+		return diffusion.Batch{}, usageError{fmt.Sprintf("sample: --noise %s: shape %v, want (N, %d, %d, %d) with N in 1..1024", path, a.Shape, c, size, size)}
+	}
+	b := diffusion.Batch{N: a.Shape[0], C: c, H: size, W: size, Data: a.Float32s()}
+	for i, v := range b.Data {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return diffusion.Batch{}, usageError{fmt.Sprintf("sample: --noise %s: value %d is %v: must be finite", path, i, v)}
+		}
+	}
+	return b, nil
+}
+
+// solverOptions sets the solver of so from --sampler, --karras and the
+// model's own scheduler config: no --sampler samples with sched when the
+// model has one (--clip and --threshold applied to it), else the native
+// ddim; --sampler ddpm or ddim is the native sampler; another --sampler
+// on a model with a scheduler config keeps that config's training keys
+// (diffusion.SchedulerConfigFor), else the model's diffusion process's.
+func solverOptions(so *diffusion.Options, o sampleOptions, sched *diffusion.SchedulerConfig) error {
+	so.Karras = o.karras
+	if o.sampler == "" && sched == nil {
+		o.sampler = "ddim"
+	}
+	var base diffusion.SchedulerConfig
+	if o.sampler == "" {
+		base = *sched
+	} else {
+		s, err := diffusion.ParseSampler(o.sampler)
+		if err != nil {
+			return usageError{fmt.Sprintf("sample: --sampler: %v", err)}
+		}
+		so.Sampler = s
+		if s == diffusion.SamplerDDPM || s == diffusion.SamplerDDIM || sched == nil {
+			return nil
+		}
+		if base, err = diffusion.SchedulerConfigFor(o.sampler, false, *sched); err != nil {
+			return fmt.Errorf("sample: --sampler %s: %w", o.sampler, err)
+		}
+	}
+	switch o.clip {
+	case "true", "false":
+		v := o.clip == "true"
+		base.ClipSample = &v
+		if !v {
+			base.Thresholding = false
+		}
+	}
+	if o.threshold > 0 {
+		t, r := true, o.threshold
+		base.ClipSample, base.Thresholding, base.DynamicThresholdingRatio = &t, true, &r
+	}
+	so.Scheduler = &base
+	return nil
 }
 
 func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -115,17 +210,24 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	var noise *diffusion.Batch
+	if o.noise != "" {
+		z, err := readNoise(o.noise, cfg.InChannels, cfg.SampleSize)
+		if err != nil {
+			return err
+		}
+		if o.nSet && o.n != z.N {
+			return usageError{fmt.Sprintf("sample: --n %d, but --noise %s holds %d images: leave --n out or make them agree", o.n, o.noise, z.N)}
+		}
+		o.n, noise = z.N, &z
+	}
 	so := diffusion.Options{Steps: o.steps, Eta: o.eta, Seed: o.seed, Guidance: o.guidance, ModelEps: o.modelEps,
-		N: o.n, C: cfg.InChannels, H: cfg.SampleSize, W: cfg.SampleSize}
-	if o.mask != "" && !o.samplerSet {
-		o.sampler = "ddpm"
-		fmt.Fprintln(stderr, "sample: inpainting (--mask) runs the ddpm sampler (RePaint)")
+		N: o.n, C: cfg.InChannels, H: cfg.SampleSize, W: cfg.SampleSize, Noise: noise}
+	if err := solverOptions(&so, o, m.Scheduler); err != nil {
+		return err
 	}
-	if err := so.Sampler.UnmarshalText([]byte(o.sampler)); err != nil {
-		return usageError{fmt.Sprintf("sample: --sampler %q: allowed ddpm, ddim", o.sampler)}
-	}
-	if o.mask != "" && so.Sampler != diffusion.SamplerDDPM {
-		return usageError{fmt.Sprintf("sample: --mask (inpainting) runs with --sampler ddpm, not %s", o.sampler)}
+	if so.Scheduler != nil && o.sampler == "" {
+		fmt.Fprintf(stderr, "sample: %s from the model's scheduler config (--sampler overrides it)\n", so.Scheduler.ClassName)
 	}
 	if k := m.Classes(); k > 0 {
 		switch {
@@ -180,6 +282,15 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	if o.raw != "" {
+		if err := writeRaw(o.raw, b); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s\n", o.raw)
+		if !o.outSet {
+			return nil
+		}
+	}
 	if o.outDir != "" {
 		files, err := img.WriteEach(o.outDir, "sample", b)
 		if err != nil {
@@ -192,6 +303,18 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s\n", o.out)
+	return nil
+}
+
+// writeRaw writes the sample as a float32 (N, C, H, W) .npy file.
+func writeRaw(path string, b diffusion.Batch) error {
+	a, err := npy.NewFloat32([]int{b.N, b.C, b.H, b.W}, b.Data)
+	if err != nil {
+		return fmt.Errorf("sample: --raw: %w", err)
+	}
+	if err := npy.WriteFile(path, a); err != nil {
+		return fmt.Errorf("sample: --raw %s: %w", path, err)
+	}
 	return nil
 }
 
