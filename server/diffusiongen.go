@@ -37,6 +37,21 @@ func NewDiffusionGenerator(model diffusion.Model, d *diffusion.Diffusion, info M
 	if model == nil || d == nil {
 		return nil, errors.New("server: NewDiffusionGenerator: nil model or diffusion")
 	}
+	info, err := DiffusionInfo(d, info)
+	if err != nil {
+		return nil, err
+	}
+	return &DiffusionGenerator{model: model, diff: d, info: info}, nil
+}
+
+// DiffusionInfo completes info for a model sampled with the process d as
+// NewDiffusionGenerator does (TrainSteps is d.T(); DefaultSteps, when 0,
+// min(50, T); DefaultSampler, when empty, "ddim") and checks it. A
+// cluster's api replica, which runs no model, describes it with this.
+func DiffusionInfo(d *diffusion.Diffusion, info ModelInfo) (ModelInfo, error) {
+	if d == nil {
+		return info, errors.New("server: DiffusionInfo: nil diffusion")
+	}
 	info.TrainSteps = d.T()
 	if info.DefaultSteps == 0 {
 		info.DefaultSteps = min(50, d.T())
@@ -45,9 +60,9 @@ func NewDiffusionGenerator(model diffusion.Model, d *diffusion.Diffusion, info M
 		info.DefaultSampler = "ddim"
 	}
 	if err := info.Check(); err != nil {
-		return nil, err
+		return info, err
 	}
-	return &DiffusionGenerator{model: model, diff: d, info: info}, nil
+	return info, nil
 }
 
 // Info implements Generator.

@@ -29,10 +29,28 @@
 // Options.TrustedProxies; CORS is off unless Options.CORSOrigins names
 // origins.
 //
+// Serving on many machines: NewCluster keeps the queue and the jobs in
+// Redis (github.com/redis/go-redis/v9), so that stateless api replicas
+// (RoleAPI: validate, queue, answer every endpoint for any job, the 429
+// bound being the cluster's queue length) and GPU workers (RoleWorker:
+// take jobs, batch them dynamically, publish progress, store the images)
+// scale apart; RoleAll is both in one process. The queue is a stream with
+// a consumer group; a job is a hash fenced by (owner, attempts), its images
+// a list with a TTL; progress and cancels travel by pub/sub. A worker that
+// stops heartbeating leaves its entries pending, and after
+// ClusterOptions.ClaimIdle another worker claims them (XAUTOCLAIM) and runs
+// them again from the start with the same seeds, so the images are the
+// same; a job whose workers die MaxAttempts times fails. While Redis is
+// unreachable, answers are 503 and /readyz fails; the client reconnects by
+// itself. redis_store.go documents the keys.
+//
 // Files: server.go (Server, routes, the handler wrapper), options.go,
 // middleware.go (metrics, auth, CORS, body reading, client address),
 // conns.go (connection caps), images.go and jobs.go (the endpoints),
 // request.go (decoding and validation), scheduler.go (queue and batching),
 // generator.go and diffusiongen.go (the Generator and its real and fake
-// implementations), metrics.go, errors.go.
+// implementations), metrics.go, errors.go; cluster.go (NewCluster, roles,
+// options, metrics), redis_store.go (keys and Lua scripts), cluster_api.go
+// (the endpoints over Redis), cluster_worker.go (pull, claim, heartbeat,
+// mirror, hand-back), cluster_hub.go (pub/sub).
 package server

@@ -124,6 +124,9 @@ func (s *Server) refuseIfDraining() error {
 // runSync queues g tied to the request's context (a client that goes away
 // cancels its work) and waits for the images' PNGs.
 func (s *Server) runSync(c echo.Context, g genRequest) ([][]byte, error) {
+	if s.cl != nil {
+		return s.cl.runSync(c, g)
+	}
 	if err := s.refuseIfDraining(); err != nil {
 		return nil, err
 	}

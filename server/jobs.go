@@ -15,6 +15,9 @@ import (
 )
 
 func (s *Server) createJob(c echo.Context) (any, error) {
+	if s.cl != nil {
+		return s.cl.createJob(c)
+	}
 	g, err := s.parse(c)
 	if err != nil {
 		return nil, err
@@ -115,6 +118,9 @@ const maxWait = 60
 // getJob answers the job's status. With ?wait=SECONDS (0 to 60) it first
 // waits up to that long for the job to finish (long polling).
 func (s *Server) getJob(c echo.Context) (any, error) {
+	if s.cl != nil {
+		return s.cl.getJob(c)
+	}
 	j, err := s.lookup(c)
 	if err != nil {
 		return nil, err
@@ -136,6 +142,9 @@ func (s *Server) getJob(c echo.Context) (any, error) {
 }
 
 func (s *Server) deleteJob(c echo.Context) (any, error) {
+	if s.cl != nil {
+		return s.cl.deleteJob(c)
+	}
 	j, err := s.lookup(c)
 	if err != nil {
 		return nil, err
@@ -151,6 +160,9 @@ func (s *Server) deleteJob(c echo.Context) (any, error) {
 // is sent every 15 s to keep proxies from closing an idle stream. HEAD
 // answers the headers only.
 func (s *Server) events(c echo.Context) error {
+	if s.cl != nil {
+		return s.cl.events(c)
+	}
 	j, err := s.lookup(c)
 	if err != nil {
 		return s.writeError(c, err)

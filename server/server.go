@@ -49,7 +49,9 @@ type Server struct {
 	apiKey   [32]byte // SHA-256 of Options.APIKey
 
 	mu   sync.Mutex
-	jobs map[string]*job // async jobs by id
+	jobs map[string]*job // async jobs by id (in-memory mode)
+
+	cl *cluster // the Redis side; nil in the in-memory mode of New
 
 	seedMu sync.Mutex
 	seeds  *mrand.Rand
@@ -61,7 +63,21 @@ func New(gen Generator, opts Options) (*Server, error) {
 	if gen == nil {
 		return nil, errors.New("server: nil Generator")
 	}
-	info := gen.Info()
+	s, err := newServer(gen, gen.Info(), opts)
+	if err != nil {
+		return nil, err
+	}
+	s.worker.Add(1)
+	go func() {
+		defer s.worker.Done()
+		s.sched.run(s.jobsCtx)
+	}()
+	return s, nil
+}
+
+// newServer builds a server for a model described by info, run by gen
+// (nil on a cluster's api replica), without starting the device worker.
+func newServer(gen Generator, info ModelInfo, opts Options) (*Server, error) {
 	if err := info.Check(); err != nil {
 		return nil, err
 	}
@@ -83,11 +99,6 @@ func New(gen Generator, opts Options) (*Server, error) {
 	s.sched = newScheduler(gen, opts.MaxBatch, opts.QueueSize, opts.BatchWindow, s.log, s.m)
 	s.jobsCtx, s.jobsStop = context.WithCancelCause(context.Background())
 	s.e = s.router()
-	s.worker.Add(1)
-	go func() {
-		defer s.worker.Done()
-		s.sched.run(s.jobsCtx)
-	}()
 	return s, nil
 }
 
@@ -106,6 +117,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.m.ready.Set(0)
 		s.log.Info("draining", "queued", s.queueLen())
 	}
+	if s.cl != nil {
+		return s.cl.shutdown(ctx)
+	}
 	err := s.sched.waitIdle(ctx)
 	if err != nil {
 		s.log.Warn("drain deadline reached; cancelling the remaining jobs")
@@ -121,9 +135,15 @@ func (s *Server) Close() {
 		s.sched.mu.Lock()
 		s.sched.closed = true
 		s.sched.mu.Unlock()
+		if s.cl != nil {
+			s.cl.closeWorker() // hands unfinished jobs back to the cluster's queue
+		}
 		s.cancelAll(errShutdown)
 		s.jobsStop(errShutdown)
 		s.worker.Wait()
+		if s.cl != nil {
+			s.cl.closeRedis()
+		}
 	})
 }
 
@@ -247,6 +267,11 @@ func (s *Server) metricsHandler() echo.HandlerFunc {
 func (s *Server) readyz(c echo.Context) (any, error) {
 	if s.draining.Load() {
 		return nil, &APIError{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Message: "draining for shutdown"}
+	}
+	if s.cl != nil {
+		if err := s.cl.ping(c.Request().Context()); err != nil {
+			return nil, errStoreDown()
+		}
 	}
 	return map[string]string{"status": "ready"}, nil
 }

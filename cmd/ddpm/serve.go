@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/ddpm-go/ddpm/server"
+	"github.com/redis/go-redis/v9"
 )
 
 // serveOptions are the flags of "ddpm serve".
@@ -23,6 +25,11 @@ type serveOptions struct {
 	server  server.Options
 	logJSON bool
 
+	// Serving on many machines: with --redis the queue and jobs live in
+	// Redis and --role says what this replica does.
+	cluster server.ClusterOptions
+	role    string
+
 	// Test-only: serve the deterministic fake generator instead of a model
 	// (for the end-to-end, browser and load tests of the HTTP layer). Hidden
 	// from -h; never use it for anything but tests.
@@ -31,12 +38,17 @@ type serveOptions struct {
 	testFakeImageDelay time.Duration
 }
 
-const serveSynopsis = "serve [--model PATH] [--addr :8080] [--max-batch N] [--queue N] [--timeout D] [--api-key K] [--device auto|cpu|cuda] [--trusted-proxy CIDR]... [--cors-origin URL]..."
+const serveSynopsis = "serve [--model PATH] [--addr :8080] [--max-batch N] [--queue N] [--timeout D] [--api-key K] [--device auto|cpu|cuda] [--trusted-proxy CIDR]... [--cors-origin URL]... [--redis URL --role all|api|worker]"
 
 const serveExamples = `  ddpm serve                                   # the embedded default model on :8080
   ddpm serve --model ./ddpm-cifar10 --addr 127.0.0.1:9000 --max-batch 16
   DDPM_API_KEY=secret ddpm serve --queue 128 --timeout 2m
   ddpm serve --trusted-proxy 10.0.0.0/8 --cors-origin https://app.example.com
+
+  # one api and two workers sharing a Redis queue
+  ddpm serve --redis redis://127.0.0.1:6379/0 --role api --addr :8080
+  ddpm serve --redis redis://127.0.0.1:6379/0 --role worker --addr :8081
+  ddpm serve --redis redis://127.0.0.1:6379/0 --role worker --addr :8082
 
   curl -s localhost:8080/v1/generate -H 'Content-Type: application/json' -d '{"n":16,"steps":50,"seed":1}' > grid.png`
 
@@ -107,6 +119,12 @@ func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	fs.Var((*proxyList)(&o.server.TrustedProxies), "trusted-proxy", "`CIDR` or address of a reverse proxy whose X-Forwarded-For / X-Real-IP name the client (repeatable)")
 	fs.Var((*originList)(&o.server.CORSOrigins), "cors-origin", "web `origin` (https://host[:port], or *) whose pages may call the API; CORS is off without it (repeatable)")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log JSON lines instead of text")
+	fs.StringVar(&o.cluster.RedisURL, "redis", "", "Redis `URL` (redis://[:password@]host:port/db, rediss:// for TLS) holding the queue and jobs shared by every replica (default: $DDPM_REDIS_URL; none: one process, in memory)")
+	fs.StringVar(&o.role, "role", "all", "with --redis: api (queue and answer), worker (run the model) or all (both)")
+	fs.StringVar(&o.cluster.Prefix, "redis-prefix", "ddpm:", "with --redis: prefix of every Redis key, to share one Redis between deployments")
+	fs.DurationVar(&o.cluster.ResultTTL, "result-ttl", time.Hour, "with --redis: how long finished jobs and their images stay readable")
+	fs.DurationVar(&o.cluster.ClaimIdle, "claim-idle", 30*time.Second, "with --redis: how long the jobs of a worker that stopped heartbeating wait before another worker reruns them")
+	fs.IntVar(&o.cluster.MaxAttempts, "max-attempts", 3, "with --redis: how many times a job may be started before its workers dying fails it")
 	fs.BoolVar(&o.testFake, "test-fake-model", false, "TEST ONLY: serve a fake generator, not a model")
 	fs.DurationVar(&o.testFakeStepDelay, "test-fake-step-delay", 0, "TEST ONLY: fake cost per batch step")
 	fs.DurationVar(&o.testFakeImageDelay, "test-fake-image-delay", 0, "TEST ONLY: fake cost per image per step")
@@ -145,6 +163,31 @@ func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	if o.testFake && o.model != "" {
 		return o, usageError{"serve: --test-fake-model and --model exclude each other"}
 	}
+	if o.cluster.RedisURL == "" {
+		o.cluster.RedisURL = os.Getenv("DDPM_REDIS_URL")
+	}
+	role, err := server.ParseRole(o.role)
+	if err != nil {
+		return o, usageError{"serve: --role: " + err.Error()}
+	}
+	o.cluster.Role = role
+	if o.cluster.RedisURL == "" && role != server.RoleAll {
+		return o, usageError{fmt.Sprintf("serve: --role %s needs --redis URL (or $DDPM_REDIS_URL): replicas share their queue through Redis", role)}
+	}
+	if o.cluster.RedisURL != "" {
+		u, err := url.Parse(o.cluster.RedisURL)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			return o, usageError{"serve: --redis: want redis://[:password@]host:port/db or rediss://... for TLS"}
+		}
+	}
+	switch {
+	case o.cluster.ResultTTL < time.Second:
+		return o, usageError{"serve: --result-ttl must be at least 1s"}
+	case o.cluster.ClaimIdle < 100*time.Millisecond:
+		return o, usageError{"serve: --claim-idle must be at least 100ms"}
+	case o.cluster.MaxAttempts < 1:
+		return o, usageError{"serve: --max-attempts must be at least 1"}
+	}
 	return o, nil
 }
 
@@ -160,14 +203,25 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log := slog.New(h)
 	o.server.Logger = log
 
+	if o.cluster.RedisURL != "" {
+		// go-redis logs each failed dial while Redis is away; the server
+		// logs Redis errors itself, so these go to the debug level.
+		redis.SetLogger(redisLog{log})
+	}
 	var gen server.Generator
-	if o.testFake {
-		f := server.NewFakeGenerator(32, 3, []string{"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"})
-		f.Model.Name = "test-fake"
-		f.StepDelay, f.ImageDelay = o.testFakeStepDelay, o.testFakeImageDelay
+	var info server.ModelInfo
+	switch {
+	case o.cluster.RedisURL != "" && o.cluster.Role == server.RoleAPI:
+		// An api replica runs no model: it reads only its description.
+		if o.testFake {
+			info = testFakeGenerator(o).Info()
+		} else if info, err = serveModelInfo(ctx, o, log); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	case o.testFake:
 		log.Warn("serving the TEST-ONLY fake generator: images are noise patterns, not model samples")
-		gen = f
-	} else {
+		gen = testFakeGenerator(o)
+	default:
 		g, closeGen, err := loadServeModel(ctx, o, log)
 		if err != nil {
 			return fmt.Errorf("serve: %w", err)
@@ -175,18 +229,33 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer closeGen()
 		gen = g
 	}
-	srv, err := server.New(gen, o.server)
+	var srv *server.Server
+	if o.cluster.RedisURL != "" {
+		o.cluster.Model = info
+		srv, err = server.NewCluster(gen, o.server, o.cluster)
+	} else {
+		srv, err = server.New(gen, o.server)
+	}
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
+	}
+	if gen != nil {
+		info = gen.Info()
 	}
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		srv.Close()
 		return fmt.Errorf("serve: --addr %q: %w", o.addr, err)
 	}
-	info := gen.Info()
-	fmt.Fprintf(stdout, "ddpm serve: listening on http://%s (model %s on %s, max batch %d, queue %d)\n",
-		ln.Addr(), info.Name, info.Device, o.server.MaxBatch, o.server.QueueSize)
+	mode := "in memory"
+	if o.cluster.RedisURL != "" {
+		mode = "role " + string(o.cluster.Role) + ", Redis " + redactURL(o.cluster.RedisURL)
+	}
+	if info.Device == "" {
+		info.Device = "cluster workers"
+	}
+	fmt.Fprintf(stdout, "ddpm serve: listening on http://%s (model %s on %s, max batch %d, queue %d, %s)\n",
+		ln.Addr(), info.Name, info.Device, o.server.MaxBatch, o.server.QueueSize, mode)
 	if len(o.server.CORSOrigins) > 0 {
 		log.Info("CORS allowed", "origins", strings.Join(o.server.CORSOrigins, ","))
 	}
@@ -195,4 +264,28 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stdout, "ddpm serve: drained and stopped")
 	}
 	return err
+}
+
+// testFakeGenerator is the TEST-ONLY fake generator of --test-fake-model.
+func testFakeGenerator(o serveOptions) *server.FakeGenerator {
+	f := server.NewFakeGenerator(32, 3, []string{"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"})
+	f.Model.Name = "test-fake"
+	f.StepDelay, f.ImageDelay = o.testFakeStepDelay, o.testFakeImageDelay
+	return f
+}
+
+// redisLog passes go-redis's own messages to the log at debug level.
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.log.Debug("go-redis: " + fmt.Sprintf(format, v...))
+}
+
+// redactURL is a Redis URL without its password, for logs.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }

@@ -42,6 +42,29 @@ func loadServeModel(ctx context.Context, o serveOptions, log *slog.Logger) (serv
 	return gen, p.Close, nil
 }
 
+// serveModelInfo describes the model named by o.model without loading it
+// on a device: what a cluster's api replica needs to validate requests.
+func serveModelInfo(ctx context.Context, o serveOptions, log *slog.Logger) (server.ModelInfo, error) {
+	name := "default"
+	if o.model != "" {
+		name = modelName(o.model)
+	}
+	src, err := pipeline.OpenSource(ctx, o.model, func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) })
+	if err != nil {
+		return server.ModelInfo{}, err
+	}
+	d, err := pipeline.DiffusionFor(src)
+	if err != nil {
+		return server.ModelInfo{}, err
+	}
+	info, err := serveInfo(src, name)
+	if err != nil {
+		return server.ModelInfo{}, err
+	}
+	info.Device = "cluster workers"
+	return server.DiffusionInfo(d, info)
+}
+
 // modelName is the model id /v1/models shows for a path: the file or
 // folder name without its extension.
 func modelName(path string) string {

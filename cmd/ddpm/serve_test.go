@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ddpm-go/ddpm/pipeline"
+	"github.com/ddpm-go/ddpm/server"
 	"github.com/ddpm-go/ddpm/weights"
 )
 
@@ -67,10 +68,26 @@ func TestParseServe(t *testing.T) {
 		{"bad duration", []string{"--timeout", "soon"}, "", false, nil},
 		{"extra arg", []string{"model.bin"}, "", false, nil},
 		{"fake and model", []string{"--test-fake-model", "--model", "x"}, "", false, nil},
+		{"cluster defaults", []string{"--redis", "redis://h:6379/1"}, "", true, func(o serveOptions) bool {
+			c := o.cluster
+			return c.RedisURL == "redis://h:6379/1" && c.Role == server.RoleAll && c.ResultTTL == time.Hour &&
+				c.ClaimIdle == 30*time.Second && c.MaxAttempts == 3 && c.Prefix == "ddpm:"
+		}},
+		{"cluster flags", []string{"--redis", "rediss://:pw@h:6380/0", "--role", "worker", "--result-ttl", "2h", "--claim-idle", "5s",
+			"--max-attempts", "5", "--redis-prefix", "x:"}, "", true, func(o serveOptions) bool {
+			c := o.cluster
+			return c.Role == server.RoleWorker && c.ResultTTL == 2*time.Hour && c.ClaimIdle == 5*time.Second && c.MaxAttempts == 5 && c.Prefix == "x:"
+		}},
+		{"role without redis", []string{"--role", "api"}, "", false, nil},
+		{"bad role", []string{"--redis", "redis://h:1/0", "--role", "gpu"}, "", false, nil},
+		{"bad redis url", []string{"--redis", "http://h:1/0"}, "", false, nil},
+		{"bad claim idle", []string{"--redis", "redis://h:1/0", "--claim-idle", "1ms"}, "", false, nil},
+		{"bad attempts", []string{"--redis", "redis://h:1/0", "--max-attempts", "0"}, "", false, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("DDPM_API_KEY", tc.env)
+			t.Setenv("DDPM_REDIS_URL", "")
 			o, err := parseServe(tc.args, io.Discard)
 			if (err == nil) != tc.ok {
 				t.Fatalf("err %v", err)
@@ -86,6 +103,21 @@ func TestParseServe(t *testing.T) {
 				t.Errorf("options %+v", o)
 			}
 		})
+	}
+}
+
+func TestServeRedisURLFromEnv(t *testing.T) {
+	t.Setenv("DDPM_REDIS_URL", "redis://env:6379/2")
+	o, err := parseServe([]string{"--role", "api"}, io.Discard)
+	if err != nil || o.cluster.RedisURL != "redis://env:6379/2" || o.cluster.Role != server.RoleAPI {
+		t.Fatalf("%+v %v", o.cluster, err)
+	}
+	o, err = parseServe([]string{"--redis", "redis://flag:1/0"}, io.Discard)
+	if err != nil || o.cluster.RedisURL != "redis://flag:1/0" {
+		t.Fatalf("flag beats env: %+v %v", o.cluster, err)
+	}
+	if got := redactURL("rediss://user:secret@h:6380/0"); strings.Contains(got, "secret") {
+		t.Errorf("redactURL kept the password: %s", got)
 	}
 }
 
