@@ -21,7 +21,7 @@ type ModelInfo struct {
 	// TrainSteps is T, the length of the training schedule: the most
 	// denoising steps a request may ask for.
 	TrainSteps int
-	// DefaultSteps, DefaultSampler ("ddpm" or "ddim", parsed once by New)
+	// DefaultSteps, DefaultSampler (a name of diffusion.Samplers, parsed once by New)
 	// and DefaultGuidance apply when a request leaves them out.
 	DefaultSteps    int
 	DefaultSampler  string

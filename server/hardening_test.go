@@ -386,8 +386,8 @@ func TestErrorMessagesWhole(t *testing.T) {
 	tests := []struct {
 		body, tail string
 	}{
-		{`{"sampler":"` + long + `"}`, `: allowed values are "ddpm" and "ddim"`},
-		{`{"sampler":"ddpmxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`, `: allowed values are "ddpm" and "ddim"`},
+		{`{"sampler":"` + long + `"}`, `: allowed values are "ddpm", "ddim", "pndm", "dpm++2m", "dpm++3m", "dpm++2m-sde", "dpm++2s", "unipc", "deis", "euler", "euler-a", "heun", "dpm2", "lms"`},
+		{`{"sampler":"ddpmxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`, `: allowed values are "ddpm", "ddim", "pndm", "dpm++2m", "dpm++3m", "dpm++2m-sde", "dpm++2s", "unipc", "deis", "euler", "euler-a", "heun", "dpm2", "lms"`},
 		{`{"model":"` + long + `"}`, `; this server has "fake" (or use "default")`},
 		{`{"size":"` + long + `"}`, `: this model makes 8x8 images only (or use "auto")`},
 		{`{"response_format":"` + long + `"}`, `: the only allowed value is "b64_json"`},

@@ -26,7 +26,7 @@ type ImageRequest struct {
 	ResponseFormat string `json:"response_format,omitempty"` // "b64_json" (default); "url" is not supported
 
 	Steps         *int     `json:"steps,omitempty"`          // denoising steps, 1..min(MaxSteps, T)
-	Sampler       string   `json:"sampler,omitempty"`        // "ddpm" or "ddim"
+	Sampler       string   `json:"sampler,omitempty"`        // a name of diffusion.Samplers: "ddpm", "ddim", "euler", ...
 	Eta           *float64 `json:"eta,omitempty"`            // DDIM eta in [0, 1]
 	Seed          *int64   `json:"seed,omitempty"`           // image i uses seed+i; random when absent
 	ClassLabel    *int     `json:"class_label,omitempty"`    // class in [0, classes), or -1 for a random one per image; overrides the prompt
@@ -180,11 +180,23 @@ func jsonTypeName(goType string) string {
 	return "a " + goType
 }
 
-// parseSampler parses a sampler name, "ddpm" or "ddim" (case-insensitive).
+// samplerValues lists the sampler names of diffusion.Samplers, quoted.
+var samplerValues = func() string {
+	var q []string
+	for _, s := range diffusion.Samplers() {
+		q = append(q, strconv.Quote(s.String()))
+	}
+	return strings.Join(q, ", ")
+}()
+
+// parseSampler parses a sampler name of diffusion.Samplers ("ddpm",
+// "ddim", "pndm", "dpm++2m", "dpm++3m", "dpm++2m-sde", "dpm++2s",
+// "unipc", "deis", "euler", "euler-a", "heun", "dpm2", "lms"),
+// case-insensitively.
 func parseSampler(s string) (diffusion.Sampler, error) {
 	sm, err := diffusion.ParseSampler(s)
 	if err != nil {
-		return 0, fmt.Errorf("sampler %q: allowed values are \"ddpm\" and \"ddim\"", truncate(s))
+		return 0, fmt.Errorf("sampler %q: allowed values are %s", truncate(s), samplerValues)
 	}
 	return sm, nil
 }

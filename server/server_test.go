@@ -186,7 +186,7 @@ func TestBadInput(t *testing.T) {
 		{"n over", s, "POST", "/v1/images/generations", `{"n":5}`, 422, "n", ""},
 		{"steps zero", s, "POST", "/v1/images/generations", `{"steps":0}`, 422, "steps", ""},
 		{"steps over", s, "POST", "/v1/images/generations", `{"steps":101}`, 422, "steps", ""},
-		{"sampler", s, "POST", "/v1/images/generations", `{"sampler":"euler"}`, 422, "sampler", ""},
+		{"sampler", s, "POST", "/v1/images/generations", `{"sampler":"plms"}`, 422, "sampler", ""},
 		{"eta negative", s, "POST", "/v1/images/generations", `{"eta":-0.1}`, 422, "eta", ""},
 		{"eta over", s, "POST", "/v1/images/generations", `{"eta":1.5}`, 422, "eta", ""},
 		{"eta with ddpm", s, "POST", "/v1/images/generations", `{"sampler":"ddpm","eta":0.5}`, 422, "eta", ""},
