@@ -8,14 +8,19 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"io"
+	"log/slog"
 	"math"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/npy"
+	"github.com/ddpm-go/ddpm/server"
 )
 
 // pipelineFixture is the diffusers pipeline with real diffusers 0.21.4
@@ -326,6 +331,47 @@ func TestSamplerNamesDocumented(t *testing.T) {
 		}
 		if !strings.Contains(samplerHelp, name) {
 			t.Errorf("--sampler help lacks %s", name)
+		}
+	}
+}
+
+// TestServeEverySampler: the HTTP API's sampler field takes every name
+// and the served model samples with it (batched items, guidance), each
+// image the same as a batch of one with its seed.
+func TestServeEverySampler(t *testing.T) {
+	gen, release, err := loadServeModel(context.Background(), serveOptions{model: tinyModelFile(t), device: "cpu"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	srv, err := server.New(gen, server.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range samplerNames() {
+		body := fmt.Sprintf(`{"n": 2, "steps": 3, "sampler": %q, "seed": 5, "class_label": 1, "guidance_scale": 2}`, name)
+		req := httptest.NewRequest("POST", "/v1/images/generations", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(w, req)
+		if w.Code != 200 {
+			t.Errorf("sampler %s: status %d: %s", name, w.Code, w.Body.String())
+		}
+	}
+	s := server.Settings{Steps: 3, Sampler: diffusion.SamplerDPMPP2MSDE, Guidance: 2}
+	batch, err := gen.Generate(context.Background(), s, []server.Item{{Seed: 1, Class: 0}, {Seed: 2, Class: 1}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := gen.Generate(context.Background(), s, []server.Item{{Seed: 2, Class: 1}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for y := range 8 {
+		for x := range 8 {
+			if batch[1].At(x, y) != one[0].At(x, y) {
+				t.Fatal("dpm++2m-sde: an image differs between a batch and alone")
+			}
 		}
 	}
 }
