@@ -42,6 +42,7 @@ func commands() map[string]command {
 		"sample":   {"generate images from a model", runSample},
 		"eval":     {"negative log-likelihood in bits/dim on a test set", runEval},
 		"export":   {"write a checkpoint or diffusers folder as one model file", runExport},
+		"fid":      {"score generated digits: Frechet distance on MNIST-classifier features, accuracy by class", runFid},
 		"serve":    {"serve a model over HTTP (OpenAI Images API, jobs, metrics, web page)", runServe},
 		"version":  {"print the version, commit, Go version, CPU libraries and GPU found", runVersion},
 	}
