@@ -210,4 +210,3 @@ func TestExportDiffusersTwin(t *testing.T) {
 		t.Fatalf("relative L2 %.3g > 1e-5", e)
 	}
 }
-
