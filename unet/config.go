@@ -58,6 +58,22 @@ func ParseConfig(b []byte) (Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return Config{}, fmt.Errorf("unet: config: %w", err)
 	}
+	// Keys whose absence and null differ, and keys ddpm reads only to
+	// refuse what it cannot honour.
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return Config{}, fmt.Errorf("unet: config: %w", err)
+	}
+	if _, ok := raw["attention_head_dim"]; !ok {
+		d := 8 // diffusers' default; null means one head of all the channels
+		c.AttentionHeadDim = &d
+	}
+	if v, ok := raw["time_embedding_dim"]; ok && string(bytes.TrimSpace(v)) != "null" {
+		var d int
+		if err := json.Unmarshal(v, &d); err != nil || len(c.BlockOutChannels) == 0 || d != 4*c.BlockOutChannels[0] {
+			return Config{}, fmt.Errorf("unet: config time_embedding_dim = %s: only null or 4*block_out_channels[0] (the default) is supported", v)
+		}
+	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -88,7 +104,7 @@ func (c Config) numClasses() int {
 // heads returns the number of attention heads and their size for a layer
 // of ch channels (diffusers: attention_head_dim null means one head).
 func (c Config) heads(ch int) (int, int) {
-	if c.AttentionHeadDim == nil || *c.AttentionHeadDim <= 0 {
+	if c.AttentionHeadDim == nil {
 		return 1, ch
 	}
 	return ch / *c.AttentionHeadDim, *c.AttentionHeadDim
@@ -160,6 +176,8 @@ func (c Config) Validate() error {
 		return bad("num_class_embeds", *c.NumClassEmbeds, "must be >= 1 or null")
 	case c.NullClass != nil && (c.NumClassEmbeds == nil || *c.NullClass < 0 || *c.NullClass >= *c.NumClassEmbeds):
 		return bad("ddpm_null_class", *c.NullClass, "must index a class embedding")
+	case c.AttentionHeadDim != nil && *c.AttentionHeadDim < 1:
+		return bad("attention_head_dim", *c.AttentionHeadDim, "must be >= 1, or null for one head of all the channels")
 	case c.SampleSize < 1 || c.SampleSize%(1<<(n-1)) != 0:
 		return bad("sample_size", c.SampleSize, fmt.Sprintf("must be a positive multiple of %d (2^(levels-1))", 1<<(n-1)))
 	}
@@ -285,6 +303,49 @@ func (c Config) NumParams() int64 {
 		}
 	}
 	return n + norm(ch) + conv(ch, int64(c.OutChannels), 3)
+}
+
+// DefaultMaxBytes is the memory a model may need (its parameters and the
+// activations of one image, as estimated by Bytes) before NewOn and
+// FromSourceOn refuse it: 8 GiB, far above any model of the DDPM family
+// (google/ddpm-cifar10-32: about 0.2 GiB), far below what a hostile config
+// could ask for. NewOnLimited raises it.
+const DefaultMaxBytes = 8 << 30
+
+// Bytes estimates the memory the model needs for a batch of n images at
+// its sample size, before anything is built: the parameters (float32),
+// and an upper bound on the activations a training step keeps (about a
+// dozen tensors per ResNet block at each resolution).
+func (c Config) Bytes(n int) int64 {
+	total := 4 * c.NumParams()
+	side := int64(c.SampleSize)
+	per := int64(0)
+	for i, ch := range c.BlockOutChannels {
+		blocks := int64(2*c.LayersPerBlock + 1)
+		maps := 14 * blocks * int64(ch) * side * side
+		if c.attentionAt(i) {
+			maps += blocks * side * side * side * side // attention scores (T x T), one head's worth
+		}
+		per += maps
+		if side > 1 {
+			side /= 2
+		}
+	}
+	return total + 4*per*int64(max(n, 1))
+}
+
+// CheckSize refuses a config whose parameters and one image's activations
+// (Bytes(1)) exceed maxBytes (DefaultMaxBytes when 0), with an error that
+// says how much it would need.
+func (c Config) CheckSize(maxBytes int64) error {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBytes
+	}
+	if need := c.Bytes(1); need > maxBytes || need < 0 {
+		return fmt.Errorf("unet: config asks for %d parameters and about %.1f GiB of memory (the limit is %.1f GiB; raise it if the model is meant to be this large)",
+			c.NumParams(), float64(need)/(1<<30), float64(maxBytes)/(1<<30))
+	}
+	return nil
 }
 
 // checkWeights compares the tensors of a file with the parameter count

@@ -85,3 +85,68 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestConfigKeysHonouredOrRefused: attention_head_dim absent is diffusers'
+// default 8, null is one head, 0 is refused; time_embedding_dim other
+// than the default is refused rather than ignored.
+func TestConfigKeysHonouredOrRefused(t *testing.T) {
+	base := `"block_out_channels": [32, 64], "down_block_types": ["DownBlock2D","AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D","UpBlock2D"], "norm_num_groups": 8`
+	c, err := ParseConfig([]byte(`{` + base + `}`))
+	if err != nil || c.AttentionHeadDim == nil || *c.AttentionHeadDim != 8 {
+		t.Fatalf("absent attention_head_dim: %v, %v; want diffusers' default 8", c.AttentionHeadDim, err)
+	}
+	if h, d := c.heads(64); h != 8 || d != 8 {
+		t.Errorf("heads(64) = %d x %d, want 8 heads of 8", h, d)
+	}
+	c, err = ParseConfig([]byte(`{` + base + `, "attention_head_dim": null}`))
+	if err != nil || c.AttentionHeadDim != nil {
+		t.Fatalf("null attention_head_dim: %v, %v; want nil (one head)", c.AttentionHeadDim, err)
+	}
+	for _, tc := range []struct{ extra, key string }{
+		{`"attention_head_dim": 0`, "attention_head_dim"},
+		{`"time_embedding_dim": 100`, "time_embedding_dim"},
+	} {
+		if _, err := ParseConfig([]byte(`{` + base + `, ` + tc.extra + `}`)); err == nil || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("%s: error %v, want one naming %s", tc.extra, err, tc.key)
+		}
+	}
+	if _, err := ParseConfig([]byte(`{` + base + `, "time_embedding_dim": 128}`)); err != nil {
+		t.Errorf("time_embedding_dim = 4*block_out_channels[0]: %v", err)
+	}
+}
+
+// TestEnormousConfig: a config inside every per-field limit that would
+// need tens of GB is refused before anything is allocated, by the size
+// check and by the parameter count of the weights it comes with.
+func TestEnormousConfig(t *testing.T) {
+	c, err := ParseConfig([]byte(`{"block_out_channels": [8192, 8192, 8192], "layers_per_block": 16,
+		"down_block_types": ["DownBlock2D","DownBlock2D","DownBlock2D"], "up_block_types": ["UpBlock2D","UpBlock2D","UpBlock2D"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckSize(0); err == nil || !strings.Contains(err.Error(), "GiB") {
+		t.Fatalf("CheckSize: %v", err)
+	}
+	if _, err := New(c, newCPU(t), 1); err == nil {
+		t.Fatal("New built an enormous model")
+	}
+	small := tinyConfig()
+	if err := small.CheckSize(0); err != nil {
+		t.Fatalf("tiny config refused: %v", err)
+	}
+	cifar, _ := Preset("ddpm-cifar10")
+	if err := cifar.CheckSize(0); err != nil {
+		t.Fatalf("ddpm-cifar10 refused: %v", err)
+	}
+	m, err := New(small, newCPU(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if got, want := small.NumParams(), int64(m.NumParams()); got != want {
+		t.Fatalf("Config.NumParams = %d, the built model has %d", got, want)
+	}
+	if got, want := cifar.NumParams(), int64(35746307); got != want {
+		t.Fatalf("ddpm-cifar10 Config.NumParams = %d, want %d", got, want)
+	}
+}

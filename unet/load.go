@@ -48,7 +48,7 @@ func FromSourceOn[B any](src *weights.Source, ops kernels.Ops[B]) (*Net[B], erro
 	}
 	tensors := renameLegacy(src.Tensors)
 	if err := cfg.checkWeights(tensors); err != nil {
-		return nil, fmt.Errorf("unet: %s: %w", src.Path, err)
+		return nil, fmt.Errorf("unet: %w", err)
 	}
 	m, err := NewOn[B](cfg, ops, 0)
 	if err != nil {

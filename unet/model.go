@@ -35,9 +35,19 @@ func New(cfg Config, cpu *kernels.CPU, seed uint64) (*Model, error) {
 	return NewOn[[]float32](cfg, cpu, seed)
 }
 
-// NewOn is New on any backend.
+// NewOn is New on any backend. A config needing more than
+// DefaultMaxBytes (see Config.CheckSize) is refused before anything is
+// allocated; NewOnLimited takes another limit.
 func NewOn[B any](cfg Config, ops kernels.Ops[B], seed uint64) (*Net[B], error) {
+	return NewOnLimited(cfg, ops, seed, DefaultMaxBytes)
+}
+
+// NewOnLimited is NewOn with a memory limit of maxBytes.
+func NewOnLimited[B any](cfg Config, ops kernels.Ops[B], seed uint64, maxBytes int64) (*Net[B], error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckSize(maxBytes); err != nil {
 		return nil, err
 	}
 	probe := nn.Key{N: 1, H: cfg.SampleSize, W: cfg.SampleSize}

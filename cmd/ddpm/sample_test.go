@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/kernels"
@@ -100,4 +102,33 @@ func TestSampleErrors(t *testing.T) {
 			t.Errorf("%v: got %v, want an error mentioning %q", tc.args, err, tc.want)
 		}
 	}
+}
+
+// TestEnormousModelFile: a model file whose config asks for tens of GB
+// (with a few small tensors) fails in ddpm sample quickly, with little
+// memory and a clear error, before any network is built.
+func TestEnormousModelFile(t *testing.T) {
+	cfg := []byte(`{"block_out_channels": [8192, 8192, 8192], "layers_per_block": 16, "in_channels": 1, "out_channels": 1,
+		"down_block_types": ["DownBlock2D","DownBlock2D","DownBlock2D"], "up_block_types": ["UpBlock2D","UpBlock2D","UpBlock2D"]}`)
+	path := filepath.Join(t.TempDir(), "enormous.safetensors")
+	if err := weights.WriteModel(path, &weights.Model{UNetConfig: cfg, Tensors: map[string]weights.Tensor{
+		"conv_in.weight": {Shape: []int{2}, Data: []float32{1, 2}}}}); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	var so, se bytes.Buffer
+	err := run(context.Background(), []string{"sample", "--model", path, "--seed", "1", "--out", filepath.Join(t.TempDir(), "x.png")}, &so, &se)
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "parameters") {
+		t.Fatalf("enormous model: err %v, want a clear error about its parameters", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("took %v, want < 30 s", d)
+	}
+	if grew := after.Sys - before.Sys; grew > 1<<30 {
+		t.Errorf("memory grew by %d MiB", grew>>20)
+	}
+	t.Logf("refused in %v: %v", time.Since(start).Round(time.Millisecond), err)
 }
