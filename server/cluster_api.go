@@ -174,23 +174,28 @@ func (cl *cluster) waitFinal(ctx context.Context, id string, rec *jobRecord) (*j
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
 	var lastErr error
+	first := true // read once now: the job may have changed before the watch began
 	for {
 		if rec != nil && rec.State.final() {
 			return rec, nil
 		}
-		select {
-		case <-ctx.Done():
-			if rec == nil {
-				return nil, lastErr
+		if first {
+			first = false
+		} else {
+			select {
+			case <-ctx.Done():
+				if rec == nil {
+					return nil, lastErr
+				}
+				return rec, nil
+			case <-cl.ctx.Done():
+				if rec == nil {
+					return nil, lastErr
+				}
+				return rec, nil
+			case <-events:
+			case <-tick.C:
 			}
-			return rec, nil
-		case <-cl.ctx.Done():
-			if rec == nil {
-				return nil, lastErr
-			}
-			return rec, nil
-		case <-events:
-		case <-tick.C:
 		}
 		r, err := cl.load(context.WithoutCancel(ctx), id)
 		var ae *APIError
@@ -232,12 +237,12 @@ func (cl *cluster) events(c echo.Context) error {
 	s := cl.s
 	ctx := c.Request().Context()
 	id := c.Param("id")
+	events, unwatch := cl.hub.watch(id) // before the first read: no change is missed
+	defer unwatch()
 	rec, err := cl.load(ctx, id)
 	if err != nil {
 		return s.writeError(c, err)
 	}
-	events, unwatch := cl.hub.watch(id)
-	defer unwatch()
 	w := c.Response()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")

@@ -12,6 +12,13 @@
 //
 // Everything stays on 127.0.0.1, and every run is bounded by -requests and
 // hey's per-request timeout.
+//
+// With -cluster it measures ddpm serve on Redis instead (cluster.go):
+// redis-server, one api and 1 or 2 worker processes, driven by this
+// program's own clients (hey is not needed), beside the in-memory process,
+// and the per-job latency Redis adds:
+//
+//	go run ./bench/load -bin /tmp/ddpm -cluster -fake [-workers 1,2] [-cluster-requests 96] [-cluster-conc 24]
 package main
 
 import (
@@ -49,6 +56,7 @@ type options struct {
 	minReq     int
 	directReps int
 	device     string
+	cluster    bool
 }
 
 func main() {
@@ -68,7 +76,30 @@ func main() {
 	flag.IntVar(&o.minReq, "min-requests", 16, "least requests per level")
 	flag.IntVar(&o.directReps, "direct-reps", 3, "direct batched calls to time")
 	flag.StringVar(&o.device, "device", "auto", "device passed to ddpm serve and the direct call")
+	flag.BoolVar(&o.cluster, "cluster", false, "measure ddpm serve on Redis (api + workers) instead; needs redis-server, not hey")
+	var co clusterOptions
+	workers := flag.String("workers", "1,2", "with -cluster: worker counts to compare")
+	flag.IntVar(&co.requests, "cluster-requests", 96, "with -cluster: requests per throughput run")
+	flag.IntVar(&co.conc, "cluster-conc", 24, "with -cluster: concurrent clients of a throughput run")
+	flag.IntVar(&co.seq, "seq", 200, "with -cluster: sequential requests of the per-job latency run")
+	flag.DurationVar(&co.timeout, "request-timeout", 5*time.Minute, "with -cluster: per-request limit")
 	flag.Parse()
+	for _, f := range strings.Split(*workers, ",") {
+		w, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || w < 1 || w > 8 {
+			fatalf("-workers %q: want comma-separated counts from 1 to 8", *workers)
+		}
+		co.workers = append(co.workers, w)
+	}
+	if o.cluster {
+		if o.bin == "" {
+			fatalf("-cluster needs -bin (run.sh builds it)")
+		}
+		if err := runCluster(o, co); err != nil {
+			fatalf("%v", err)
+		}
+		return
+	}
 	for _, f := range strings.Split(conc, ",") {
 		c, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || c < 1 {

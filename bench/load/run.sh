@@ -4,6 +4,7 @@
 # Markdown table; extra arguments go to the Go driver, e.g.
 #   bench/load/run.sh -fake                      # the TEST-ONLY fake generator
 #   bench/load/run.sh -model /path/to/model -steps 10
+#   bench/load/run.sh -cluster -fake              # Redis: 1 vs 2 workers, per-job Redis latency
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=$(mktemp -d)/ddpm
