@@ -78,6 +78,13 @@ type Options struct {
 	// Seed seeds the one random source of the run (PCG): the same seed,
 	// model and options give bit-identical output.
 	Seed uint64 `json:"seed"`
+	// Seeds, when set (one per image), gives image i a random stream of its
+	// own seeded by Seeds[i] (instead of Seed's one stream for the batch):
+	// its noise then does not depend on the batch it is drawn in, so image
+	// i equals the image of a run with N = 1 and Seed = Seeds[i] (what ddpm
+	// serve draws for a request's image i). Classifier-free guidance,
+	// img2img and inpainting are unchanged.
+	Seeds []uint64 `json:"seeds,omitempty"`
 
 	// N, C, H, W is the output shape (N, C, H, W); taken from Image when
 	// set, else from Noise when all four are 0.
@@ -287,12 +294,21 @@ func (d *Diffusion) Sample(ctx context.Context, m Model, o Options) (Batch, erro
 		o.N, o.C, o.H, o.W = o.Noise.N, o.Noise.C, o.Noise.H, o.Noise.W
 	}
 	rng := newSampleRNG(o.Seed)
+	var rngs []*rand.Rand
+	if o.Seeds != nil {
+		if len(o.Seeds) != o.N {
+			return Batch{}, fmt.Errorf("diffusion: seeds: %d given for %d images: need one per image or none", len(o.Seeds), o.N)
+		}
+		for _, sd := range o.Seeds {
+			rngs = append(rngs, newSampleRNG(sd))
+		}
+	}
 	if !o.usesNative() {
 		sc, err := d.solverConfig(&o)
 		if err != nil {
 			return Batch{}, err
 		}
-		r := &run{m: m, o: &o, rng: rng}
+		r := &run{m: m, o: &o, rng: rng, rngs: rngs}
 		return r.sampleSolver(ctx, sc)
 	}
 	steps := o.Steps
@@ -310,7 +326,7 @@ func (d *Diffusion) Sample(ctx context.Context, m Model, o Options) (Batch, erro
 	if o.Clip != nil {
 		clip = *o.Clip
 	}
-	r := &run{d: sp, m: m, o: &o, clip: clip, rng: rng}
+	r := &run{d: sp, m: m, o: &o, clip: clip, rng: rng, rngs: rngs}
 	if o.Mask != nil && o.Sampler == SamplerDDPM {
 		return r.repaint(ctx)
 	}
@@ -515,11 +531,24 @@ type run struct {
 	o     *Options
 	clip  bool
 	rng   *rand.Rand
+	rngs  []*rand.Rand // per image (Options.Seeds), or nil
 	total int
 	done  int
 }
 
+// fillNoise fills dst (one value per element of the batch) with N(0, 1)
+// draws: from the run's stream, or image i's share from its own stream
+// when Options.Seeds is set.
 func (r *run) fillNoise(dst []float32) {
+	if r.rngs != nil && len(dst)%len(r.rngs) == 0 {
+		per := len(dst) / len(r.rngs)
+		for i, g := range r.rngs {
+			for j := i * per; j < (i+1)*per; j++ {
+				dst[j] = float32(g.NormFloat64())
+			}
+		}
+		return
+	}
 	for i := range dst {
 		dst[i] = float32(r.rng.NormFloat64())
 	}

@@ -508,3 +508,42 @@ func TestOptionsValidate(t *testing.T) {
 		t.Errorf("steps > T: %v", err)
 	}
 }
+
+// TestSeedsPerImage: with Options.Seeds image i does not depend on the
+// batch: it equals a run of that image alone with Seed = Seeds[i], for the
+// native samplers and a diffusers solver, stochastic ones included.
+func TestSeedsPerImage(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Timesteps = 50
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newGauss(0.1, 0.4, PredictEpsilon, false, d.Schedule())
+	eulerA, err := ParseSampler("euler-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []Sampler{SamplerDDPM, SamplerDDIM, eulerA} {
+		base := Options{Sampler: s, Steps: 10, C: 1, H: 4, W: 4}
+		batch := base
+		batch.N, batch.Seeds = 3, []uint64{5, 6, 7}
+		all, err := d.Sample(context.Background(), m, batch)
+		if err != nil {
+			t.Fatalf("%v: %v", s, err)
+		}
+		one := base
+		one.N, one.Seed = 1, 6
+		alone, err := d.Sample(context.Background(), m, one)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(all.Data[16:32], alone.Data) {
+			t.Errorf("%v: image 1 of a batch with Seeds differs from the image alone with its seed", s)
+		}
+		batch.Seeds = []uint64{1}
+		if _, err := d.Sample(context.Background(), m, batch); err == nil {
+			t.Errorf("%v: one seed for three images: no error", s)
+		}
+	}
+}

@@ -60,7 +60,7 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 	fs.StringVar(&o.sampler, "sampler", "", samplerHelp)
 	fs.BoolVar(&o.karras, "karras", false, "Karras et al. 2022 noise levels (use_karras_sigmas): dpm++2m, dpm++3m, dpm++2m-sde, dpm++2s,\nunipc, deis, euler, heun, lms")
 	fs.Float64Var(&o.eta, "eta", 0, "DDIM eta in [0, 1] (0 is deterministic)")
-	fs.Uint64Var(&o.seed, "seed", 0, "random seed; image i uses the run's noise stream (default: a random seed, printed)")
+	fs.Uint64Var(&o.seed, "seed", 0, "random seed: image i draws its noise from seed+i, as ddpm serve does (default: a random seed, printed)")
 	fs.StringVar(&o.class, "class", "", "class label for every image, or a comma-separated list (default: cycle through the classes;\nwith --init-image: the null class, i.e. no condition)")
 	fs.Float64Var(&o.guidance, "guidance", 0, "classifier-free guidance scale (0 = none; 2 to 4 sharpens the class)")
 	fs.StringVar(&o.clip, "clip", "auto", "clip the x0 estimate to [-1, 1] at each step: auto (the model's setting), true or false")
@@ -223,6 +223,11 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	so := diffusion.Options{Steps: o.steps, Eta: o.eta, Seed: o.seed, Guidance: o.guidance, ModelEps: o.modelEps,
 		N: o.n, C: cfg.InChannels, H: cfg.SampleSize, W: cfg.SampleSize, Noise: noise}
+	// Image i draws its noise from seed+i alone, as ddpm serve does for a
+	// request's image i: the same request gives the same images.
+	for i := range o.n {
+		so.Seeds = append(so.Seeds, o.seed+uint64(i))
+	}
 	if err := solverOptions(&so, o, m.Scheduler); err != nil {
 		return err
 	}
