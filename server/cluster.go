@@ -222,7 +222,8 @@ type cluster struct {
 	bg   sync.WaitGroup
 
 	// Synchronous requests (OpenAI and PNG endpoints) waiting on jobs:
-	// syncStop cancels their jobs at the drain deadline.
+	// syncStop cancels their jobs at the drain deadline, and ends long
+	// polls and event streams when the drain is over.
 	syncWG   sync.WaitGroup
 	syncCtx  context.Context
 	syncStop context.CancelCauseFunc
@@ -322,6 +323,9 @@ func (cl *cluster) shutdown(ctx context.Context) error {
 			err = ctx.Err()
 		}
 	}
+	// Long polls answer and event streams end now (their clients go to
+	// another replica); the jobs go on in the cluster.
+	cl.syncStop(errShutdown)
 	return err
 }
 

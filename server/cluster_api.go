@@ -188,7 +188,7 @@ func (cl *cluster) waitFinal(ctx context.Context, id string, rec *jobRecord) (*j
 					return nil, lastErr
 				}
 				return rec, nil
-			case <-cl.ctx.Done():
+			case <-cl.syncCtx.Done(): // draining: answer now
 				if rec == nil {
 					return nil, lastErr
 				}
@@ -286,8 +286,8 @@ func (cl *cluster) events(c echo.Context) error {
 			_ = http.NewResponseController(w).Flush()
 		case <-ctx.Done():
 			return nil
-		case <-cl.ctx.Done():
-			return nil // this replica closes; the client reconnects to another
+		case <-cl.syncCtx.Done():
+			return nil // this replica drains; the client reconnects to another
 		}
 		r, err := cl.load(ctx, id)
 		var ae *APIError

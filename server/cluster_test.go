@@ -534,3 +534,67 @@ func TestClusterTimeout(t *testing.T) {
 	}()
 	wg.Wait()
 }
+
+// TestClusterModelMismatch: a worker refuses, with a clear error, a job an
+// api replica queued for another model.
+func TestClusterModelMismatch(t *testing.T) {
+	rs := redistest.Start(t)
+	other := NewFakeGenerator(8, 1, digits).Info()
+	other.Name = "other-model"
+	h := newClusterTest(t, rs, nil, Options{}, ClusterOptions{Role: RoleAPI, Model: other}).Handler()
+	newClusterTest(t, rs, NewFakeGenerator(8, 1, digits), Options{}, ClusterOptions{Role: RoleWorker})
+	id := decodeStatus(t, do(t, h, "POST", "/v1/jobs", `{"steps":2}`)).ID
+	st := waitJob(t, h, id)
+	if st.State != StateFailed || st.Error == nil || st.Error.Code == nil || *st.Error.Code != "model_mismatch" ||
+		!strings.Contains(st.Error.Message, `"other-model"`) {
+		t.Errorf("%+v %+v", st, st.Error)
+	}
+}
+
+// TestClusterAPIDrain: an api replica's drain ends its long polls and
+// event streams at once and leaves the cluster's jobs alone.
+func TestClusterAPIDrain(t *testing.T) {
+	rs := redistest.Start(t)
+	api := newClusterTest(t, rs, nil, Options{}, ClusterOptions{Role: RoleAPI})
+	h := api.Handler()
+	id := decodeStatus(t, do(t, h, "POST", "/v1/jobs", `{"steps":2}`)).ID
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	var pollCode int
+	var pollState JobState
+	go func() {
+		defer wg.Done()
+		w := do(t, h, "GET", "/v1/jobs/"+id+"?wait=30", "")
+		pollCode, pollState = w.Code, decodeStatus(t, w).State
+	}()
+	go func() {
+		defer wg.Done()
+		resp, err := http.Get(srv.URL + "/v1/jobs/" + id + "/events")
+		if err == nil {
+			_, _ = bufio.NewReader(resp.Body).ReadString(0) // until the stream ends
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := api.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the long poll and the event stream ended %v after the drain began", d)
+	}
+	if pollCode != 200 || pollState != StateQueued {
+		t.Errorf("long poll at drain: %d %s", pollCode, pollState)
+	}
+	if w := do(t, h, "POST", "/v1/jobs", `{"steps":2}`); w.Code != 503 {
+		t.Errorf("POST while draining: %d", w.Code)
+	}
+	if rec, err := api.cl.st.get(context.Background(), id); err != nil || rec.State != StateQueued {
+		t.Errorf("the job after the api drained: %+v %v", rec, err)
+	}
+}

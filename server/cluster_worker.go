@@ -442,9 +442,12 @@ func (w *worker) heartbeatLoop() {
 	info, _ := json.Marshal(map[string]any{"id": w.id, "role": w.cl.role, "model": w.s.info.Name, "device": w.s.info.Device,
 		"max_batch": w.s.opts.MaxBatch, "started": w.s.start.UTC().Format(time.RFC3339)})
 	failing := false
-	for {
+	for beats := 0; ; beats++ {
 		ctx, cancel := context.WithTimeout(w.cl.ctx, hb)
 		err := w.beat(ctx, info)
+		if err == nil && beats%30 == 0 {
+			err = w.pruneConsumers(ctx)
+		}
 		cancel()
 		switch {
 		case err != nil && w.cl.ctx.Err() == nil:
@@ -486,6 +489,28 @@ func (w *worker) beat(ctx context.Context, info []byte) error {
 	_, err := pipe.Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("redis: heartbeat: %w", err)
+	}
+	return nil
+}
+
+// pruneConsumers deletes the consumers of the group that hold no entry and
+// have not read for a long while: those of workers gone for good (a live
+// worker that loses its consumer gets it back at its next read).
+func (w *worker) pruneConsumers(ctx context.Context) error {
+	cs, err := w.st.rdb.XInfoConsumers(ctx, w.st.queueKey(), clusterGroup).Result()
+	if err != nil {
+		if isNoGroup(err) {
+			return nil
+		}
+		return fmt.Errorf("redis: list consumers: %w", err)
+	}
+	old := max(10*w.cl.opts.ClaimIdle, 5*time.Minute)
+	for _, c := range cs {
+		if c.Pending == 0 && c.Idle > old && c.Name != w.id {
+			if err := w.st.rdb.XGroupDelConsumer(ctx, w.st.queueKey(), clusterGroup, c.Name).Err(); err != nil {
+				return fmt.Errorf("redis: delete consumer %s: %w", c.Name, err)
+			}
+		}
 	}
 	return nil
 }
