@@ -51,6 +51,10 @@ var kernelNames = []string{
 	"softmax_bwd_rows", "embedding_fwd", "embedding_bwd", "adamw", "ema_f", "groupnorm_fwd_smem",
 	"groupnorm_bwd_dx_smem", "col_sum_partial", "add_bias_nkp",
 	"dropout_f", "sqrt_sum_partials", "clip_to_norm", "diffusion_loss", "loss_sum",
+	// ADM layers (adm.go)
+	"groupnorm_ss_fwd", "groupnorm_ss_bwd_dx", "groupnorm_ss_bwd_stats", "groupnorm_ss_bwd_params",
+	"avgpool2x", "avgpool2x_bwd", "attnpool_tokens", "attnpool_tokens_bwd_dx", "attnpool_tokens_bwd_dpos",
+	"row_mean", "row_mean_bwd", "relu_f", "relu_bwd",
 }
 
 const (
@@ -95,6 +99,19 @@ const (
 	kClipToNorm
 	kDiffusionLoss
 	kLossSum
+	kGNSSFwd
+	kGNSSBwdDx
+	kGNSSBwdStats
+	kGNSSBwdParams
+	kAvgPool
+	kAvgPoolBwd
+	kAttnPoolTokens
+	kAttnPoolTokensBwdDx
+	kAttnPoolTokensBwdDpos
+	kRowMean
+	kRowMeanBwd
+	kReLU
+	kReLUBwd
 	numKernels
 )
 

@@ -192,6 +192,66 @@ func opCases[B any]() []opCase[B] {
 	cs = append(cs, gn("plain", kernels.GroupNormDims{N: 2, C: 64, HW: 256, Groups: 32, Eps: 1e-6})...)
 	cs = append(cs, attn("1head", kernels.AttnDims{B: 2, T: 64, Heads: 1, HeadDim: 32, Scale: 1 / float32(math.Sqrt(32))})...)
 	cs = append(cs, attn("3heads", kernels.AttnDims{B: 3, T: 37, Heads: 3, HeadDim: 8, Scale: 1 / float32(math.Sqrt(8))})...)
+	cs = append(cs, admCases[B]()...)
+	return cs
+}
+
+// admCases are the ADM (guided-diffusion) ops of kernels/adm.go.
+func admCases[B any]() []opCase[B] {
+	gnss := func(name string, g kernels.GroupNormDims) []opCase[B] {
+		n, ng, nss := g.N*g.C*g.HW, g.N*g.Groups, 2*g.N*g.C
+		return []opCase[B]{
+			{name: "GroupNormScaleShift/" + name, ins: []int{n, g.C, g.C, nss}, outs: []int{n, ng, ng},
+				run: func(o kernels.Ops[B], out, in []B) {
+					o.GroupNormScaleShift(out[0], out[1], out[2], in[0], in[1], in[2], in[3], g)
+				}},
+			{name: "GroupNormScaleShiftBackward/" + name, ins: []int{n, n, g.C, g.C, nss}, outs: []int{n, g.C, g.C, nss}, tol: 2e-5,
+				run: func(o kernels.Ops[B], out, in []B) {
+					y, m, r := o.Alloc(n), o.Alloc(ng), o.Alloc(ng)
+					o.GroupNormScaleShift(y, m, r, in[1], in[2], in[3], in[4], g)
+					o.GroupNormScaleShiftBackward(out[0], out[1], out[2], out[3], in[0], in[1], m, r, in[2], in[3], in[4], g)
+					o.Free(y)
+					o.Free(m)
+					o.Free(r)
+				}},
+		}
+	}
+	qkv := func(name string, a kernels.QKVAttnDims) []opCase[B] {
+		n := a.B * a.Heads * a.HeadDim * a.T
+		return []opCase[B]{
+			{name: "QKVAttention/" + name, ins: []int{3 * n}, outs: []int{n}, gemm: true,
+				run: func(o kernels.Ops[B], out, in []B) { o.QKVAttention(out[0], in[0], a) }},
+			{name: "QKVAttentionBackward/" + name, ins: []int{n, 3 * n}, outs: []int{3 * n}, gemm: true,
+				run: func(o kernels.Ops[B], out, in []B) { o.QKVAttentionBackward(out[0], in[0], in[1], a) }},
+		}
+	}
+	const n = 10007
+	cs := []opCase[B]{
+		{name: "AvgPool2x", ins: []int{2 * 3 * 10 * 14}, outs: []int{2 * 3 * 5 * 7},
+			run: func(o kernels.Ops[B], out, in []B) { o.AvgPool2x(out[0], in[0], 2, 3, 5, 7) }},
+		{name: "AvgPool2xBackward", ins: []int{2 * 3 * 5 * 7}, outs: []int{2 * 3 * 10 * 14},
+			run: func(o kernels.Ops[B], out, in []B) { o.AvgPool2xBackward(out[0], in[0], 2, 3, 5, 7) }},
+		{name: "AttnPoolTokens", ins: []int{3 * 5 * 64, 5 * 65}, outs: []int{3 * 5 * 65},
+			run: func(o kernels.Ops[B], out, in []B) { o.AttnPoolTokens(out[0], in[0], in[1], 3, 5, 64) }},
+		{name: "AttnPoolTokensBackward", ins: []int{3 * 5 * 65}, outs: []int{3 * 5 * 64, 5 * 65},
+			run: func(o kernels.Ops[B], out, in []B) { o.AttnPoolTokensBackward(out[0], out[1], in[0], 3, 5, 64) }},
+		{name: "AttnPoolTokensBackward/no-dpos", ins: []int{3 * 5 * 65}, outs: []int{3 * 5 * 64},
+			run: func(o kernels.Ops[B], out, in []B) {
+				var zero B
+				o.AttnPoolTokensBackward(out[0], zero, in[0], 3, 5, 64)
+			}},
+		{name: "ChannelMean", ins: []int{3 * 5 * 300}, outs: []int{15},
+			run: func(o kernels.Ops[B], out, in []B) { o.ChannelMean(out[0], in[0], 3, 5, 300) }},
+		{name: "ChannelMeanBackward", ins: []int{15}, outs: []int{3 * 5 * 300},
+			run: func(o kernels.Ops[B], out, in []B) { o.ChannelMeanBackward(out[0], in[0], 3, 5, 300) }},
+		{name: "ReLU", ins: []int{n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.ReLU(out[0], in[0], n) }},
+		{name: "ReLUBackward", ins: []int{n, n}, outs: []int{n},
+			run: func(o kernels.Ops[B], out, in []B) { o.ReLUBackward(out[0], in[0], in[1], n) }},
+	}
+	cs = append(cs, gnss("silu", kernels.GroupNormDims{N: 3, C: 8, HW: 50, Groups: 4, Eps: 1e-5, SiLU: true})...)
+	cs = append(cs, gnss("plain", kernels.GroupNormDims{N: 2, C: 64, HW: 64, Groups: 32, Eps: 1e-5})...)
+	cs = append(cs, qkv("new", kernels.QKVAttnDims{B: 2, T: 37, Heads: 3, HeadDim: 8, Scale: 1 / float32(math.Sqrt(8))})...)
+	cs = append(cs, qkv("legacy", kernels.QKVAttnDims{B: 3, T: 16, Heads: 2, HeadDim: 16, Legacy: true, Scale: 0.25})...)
 	return cs
 }
 

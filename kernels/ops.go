@@ -132,6 +132,40 @@ type Ops[B any] interface {
 	// diffusion model's output, from x0, noise and the per-example
 	// coefficient rows coef (N, NumLossCoef); see CPU.DiffusionLoss.
 	DiffusionLoss(loss, terms, dout, out, x0, noise, coef B, d DiffusionLossDims)
+
+	// GroupNormScaleShift: GroupNorm, then guided-diffusion's scale-shift
+	// conditioning z' = z*(1 + ss[n,c]) + ss[n,C+c] with ss (N, 2C), then
+	// SiLU when d.SiLU; mean and rstd (N*Groups) as in GroupNorm.
+	GroupNormScaleShift(y, mean, rstd, x, gamma, beta, ss B, d GroupNormDims)
+	// GroupNormScaleShiftBackward: dx, dgamma, dbeta and dss (N, 2C) of
+	// GroupNormScaleShift given dy and the saved mean and rstd (dgamma,
+	// dbeta, dss may be zero to skip them).
+	GroupNormScaleShiftBackward(dx, dgamma, dbeta, dss, dy, x, mean, rstd, gamma, beta, ss B, d GroupNormDims)
+	// AvgPool2x: 2x2 average pooling, stride 2: y (N,C,H,W) from
+	// x (N,C,2H,2W); h and w are y's.
+	AvgPool2x(y, x B, n, c, h, w int)
+	// AvgPool2xBackward: dx[n,c,2i+a,2j+b] = dy[n,c,i,j]/4; dx (N,C,2H,2W).
+	AvgPool2xBackward(dx, dy B, n, c, h, w int)
+	// QKVAttention: softmax(Scale q^T k) attention per item and head on a
+	// fused channel-major qkv (B, 3*Heads*HeadDim, T) in either head order
+	// (see QKVAttnDims); o (B, Heads*HeadDim, T).
+	QKVAttention(o, qkv B, d QKVAttnDims)
+	// QKVAttentionBackward: dqkv (laid out as qkv) of QKVAttention given do.
+	QKVAttentionBackward(dqkv, do, qkv B, d QKVAttnDims)
+	// AttnPoolTokens: y (N,C,HW+1) = [mean_p x, x] + pos, pos (C, HW+1):
+	// the tokens of the classifier's attention pooling.
+	AttnPoolTokens(y, x, pos B, n, c, hw int)
+	// AttnPoolTokensBackward: dx (N,C,HW) and dpos (C,HW+1) (may be zero)
+	// of AttnPoolTokens given dy.
+	AttnPoolTokensBackward(dx, dpos, dy B, n, c, hw int)
+	// ChannelMean: y[n,c] = mean_p x[n,c,p] over hw positions.
+	ChannelMean(y, x B, n, c, hw int)
+	// ChannelMeanBackward: dx[n,c,p] = dy[n,c]/hw.
+	ChannelMeanBackward(dx, dy B, n, c, hw int)
+	// ReLU: y = max(x, 0), n values.
+	ReLU(y, x B, n int)
+	// ReLUBackward: dx = dy where x > 0, else 0.
+	ReLUBackward(dx, dy, x B, n int)
 }
 
 // AdamWParams are AdamW's hyper-parameters.

@@ -66,6 +66,10 @@ const Kernel kernels[] = {
     K(fill_ptrs, false), K(softmax_rows, true), K(softmax_bwd_rows, true), K(embedding_fwd, false),
     K(embedding_bwd, false), K(adamw, false), K(ema_f, false), K(dropout_f, false),
     K(sqrt_sum_partials, true), K(clip_to_norm, false), K(diffusion_loss, true), K(loss_sum, true),
+    K(groupnorm_ss_fwd, true), K(groupnorm_ss_bwd_dx, true), K(groupnorm_ss_bwd_stats, true),
+    K(groupnorm_ss_bwd_params, false), K(avgpool2x, false), K(avgpool2x_bwd, false), K(attnpool_tokens, true),
+    K(attnpool_tokens_bwd_dx, false), K(attnpool_tokens_bwd_dpos, false), K(row_mean, true),
+    K(row_mean_bwd, false), K(relu_f, false), K(relu_bwd, false),
 };
 const int nkernels = sizeof(kernels) / sizeof(kernels[0]);
 

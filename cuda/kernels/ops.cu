@@ -716,3 +716,201 @@ extern "C" __global__ void loss_sum(float* loss, const float* terms, const float
   float s = block_sum(acc, sh);
   if (threadIdx.x == 0) loss[0] = s;
 }
+
+// ---- ADM (guided-diffusion) layers -------------------------------------------
+// Dhariwal & Nichol 2021, openai/guided-diffusion guided_diffusion/unet.py;
+// the CPU twins are in kernels/adm.go.
+
+// Effective affine of channel ch of example n after the scale-shift step:
+// z' = (xhat gamma + beta)(1 + s) + shift = xhat gm + bt.
+static __device__ __attribute__((always_inline)) void gn_ss_affine(float* gm, float* bt, const float* gamma,
+                                                                    const float* beta, const float* ss,
+                                                                    int n, int ch, int c) {
+  float s1 = 1.0f + ss[(long long)n * 2 * c + ch];
+  *gm = (gamma ? gamma[ch] : 1.0f) * s1;
+  *bt = (beta ? beta[ch] : 0.0f) * s1 + ss[(long long)n * 2 * c + c + ch];
+}
+
+// GroupNorm + scale-shift (+ SiLU): one block per (n, g), two-pass
+// statistics as groupnorm_fwd, then z' = xhat gm + bt and y = z' or
+// z' sigmoid(z'); ss (N, 2C) holds the scales then the shifts.
+extern "C" __global__ void groupnorm_ss_fwd(float* y, float* mean, float* rstd, const float* x,
+                                            const float* gamma, const float* beta, const float* ss,
+                                            int c, int hw, int groups, float eps, int silu) {
+  __shared__ float sh[BLOCK];
+  int ng = blockIdx.x, n = ng / groups, g = ng % groups, cpg = c / groups, cnt = cpg * hw;
+  long long off = (long long)ng * cnt;
+  const float* xg = x + off;
+  float acc = 0.0f;
+  for (int i = threadIdx.x; i < cnt; i += BLOCK) acc += xg[i];
+  float mu = block_sum(acc, sh) / (float)cnt;
+  acc = 0.0f;
+  for (int i = threadIdx.x; i < cnt; i += BLOCK) { float d = xg[i] - mu; acc += d * d; }
+  float var = block_sum(acc, sh) / (float)cnt;
+  float rs = 1.0f / __nvvm_sqrt_rn_f(var + eps);
+  if (threadIdx.x == 0) { mean[ng] = mu; rstd[ng] = rs; }
+  float* yg = y + off;
+  for (int i = threadIdx.x; i < cnt; i += BLOCK) {
+    float gm, bt;
+    gn_ss_affine(&gm, &bt, gamma, beta, ss, n, g * cpg + i / hw, c);
+    float z = (xg[i] - mu) * rs * gm + bt;
+    if (silu) z = z * sigmoid_f(z);
+    yg[i] = z;
+  }
+}
+
+// dx of groupnorm_ss_fwd, one block per (n, g):
+// dx = rstd (gd - mean(gd) - xhat mean(gd xhat)), gd = dz gm.
+extern "C" __global__ void groupnorm_ss_bwd_dx(float* dx, const float* dy, const float* x, const float* mean,
+                                               const float* rstd, const float* gamma, const float* beta,
+                                               const float* ss, int c, int hw, int groups, int silu) {
+  __shared__ float sh[BLOCK];
+  int ng = blockIdx.x, n = ng / groups, g = ng % groups, cpg = c / groups, cnt = cpg * hw;
+  long long off = (long long)ng * cnt;
+  float mu = mean[ng], rs = rstd[ng];
+  float a1 = 0.0f, a2 = 0.0f;
+  for (int i = threadIdx.x; i < cnt; i += BLOCK) {
+    float gm, bt;
+    gn_ss_affine(&gm, &bt, gamma, beta, ss, n, g * cpg + i / hw, c);
+    float xh = (x[off + i] - mu) * rs;
+    float gd = gn_dz(dy[off + i], xh, gm, bt, silu) * gm;
+    a1 += gd;
+    a2 += gd * xh;
+  }
+  float m1 = block_sum(a1, sh) / (float)cnt;
+  float m2 = block_sum(a2, sh) / (float)cnt;
+  for (int i = threadIdx.x; i < cnt; i += BLOCK) {
+    float gm, bt;
+    gn_ss_affine(&gm, &bt, gamma, beta, ss, n, g * cpg + i / hw, c);
+    float xh = (x[off + i] - mu) * rs;
+    float gd = gn_dz(dy[off + i], xh, gm, bt, silu) * gm;
+    dx[off + i] = rs * (gd - m1 - xh * m2);
+  }
+}
+
+// stats[2 (n C + c) + {0, 1}] = sum_p dz and sum_p dz xhat of one (n, c)
+// row of groupnorm_ss_fwd; one block per row.
+extern "C" __global__ void groupnorm_ss_bwd_stats(float* stats, const float* dy, const float* x, const float* mean,
+                                                  const float* rstd, const float* gamma, const float* beta,
+                                                  const float* ss, int c, int hw, int groups, int silu) {
+  __shared__ float sh[BLOCK];
+  int row = blockIdx.x, n = row / c, ch = row % c, ng = n * groups + ch / (c / groups);
+  long long off = (long long)row * hw;
+  float mu = mean[ng], rs = rstd[ng], gm, bt;
+  gn_ss_affine(&gm, &bt, gamma, beta, ss, n, ch, c);
+  float a1 = 0.0f, a2 = 0.0f;
+  for (int p = threadIdx.x; p < hw; p += BLOCK) {
+    float xh = (x[off + p] - mu) * rs;
+    float dz = gn_dz(dy[off + p], xh, gm, bt, silu);
+    a1 += dz;
+    a2 += dz * xh;
+  }
+  float s1 = block_sum(a1, sh);
+  float s2 = block_sum(a2, sh);
+  if (threadIdx.x == 0) { stats[2 * row] = s1; stats[2 * row + 1] = s2; }
+}
+
+// From the row sums: dss[n, c] = gamma sdzx + beta sdz, dss[n, C+c] = sdz,
+// dgamma[c] = sum_n (1+s) sdzx, dbeta[c] = sum_n (1+s) sdz (each may be null).
+extern "C" __global__ void groupnorm_ss_bwd_params(float* dgamma, float* dbeta, float* dss, const float* stats,
+                                                   const float* ss, const float* gamma, const float* beta,
+                                                   int n, int c) {
+  if (dss) {
+    GRID_STRIDE(i, n * c) {
+      int b = i / c, ch = i % c;
+      float sdz = stats[2 * i], sdzx = stats[2 * i + 1];
+      dss[(long long)b * 2 * c + ch] = (gamma ? gamma[ch] : 1.0f) * sdzx + (beta ? beta[ch] : 0.0f) * sdz;
+      dss[(long long)b * 2 * c + c + ch] = sdz;
+    }
+  }
+  GRID_STRIDE(ch, c) {
+    float sg = 0.0f, sb = 0.0f;
+    for (int b = 0; b < n; b++) {
+      float s1 = 1.0f + ss[(long long)b * 2 * c + ch];
+      sb += s1 * stats[2 * (b * c + ch)];
+      sg += s1 * stats[2 * (b * c + ch) + 1];
+    }
+    if (dgamma) dgamma[ch] = sg;
+    if (dbeta) dbeta[ch] = sb;
+  }
+}
+
+// 2x2 average pooling: y (NC, H, W) from x (NC, 2H, 2W).
+extern "C" __global__ void avgpool2x(float* y, const float* x, int nc, int h, int w) {
+  int total = nc * h * w, iw = 2 * w;
+  GRID_STRIDE(i, total) {
+    int xx = i % w, r = i / w, yy = r % h, ch = r / h;
+    const float* s = x + ((long long)ch * 2 * h + 2 * yy) * iw + 2 * xx;
+    y[i] = ((s[0] + s[1]) + (s[iw] + s[iw + 1])) * 0.25f;
+  }
+}
+
+// dx (NC, 2H, 2W) = dy (NC, H, W) / 4 spread over each 2x2 block.
+extern "C" __global__ void avgpool2x_bwd(float* dx, const float* dy, int nc, int h, int w) {
+  int oh = 2 * h, ow = 2 * w, total = nc * oh * ow;
+  GRID_STRIDE(i, total) {
+    int xx = i % ow, r = i / ow, yy = r % oh, ch = r / oh;
+    dx[i] = dy[((long long)ch * h + yy / 2) * w + xx / 2] * 0.25f;
+  }
+}
+
+// Attention-pool tokens: y[r, 0] = mean_p x[r, p] + pos[c, 0],
+// y[r, 1+p] = x[r, p] + pos[c, 1+p] for rows r = (n, c); one block per row.
+extern "C" __global__ void attnpool_tokens(float* y, const float* x, const float* pos, int c, int hw) {
+  __shared__ float sh[BLOCK];
+  int row = blockIdx.x, t = hw + 1;
+  const float* xr = x + (long long)row * hw;
+  const float* pr = pos + (long long)(row % c) * t;
+  float* yr = y + (long long)row * t;
+  float acc = 0.0f;
+  for (int p = threadIdx.x; p < hw; p += BLOCK) {
+    acc += xr[p];
+    yr[1 + p] = xr[p] + pr[1 + p];
+  }
+  float s = block_sum(acc, sh);
+  if (threadIdx.x == 0) yr[0] = s / (float)hw + pr[0];
+}
+
+// dx[r, p] = dy[r, 1+p] + dy[r, 0] / hw.
+extern "C" __global__ void attnpool_tokens_bwd_dx(float* dx, const float* dy, int rows, int hw) {
+  int total = rows * hw, t = hw + 1;
+  GRID_STRIDE(i, total) {
+    int r = i / hw, p = i % hw;
+    dx[i] = dy[(long long)r * t + 1 + p] + dy[(long long)r * t] / (float)hw;
+  }
+}
+
+// dpos[i] = sum_b dy[b, i] for i < ct (= C (HW+1)).
+extern "C" __global__ void attnpool_tokens_bwd_dpos(float* dpos, const float* dy, int n, int ct) {
+  GRID_STRIDE(i, ct) {
+    float acc = 0.0f;
+    for (int b = 0; b < n; b++) acc += dy[(long long)b * ct + i];
+    dpos[i] = acc;
+  }
+}
+
+// y[r] = mean_p x[r, p]; one block per row r = (n, c).
+extern "C" __global__ void row_mean(float* y, const float* x, int hw) {
+  __shared__ float sh[BLOCK];
+  const float* xr = x + (long long)blockIdx.x * hw;
+  float acc = 0.0f;
+  for (int p = threadIdx.x; p < hw; p += BLOCK) acc += xr[p];
+  float s = block_sum(acc, sh);
+  if (threadIdx.x == 0) y[blockIdx.x] = s / (float)hw;
+}
+
+// dx[r, p] = dy[r] / hw.
+extern "C" __global__ void row_mean_bwd(float* dx, const float* dy, int rows, int hw) {
+  int total = rows * hw;
+  GRID_STRIDE(i, total) { dx[i] = dy[i / hw] / (float)hw; }
+}
+
+// y = max(x, 0) (NaN stays NaN).
+extern "C" __global__ void relu_f(float* y, const float* x, int n) {
+  GRID_STRIDE(i, n) { float v = x[i]; y[i] = v < 0.0f ? 0.0f : v; }
+}
+
+// dx = dy where x > 0, else 0.
+extern "C" __global__ void relu_bwd(float* dx, const float* dy, const float* x, int n) {
+  GRID_STRIDE(i, n) { dx[i] = x[i] > 0.0f ? dy[i] : 0.0f; }
+}
