@@ -164,8 +164,10 @@ func (w *worker) take(ctx context.Context, claim bool) ([]*job, error) {
 				block = d
 			}
 		}
+		// One entry at a time: a job's image count is known only once it
+		// is read, and entries beyond MaxBatch images are left to others.
 		streams, err := w.st.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: clusterGroup, Consumer: w.id,
-			Streams: []string{w.st.queueKey(), ">"}, Count: int64(maxBatch - images), Block: block}).Result()
+			Streams: []string{w.st.queueKey(), ">"}, Count: 1, Block: block}).Result()
 		if errors.Is(err, redis.Nil) {
 			if len(out) == 0 || block < 0 {
 				return out, nil

@@ -190,9 +190,9 @@ func (cc clusterClient) syncImages(base, body string) []string {
 }
 
 // killBusy waits until worker w (by pid, which its Redis owner id holds)
-// runs one of ids at step >= minStep, then kills it with SIGKILL. It
-// returns the jobs the worker held.
-func killBusy(t *testing.T, rdb *redis.Client, w *replica, ids []string, minStep int) []string {
+// holds at least minHeld of ids, one of them at step >= minStep, then
+// kills it with SIGKILL. It returns the jobs the worker held.
+func killBusy(t *testing.T, rdb *redis.Client, w *replica, ids []string, minHeld, minStep int) []string {
 	t.Helper()
 	ctx := context.Background()
 	tag := fmt.Sprintf("-%d-", w.cmd.Process.Pid)
@@ -214,7 +214,7 @@ func killBusy(t *testing.T, rdb *redis.Client, w *replica, ids []string, minStep
 				}
 			}
 		}
-		if busy {
+		if busy && len(held) >= minHeld {
 			if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
@@ -222,7 +222,7 @@ func killBusy(t *testing.T, rdb *redis.Client, w *replica, ids []string, minStep
 			return held
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s never ran a job at step >= %d:\n%s", w.name, minStep, w.log)
+			t.Fatalf("%s never held %d jobs with one at step >= %d:\n%s", w.name, minHeld, minStep, w.log)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -260,10 +260,10 @@ func clusterRun(t *testing.T, bin string, rs *redistest.Server, fake bool) {
 	}
 	common := []string{"--redis", rs.URL, "--claim-idle", "1s"}
 	model := []string{"--test-fake-model", "--test-fake-step-delay", "10ms"}
-	jobs, n, steps, minStep := 12, 2, 40, 5
+	jobs, n, steps, minHeld, minStep := 12, 2, 40, 2, 5
 	if !fake {
 		model = []string{"--device", "cpu"}
-		jobs, n, steps, minStep = 4, 1, 60, 5
+		jobs, n, steps, minHeld, minStep = 4, 1, 60, 1, 5
 	}
 	api := startReplica(t, bin, "api", append(append([]string{"--role", "api", "--max-batch", "4"}, common...), model...)...)
 	w1 := startReplica(t, bin, "worker 1", append(append([]string{"--role", "worker", "--max-batch", "4"}, common...), model...)...)
@@ -281,7 +281,7 @@ func clusterRun(t *testing.T, bin string, rs *redistest.Server, fake bool) {
 		}
 		ids[i] = v.ID
 	}
-	held := killBusy(t, rdb, w1, ids, minStep)
+	held := killBusy(t, rdb, w1, ids, minHeld, minStep)
 	killed := time.Now()
 	t.Logf("killed %s (SIGKILL) while it ran %d jobs", w1.name, len(held))
 
