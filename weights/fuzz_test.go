@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -70,6 +71,34 @@ func FuzzOpenModel(f *testing.F) {
 		s, err := openModelBytes("fuzz", in)
 		if err == nil && len(s.UNetConfig) == 0 {
 			t.Fatal("accepted a model without a UNet config")
+		}
+	})
+}
+
+// FuzzParseHubID: any string either parses into a repo that is an
+// org/name pair safe to join into a cache path (no "..", no separators
+// other than the one slash) and a non-empty revision, or is an error.
+func FuzzParseHubID(f *testing.F) {
+	for _, s := range []string{"google/ddpm-cifar10-32", "org/name@main", "org/name@refs/pr/1", "a/b@" + strings.Repeat("0", 40),
+		"../x", "org/../name", "org/name@", "/abs", "org/name/extra", "", "org/na me", "org/name@../../etc"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		repo, rev, err := ParseHubID(id)
+		if err != nil {
+			return
+		}
+		org, name, ok := strings.Cut(repo, "/")
+		if !ok || org == "" || name == "" || strings.Contains(name, "/") {
+			t.Fatalf("ParseHubID(%q) = repo %q: want org/name", id, repo)
+		}
+		for _, part := range []string{org, name} {
+			if part == "." || part == ".." || strings.ContainsAny(part, "\\\x00") {
+				t.Fatalf("ParseHubID(%q) = repo %q: unsafe part %q", id, repo, part)
+			}
+		}
+		if rev == "" || strings.Contains(rev, "..") || strings.HasPrefix(rev, "/") {
+			t.Fatalf("ParseHubID(%q) = revision %q: unsafe", id, rev)
 		}
 	})
 }
