@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/data"
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/img"
 	"github.com/ddpm-go/ddpm/quality/mnistclf"
 )
 
@@ -62,5 +65,55 @@ func TestGuidanceJudged(t *testing.T) {
 		if g < 0.8 || g < u {
 			t.Errorf("%s: guided accuracy %.0f%%, unguided %.0f%%: want guided >= 80%% and >= unguided", s, 100*g, 100*u)
 		}
+	}
+}
+
+// TestImg2ImgKeepsTheDigit: img2img at the default strength (no --class:
+// the null class) keeps the input digit: the classifier reads the edited
+// image as the original's label for at least 9 of 10 MNIST test digits.
+func TestImg2ImgKeepsTheDigit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("samples 10 edits; skipped with -short")
+	}
+	ds, err := data.MNIST(data.Options{Split: data.Test, Size: 32, Resize: data.ResizePad})
+	if err != nil {
+		t.Skipf("MNIST not available: %v", err)
+	}
+	clf, err := mnistclf.Pretrained()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	kept := 0
+	for i := range 10 {
+		x := diffusion.NewBatch(1, 1, 32, 32)
+		y, err := ds.Example(i, x.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := filepath.Join(dir, fmt.Sprintf("in%d.png", i))
+		if err := img.WriteGrid(in, x, img.DefaultGrid); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, fmt.Sprintf("out%d", i))
+		var so, se bytes.Buffer
+		if err := run(context.Background(), []string{"sample", "--init-image", in, "--n", "1", "--seed", fmt.Sprint(i), "--out-dir", out}, &so, &se); err != nil {
+			t.Fatalf("%v\n%s", err, se.String())
+		}
+		b, _, err := mnistclf.ReadPNGDir(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pred, err := clf.Predict(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pred[0] == y {
+			kept++
+		}
+	}
+	t.Logf("img2img at the default strength kept %d of 10 digits", kept)
+	if kept < 9 {
+		t.Errorf("img2img kept %d of 10 digits, want >= 9", kept)
 	}
 }
