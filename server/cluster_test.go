@@ -598,3 +598,26 @@ func TestClusterAPIDrain(t *testing.T) {
 		t.Errorf("the job after the api drained: %+v %v", rec, err)
 	}
 }
+
+// TestClusterBatching: a worker batches queued jobs of the cluster as the
+// in-memory server does, up to MaxBatch images, leaving the rest queued.
+func TestClusterBatching(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newClusterTest(t, rs, nil, Options{}, ClusterOptions{Role: RoleAPI}).Handler()
+	var ids []string
+	for range 5 {
+		ids = append(ids, decodeStatus(t, do(t, h, "POST", "/v1/jobs", `{"steps":3}`)).ID)
+	}
+	f := NewFakeGenerator(8, 1, digits)
+	f.StepDelay = 20 * time.Millisecond
+	f.Calls = make(chan int, 8)
+	newClusterTest(t, rs, f, Options{MaxBatch: 4}, ClusterOptions{Role: RoleWorker})
+	if a, b := <-f.Calls, <-f.Calls; a != 4 || b != 1 {
+		t.Errorf("batches of %d and %d images, want 4 and 1", a, b)
+	}
+	for _, id := range ids {
+		if st := waitJob(t, h, id); st.State != StateSucceeded {
+			t.Errorf("%s: %+v", id, st)
+		}
+	}
+}

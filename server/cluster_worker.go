@@ -118,18 +118,17 @@ func (w *worker) pullLoop() {
 
 // take gathers up to MaxBatch images of jobs: first entries claimed from
 // dead workers (when claim is set), then new entries, waiting for the
-// first one at most claimEvery, and, with a BatchWindow, for more until
+// first one at most claimEvery, then taking the rest of the batch in one
+// round trip (takeScript), and, with a BatchWindow, waiting for more until
 // the window closes.
 func (w *worker) take(ctx context.Context, claim bool) ([]*job, error) {
 	maxBatch := w.s.opts.MaxBatch
 	var out []*job
 	images := 0
-	add := func(msgs []redis.XMessage, claimed bool) {
-		for _, m := range msgs {
-			if j := w.begin(ctx, m, claimed); j != nil {
-				out = append(out, j)
-				images += len(j.gen.seeds)
-			}
+	add := func(j *job) {
+		if j != nil {
+			out = append(out, j)
+			images += len(j.gen.seeds)
 		}
 	}
 	if claim {
@@ -145,31 +144,38 @@ func (w *worker) take(ctx context.Context, claim bool) ([]*job, error) {
 			w.cl.m.claimed.Add(float64(len(msgs)))
 			w.s.log.Warn("claimed jobs of a worker that stopped heartbeating", "entries", len(msgs))
 		}
-		add(msgs, true)
+		for _, m := range msgs {
+			add(w.begin(ctx, m, true))
+		}
 	}
 	var windowEnd time.Time
 	for images < maxBatch {
-		block := time.Duration(-1) // no BLOCK: answer at once
-		switch {
-		case len(out) == 0:
-			block = w.claimEvery()
-			if claim {
-				block = min(block, time.Second)
+		block := w.claimEvery()
+		if claim {
+			block = min(block, time.Second)
+		}
+		if len(out) > 0 {
+			ts, err := w.st.take(ctx, w.id, w.cl.opts.MaxAttempts, maxBatch-images, w.exhaustedErr(), errTimedOut())
+			if err != nil {
+				return out, err
 			}
-		case w.s.opts.BatchWindow > 0:
+			for _, t := range ts {
+				add(w.adopt(ctx, t.id, t.entry, t.res, t.err, false))
+			}
+			if images >= maxBatch || w.s.opts.BatchWindow <= 0 {
+				break
+			}
 			if windowEnd.IsZero() {
 				windowEnd = time.Now().Add(w.s.opts.BatchWindow)
 			}
-			if d := time.Until(windowEnd); d >= time.Millisecond {
-				block = d
+			if block = time.Until(windowEnd); block < time.Millisecond {
+				break
 			}
 		}
-		// One entry at a time: a job's image count is known only once it
-		// is read, and entries beyond MaxBatch images are left to others.
 		streams, err := w.st.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: clusterGroup, Consumer: w.id,
 			Streams: []string{w.st.queueKey(), ">"}, Count: 1, Block: block}).Result()
 		if errors.Is(err, redis.Nil) {
-			if len(out) == 0 || block < 0 {
+			if len(out) == 0 {
 				return out, nil
 			}
 			continue // the window may still be open
@@ -180,16 +186,24 @@ func (w *worker) take(ctx context.Context, claim bool) ([]*job, error) {
 			}
 			return out, err
 		}
-		n := 0
-		for _, s := range streams {
-			n += len(s.Messages)
-			add(s.Messages, false)
-		}
-		if n == 0 {
-			return out, nil
+		for _, st := range streams {
+			for _, m := range st.Messages {
+				add(w.begin(ctx, m, false))
+			}
 		}
 	}
 	return out, nil
+}
+
+// exhaustedErr is the error of a job whose workers died MaxAttempts times.
+func (w *worker) exhaustedErr() *APIError {
+	return &APIError{Status: http.StatusInternalServerError, Type: TypeServer, Code: "worker_lost",
+		Message: fmt.Sprintf("the job was started %d times and each time its worker stopped before finishing (killed, crashed or lost); "+
+			"it is not retried again (--max-attempts %d)", w.cl.opts.MaxAttempts, w.cl.opts.MaxAttempts)}
+}
+
+func errTimedOut() *APIError {
+	return &APIError{Status: http.StatusGatewayTimeout, Type: TypeTimeout, Message: "the request timed out before its images were ready"}
 }
 
 // begin gives entry m's job to this worker (startScript) and makes its
@@ -209,16 +223,17 @@ func (w *worker) begin(ctx context.Context, m redis.XMessage, claimed bool) *job
 	if mine {
 		return nil // this worker runs it; the claim only renewed the entry
 	}
-	exhausted := &APIError{Status: http.StatusInternalServerError, Type: TypeServer, Code: "worker_lost",
-		Message: fmt.Sprintf("the job was started %d times and each time its worker stopped before finishing (killed, crashed or lost); "+
-			"it is not retried again (--max-attempts %d)", w.cl.opts.MaxAttempts, w.cl.opts.MaxAttempts)}
-	timeout := &APIError{Status: http.StatusGatewayTimeout, Type: TypeTimeout,
-		Message: "the request timed out before its images were ready"}
-	res, err := w.st.start(ctx, id, m.ID, w.id, w.cl.opts.MaxAttempts, exhausted, timeout)
-	if err != nil {
+	res, err := w.st.start(ctx, id, m.ID, w.id, w.cl.opts.MaxAttempts, w.exhaustedErr(), errTimedOut())
+	if err != nil && res.verdict == "" {
 		w.cl.redisError("start", err)
 		return nil
 	}
+	return w.adopt(ctx, id, m.ID, res, err, claimed)
+}
+
+// adopt makes the local job of a started entry (decodeErr: its stored
+// request did not decode).
+func (w *worker) adopt(ctx context.Context, id, entry string, res startResult, decodeErr error, claimed bool) *job {
 	switch res.verdict {
 	case "run":
 	case "exhausted":
@@ -233,6 +248,9 @@ func (w *worker) begin(ctx context.Context, m redis.XMessage, claimed bool) *job
 		return nil
 	}
 	g, err := res.request.gen()
+	if decodeErr != nil {
+		err = decodeErr
+	}
 	if err == nil {
 		err = w.check(g, res.model)
 	}
@@ -256,7 +274,7 @@ func (w *worker) begin(ctx context.Context, m redis.XMessage, claimed bool) *job
 	if !res.created.IsZero() {
 		j.created = res.created
 	}
-	lj := &localJob{j: j, entry: m.ID, attempts: res.attempts, total: j.chunks * g.settings.Steps}
+	lj := &localJob{j: j, entry: entry, attempts: res.attempts, total: j.chunks * g.settings.Steps}
 	w.mu.Lock()
 	w.inflight[id] = lj
 	w.mu.Unlock()

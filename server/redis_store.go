@@ -15,8 +15,8 @@ import (
 // The Redis layout of a cluster, every key under Prefix (default "ddpm:"):
 //
 //	{p}queue           stream, consumer group "workers": one entry {job: ID} per queued job
-//	{p}job:ID          hash: state step total owner attempts entry created started ended
-//	                   deadline model request error cancel (times in unix ms)
+//	{p}job:ID          hash: state step total n owner attempts entry created started
+//	                   ended deadline model request error cancel (times in unix ms)
 //	{p}result:ID       list: the PNG of each image, in order (written with the final state)
 //	{p}events:ID       pub/sub channel: a message on every change of the job
 //	{p}cancel          pub/sub channel: the ID of a running job that was cancelled
@@ -179,14 +179,15 @@ func (st *store) results(ctx context.Context, id string) ([][]byte, error) {
 // Redis that restarted empty works again at once.
 //
 // KEYS: queue, job. ARGV: group, cap, id, total, created, deadline,
-// request, model, ttl ms, events channel. Returns {1, queued} or {0, queued}.
+// request, model, ttl ms, events channel, images. Returns {1, queued} or
+// {0, queued}.
 var enqueueScript = redis.NewScript(`
 redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
 local queued = redis.call('XLEN', KEYS[1]) - redis.call('XPENDING', KEYS[1], ARGV[1])[1]
 if queued >= tonumber(ARGV[2]) then return {0, queued} end
 local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[3])
 redis.call('HSET', KEYS[2], 'state', 'queued', 'step', 0, 'total', ARGV[4], 'attempts', 0, 'entry', entry,
-  'created', ARGV[5], 'deadline', ARGV[6], 'request', ARGV[7], 'model', ARGV[8])
+  'created', ARGV[5], 'deadline', ARGV[6], 'request', ARGV[7], 'model', ARGV[8], 'n', ARGV[11])
 redis.call('PEXPIRE', KEYS[2], ARGV[9])
 redis.call('PUBLISH', ARGV[10], 'queued')
 return {1, queued + 1}
@@ -200,7 +201,7 @@ func (st *store) enqueue(ctx context.Context, id string, g genRequest, total int
 		return false, 0, fmt.Errorf("encode request: %w", err)
 	}
 	res, err := enqueueScript.Run(ctx, st.rdb, []string{st.queueKey(), st.jobKey(id)}, clusterGroup, cap, id, total,
-		unixMs(created), unixMs(deadline), req, model, ttl.Milliseconds(), st.eventsChan(id)).Int64Slice()
+		unixMs(created), unixMs(deadline), req, model, ttl.Milliseconds(), st.eventsChan(id), len(g.seeds)).Int64Slice()
 	if err != nil {
 		return false, 0, fmt.Errorf("redis: enqueue %s: %w", id, err)
 	}
@@ -248,36 +249,81 @@ func (st *store) position(ctx context.Context, entry string) (int, error) {
 	return n, nil
 }
 
-// startScript gives a delivered (or claimed) entry's job to a worker.
+// startLua defines start(jk, entry, queue, group, worker, now, maxAttempts,
+// resultTTL, events, exhausted, timeout): it gives a delivered (or
+// claimed) entry's job to a worker. It returns {"run", request, attempts,
+// deadline, created, model, n}, or {"gone"|"final"|"stale"|"expired"|
+// "exhausted"} after acknowledging the entry (expired and exhausted jobs
+// fail with the error given).
+const startLua = `
+local function start(jk, entry, queue, group, worker, now, maxAttempts, resultTTL, events, exhausted, timeout)
+  local function drop()
+    redis.call('XACK', queue, group, entry)
+    redis.call('XDEL', queue, entry)
+  end
+  local h = redis.call('HMGET', jk, 'state', 'entry', 'deadline', 'attempts', 'request', 'created', 'model', 'n')
+  if not h[1] then drop() return {'gone'} end
+  if h[1] ~= 'queued' and h[1] ~= 'running' then drop() return {'final'} end
+  if h[2] ~= entry then drop() return {'stale'} end
+  local function fail(err)
+    redis.call('HSET', jk, 'state', 'failed', 'error', err, 'ended', now)
+    redis.call('PEXPIRE', jk, resultTTL)
+    redis.call('PUBLISH', events, 'failed')
+    drop()
+  end
+  local deadline = tonumber(h[3])
+  if deadline > 0 and now >= deadline then fail(timeout) return {'expired'} end
+  local a = tonumber(h[4]) + 1
+  if a > maxAttempts then fail(exhausted) return {'exhausted'} end
+  redis.call('HSET', jk, 'state', 'running', 'owner', worker, 'attempts', a, 'started', now, 'step', 0)
+  redis.call('PUBLISH', events, 'running')
+  return {'run', h[5], a, h[3], h[6], h[7], tonumber(h[8] or '1') or 1}
+end
+`
+
+// startScript runs start for one entry (a claimed one).
 //
 // KEYS: job, queue. ARGV: group, entry, worker, now ms, max attempts,
-// (unused), result ttl ms, events channel, exhausted error, timeout error.
-// Returns {"run", request, attempts, deadline, created, model}, or
-// {"gone"|"final"|"stale"|"expired"|"exhausted"} after acknowledging the
-// entry.
-var startScript = redis.NewScript(`
-local function drop()
-  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[2], ARGV[2])
+// result ttl ms, events channel, exhausted error, timeout error.
+var startScript = redis.NewScript(startLua + `
+return start(KEYS[1], ARGV[2], KEYS[2], ARGV[1], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+`)
+
+// takeScript reads new entries one by one (XREADGROUP, not blocking) and
+// starts their jobs until their images reach a budget or the queue is
+// empty: a worker's batch in one round trip. Jobs are read from
+// {prefix}job:ID, so the script needs a standalone Redis (not Redis
+// Cluster).
+//
+// KEYS: queue. ARGV: group, worker, now ms, max attempts, budget (images),
+// result ttl ms, exhausted error, timeout error, job key prefix, events
+// channel prefix. Returns a list of {entry, id, start's answer...}.
+var takeScript = redis.NewScript(startLua + `
+local out = {}
+local images = 0
+local budget = tonumber(ARGV[5])
+while images < budget do
+  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+  if not r then break end
+  local e = r[1][2][1]
+  local id = ''
+  for i = 1, #e[2], 2 do
+    if e[2][i] == 'job' then id = e[2][i+1] end
+  end
+  local res
+  if id == '' then
+    redis.call('XACK', KEYS[1], ARGV[1], e[1])
+    redis.call('XDEL', KEYS[1], e[1])
+    res = {'gone'}
+  else
+    res = start(ARGV[9] .. id, e[1], KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6], ARGV[10] .. id, ARGV[7], ARGV[8])
+  end
+  if res[1] == 'run' then images = images + res[7] end
+  local row = {e[1], id}
+  for _, v in ipairs(res) do row[#row + 1] = v end
+  out[#out + 1] = row
 end
-local h = redis.call('HMGET', KEYS[1], 'state', 'entry', 'deadline', 'attempts', 'request', 'created', 'model')
-if not h[1] then drop() return {'gone'} end
-if h[1] ~= 'queued' and h[1] ~= 'running' then drop() return {'final'} end
-if h[2] ~= ARGV[2] then drop() return {'stale'} end
-local now = tonumber(ARGV[4])
-local function fail(err)
-  redis.call('HSET', KEYS[1], 'state', 'failed', 'error', err, 'ended', now)
-  redis.call('PEXPIRE', KEYS[1], ARGV[7])
-  redis.call('PUBLISH', ARGV[8], 'failed')
-  drop()
-end
-local deadline = tonumber(h[3])
-if deadline > 0 and now >= deadline then fail(ARGV[10]) return {'expired'} end
-local a = tonumber(h[4]) + 1
-if a > tonumber(ARGV[5]) then fail(ARGV[9]) return {'exhausted'} end
-redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[3], 'attempts', a, 'started', now, 'step', 0)
-redis.call('PUBLISH', ARGV[8], 'running')
-return {'run', h[5], a, h[3], h[6], h[7]}
+return out
 `)
 
 // startResult is what startScript answered.
@@ -292,10 +338,18 @@ type startResult struct {
 
 func (st *store) start(ctx context.Context, id, entry, worker string, maxAttempts int, exhausted, timeout *APIError) (startResult, error) {
 	res, err := startScript.Run(ctx, st.rdb, []string{st.jobKey(id), st.queueKey()}, clusterGroup, entry, worker,
-		time.Now().UnixMilli(), maxAttempts, 0, st.resultTTL.Milliseconds(), st.eventsChan(id),
+		time.Now().UnixMilli(), maxAttempts, st.resultTTL.Milliseconds(), st.eventsChan(id),
 		encodeError(exhausted), encodeError(timeout)).Slice()
 	if err != nil {
 		return startResult{}, fmt.Errorf("redis: start %s: %w", id, err)
+	}
+	return parseStart(id, res)
+}
+
+// parseStart decodes start's answer.
+func parseStart(id string, res []any) (startResult, error) {
+	if len(res) == 0 {
+		return startResult{}, fmt.Errorf("redis: start %s: empty answer", id)
 	}
 	r := startResult{verdict: fmt.Sprint(res[0])}
 	if r.verdict != "run" || len(res) < 6 {
@@ -309,6 +363,35 @@ func (st *store) start(ctx context.Context, id, entry, worker string, maxAttempt
 	r.created = msTime(fmt.Sprint(res[4]))
 	r.model = fmt.Sprint(res[5])
 	return r, nil
+}
+
+// taken is one entry takeScript read.
+type taken struct {
+	entry, id string
+	res       startResult
+	err       error // the stored request does not decode
+}
+
+// take reads and starts new entries until their jobs hold budget images
+// or the queue is empty (takeScript).
+func (st *store) take(ctx context.Context, worker string, maxAttempts, budget int, exhausted, timeout *APIError) ([]taken, error) {
+	rows, err := takeScript.Run(ctx, st.rdb, []string{st.queueKey()}, clusterGroup, worker, time.Now().UnixMilli(),
+		maxAttempts, budget, st.resultTTL.Milliseconds(), encodeError(exhausted), encodeError(timeout),
+		st.prefix+"job:", st.prefix+"events:").Slice()
+	if err != nil {
+		return nil, fmt.Errorf("redis: take: %w", err)
+	}
+	out := make([]taken, 0, len(rows))
+	for _, row := range rows {
+		r, ok := row.([]any)
+		if !ok || len(r) < 3 {
+			return out, fmt.Errorf("redis: take: unexpected answer %v", row)
+		}
+		t := taken{entry: fmt.Sprint(r[0]), id: fmt.Sprint(r[1])}
+		t.res, t.err = parseStart(t.id, r[2:])
+		out = append(out, t)
+	}
+	return out, nil
 }
 
 // activeTTL bounds how long a job hash lives while not final (a safety net:
