@@ -13,10 +13,7 @@ import (
 	"os"
 	"strconv"
 
-	"golang.org/x/image/font"
-	"golang.org/x/image/font/basicfont"
-	"golang.org/x/image/math/fixed"
-
+	"github.com/ddpm-go/ddpm/img/plot"
 	"github.com/ddpm-go/ddpm/schedule"
 )
 
@@ -130,18 +127,10 @@ func writeScheduleJSON(w io.Writer, s *schedule.Schedule) error {
 	return err
 }
 
-var (
-	plotBlue   = color.RGBA{31, 119, 180, 255}
-	plotOrange = color.RGBA{230, 110, 20, 255}
-	plotGrid   = color.RGBA{225, 225, 225, 255}
-	plotInk    = color.RGBA{40, 40, 40, 255}
-)
-
 // plotSchedule draws alphas_cumprod (left axis, 0..1) and log SNR (right
 // axis) against t, with axes, ticks, grid, title and legend.
 func plotSchedule(s *schedule.Schedule, title string, w, h int) *image.RGBA {
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	fill(img, img.Bounds(), color.RGBA{255, 255, 255, 255})
+	cv := plot.NewCanvas(w, h)
 	left, right, top, bottom := 70, w-70, 40, h-50
 	T := s.T()
 	snr := s.LogSNR()
@@ -149,7 +138,7 @@ func plotSchedule(s *schedule.Schedule, title string, w, h int) *image.RGBA {
 	for _, v := range snr {
 		lo, hi = math.Min(lo, v), math.Max(hi, v)
 	}
-	lo, hi, step := niceRange(lo, hi)
+	lo, hi, step := plot.NiceRange(lo, hi)
 	xMax := float64(max(T-1, 1))
 	px := func(t float64) float64 { return float64(left) + t/xMax*float64(right-left) }
 	pyL := func(v float64) float64 { return float64(bottom) - v*float64(bottom-top) }
@@ -158,142 +147,51 @@ func plotSchedule(s *schedule.Schedule, title string, w, h int) *image.RGBA {
 	// Grid and ticks: left axis every 0.2, x axis at nice steps.
 	for k := 0; k <= 5; k++ {
 		y := int(math.Round(pyL(float64(k) / 5)))
-		hline(img, left, right, y, plotGrid)
-		label(img, left-8, y+4, strconv.FormatFloat(float64(k)/5, 'f', 1, 64), plotBlue, alignRight)
+		cv.HLine(left, right, y, plot.GridC)
+		cv.Label(left-8, y+4, strconv.FormatFloat(float64(k)/5, 'f', 1, 64), plot.Blue, plot.AlignRight)
 	}
 	for v := lo; v <= hi+step/2; v += step {
 		y := int(math.Round(pyR(v)))
-		hline(img, right, right+5, y, plotInk)
-		label(img, right+8, y+4, strconv.FormatFloat(v, 'g', 4, 64), plotOrange, alignLeft)
+		cv.HLine(right, right+5, y, plot.Ink)
+		cv.Label(right+8, y+4, strconv.FormatFloat(v, 'g', 4, 64), plot.Orange, plot.AlignLeft)
 	}
-	_, _, xs := niceRange(0, xMax)
+	_, _, xs := plot.NiceRange(0, xMax)
 	for t := 0.0; t <= xMax+xs/2; t += xs {
 		x := int(math.Round(px(t)))
-		vline(img, x, top, bottom, plotGrid)
-		vline(img, x, bottom, bottom+5, plotInk)
-		label(img, x, bottom+18, strconv.FormatFloat(t, 'f', -1, 64), plotInk, alignCenter)
+		cv.VLine(x, top, bottom, plot.GridC)
+		cv.VLine(x, bottom, bottom+5, plot.Ink)
+		cv.Label(x, bottom+18, strconv.FormatFloat(t, 'f', -1, 64), plot.Ink, plot.AlignCenter)
 	}
-	// Axes box.
-	hline(img, left, right, bottom, plotInk)
-	hline(img, left, right, top, plotInk)
-	vline(img, left, top, bottom, plotInk)
-	vline(img, right, top, bottom, plotInk)
-	label(img, (left+right)/2, h-12, "timestep t (0-indexed)", plotInk, alignCenter)
-	label(img, (left+right)/2, top-14, title, plotInk, alignCenter)
-	label(img, 8, top-14, "alphas_cumprod", plotBlue, alignLeft)
-	label(img, w-8, top-14, "log SNR", plotOrange, alignRight)
+	cv.Box(left, top, right, bottom, plot.Ink)
+	cv.Label((left+right)/2, h-12, "timestep t (0-indexed)", plot.Ink, plot.AlignCenter)
+	cv.Label((left+right)/2, top-14, title, plot.Ink, plot.AlignCenter)
+	cv.Label(8, top-14, "alphas_cumprod", plot.Blue, plot.AlignLeft)
+	cv.Label(w-8, top-14, "log SNR", plot.Orange, plot.AlignRight)
 
-	// Curves.
 	curve := func(f func(t int) (float64, float64), c color.RGBA) {
 		for t := 1; t < T; t++ {
 			x0, y0 := f(t - 1)
 			x1, y1 := f(t)
-			thickLine(img, x0, y0, x1, y1, 1.3, c)
+			cv.Line(x0, y0, x1, y1, 1.3, c)
 		}
 		if T == 1 {
 			x, y := f(0)
-			thickLine(img, x, y, x+1, y, 1.3, c)
+			cv.Line(x, y, x+1, y, 1.3, c)
 		}
 	}
-	curve(func(t int) (float64, float64) { return px(float64(t)), pyL(s.AlphasCumprod[t]) }, plotBlue)
-	curve(func(t int) (float64, float64) { return px(float64(t)), pyR(snr[t]) }, plotOrange)
+	curve(func(t int) (float64, float64) { return px(float64(t)), pyL(s.AlphasCumprod[t]) }, plot.Blue)
+	curve(func(t int) (float64, float64) { return px(float64(t)), pyR(snr[t]) }, plot.Orange)
 
 	// Legend, top right inside the axes.
 	lx, ly := right-200, top+12
-	fill(img, image.Rect(lx-8, ly-8, right-10, ly+38), color.RGBA{255, 255, 255, 255})
+	cv.Fill(image.Rect(lx-8, ly-8, right-10, ly+38), plot.White)
 	for i, e := range []struct {
 		name string
 		c    color.RGBA
-	}{{"alphas_cumprod (left)", plotBlue}, {"log SNR (right)", plotOrange}} {
+	}{{"alphas_cumprod (left)", plot.Blue}, {"log SNR (right)", plot.Orange}} {
 		y := float64(ly + 6 + 20*i)
-		thickLine(img, float64(lx), y, float64(lx+22), y, 1.3, e.c)
-		label(img, lx+28, int(y)+4, e.name, plotInk, alignLeft)
+		cv.Line(float64(lx), y, float64(lx+22), y, 1.3, e.c)
+		cv.Label(lx+28, int(y)+4, e.name, plot.Ink, plot.AlignLeft)
 	}
-	return img
-}
-
-// niceRange widens [lo, hi] to multiples of a 1-2-5 step giving about 5
-// ticks.
-func niceRange(lo, hi float64) (nlo, nhi, step float64) {
-	if !(hi > lo) {
-		lo, hi = lo-1, hi+1
-	}
-	raw := (hi - lo) / 5
-	mag := math.Pow(10, math.Floor(math.Log10(raw)))
-	step = 10 * mag
-	for _, m := range []float64{1, 2, 5} {
-		if m*mag >= raw {
-			step = m * mag
-			break
-		}
-	}
-	return math.Floor(lo/step) * step, math.Ceil(hi/step) * step, step
-}
-
-func fill(img *image.RGBA, r image.Rectangle, c color.RGBA) {
-	r = r.Intersect(img.Bounds())
-	for y := r.Min.Y; y < r.Max.Y; y++ {
-		for x := r.Min.X; x < r.Max.X; x++ {
-			img.SetRGBA(x, y, c)
-		}
-	}
-}
-
-func hline(img *image.RGBA, x0, x1, y int, c color.RGBA) {
-	fill(img, image.Rect(x0, y, x1+1, y+1), c)
-}
-
-func vline(img *image.RGBA, x, y0, y1 int, c color.RGBA) {
-	fill(img, image.Rect(x, y0, x+1, y1+1), c)
-}
-
-// thickLine draws an anti-aliased segment of half-width r: each pixel near
-// the segment is blended with coverage falling off linearly over one pixel
-// beyond r.
-func thickLine(img *image.RGBA, x0, y0, x1, y1, r float64, c color.RGBA) {
-	minX, maxX := int(math.Floor(math.Min(x0, x1)-r-1)), int(math.Ceil(math.Max(x0, x1)+r+1))
-	minY, maxY := int(math.Floor(math.Min(y0, y1)-r-1)), int(math.Ceil(math.Max(y0, y1)+r+1))
-	b := img.Bounds()
-	dx, dy := x1-x0, y1-y0
-	l2 := dx*dx + dy*dy
-	for y := max(minY, b.Min.Y); y <= min(maxY, b.Max.Y-1); y++ {
-		for x := max(minX, b.Min.X); x <= min(maxX, b.Max.X-1); x++ {
-			cx, cy := float64(x)+0.5, float64(y)+0.5
-			u := 0.0
-			if l2 > 0 {
-				u = math.Max(0, math.Min(1, ((cx-x0)*dx+(cy-y0)*dy)/l2))
-			}
-			ex, ey := cx-(x0+u*dx), cy-(y0+u*dy)
-			a := math.Max(0, math.Min(1, r+0.5-math.Hypot(ex, ey)))
-			if a == 0 {
-				continue
-			}
-			o := img.RGBAAt(x, y)
-			mix := func(p, q uint8) uint8 { return uint8(math.Round(float64(p)*(1-a) + float64(q)*a)) }
-			n := color.RGBA{mix(o.R, c.R), mix(o.G, c.G), mix(o.B, c.B), 255}
-			img.SetRGBA(x, y, n)
-		}
-	}
-}
-
-type align int
-
-const (
-	alignLeft align = iota
-	alignCenter
-	alignRight
-)
-
-// label draws text with its baseline at y, aligned at x.
-func label(img *image.RGBA, x, y int, text string, c color.RGBA, a align) {
-	d := &font.Drawer{Dst: img, Src: image.NewUniform(c), Face: basicfont.Face7x13}
-	wd := d.MeasureString(text).Round()
-	switch a {
-	case alignCenter:
-		x -= wd / 2
-	case alignRight:
-		x -= wd
-	}
-	d.Dot = fixed.P(x, y)
-	d.DrawString(text)
+	return cv.RGBA
 }
