@@ -123,14 +123,14 @@ func GridImages(ims []image.Image, opts GridOptions) (image.Image, error) {
 	if len(ims) == 0 {
 		return nil, fmt.Errorf("img: grid of no images")
 	}
-	if len(ims) == 1 {
-		return ims[0], nil
-	}
 	if opts.Padding < 0 || opts.Padding > 1024 {
 		return nil, fmt.Errorf("img: grid Padding=%d: allowed 0..1024", opts.Padding)
 	}
 	if opts.NRow < 0 {
 		return nil, fmt.Errorf("img: grid NRow=%d: allowed 0 (auto) or >= 1", opts.NRow)
+	}
+	if len(ims) == 1 {
+		return ims[0], nil
 	}
 	n := len(ims)
 	w, h := ims[0].Bounds().Dx(), ims[0].Bounds().Dy()
