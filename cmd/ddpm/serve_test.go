@@ -200,7 +200,8 @@ func serveE2E(t *testing.T, bin, curl string, size int, prompt string, class int
 	if err != nil {
 		t.Fatalf("/v1/generate: %v", err)
 	}
-	if b, want := img.Bounds(), 2*size+2; b.Dx() != want || b.Dy() != want {
+	// img.DefaultGrid: 2 black pixels around and between the images.
+	if b, want := img.Bounds(), 2*size+3*2; b.Dx() != want || b.Dy() != want {
 		t.Errorf("grid %v, want %dx%d", b, want, want)
 	}
 	// OpenAI Images API.
