@@ -29,14 +29,19 @@ func conv3(n, c, hw, k int) ConvDims {
 	return ConvDims{N: n, C: c, H: hw, W: hw, K: k, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1}
 }
 
+// benchBLAS is $DDPM_BLAS as a BLASLibrary (auto when unset).
+func benchBLAS(b *testing.B) BLASLibrary {
+	var lib BLASLibrary
+	if err := lib.UnmarshalText([]byte(os.Getenv("DDPM_BLAS"))); err != nil && os.Getenv("DDPM_BLAS") != "" {
+		b.Fatal(err)
+	}
+	return lib
+}
+
 // benchCPU returns the backend under test: BLAS from $DDPM_BLAS (default
 // auto), all GOMAXPROCS threads.
 func benchCPU(b *testing.B) *CPU {
-	pref := os.Getenv("DDPM_BLAS")
-	if pref == "" {
-		pref = "auto"
-	}
-	c, err := NewCPU(CPUOptions{BLAS: pref})
+	c, err := NewCPU(CPUOptions{BLAS: benchBLAS(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -49,17 +54,14 @@ func benchCPU(b *testing.B) *CPU {
 //
 //	nice go test -run '^$' -bench Conv -benchtime 20x ./kernels
 func BenchmarkConv(b *testing.B) {
-	pref := os.Getenv("DDPM_BLAS")
-	if pref == "" {
-		pref = "auto"
-	}
-	for _, algo := range []string{"im2col", "dnnl"} {
+	pref := benchBLAS(b)
+	for _, algo := range []ConvAlgorithm{ConvIm2col, ConvDNNL} {
 		c, err := NewCPU(CPUOptions{BLAS: pref, Conv: algo})
 		if err != nil {
 			b.Logf("skipping conv %s: %v", algo, err)
 			continue
 		}
-		b.Run(algo, func(b *testing.B) { benchConv(b, c) })
+		b.Run(algo.String(), func(b *testing.B) { benchConv(b, c) })
 	}
 }
 
@@ -152,8 +154,8 @@ func BenchmarkConvThenGroupNorm(b *testing.B) {
 		y := make([]float32, n*128*1024)
 		gd := GroupNormDims{N: n, C: 128, HW: 1024, Groups: 32, Eps: 1e-6, SiLU: true}
 		m, s := make([]float32, n*32), make([]float32, n*32)
-		for _, algo := range []string{"dnnl", "im2col"} {
-			c, err := NewCPU(CPUOptions{BLAS: "auto", Conv: algo})
+		for _, algo := range []ConvAlgorithm{ConvDNNL, ConvIm2col} {
+			c, err := NewCPU(CPUOptions{BLAS: BLASAuto, Conv: algo})
 			if err != nil {
 				b.Logf("skipping %s: %v", algo, err)
 				continue

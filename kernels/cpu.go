@@ -4,26 +4,114 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"strings"
 	"sync"
 
-	"github.com/ddpm-go/ddpm/blas"
+	"github.com/ddpm-go/ddpm/kernels/internal/blas"
 )
 
-// CPUOptions configure NewCPU.
+// BLASLibrary picks the sgemm library of the CPU backend.
+type BLASLibrary int
+
+const (
+	// BLASAuto takes the first of oneDNN, OpenBLAS and gonum that loads.
+	BLASAuto BLASLibrary = iota
+	// BLASDNNL is oneDNN's dnnl_sgemm (libdnnl.so.2).
+	BLASDNNL
+	// BLASOpenBLAS is OpenBLAS's cblas_sgemm (libopenblas.so.0).
+	BLASOpenBLAS
+	// BLASGonum is gonum's pure-Go sgemm (always available).
+	BLASGonum
+)
+
+var blasNames = [...]string{BLASAuto: "auto", BLASDNNL: "dnnl", BLASOpenBLAS: "openblas", BLASGonum: "gonum"}
+
+// String returns "auto", "dnnl", "openblas" or "gonum".
+func (b BLASLibrary) String() string { return enumName(blasNames[:], int(b), "BLASLibrary") }
+
+// MarshalText implements encoding.TextMarshaler.
+func (b BLASLibrary) MarshalText() ([]byte, error) {
+	return enumText(blasNames[:], int(b), "BLASLibrary")
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler (also for flags).
+func (b *BLASLibrary) UnmarshalText(t []byte) error {
+	i, err := enumParse(blasNames[:], string(t), "BLAS library")
+	if err == nil {
+		*b = BLASLibrary(i)
+	}
+	return err
+}
+
+// ConvAlgorithm picks how the CPU backend computes convolutions.
+type ConvAlgorithm int
+
+const (
+	// ConvAuto uses oneDNN's convolution primitives when the BLAS is
+	// oneDNN, else im2col + GEMM.
+	ConvAuto ConvAlgorithm = iota
+	// ConvDNNL uses oneDNN's convolution primitives (an error without
+	// libdnnl.so.2).
+	ConvDNNL
+	// ConvIm2col uses im2col + GEMM on the chosen BLAS.
+	ConvIm2col
+)
+
+var convNames = [...]string{ConvAuto: "auto", ConvDNNL: "dnnl", ConvIm2col: "im2col"}
+
+// String returns "auto", "dnnl" or "im2col".
+func (c ConvAlgorithm) String() string { return enumName(convNames[:], int(c), "ConvAlgorithm") }
+
+// MarshalText implements encoding.TextMarshaler.
+func (c ConvAlgorithm) MarshalText() ([]byte, error) {
+	return enumText(convNames[:], int(c), "ConvAlgorithm")
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler (also for flags).
+func (c *ConvAlgorithm) UnmarshalText(t []byte) error {
+	i, err := enumParse(convNames[:], string(t), "convolution algorithm")
+	if err == nil {
+		*c = ConvAlgorithm(i)
+	}
+	return err
+}
+
+func enumName(names []string, i int, typ string) string {
+	if i >= 0 && i < len(names) {
+		return names[i]
+	}
+	return fmt.Sprintf("%s(%d)", typ, i)
+}
+
+func enumText(names []string, i int, typ string) ([]byte, error) {
+	if i < 0 || i >= len(names) {
+		return nil, fmt.Errorf("kernels: cannot marshal %s(%d)", typ, i)
+	}
+	return []byte(names[i]), nil
+}
+
+func enumParse(names []string, s, what string) (int, error) {
+	for i, n := range names {
+		if strings.EqualFold(strings.TrimSpace(s), n) {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("kernels: unknown %s %q: allowed are %s", what, s, strings.Join(names, ", "))
+}
+
+// CPUOptions configure NewCPU. The zero value is the fastest setting
+// found on the machine (oneDNN when present), all cores.
 type CPUOptions struct {
-	// BLAS picks the sgemm library: "auto" (default when empty: oneDNN,
-	// then OpenBLAS, then gonum), "dnnl", "openblas" or "gonum".
-	BLAS string
+	// BLAS picks the sgemm library (see BLASLibrary); an explicitly named
+	// library that cannot be loaded is an error.
+	BLAS BLASLibrary
 	// Threads is how many cores the ops use (0 means runtime.GOMAXPROCS,
 	// negative is an error). The ops split work over Threads goroutines
 	// and call the BLAS and oneDNN with one thread each, so library
 	// threads and goroutines never oversubscribe.
 	Threads int
-	// Conv picks the convolution algorithm: "auto" (default when empty:
-	// oneDNN's convolution primitives when the BLAS is oneDNN, else
-	// im2col + GEMM), "dnnl" (oneDNN primitives; an error without
-	// libdnnl.so.2) or "im2col" (im2col + GEMM on the chosen BLAS).
-	Conv string
+	// Conv picks the convolution algorithm (see ConvAlgorithm).
+	Conv ConvAlgorithm
 	// ConstWeights promises that no convolution weight buffer is modified
 	// while this CPU is in use (sampling, serving): oneDNN's reordered
 	// copy of each weight buffer is then made once, kept (keyed by the
@@ -70,31 +158,27 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 	if th == 0 {
 		th = runtime.GOMAXPROCS(0)
 	}
-	pref := opts.BLAS
-	if pref == "" {
-		pref = "auto"
-	}
-	g, err := blas.Load(pref)
+	g, err := blas.Load(opts.BLAS.String())
 	if err != nil {
 		return nil, fmt.Errorf("kernels: CPUOptions.BLAS: %w", err)
 	}
 	c := &CPU{gemm: g, threads: th, constW: opts.ConstWeights}
 	switch opts.Conv {
-	case "", "auto":
+	case ConvAuto:
 		if g.Name() == "dnnl" {
 			if api, err := loadDNNLAPI(); err == nil {
 				c.dconv = &dnnlConvs{api: api, m: map[dnnlKey]*dnnlConv{}}
 			}
 		}
-	case "dnnl":
+	case ConvDNNL:
 		api, err := loadDNNLAPI()
 		if err != nil {
-			return nil, fmt.Errorf("kernels: CPUOptions.Conv = %q: %w", opts.Conv, err)
+			return nil, fmt.Errorf("kernels: CPUOptions.Conv = %s: %w", opts.Conv, err)
 		}
 		c.dconv = &dnnlConvs{api: api, m: map[dnnlKey]*dnnlConv{}}
-	case "im2col":
+	case ConvIm2col:
 	default:
-		return nil, fmt.Errorf("kernels: CPUOptions.Conv = %q: allowed are auto, dnnl, im2col", opts.Conv)
+		return nil, fmt.Errorf("kernels: CPUOptions.Conv = %v: allowed are auto, dnnl, im2col", opts.Conv)
 	}
 	return c, nil
 }

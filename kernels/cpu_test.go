@@ -219,7 +219,7 @@ func TestAttention(t *testing.T) {
 // TestDNNLConvUsed checks that Conv "dnnl" really runs oneDNN primitives
 // for every test shape (a rejected shape would silently use im2col).
 func TestDNNLConvUsed(t *testing.T) {
-	c, err := NewCPU(CPUOptions{BLAS: "dnnl", Conv: "dnnl", Threads: 2})
+	c, err := NewCPU(CPUOptions{BLAS: BLASDNNL, Conv: ConvDNNL, Threads: 2})
 	if err != nil {
 		t.Skipf("oneDNN not available: %v", err)
 	}
@@ -296,7 +296,7 @@ func TestConcurrent(t *testing.T) {
 // buffers used alternately, then one changed in place (all values, as an
 // optimiser step does) must give the new result.
 func TestConstWeights(t *testing.T) {
-	c, err := NewCPU(CPUOptions{BLAS: "dnnl", Conv: "dnnl", Threads: 2, ConstWeights: true})
+	c, err := NewCPU(CPUOptions{BLAS: BLASDNNL, Conv: ConvDNNL, Threads: 2, ConstWeights: true})
 	if err != nil {
 		t.Skipf("oneDNN not available: %v", err)
 	}

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"github.com/ddpm-go/ddpm/kernels/internal/dl"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -94,7 +95,7 @@ var (
 // loadDNNLAPI binds oneDNN once per process (dlopen is process-wide).
 func loadDNNLAPI() (*dnnlAPI, error) {
 	dnnlAPIOnce.Do(func() {
-		lib, err := dlopen("libdnnl.so.2")
+		lib, err := dl.Open("libdnnl.so.2")
 		if err != nil {
 			dnnlAPIErr = fmt.Errorf("open libdnnl.so.2: %w", err)
 			return
@@ -122,15 +123,15 @@ func loadDNNLAPI() (*dnnlAPI, error) {
 			{&a.streamCreate, "dnnl_stream_create"},
 			{&a.streamWait, "dnnl_stream_wait"},
 		} {
-			sym, err := dlsym(lib, f.name)
+			sym, err := dl.Sym(lib, f.name)
 			if err != nil {
 				dnnlAPIErr = fmt.Errorf("libdnnl.so.2: symbol %s: %w", f.name, err)
 				return
 			}
 			purego.RegisterFunc(f.p, sym)
 		}
-		if gomp, err := dlopen("libgomp.so.1"); err == nil {
-			if sym, err := dlsym(gomp, "omp_set_num_threads"); err == nil {
+		if gomp, err := dl.Open("libgomp.so.1"); err == nil {
+			if sym, err := dl.Sym(gomp, "omp_set_num_threads"); err == nil {
 				purego.RegisterFunc(&a.ompSetThreads, sym)
 			}
 		}

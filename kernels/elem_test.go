@@ -79,7 +79,7 @@ func TestElementwise(t *testing.T) {
 
 func TestSiLUBackwardFD(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
-	c, _ := NewCPU(CPUOptions{BLAS: "gonum", Threads: 1})
+	c, _ := NewCPU(CPUOptions{BLAS: BLASGonum, Threads: 1})
 	n := 50
 	xs, dys := rnd(r, n), rnd(r, n)
 	dx := make([]float32, n)
@@ -96,7 +96,7 @@ func TestSiLUBackwardFD(t *testing.T) {
 }
 
 func TestSumSquares(t *testing.T) {
-	c, _ := NewCPU(CPUOptions{BLAS: "gonum"})
+	c, _ := NewCPU(CPUOptions{BLAS: BLASGonum})
 	if got := c.SumSquares([]float32{1, -2, 3, 100}, 3); got != 14 {
 		t.Fatalf("SumSquares = %v, want 14", got)
 	}
@@ -202,7 +202,7 @@ func adj(t *testing.T, name string, a, b float64) {
 }
 
 func TestAdamW(t *testing.T) {
-	c, _ := NewCPU(CPUOptions{BLAS: "gonum"})
+	c, _ := NewCPU(CPUOptions{BLAS: BLASGonum})
 	h := AdamWParams{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
 	p, m, v, g := []float32{1, -2}, []float32{0, 0.5}, []float32{0, 0.25}, []float32{0.5, -1}
 	for step := 1; step <= 3; step++ {
@@ -226,7 +226,7 @@ func TestAdamW(t *testing.T) {
 // TestErrors checks that bad dimensions and short buffers never panic and
 // reach Sync as errors naming the op.
 func TestErrors(t *testing.T) {
-	c, _ := NewCPU(CPUOptions{BLAS: "gonum", Threads: 2})
+	c, _ := NewCPU(CPUOptions{BLAS: BLASGonum, Threads: 2})
 	s := make([]float32, 4)
 	tests := []struct {
 		name string
@@ -256,7 +256,7 @@ func TestErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := NewCPU(CPUOptions{BLAS: "cublas"}); err == nil {
+	if _, err := NewCPU(CPUOptions{BLAS: BLASLibrary(9)}); err == nil {
 		t.Fatal("NewCPU(cublas): want error")
 	}
 	if _, err := NewCPU(CPUOptions{Threads: -1}); err == nil {
@@ -265,7 +265,7 @@ func TestErrors(t *testing.T) {
 }
 
 func ExampleCPU_Conv2D() {
-	c, err := NewCPU(CPUOptions{BLAS: "gonum", Threads: 1})
+	c, err := NewCPU(CPUOptions{BLAS: BLASGonum, Threads: 1})
 	if err != nil {
 		panic(err)
 	}

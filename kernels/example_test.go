@@ -9,7 +9,7 @@ import (
 // A forward and backward pass of Linear followed by SiLU on the CPU
 // backend: outputs first, then inputs, then sizes; errors come from Sync.
 func ExampleNewCPU() {
-	cpu, err := kernels.NewCPU(kernels.CPUOptions{BLAS: "auto", Threads: 2})
+	cpu, err := kernels.NewCPU(kernels.CPUOptions{BLAS: kernels.BLASAuto, Threads: 2})
 	if err != nil {
 		panic(err)
 	}

@@ -9,7 +9,7 @@ const gemmGrain = 1 << 18
 func (c *CPU) mm(par, ta, tb bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int) {
 	if !par || c.threads == 1 || m*n*k < 2*gemmGrain {
-		c.gemm.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
+		c.sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
 		return
 	}
 	if n >= m {
@@ -28,7 +28,7 @@ func (c *CPU) mm(par, ta, tb bool, m, n, k int, alpha float32, a []float32, lda 
 			if tb {
 				bo = j0 * ldb
 			}
-			c.gemm.Sgemm(ta, tb, m, j1-j0, k, alpha, a, lda, b[bo:], ldb, beta, cc[j0:], ldc)
+			c.sgemm(ta, tb, m, j1-j0, k, alpha, a, lda, b[bo:], ldb, beta, cc[j0:], ldc)
 		})
 		return
 	}
@@ -42,8 +42,17 @@ func (c *CPU) mm(par, ta, tb bool, m, n, k int, alpha float32, a []float32, lda 
 		if ta {
 			ao = i0
 		}
-		c.gemm.Sgemm(ta, tb, i1-i0, n, k, alpha, a[ao:], lda, b, ldb, beta, cc[i0*ldc:], ldc)
+		c.sgemm(ta, tb, i1-i0, n, k, alpha, a[ao:], lda, b, ldb, beta, cc[i0*ldc:], ldc)
 	})
+}
+
+// sgemm is one BLAS call; its error (bad arguments, a library failure)
+// is recorded for Sync.
+func (c *CPU) sgemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cc []float32, ldc int) {
+	if err := c.gemm.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc); err != nil {
+		c.fail("%v", err)
+	}
 }
 
 func align16(x int) int { return x &^ 15 }

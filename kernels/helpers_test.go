@@ -130,7 +130,7 @@ func dot32(a, b []float32) float64 {
 // and two threads, and each native BLAS found on this machine.
 func backends(t testing.TB) []*CPU {
 	var out []*CPU
-	for _, o := range []CPUOptions{{BLAS: "gonum", Threads: 1}, {BLAS: "gonum", Threads: 2}, {BLAS: "dnnl", Threads: 2, Conv: "im2col"}, {BLAS: "dnnl", Threads: 2, Conv: "dnnl"}, {BLAS: "dnnl", Threads: 3, Conv: "dnnl"}, {BLAS: "openblas", Threads: 3}} {
+	for _, o := range []CPUOptions{{BLAS: BLASGonum, Threads: 1}, {BLAS: BLASGonum, Threads: 2}, {BLAS: BLASDNNL, Threads: 2, Conv: ConvIm2col}, {BLAS: BLASDNNL, Threads: 2, Conv: ConvDNNL}, {BLAS: BLASDNNL, Threads: 3, Conv: ConvDNNL}, {BLAS: BLASOpenBLAS, Threads: 3}} {
 		c, err := NewCPU(o)
 		if err != nil {
 			t.Logf("skipping %+v: %v", o, err)

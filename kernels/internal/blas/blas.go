@@ -13,8 +13,10 @@ type Sgemm interface {
 	Name() string
 	// Sgemm computes C = alpha*op(A)*op(B) + beta*C with op(A) (M, K),
 	// op(B) (K, N), C (M, N), all row-major with the given row strides.
+	// Arguments that would reach outside the slices, and failures of the
+	// library, are errors (C is then unspecified).
 	Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
-		b []float32, ldb int, beta float32, c []float32, ldc int)
+		b []float32, ldb int, beta float32, c []float32, ldc int) error
 	// SetThreads sets how many threads one Sgemm call may use (>= 1).
 	// The pure-Go implementation is single-threaded and ignores it.
 	SetThreads(n int)

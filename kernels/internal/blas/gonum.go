@@ -6,8 +6,8 @@ import (
 )
 
 // Gonum is gonum's pure-Go sgemm (about 21 GFLOP/s on the 2-core build
-// machine); always available. It panics on out-of-range arguments, as the
-// native wrappers do.
+// machine); always available. Out-of-range arguments are errors, checked
+// before gonum (which would panic) sees them.
 type Gonum struct{}
 
 // Name returns "gonum".
@@ -21,15 +21,19 @@ func (Gonum) Threads() int { return 1 }
 
 // Sgemm computes C = alpha*op(A)*op(B) + beta*C (see the package doc).
 func (Gonum) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
-	b []float32, ldb int, beta float32, c []float32, ldc int) {
+	b []float32, ldb int, beta float32, c []float32, ldc int) error {
+	if err := checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc); err != nil {
+		return err
+	}
 	if m == 0 || n == 0 {
-		return
+		return nil
 	}
 	if k == 0 || alpha == 0 {
 		scaleC(m, n, beta, c, ldc)
-		return
+		return nil
 	}
 	gonum.Implementation{}.Sgemm(tr(transA), tr(transB), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	return nil
 }
 
 func tr(t bool) gblas.Transpose {

@@ -1,4 +1,4 @@
-// Package blas provides single-precision matrix multiplication (sgemm)
+// Package blas, internal to kernels, provides single-precision matrix multiplication (sgemm)
 // chosen at run time: oneDNN's dnnl_sgemm from libdnnl.so.2, OpenBLAS's
 // cblas_sgemm from libopenblas.so.0, or gonum's pure-Go sgemm. The native
 // libraries are opened with purego's dlopen, so the package builds with
@@ -21,8 +21,8 @@
 // (oneDNN: OpenMP threads, set per call on the calling OS thread; OpenBLAS:
 // process-wide). Callers that split work over goroutines themselves, as
 // package kernels does, keep 1 so that library threads and goroutines do
-// not oversubscribe the cores. Full wraps an Sgemm as a complete gonum
-// BLAS, for libraries such as Gorgonia that take one.
+// not oversubscribe the cores. Invalid arguments and library failures are
+// returned as errors, never panics.
 //
 // Measured on the 2-core build machine (n = 1024, BenchmarkSgemm): oneDNN
 // about 230 GFLOP/s on one thread and 360-450 on two, OpenBLAS 124 and

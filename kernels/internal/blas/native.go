@@ -2,6 +2,7 @@ package blas
 
 import (
 	"fmt"
+	"github.com/ddpm-go/ddpm/kernels/internal/dl"
 	"math"
 	"runtime"
 	"sync"
@@ -44,7 +45,7 @@ type openblasFuncs struct {
 }
 
 func bind(lib uintptr, fptr any, name string) error {
-	sym, err := dlsym(lib, name)
+	sym, err := dl.Sym(lib, name)
 	if err != nil {
 		return fmt.Errorf("symbol %s: %w", name, err)
 	}
@@ -54,7 +55,7 @@ func bind(lib uintptr, fptr any, name string) error {
 
 func openDNNL() (*dnnlFuncs, error) {
 	dnnlOnce.Do(func() {
-		lib, err := dlopen("libdnnl.so.2")
+		lib, err := dl.Open("libdnnl.so.2")
 		if err != nil {
 			dnnlErr = fmt.Errorf("open libdnnl.so.2 (Debian package libdnnl2): %w", err)
 			return
@@ -66,7 +67,7 @@ func openDNNL() (*dnnlFuncs, error) {
 		}
 		// oneDNN's Debian build threads with OpenMP (libgomp); without the
 		// symbol the thread count stays at the OpenMP default.
-		if gomp, err := dlopen("libgomp.so.1"); err == nil {
+		if gomp, err := dl.Open("libgomp.so.1"); err == nil {
 			_ = bind(gomp, &f.ompSetNumThreads, "omp_set_num_threads")
 		}
 		dnnlLib = f
@@ -76,7 +77,7 @@ func openDNNL() (*dnnlFuncs, error) {
 
 func openOpenBLAS() (*openblasFuncs, error) {
 	obOnce.Do(func() {
-		lib, err := dlopen("libopenblas.so.0")
+		lib, err := dl.Open("libopenblas.so.0")
 		if err != nil {
 			obErr = fmt.Errorf("open libopenblas.so.0 (Debian package libopenblas0): %w", err)
 			return
@@ -123,19 +124,18 @@ func (d *DNNL) SetThreads(n int) { d.threads.Store(int32(max(n, 1))) }
 // Threads reports the thread count of later calls.
 func (d *DNNL) Threads() int { return int(d.threads.Load()) }
 
-// Sgemm computes C = alpha*op(A)*op(B) + beta*C (see the package doc). It
-// panics when the arguments would reach outside the slices, like gonum.
+// Sgemm computes C = alpha*op(A)*op(B) + beta*C (see the package doc).
 func (d *DNNL) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
-	b []float32, ldb int, beta float32, c []float32, ldc int) {
+	b []float32, ldb int, beta float32, c []float32, ldc int) error {
 	if err := checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc); err != nil {
-		panic(err)
+		return err
 	}
 	if m == 0 || n == 0 {
-		return
+		return nil
 	}
 	if k == 0 || alpha == 0 {
 		scaleC(m, n, beta, c, ldc)
-		return
+		return nil
 	}
 	runtime.LockOSThread()
 	if d.f.ompSetNumThreads != nil {
@@ -149,8 +149,9 @@ func (d *DNNL) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 	runtime.KeepAlive(b)
 	runtime.KeepAlive(c)
 	if st != 0 {
-		panic(fmt.Errorf("blas: dnnl_sgemm(m=%d n=%d k=%d) failed with status %d", m, n, k, st))
+		return fmt.Errorf("blas: dnnl_sgemm(m=%d n=%d k=%d) failed with status %d", m, n, k, st)
 	}
+	return nil
 }
 
 func tch(t bool) byte {
@@ -204,22 +205,21 @@ func ctr(t bool) int32 {
 	return cblasNoTrans
 }
 
-// Sgemm computes C = alpha*op(A)*op(B) + beta*C (see the package doc). It
-// panics when the arguments would reach outside the slices, like gonum.
+// Sgemm computes C = alpha*op(A)*op(B) + beta*C (see the package doc).
 func (o *OpenBLAS) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
-	b []float32, ldb int, beta float32, c []float32, ldc int) {
+	b []float32, ldb int, beta float32, c []float32, ldc int) error {
 	if err := checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc); err != nil {
-		panic(err)
+		return err
 	}
 	if max(m, n, k, lda, ldb, ldc) > math.MaxInt32 {
-		panic(fmt.Errorf("blas: OpenBLAS sgemm sizes m=%d n=%d k=%d lda=%d ldb=%d ldc=%d: must fit its 32-bit blasint", m, n, k, lda, ldb, ldc))
+		return fmt.Errorf("blas: OpenBLAS sgemm sizes m=%d n=%d k=%d lda=%d ldb=%d ldc=%d: must fit its 32-bit blasint", m, n, k, lda, ldb, ldc)
 	}
 	if m == 0 || n == 0 {
-		return
+		return nil
 	}
 	if k == 0 || alpha == 0 {
 		scaleC(m, n, beta, c, ldc)
-		return
+		return nil
 	}
 	o.f.sgemm(cblasRowMajor, ctr(transA), ctr(transB), int32(m), int32(n), int32(k), alpha,
 		unsafe.Pointer(&a[0]), int32(lda), unsafe.Pointer(&b[0]), int32(ldb), beta,
@@ -227,4 +227,5 @@ func (o *OpenBLAS) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []fl
 	runtime.KeepAlive(a)
 	runtime.KeepAlive(b)
 	runtime.KeepAlive(c)
+	return nil
 }
