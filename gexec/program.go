@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ddpm-go/ddpm/kernels"
 	"gorgonia.org/gorgonia"
@@ -408,6 +409,56 @@ func (p *Program[B]) Queue(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// OpTime is the time one kind of op took in a profiled run.
+type OpTime struct {
+	Op    string        // the op's name up to its dimensions, e.g. "Conv2D"
+	Count int           // nodes of this kind
+	Time  time.Duration // their total wall time, the device waited for after each
+}
+
+// Profile runs the program once, waiting for the backend after every node,
+// and returns the time per kind of op, largest first. Waiting after every
+// node is slower than Run on an asynchronous device; the split is what it
+// measures.
+func (p *Program[B]) Profile(ctx context.Context) ([]OpTime, error) {
+	byOp := map[string]*OpTime{}
+	for i := range p.steps {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		st := &p.steps[i]
+		start := time.Now()
+		if err := p.exec(st); err != nil {
+			return nil, fmt.Errorf("gexec: node %s: %w", st.node.Name(), err)
+		}
+		if err := p.ops.Sync(); err != nil {
+			return nil, fmt.Errorf("gexec: node %s: %w", st.node.Name(), err)
+		}
+		name := opKind(st.node.Op().String())
+		t := byOp[name]
+		if t == nil {
+			t = &OpTime{Op: name}
+			byOp[name] = t
+		}
+		t.Count++
+		t.Time += time.Since(start)
+	}
+	out := make([]OpTime, 0, len(byOp))
+	for _, t := range byOp {
+		out = append(out, *t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Time > out[j].Time })
+	return out, nil
+}
+
+// opKind is an op's name up to its dimensions ("Conv2D{N:1 ...}" -> "Conv2D").
+func opKind(name string) string {
+	if i := strings.IndexAny(name, "{([#<"); i > 0 {
+		return name[:i]
+	}
+	return name
 }
 
 func (p *Program[B]) exec(st *step[B]) error {

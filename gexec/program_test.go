@@ -115,13 +115,16 @@ func randData(r *rand.Rand, n int) []float32 {
 	return v
 }
 
-func relErr(got, want []float32) float64 {
-	var num, den float64
+// closeTo reports the first index where |got - want| > abs + rel |want|
+// (elementwise, NaN never close), or -1.
+func closeTo(got, want []float32, abs, rel float64) int {
 	for i := range want {
-		num = math.Max(num, math.Abs(float64(got[i]-want[i])))
-		den = math.Max(den, math.Abs(float64(want[i])))
+		d := math.Abs(float64(got[i]) - float64(want[i]))
+		if !(d <= abs+rel*math.Abs(float64(want[i]))) {
+			return i
+		}
 	}
-	return num / math.Max(den, 1e-30)
+	return -1
 }
 
 // testGraph builds cost = sum(silu(x ⊙ w) ⊙ v + x) from test ops, and its
@@ -201,8 +204,8 @@ func checkGrad[B any](t *testing.T, ops kernels.Ops[B]) {
 		if err := prog.Read(outs[i], got); err != nil {
 			t.Fatal(err)
 		}
-		if e := relErr(got, want); e > 1e-5 {
-			t.Errorf("output %d (%s): relative error %.3g against the closed form (tolerance 1e-5)", i, outs[i].Name(), e)
+		if k := closeTo(got, want, 1e-6, 1e-5); k >= 0 {
+			t.Errorf("output %d (%s)[%d] = %.7g, closed form %.7g (tolerance 1e-6 + 1e-5 relative)", i, outs[i].Name(), k, got[k], want[k])
 		}
 	}
 	if st := prog.Stats(); st.Host != 0 {
@@ -289,8 +292,8 @@ func TestLivenessReuse(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		cpu.SiLU(want, want, 24)
 	}
-	if e := relErr(got, want); e > 1e-6 {
-		t.Fatalf("chain result relative error %.3g", e)
+	if k := closeTo(got, want, 1e-7, 1e-6); k >= 0 {
+		t.Fatalf("chain result [%d] = %.7g, want %.7g (tolerance 1e-7 + 1e-6 relative)", k, got[k], want[k])
 	}
 }
 
@@ -317,8 +320,8 @@ func TestBindOutput(t *testing.T) {
 	}
 	gv := make([]float32, 24)
 	prog.Read(grads[2], gv)
-	if e := relErr(flat[48:], gv); e != 0 || gv[0] == 0 {
-		t.Fatalf("bound gradient buffer differs from the node's value (%v)", e)
+	if k := closeTo(flat[48:], gv, 0, 0); k >= 0 || gv[0] == 0 {
+		t.Fatalf("bound gradient buffer differs from the node's value (at %d)", k)
 	}
 	if err := prog.Bind(grads[0], flat); err == nil {
 		t.Fatal("binding twice: no error")
@@ -357,4 +360,32 @@ func ExampleGrad() {
 	prog.Read(dx[0], d)
 	fmt.Println(c, d) // silu(0) = 0, silu'(0) = 1/2
 	// Output: [0] [0.5 0.5 0.5]
+}
+
+// TestProfile: a profiled run computes what Run computes and reports
+// every node under its op's kind.
+func TestProfile(t *testing.T) {
+	x, w, v, cost, grads := testGraph[[]float32](t)
+	prog, err := Compile[[]float32](newCPU(t), append([]*gorgonia.Node{cost}, grads...), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []*gorgonia.Node{x, w, v} {
+		prog.SetInput(n, randData(r, 24))
+	}
+	prof, err := prog.Profile(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := 0
+	kinds := map[string]bool{}
+	for _, p := range prof {
+		nodes += p.Count
+		kinds[p.Op] = true
+	}
+	if nodes != prog.Stats().Steps || !kinds["mul"] || !kinds["AddN"] {
+		t.Fatalf("profile %+v: want every one of %d steps, mul and AddN among them", prof, prog.Stats().Steps)
+	}
 }

@@ -422,3 +422,19 @@ type Info struct {
 	// guidance), or -1 when there is none.
 	Classes, NullClass int
 }
+
+// ProfileForward runs the forward pass of shape k once on the named inputs,
+// waiting for the device after every op, and returns the time per kind of
+// op (see gexec.Program.Profile).
+func (n *Net[B]) ProfileForward(ctx context.Context, k Key, in map[string][]float32) ([]gexec.OpTime, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	pr, err := n.program(progKey{Key: k})
+	if err != nil {
+		return nil, err
+	}
+	if err := pr.setInputs(in); err != nil {
+		return nil, err
+	}
+	return pr.p.Profile(ctx)
+}
