@@ -88,7 +88,7 @@ func LoadCheckpoint[B any](path string, cfg Config, ops kernels.Ops[B]) (*Net[B]
 	}
 	if err := m.SetTensors(ts); err != nil {
 		m.Close()
-		return nil, fmt.Errorf("adm: %s does not fit the %s of its config: %w", path, cfg.Kind, err)
+		return nil, fitError(path, cfg, err)
 	}
 	return m, nil
 }
@@ -157,9 +157,54 @@ func FromSource[B any](src *weights.Source, ops kernels.Ops[B]) (*Net[B], error)
 	}
 	if err := m.SetTensors(src.Tensors); err != nil {
 		m.Close()
-		return nil, fmt.Errorf("adm: %s: %w", src.Path, err)
+		return nil, fitError(src.Path, cfg, err)
 	}
 	return m, nil
+}
+
+// FitError says that a checkpoint's tensors do not fit the network its
+// config describes; Unwrap gives the full *weights.MismatchError.
+type FitError struct {
+	Path string
+	Kind Kind
+	Err  *weights.MismatchError
+}
+
+// Error names the file and the network and lists at most five names per
+// kind of difference.
+func (e *FitError) Error() string {
+	list := func(names []string, sep string) string {
+		if len(names) > 5 {
+			return strings.Join(names[:5], sep) + fmt.Sprintf("%sand %d more", sep, len(names)-5)
+		}
+		return strings.Join(names, sep)
+	}
+	var parts []string
+	if n := len(e.Err.Missing); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d missing (%s)", n, list(e.Err.Missing, ", ")))
+	}
+	if n := len(e.Err.Unexpected); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d unexpected (%s)", n, list(e.Err.Unexpected, ", ")))
+	}
+	if n := len(e.Err.Misshaped); n > 0 {
+		s := make([]string, len(e.Err.Misshaped))
+		for i, m := range e.Err.Misshaped {
+			s[i] = fmt.Sprintf("%s is %v, want %v", m.Name, m.Got, m.Want)
+		}
+		parts = append(parts, fmt.Sprintf("%d mis-shaped (%s)", n, list(s, "; ")))
+	}
+	return fmt.Sprintf("adm: %s does not fit the %s its config describes (are the flags right?): %s", e.Path, e.Kind, strings.Join(parts, "; "))
+}
+
+func (e *FitError) Unwrap() error { return e.Err }
+
+// fitError wraps a SetTensors failure of path.
+func fitError(path string, cfg Config, err error) error {
+	var me *weights.MismatchError
+	if errors.As(err, &me) {
+		return &FitError{Path: path, Kind: cfg.Kind, Err: me}
+	}
+	return fmt.Errorf("adm: %s: %w", path, err)
 }
 
 // Shapes maps every parameter (state-dict key) to its shape.

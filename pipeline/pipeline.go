@@ -54,6 +54,9 @@ type Pipeline struct {
 	// Device names the backend running the UNet, e.g. "cpu (dnnl, dnnl
 	// conv, 2 threads)".
 	Device string
+	// OpenAI is the guided-diffusion network (package adm) when the model
+	// is one, else nil; see openai.go.
+	OpenAI OpenAIModel
 
 	close func()
 }
@@ -83,6 +86,9 @@ func Open(ctx context.Context, source string, o Options) (*Pipeline, error) {
 		return nil, err
 	}
 	p := &Pipeline{Source: src, Diffusion: d, Scheduler: sched, Device: be.Name()}
+	if isOpenAIModel(src) {
+		return openOpenAI(p, src, be)
+	}
 	if be.GPU != nil {
 		m, err := unet.FromSourceOn[cuda.Ptr](src, be.GPU)
 		if err != nil {
@@ -150,6 +156,9 @@ func OpenSource(ctx context.Context, path string, logf func(format string, args 
 			}
 		}
 		return weights.OpenHub(ctx, path, ho)
+	}
+	if isOpenAISource(path) {
+		return openOpenAISource(path)
 	}
 	return weights.Open(path)
 }

@@ -34,6 +34,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"bench":    {"time the UNet's forward pass and training step", runBench},
+		"convert":  {"convert an OpenAI guided-diffusion checkpoint (.pt) to a ddpm model file", runConvert},
 		"devices":  {"list GPUs and show which device --device picks", runDevices},
 		"inspect":  {"show what a weights file, checkpoint or diffusers folder holds", runInspect},
 		"predict":  {"run the UNet once on x_t at given timesteps and write its output .npy", runPredict},

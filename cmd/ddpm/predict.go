@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ddpm-go/ddpm/adm"
 	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/npy"
@@ -21,10 +22,14 @@ type predictOptions struct {
 	Timesteps string // comma-separated, one per sample (or one for all)
 	Class     string // comma-separated labels, -1 for the null class
 	Output    string // .npy to write
+	Grad      string // classifiers: .npy for d/dx sum_i log p(y_i | x_i)
+	LowRes    string // SuperRes models: the low-resolution image .npy
 	Device    string // auto or cpu
 }
 
 const predictExamples = `  ddpm predict --model google/ddpm-cifar10-32 --input x.npy --timesteps 10,500 --output out.npy
+  ddpm predict --model 64x64_classifier.pt --input x.npy --timesteps 10,500 --class 2,9 --output logits.npy --grad grad.npy
+  ddpm predict --model 64_256_upsampler.pt --input x.npy --low-res low.npy --timesteps 10 --class 2 --output out.npy
   ddpm predict --model mnist.safetensors --input x.npy --timesteps 999 --class 3,-1 --output eps.npy`
 
 func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -36,6 +41,8 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.Class, "class", "", "class labels for a class-conditional model, comma-separated (one per sample or one for all); -1 is the null class of a guidance model")
 	fs.StringVar(&o.Output, "output", "", "where to write the network output .npy, shape (N, out_channels, H, W) (required)")
 	fs.StringVar(&o.Device, "device", "auto", "auto, cpu or cuda[:N]")
+	fs.StringVar(&o.Grad, "grad", "", "guided-diffusion classifiers: also write d/dx sum_i log p(y_i | x_i, t_i) for the --class labels to this .npy (N, C, H, W)")
+	fs.StringVar(&o.LowRes, "low-res", "", "guided-diffusion upsamplers (SuperResModel): the low-resolution image .npy (N, 3, h, w) in [-1, 1]")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -120,6 +127,9 @@ func predict(ctx context.Context, o predictOptions, stdout io.Writer) error {
 		return fmt.Errorf("predict: --model: %w", err)
 	}
 	defer p.Close()
+	if p.OpenAI != nil || o.Grad != "" || o.LowRes != "" {
+		return predictOpenAI(ctx, p, o, x, ts, ys, stdout)
+	}
 	out, err := p.Model.Predict(ctx, x, ts, ys)
 	if err != nil {
 		return fmt.Errorf("predict: %w", err)
@@ -136,5 +146,88 @@ func predict(ctx context.Context, o predictOptions, stdout io.Writer) error {
 		return fmt.Errorf("predict: --output %s: %w", o.Output, err)
 	}
 	fmt.Fprintf(stdout, "wrote %s: (%d, %d, %d, %d)\n", o.Output, out.N, out.C, out.H, out.W)
+	return nil
+}
+
+// predictOpenAI runs a guided-diffusion model (pipeline.Pipeline.OpenAI):
+// a classifier writes its logits (N, 1000) to --output and, with --class
+// and --grad, the gradient of sum_i log p(y_i | x_i, t_i) with respect to
+// x (the classifier-guidance gradient); a SuperRes model takes its
+// low-resolution image from --low-res; a UNet predicts as any model.
+func predictOpenAI(ctx context.Context, p *pipeline.Pipeline, o predictOptions, x diffusion.Batch, ts []float64, ys []int, stdout io.Writer) error {
+	m := p.OpenAI
+	kind := adm.Kind("")
+	if m != nil {
+		kind = m.Kind()
+	}
+	if o.Grad != "" && kind != adm.Classifier {
+		return usageError{"predict: --grad is for guided-diffusion classifiers (EncoderUNetModel); --model is not one"}
+	}
+	if o.LowRes != "" && kind != adm.SuperRes {
+		return usageError{"predict: --low-res is for guided-diffusion upsamplers (SuperResModel); --model is not one"}
+	}
+	var out diffusion.Batch
+	switch kind {
+	case adm.Classifier:
+		if o.Grad != "" && ys == nil {
+			return usageError{"predict: --grad needs --class (the labels y of log p(y | x))"}
+		}
+		var logits []float32
+		var err error
+		if o.Grad != "" {
+			var g diffusion.Batch
+			if g, logits, err = m.LogProbGradient(ctx, x, ts, ys); err != nil {
+				return fmt.Errorf("predict: %w", err)
+			}
+			if err := writeNPY(o.Grad, "--grad", []int{g.N, g.C, g.H, g.W}, g.Data); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "wrote %s: (%d, %d, %d, %d) d/dx sum log p(y|x)\n", o.Grad, g.N, g.C, g.H, g.W)
+		} else if logits, err = m.Logits(ctx, x, ts); err != nil {
+			return fmt.Errorf("predict: %w", err)
+		}
+		k := len(logits) / x.N
+		if err := writeNPY(o.Output, "--output", []int{x.N, k}, logits); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s: (%d, %d) logits\n", o.Output, x.N, k)
+		return nil
+	case adm.SuperRes:
+		if o.LowRes == "" {
+			return usageError{"predict: the model is a guided-diffusion upsampler (SuperResModel): give its low-resolution image with --low-res"}
+		}
+		a, err := npy.ReadFile(o.LowRes)
+		if err != nil {
+			return fmt.Errorf("predict: --low-res: %w", err)
+		}
+		if len(a.Shape) != 4 {
+			return fmt.Errorf("predict: --low-res %s has shape %v, want (N, 3, h, w)", o.LowRes, a.Shape)
+		}
+		low := diffusion.Batch{N: a.Shape[0], C: a.Shape[1], H: a.Shape[2], W: a.Shape[3], Data: a.Float32s()}
+		if out, err = m.PredictLowRes(ctx, x, ts, ys, low); err != nil {
+			return fmt.Errorf("predict: %w", err)
+		}
+	default:
+		var err error
+		if out, err = p.Model.Predict(ctx, x, ts, ys); err != nil {
+			return fmt.Errorf("predict: %w", err)
+		}
+	}
+	if err := writeNPY(o.Output, "--output", []int{out.N, out.C, out.H, out.W}, out.Data); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s: (%d, %d, %d, %d)\n", o.Output, out.N, out.C, out.H, out.W)
+	return nil
+}
+
+// writeNPY writes a float32 .npy for flag.
+func writeNPY(path, flag string, shape []int, data []float32) error {
+	a, err := npy.NewFloat32(shape, data)
+	if err == nil {
+		err = npy.WriteFile(path, a)
+	}
+	if err != nil {
+		return fmt.Errorf("predict: %s %s: %w", flag, path, err)
+	}
 	return nil
 }
