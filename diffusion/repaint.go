@@ -70,7 +70,11 @@ func (r *run) repaint(ctx context.Context) (Batch, error) {
 		if err != nil {
 			return Batch{}, err
 		}
-		unknown, _, err := r.d.ddpmStep(out, x, i, r.noiseFor(x, i > 0), r.clip)
+		sg, err := r.classifierGrad(ctx, x, float64(r.d.s.Timesteps[i]))
+		if err != nil {
+			return Batch{}, err
+		}
+		unknown, _, err := r.d.ddpmStep(out, x, i, r.noiseFor(x, i > 0), r.clip, sg)
 		if err != nil {
 			return Batch{}, err
 		}

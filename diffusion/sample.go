@@ -112,6 +112,12 @@ type Options struct {
 	// clamp's place. For the diffusers solvers it sets clip_sample (and
 	// false also switches thresholding off).
 	Clip *bool `json:"clip,omitempty"`
+	// Classifier, if non-nil, adds classifier guidance (Dhariwal & Nichol
+	// 2021; see ClassifierGuidance): the native ddpm sampler shifts each
+	// step's mean by its variance times the scaled gradient, ddim and the
+	// diffusers solvers shift the prediction's epsilon. It combines with
+	// Guidance (applied to the classifier-free combination).
+	Classifier *ClassifierGuidance `json:"-"`
 
 	// Image is the input of img2img (without Mask) or the known image of
 	// inpainting (with Mask), (N, C, H, W) in [-1, 1].
@@ -223,6 +229,11 @@ func (o *Options) Validate() error {
 	if o.Guidance != 0 && o.Labels == nil {
 		return fmt.Errorf("diffusion: guidance %v needs labels (a class-conditional model)", o.Guidance)
 	}
+	if o.Classifier != nil {
+		if err := o.Classifier.validate(n, o.Labels); err != nil {
+			return err
+		}
+	}
 	if !(o.Strength >= 0 && o.Strength <= 1) {
 		return fmt.Errorf("diffusion: strength %v: must be in [0, 1]", o.Strength)
 	}
@@ -308,7 +319,7 @@ func (d *Diffusion) Sample(ctx context.Context, m Model, o Options) (Batch, erro
 		if err != nil {
 			return Batch{}, err
 		}
-		r := &run{m: m, o: &o, rng: rng, rngs: rngs}
+		r := &run{m: m, o: &o, rng: rng, rngs: rngs, abar: d.s.AlphasCumprod}
 		return r.sampleSolver(ctx, sc)
 	}
 	steps := o.Steps
@@ -349,10 +360,15 @@ func (d *Diffusion) Sample(ctx context.Context, m Model, o Options) (Batch, erro
 		if err != nil {
 			return Batch{}, err
 		}
+		sg, err := r.classifierGrad(ctx, x, float64(sp.s.Timesteps[i]))
+		if err != nil {
+			return Batch{}, err
+		}
 		if o.Sampler == SamplerDDIM {
+			shiftScore(out, sg, sp.s.AlphasCumprod[i], sp.cfg.Prediction)
 			x, _, err = sp.ddimStep(out, x, i, o.Eta, r.noiseFor(x, i > 0 && o.Eta > 0), clip, !o.ModelEps)
 		} else {
-			x, _, err = sp.ddpmStep(out, x, i, r.noiseFor(x, i > 0), clip)
+			x, _, err = sp.ddpmStep(out, x, i, r.noiseFor(x, i > 0), clip, sg)
 		}
 		if err != nil {
 			return Batch{}, err
@@ -503,11 +519,24 @@ func (r *run) sampleSolver(ctx context.Context, sc SchedulerConfig) (Batch, erro
 	}
 	draw := func(z Batch) { r.fillNoise(z.Data) }
 	r.total = len(ts) - start
+	pred, err := ParsePrediction(sc.PredictionType)
+	if sc.PredictionType == "" {
+		pred, err = PredictEpsilon, nil
+	}
+	if err != nil {
+		return Batch{}, err
+	}
 	for i := start; i < len(ts); i++ {
-		out, err := r.predictAt(ctx, s.ScaleModelInput(x, i), ts[i])
+		xin := s.ScaleModelInput(x, i)
+		out, err := r.predictAt(ctx, xin, ts[i])
 		if err != nil {
 			return Batch{}, err
 		}
+		sg, err := r.classifierGrad(ctx, xin, ts[i])
+		if err != nil {
+			return Batch{}, err
+		}
+		shiftScore(out, sg, alphaBarAt(r.abar, ts[i]), pred)
 		if x, err = s.Step(out, x, i, draw); err != nil {
 			return Batch{}, err
 		}
@@ -532,6 +561,7 @@ type run struct {
 	clip  bool
 	rng   *rand.Rand
 	rngs  []*rand.Rand // per image (Options.Seeds), or nil
+	abar  []float64    // the training alphabar table (diffusers solvers' classifier guidance)
 	total int
 	done  int
 }
@@ -728,10 +758,12 @@ func guideOutput(out Batch, n, D int, learned bool, w float64) Batch {
 // shaped like x (ignored and may be empty at t = 0). It also returns the x_0
 // estimate. The x_0 estimate is clipped per the config.
 func (d *Diffusion) DDPMStep(out, x Batch, t int, noise Batch) (prev, predX0 Batch, err error) {
-	return d.ddpmStep(out, x, t, noise, d.cfg.ClipDenoised)
+	return d.ddpmStep(out, x, t, noise, d.cfg.ClipDenoised, Batch{})
 }
 
-func (d *Diffusion) ddpmStep(out, x Batch, t int, noise Batch, clip bool) (prev, predX0 Batch, err error) {
+// ddpmStep is DDPMStep with the clipping given and, when sg is not empty,
+// the mean shifted by Sigma_theta sg (classifier guidance, Algorithm 1).
+func (d *Diffusion) ddpmStep(out, x Batch, t int, noise Batch, clip bool, sg Batch) (prev, predX0 Batch, err error) {
 	if err = d.checkStep(out, x, t, noise, t > 0); err != nil {
 		return
 	}
@@ -743,6 +775,9 @@ func (d *Diffusion) ddpmStep(out, x Batch, t int, noise Batch, clip bool) (prev,
 		d.pMeanVariance(om, ov, x.Data[i*D:(i+1)*D], t, clip, b)
 		for j := range D {
 			v := b.mean[j]
+			if len(sg.Data) > 0 {
+				v += math.Exp(b.logVar[j]) * float64(sg.Data[i*D+j])
+			}
 			if t > 0 {
 				v += math.Exp(0.5*b.logVar[j]) * float64(noise.Data[i*D+j])
 			}
