@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch CPU peer of `ddpm bench`: the same UNet (torch_gpu.py's lab_unet,
-a diffusers-named UNet2DModel checked against the diffusers fixture) at
+"""PyTorch CPU peer of `ddpm bench`: the same UNet (pytorch/unet2d.py's twin
+of diffusers' UNet2DModel, bit-exact with diffusers, as a module from
+pytorch/bench_gpu.py) at
 PyTorch's best CPU settings from DESIGN.md: 2 threads, OPENBLAS_NUM_THREADS=1
 before torch loads, and glibc malloc told to keep freed memory.
 
@@ -24,8 +25,8 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch_gpu  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pytorch"))
+import bench_gpu as torch_gpu  # noqa: E402
 
 
 def main():
@@ -39,7 +40,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = torch_gpu.read_config(a.config)
-    model = torch_gpu.lab_unet(torch, cfg)
+    model = torch_gpu.twin_module(torch, cfg)
     ch, size = cfg.get("in_channels", 3), cfg.get("sample_size", 32)
     x = torch.randn(a.batch, ch, size, size)
     t = torch.randint(0, 1000, (a.batch,))

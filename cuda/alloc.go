@@ -16,11 +16,16 @@ import (
 // It is used with the Device mutex held.
 type allocator struct {
 	live   map[Ptr]int64   // block start -> class size, blocks handed out
+	req    map[Ptr]int64   // block start -> bytes asked for (<= class size)
 	free   map[int64][]Ptr // class size -> cached blocks
 	cached int64           // bytes in free
 	inUse  int64           // bytes in live
 	limit  int64           // max cached bytes (0 = no limit)
 	peak   int64
+	// sync waits for the stream: a cached block may still be read or
+	// written by queued kernels, so it is called before any cuMemFree of
+	// one (nil in tests).
+	sync func()
 }
 
 // sizeClass rounds a byte count up to its class.
@@ -43,7 +48,11 @@ func (a *allocator) raw(drv *driver, bytes int64) (Ptr, error) {
 	p := hp[Ptr](&pn)
 	r := drv.call(drv.cuMemAlloc, uintptr(unsafe.Pointer(p)), uintptr(bytes))
 	if r != 0 && a.cached > 0 {
-		a.releaseCached(drv)
+		// Out of memory: free the cache (after the queued work that may
+		// still use those blocks) and try once more.
+		if err := a.releaseCached(drv); err != nil {
+			return 0, err
+		}
 		r = drv.call(drv.cuMemAlloc, uintptr(unsafe.Pointer(p)), uintptr(bytes))
 	}
 	if r != 0 {
@@ -55,14 +64,14 @@ func (a *allocator) raw(drv *driver, bytes int64) (Ptr, error) {
 // get returns a block of at least bytes (contents undefined).
 func (a *allocator) get(drv *driver, bytes int64) (Ptr, error) {
 	if a.live == nil {
-		a.live, a.free = map[Ptr]int64{}, map[int64][]Ptr{}
+		a.live, a.req, a.free = map[Ptr]int64{}, map[Ptr]int64{}, map[int64][]Ptr{}
 	}
 	c := sizeClass(bytes)
 	if l := a.free[c]; len(l) > 0 {
 		p := l[len(l)-1]
 		a.free[c] = l[:len(l)-1]
 		a.cached -= c
-		a.live[p] = c
+		a.live[p], a.req[p] = c, bytes
 		a.inUse += c
 		return p, nil
 	}
@@ -70,7 +79,7 @@ func (a *allocator) get(drv *driver, bytes int64) (Ptr, error) {
 	if err != nil {
 		return 0, err
 	}
-	a.live[p] = c
+	a.live[p], a.req[p] = c, bytes
 	a.inUse += c
 	a.peak = max(a.peak, a.inUse)
 	return p, nil
@@ -80,30 +89,61 @@ func (a *allocator) get(drv *driver, bytes int64) (Ptr, error) {
 func (a *allocator) put(drv *driver, p Ptr) error {
 	c, ok := a.live[p]
 	if !ok {
-		return fmt.Errorf("Free(%#x): not a live buffer from Alloc (a Slice, or freed twice?)", uint64(p))
+		return fmt.Errorf("cuda: Free(%#x): not a live buffer from Alloc (a Slice, or freed twice?)", uint64(p))
 	}
 	delete(a.live, p)
+	delete(a.req, p)
 	a.inUse -= c
 	if a.limit > 0 && a.cached+c > a.limit {
-		drv.call(drv.cuMemFree, uintptr(p))
-		return nil
+		a.waitStream()
+		return check("cuMemFree", drv.call(drv.cuMemFree, uintptr(p)))
 	}
 	a.free[c] = append(a.free[c], p)
 	a.cached += c
 	return nil
 }
 
-// size returns the class size of a live block (0 if p is not a block start).
-func (a *allocator) size(p Ptr) int64 { return a.live[p] }
+// size returns the bytes asked for of a live block (0 if p is not a
+// block start): the logical size, not the rounded class.
+func (a *allocator) size(p Ptr) int64 { return a.req[p] }
 
-func (a *allocator) releaseCached(drv *driver) {
+// extent returns the logical bytes from p to the end of the live block
+// holding it (p may be a Slice inside it), or 0 when no block holds p.
+func (a *allocator) extent(p Ptr) int64 {
+	if n, ok := a.req[p]; ok {
+		return n
+	}
+	for start, n := range a.req {
+		if p > start && p < start+Ptr(n) {
+			return int64(start + Ptr(n) - p)
+		}
+	}
+	return 0
+}
+
+func (a *allocator) waitStream() {
+	if a.sync != nil {
+		a.sync()
+	}
+}
+
+// releaseCached frees every cached block (waiting for the stream first);
+// it returns the first cuMemFree failure.
+func (a *allocator) releaseCached(drv *driver) error {
+	if a.cached > 0 {
+		a.waitStream()
+	}
+	var err error
 	for c, l := range a.free {
 		for _, p := range l {
-			drv.call(drv.cuMemFree, uintptr(p))
+			if e := check("cuMemFree", drv.call(drv.cuMemFree, uintptr(p))); e != nil && err == nil {
+				err = e
+			}
 		}
 		delete(a.free, c)
 	}
 	a.cached = 0
+	return err
 }
 
 func (a *allocator) releaseAll(drv *driver) {
@@ -111,7 +151,7 @@ func (a *allocator) releaseAll(drv *driver) {
 	for p := range a.live {
 		drv.call(drv.cuMemFree, uintptr(p))
 	}
-	a.live = nil
+	a.live, a.req = nil, nil
 	a.inUse = 0
 }
 

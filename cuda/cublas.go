@@ -13,12 +13,6 @@ import (
 	"github.com/ebitengine/purego"
 )
 
-var (
-	blasOnce sync.Once
-	blasLib  *cublasAPI
-	blasErr  error
-)
-
 // cublasAPI holds the cuBLAS entry points (all integer/pointer arguments,
 // called through purego.SyscallN; alpha and beta are passed by pointer in
 // CUBLAS_POINTER_MODE_HOST).
@@ -27,6 +21,7 @@ type cublasAPI struct {
 	create, destroy, setStream        uintptr
 	setMathMode, getVersion           uintptr
 	sgemm, sgemmBatched, setWorkspace uintptr
+	gemmEx, gemmBatchedEx             uintptr
 }
 
 // cuBLAS constants (cublas_api.h).
@@ -37,7 +32,18 @@ const (
 	cublasPedanticMath    = 2
 	cublasTF32TensorOp    = 3
 	cublasDisallowReduced = 16 // CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION
+
+	cudaR32F            = 0           // cudaDataType CUDA_R_32F
+	cublasCompute32F    = 68          // cublasComputeType_t CUBLAS_COMPUTE_32F
+	cublasCompute16F32F = 74          // CUBLAS_COMPUTE_32F_FAST_16F: inputs down-converted to half
+	cublasCompute16BF   = 75          // CUBLAS_COMPUTE_32F_FAST_16BF: inputs down-converted to bfloat16
+	cublasGemmDefault   = ^uintptr(0) // CUBLAS_GEMM_DEFAULT (-1)
 )
+
+// gemmWorkspace is the workspace given to cuBLAS with
+// cublasSetWorkspace (as PyTorch does), so that it never allocates inside
+// a CUDA graph capture.
+const gemmWorkspace = 32 << 20
 
 // cublasCandidates lists where libcublas is looked for, most specific first:
 // $DDPM_LIBCUBLAS when set;
@@ -89,33 +95,54 @@ func cublasCandidates() []string {
 	return out
 }
 
-func loadCUBLAS() (*cublasAPI, error) {
-	blasOnce.Do(func() { blasLib, blasErr = openCUBLAS() })
-	return blasLib, blasErr
-}
+// The cuBLAS libraries opened so far, by candidate path, and the one
+// whose cublasCreate worked (used by every later Device). dlopen is
+// process-wide, so this is too.
+var (
+	blasMu     sync.Mutex
+	blasOpened = map[string]*cublasAPI{}
+	blasByLib  = map[uintptr]*cublasAPI{}
+	blasChosen *cublasAPI
+)
 
-func openCUBLAS() (*cublasAPI, error) {
-	var lib uintptr
-	var path string
+// haveCUBLAS reports ErrNoCUBLAS, naming every path tried, when no
+// candidate library opens; it opens the first that does.
+func haveCUBLAS() error {
+	blasMu.Lock()
+	defer blasMu.Unlock()
+	if blasChosen != nil {
+		return nil
+	}
 	var tried []string
 	for _, p := range cublasCandidates() {
-		if strings.Contains(p, "/") {
-			if _, err := os.Stat(p); err != nil {
-				tried = append(tried, p)
-				continue
-			}
+		if _, err := openCUBLASAt(p); err == nil {
+			return nil
+		} else {
+			tried = append(tried, err.Error())
 		}
-		h, err := purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL)
-		if err == nil {
-			lib, path = h, p
-			break
+	}
+	return &libError{sentinel: ErrNoCUBLAS, hint: "set DDPM_LIBCUBLAS, CUDA_HOME or LD_LIBRARY_PATH", tried: tried}
+}
+
+// openCUBLASAt opens one candidate and binds its symbols (cached).
+func openCUBLASAt(p string) (*cublasAPI, error) {
+	if a, ok := blasOpened[p]; ok {
+		return a, nil
+	}
+	if strings.Contains(p, "/") {
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("%s (not found)", p)
 		}
-		tried = append(tried, fmt.Sprintf("%s (%v)", p, err))
 	}
-	if lib == 0 {
-		return nil, fmt.Errorf("%w: tried %s (set CUDA_HOME or LD_LIBRARY_PATH)", ErrNoCUBLAS, strings.Join(tried, ", "))
+	lib, err := purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	if err != nil {
+		return nil, fmt.Errorf("%s (%s)", p, dlReason(p, err))
 	}
-	a := &cublasAPI{path: path}
+	if a, ok := blasByLib[lib]; ok { // the same file under another name
+		blasOpened[p] = a
+		return a, nil
+	}
+	a := &cublasAPI{path: p}
 	for _, s := range []struct {
 		p    *uintptr
 		name string
@@ -127,17 +154,63 @@ func openCUBLAS() (*cublasAPI, error) {
 		{&a.getVersion, "cublasGetVersion_v2"},
 		{&a.sgemm, "cublasSgemm_v2"},
 		{&a.sgemmBatched, "cublasSgemmBatched"},
+		{&a.gemmEx, "cublasGemmEx"},
+		{&a.gemmBatchedEx, "cublasGemmBatchedEx"},
 	} {
 		sym, err := purego.Dlsym(lib, s.name)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s lacks %s: %v", ErrNoCUBLAS, path, s.name, err)
+			return nil, fmt.Errorf("%s (lacks %s)", p, s.name)
 		}
 		*s.p = sym
 	}
 	if sym, err := purego.Dlsym(lib, "cublasSetWorkspace_v2"); err == nil {
 		a.setWorkspace = sym
 	}
+	blasOpened[p], blasByLib[lib] = a, a
 	return a, nil
+}
+
+// pickCUBLAS returns the first candidate whose handle can be created:
+// a libcublas that loads but fails cublasCreate (a newer cuBLAS than the
+// driver supports, say) gives way to the next one. open and create are
+// openCUBLASAt and newBLASHandle, parameters for the tests.
+func pickCUBLAS(cands []string, open func(string) (*cublasAPI, error), create func(*cublasAPI) (*blasHandle, error)) (*blasHandle, []string, error) {
+	var tried []string
+	seen := map[*cublasAPI]bool{}
+	for _, p := range cands {
+		a, err := open(p)
+		if err != nil {
+			tried = append(tried, err.Error())
+			continue
+		}
+		if seen[a] {
+			continue
+		}
+		seen[a] = true
+		h, err := create(a)
+		if err == nil {
+			return h, tried, nil
+		}
+		tried = append(tried, fmt.Sprintf("%s (%v)", p, err))
+	}
+	return nil, tried, fmt.Errorf("cuda: no cuBLAS library could create a handle: tried %s", strings.Join(tried, "; "))
+}
+
+// newBLAS creates the Device's cuBLAS handle: with the library that
+// worked before, else the first candidate that works.
+func newBLAS(stream uintptr, prec Precision) (*blasHandle, error) {
+	blasMu.Lock()
+	defer blasMu.Unlock()
+	create := func(a *cublasAPI) (*blasHandle, error) { return newBLASHandle(a, stream, prec) }
+	if blasChosen != nil {
+		return create(blasChosen)
+	}
+	h, _, err := pickCUBLAS(cublasCandidates(), openCUBLASAt, create)
+	if err != nil {
+		return nil, err
+	}
+	blasChosen = h.api
+	return h, nil
 }
 
 func (a *cublasAPI) call(fn uintptr, args ...uintptr) BLASStatus {
@@ -145,29 +218,50 @@ func (a *cublasAPI) call(fn uintptr, args ...uintptr) BLASStatus {
 	return BLASStatus(int32(r))
 }
 
-// blasHandle is one cuBLAS handle bound to a stream.
+// blasHandle is one cuBLAS handle bound to a stream, with the
+// precision of its GEMMs.
 type blasHandle struct {
 	api       *cublasAPI
 	h         uintptr
+	compute   uintptr // cublasGemmEx compute type for BF16/FP16; 0: cublasSgemm
 	one, zero float32 // host-side alpha/beta constants (heap, stable address)
 }
 
-func newBLASHandle(api *cublasAPI, stream uintptr, tf32 bool) (*blasHandle, error) {
+func newBLASHandle(api *cublasAPI, stream uintptr, prec Precision) (*blasHandle, error) {
 	b := &blasHandle{api: api, one: 1}
 	if s := api.call(api.create, uintptr(unsafe.Pointer(&b.h))); s != 0 {
 		return nil, fmt.Errorf("cuda: cublasCreate_v2 (%s): %w", api.path, s)
 	}
 	if s := api.call(api.setStream, b.h, stream); s != 0 {
+		b.close()
 		return nil, fmt.Errorf("cuda: cublasSetStream_v2: %w", s)
 	}
-	mode := uintptr(cublasPedanticMath)
-	if tf32 {
+	// Sgemm in FP32 and TF32 (the math mode says which); cublasGemmEx on
+	// float32 matrices with a 16-bit compute type in BF16 and FP16.
+	mode := uintptr(cublasDefaultMath)
+	switch prec {
+	case FP32:
+		mode = cublasPedanticMath
+	case TF32:
 		mode = cublasTF32TensorOp
+	case BF16:
+		b.compute = cublasCompute16BF
+	case FP16:
+		b.compute = cublasCompute16F32F
 	}
 	if s := api.call(api.setMathMode, b.h, mode); s != 0 {
+		b.close()
 		return nil, fmt.Errorf("cuda: cublasSetMathMode(%d): %w", mode, s)
 	}
 	return b, nil
+}
+
+// setWorkspace gives cuBLAS a fixed workspace (best effort: older
+// libraries lack the call).
+func (b *blasHandle) setWorkspace(p Ptr, bytes int64) {
+	if b.api.setWorkspace != 0 && p != 0 {
+		b.api.call(b.api.setWorkspace, b.h, uintptr(p), uintptr(bytes))
+	}
 }
 
 func (b *blasHandle) close() {
@@ -200,6 +294,11 @@ func op(t bool) uintptr {
 // alpha and beta point at host float32 values.
 func (b *blasHandle) gemmRM(transA, transB bool, m, n, k int, alpha *float32, a Ptr, lda int,
 	bb Ptr, ldb int, beta *float32, c Ptr, ldc int) BLASStatus {
+	if b.compute != 0 {
+		return b.api.call(b.api.gemmEx, b.h, op(transB), op(transA), uintptr(n), uintptr(m), uintptr(k),
+			uintptr(unsafe.Pointer(alpha)), uintptr(bb), cudaR32F, uintptr(ldb), uintptr(a), cudaR32F, uintptr(lda),
+			uintptr(unsafe.Pointer(beta)), uintptr(c), cudaR32F, uintptr(ldc), b.compute, cublasGemmDefault)
+	}
 	return b.api.call(b.api.sgemm, b.h, op(transB), op(transA), uintptr(n), uintptr(m), uintptr(k),
 		uintptr(unsafe.Pointer(alpha)), uintptr(bb), uintptr(ldb), uintptr(a), uintptr(lda),
 		uintptr(unsafe.Pointer(beta)), uintptr(c), uintptr(ldc))
@@ -207,10 +306,15 @@ func (b *blasHandle) gemmRM(transA, transB bool, m, n, k int, alpha *float32, a 
 
 // gemmBatchedRM is gemmRM over count independent products whose operand
 // addresses are in device arrays aArr, bArr, cArr (count pointers each).
-// (cublasSgemmStridedBatched takes 18 arguments, more than purego's 15, so
-// the pointer-array form is used, with the arrays filled on the device.)
+// (The pointer-array form, with the arrays filled on the device, predates
+// purego's 32-argument calls; it also serves cublasGemmBatchedEx.)
 func (b *blasHandle) gemmBatchedRM(transA, transB bool, m, n, k int, alpha *float32, aArr Ptr, lda int,
 	bArr Ptr, ldb int, beta *float32, cArr Ptr, ldc int, count int) BLASStatus {
+	if b.compute != 0 {
+		return b.api.call(b.api.gemmBatchedEx, b.h, op(transB), op(transA), uintptr(n), uintptr(m), uintptr(k),
+			uintptr(unsafe.Pointer(alpha)), uintptr(bArr), cudaR32F, uintptr(ldb), uintptr(aArr), cudaR32F, uintptr(lda),
+			uintptr(unsafe.Pointer(beta)), uintptr(cArr), cudaR32F, uintptr(ldc), uintptr(count), b.compute, cublasGemmDefault)
+	}
 	return b.api.call(b.api.sgemmBatched, b.h, op(transB), op(transA), uintptr(n), uintptr(m), uintptr(k),
 		uintptr(unsafe.Pointer(alpha)), uintptr(bArr), uintptr(ldb), uintptr(aArr), uintptr(lda),
 		uintptr(unsafe.Pointer(beta)), uintptr(cArr), uintptr(ldc), uintptr(count))

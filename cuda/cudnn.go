@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,6 +30,7 @@ var (
 
 type cudnnAPI struct {
 	path                                            string
+	hint                                            string // cuDNN 9 sub-library advice for errors
 	create, destroy, setStream, getVersion          uintptr
 	createTensor, setTensor4d, destroyTensor        uintptr
 	createFilter, setFilter4d, destroyFilter        uintptr
@@ -74,14 +76,52 @@ func loadCUDNN() (*cudnnAPI, error) {
 	return dnnLib, dnnErr
 }
 
+// cudnn9Subs are the libraries cuDNN 9's libcudnn.so.9 dlopens by name
+// when it first needs them, in dependency order.
+var cudnn9Subs = []string{"libcudnn_graph.so.9", "libcudnn_engines_precompiled.so.9",
+	"libcudnn_engines_runtime_compiled.so.9", "libcudnn_heuristic.so.9", "libcudnn_ops.so.9",
+	"libcudnn_cnn.so.9", "libcudnn_adv.so.9"}
+
+// preloadCUDNNSubs loads cuDNN 9's sub-libraries from dir (where
+// libcudnn.so.9 was found) by path: libcudnn.so.9 opens them by bare
+// name, which finds an already loaded library by its soname, so this
+// makes a pip wheel's cuDNN work without LD_LIBRARY_PATH. It returns the
+// hint for errors: empty when dir is on the loader path or holds no
+// sub-libraries.
+func preloadCUDNNSubs(dir string) string {
+	if _, err := os.Stat(filepath.Join(dir, "libcudnn_cnn.so.9")); err != nil {
+		return ""
+	}
+	for _, n := range cudnn9Subs {
+		if p := filepath.Join(dir, n); fileExists(p) {
+			purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL) // best effort; cuDNN reports what is missing
+		}
+	}
+	for _, d := range filepath.SplitList(os.Getenv("LD_LIBRARY_PATH")) {
+		if filepath.Clean(d) == filepath.Clean(dir) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("cuDNN 9 opens its sub-libraries (libcudnn_cnn.so.9, libcudnn_ops.so.9, ...) by name: if it "+
+		"cannot find them, add %s to LD_LIBRARY_PATH", dir)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
 func openCUDNN() (*cudnnAPI, error) {
 	var lib uintptr
-	var path string
+	var path, hint string
 	var tried []string
 	for _, p := range cudnnCandidates() {
 		if strings.Contains(p, "/") {
-			if _, err := os.Stat(p); err != nil {
+			if !fileExists(p) {
 				continue
+			}
+			if strings.HasSuffix(p, ".so.9") {
+				hint = preloadCUDNNSubs(filepath.Dir(p))
 			}
 		}
 		h, err := purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL)
@@ -89,12 +129,12 @@ func openCUDNN() (*cudnnAPI, error) {
 			lib, path = h, p
 			break
 		}
-		tried = append(tried, fmt.Sprintf("%s (%v)", p, err))
+		tried = append(tried, fmt.Sprintf("%s (%s)", p, dlReason(p, err)))
 	}
 	if lib == 0 {
-		return nil, fmt.Errorf("cuda: no cuDNN (libcudnn.so.9/.8): tried %s", strings.Join(tried, ", "))
+		return nil, &libError{sentinel: errNoCUDNN, hint: "set DDPM_LIBCUDNN or LD_LIBRARY_PATH; convolutions use im2col", tried: tried}
 	}
-	a := &cudnnAPI{path: path}
+	a := &cudnnAPI{path: path, hint: hint}
 	for _, s := range []struct {
 		p    *uintptr
 		name string
@@ -139,8 +179,15 @@ func (a *cudnnAPI) call(fn uintptr, args ...uintptr) int32 {
 }
 
 func (a *cudnnAPI) errorf(op string, st int32) error {
+	if a.hint != "" {
+		return fmt.Errorf("cuda: cuDNN %s: status %d %s (%s)", op, st, a.errorString(st), a.hint)
+	}
 	return fmt.Errorf("cuda: cuDNN %s: status %d %s", op, st, a.errorString(st))
 }
+
+// errNoCUDNN: no libcudnn.so.9/.8 (not an error of Open: convolutions
+// then run as im2col + cuBLAS).
+var errNoCUDNN = errors.New("cuda: no cuDNN (libcudnn.so.9/.8)")
 
 // cudnnPerf is cudnnConvolution*AlgoPerf_t (same layout for the three).
 type cudnnPerf struct {
@@ -153,12 +200,20 @@ type cudnnPerf struct {
 	_            [3]int32
 }
 
-// cudnnPlan is one convolution shape's descriptors and chosen algorithms.
+// cudnnChoice is the algorithm chosen for one direction of one shape.
+type cudnnChoice struct {
+	algo, math int32  // cudnnConvolution*Algo_t and the math type Find reported for it
+	ws         uint64 // workspace bytes
+	why        string // "fastest" or "first deterministic"
+	have       bool
+}
+
+// cudnnPlan is one convolution shape's descriptors and chosen algorithms
+// (forward, backward data, backward filter).
 type cudnnPlan struct {
-	x, y, w, conv            uintptr
-	fwd, bwdData, bwdFilter  int32
-	wsFwd, wsData, wsFilter  uint64
-	haveFwd, haveData, haveF bool
+	x, y, w, conv uintptr
+	dir           [3]cudnnChoice
+	math          int32 // the math type last set on conv
 }
 
 // cudnnState is a Device's cuDNN handle and per-shape plans.
@@ -171,7 +226,7 @@ type cudnnState struct {
 	zero  float32
 }
 
-func newCUDNN(stream uintptr, tf32 bool) (*cudnnState, error) {
+func newCUDNN(stream uintptr) (*cudnnState, error) {
 	api, err := loadCUDNN()
 	if err != nil {
 		return nil, err
@@ -209,7 +264,7 @@ func cudnnOK(dd kernels.ConvDims) bool {
 }
 
 // plan returns (creating) the descriptors for dd.
-func (s *cudnnState) plan(dd kernels.ConvDims, tf32 bool) (*cudnnPlan, error) {
+func (s *cudnnState) plan(dd kernels.ConvDims, prec Precision) (*cudnnPlan, error) {
 	if p, ok := s.plans[dd]; ok {
 		return p, nil
 	}
@@ -239,21 +294,79 @@ func (s *cudnnState) plan(dd kernels.ConvDims, tf32 bool) (*cudnnPlan, error) {
 		1, 1, crossCorrelation, float); st != 0 {
 		return nil, a.errorf("cudnnSetConvolution2dDescriptor", st)
 	}
-	math := uintptr(3) // CUDNN_FMA_MATH: strict float32
-	if tf32 {
-		math = 1 // CUDNN_TENSOR_OP_MATH: TF32 tensor cores for float data
-	}
-	if st := a.call(a.setConvMath, p.conv, math); st != 0 {
+	// The math type allowed while Find searches; each algorithm then runs
+	// with the math type Find reports for it (as PyTorch does).
+	p.math = cudnnMathFor(prec)
+	if st := a.call(a.setConvMath, p.conv, uintptr(p.math)); st != 0 {
 		return nil, a.errorf("cudnnSetConvolutionMathType", st)
 	}
 	s.plans[dd] = p
 	return p, nil
 }
 
-// pick runs a cudnnFind*Algorithm and returns the fastest deterministic
-// algorithm that succeeded within maxMem bytes of workspace (the fastest of
-// any if none is deterministic).
-func (s *cudnnState) pick(op string, maxMem uint64, find uintptr, args ...uintptr) (int32, uint64, error) {
+// cuDNN math types (cudnnMathType_t).
+const (
+	cudnnDefaultMath       = 0
+	cudnnTensorOpMath      = 1 // TF32 tensor cores for float data
+	cudnnTensorOpMathAllow = 2 // CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION: float down-converted to half
+	cudnnFMAMath           = 3 // strict float32
+)
+
+func cudnnMathFor(p Precision) int32 {
+	switch p {
+	case FP32:
+		return cudnnFMAMath
+	case FP16:
+		return cudnnTensorOpMathAllow
+	}
+	return cudnnTensorOpMath
+}
+
+// cudnnInexact lists, per direction, the algorithms whose float32 error
+// grows past the strict-fp32 tolerance (1e-5 relative): the FFT and
+// Winograd transforms. Strict FP32 never picks them.
+var cudnnInexact = [3]map[int32]string{
+	{4: "FFT", 5: "FFT_TILING", 6: "WINOGRAD", 7: "WINOGRAD_NONFUSED"}, // forward
+	{2: "FFT", 3: "FFT_TILING", 4: "WINOGRAD", 5: "WINOGRAD_NONFUSED"}, // backward data
+	{2: "FFT", 4: "WINOGRAD", 5: "WINOGRAD_NONFUSED", 6: "FFT_TILING"}, // backward filter
+}
+
+var cudnnDirNames = [3]string{"fwd", "bwd-data", "bwd-filter"}
+
+// pickPerf chooses among Find's results (sorted fastest first): the
+// fastest that succeeded within maxMem bytes and is allowed (strict FP32
+// excludes cudnnInexact), replaced by the first deterministic one when
+// the fastest is not; why says which ("fastest", "first deterministic",
+// or "fastest, none deterministic").
+func pickPerf(perf []cudnnPerf, dir int, maxMem uint64, prec Precision) (best int, why string) {
+	best = -1
+	for i, p := range perf {
+		if p.status != 0 || p.memory > maxMem {
+			continue
+		}
+		if _, bad := cudnnInexact[dir][p.algo]; bad && prec == FP32 {
+			continue
+		}
+		if best < 0 {
+			best, why = i, "fastest"
+			if p.determinism == 1 {
+				return best, why
+			}
+			continue
+		}
+		if p.determinism == 1 {
+			return i, "first deterministic"
+		}
+	}
+	if best >= 0 {
+		why = "fastest, none deterministic"
+	}
+	return best, why
+}
+
+// pick runs a cudnnFind*Algorithm for direction dir and chooses with
+// pickPerf.
+func (s *cudnnState) pick(dir int, op string, maxMem uint64, prec Precision, find uintptr, args ...uintptr) (cudnnChoice, error) {
 	var pn runtime.Pinner
 	defer pn.Unpin()
 	const req = 8
@@ -261,25 +374,37 @@ func (s *cudnnState) pick(op string, maxMem uint64, find uintptr, args ...uintpt
 	n := hp[int32](&pn)
 	all := append(append([]uintptr{s.h}, args...), req, uintptr(unsafe.Pointer(n)), uintptr(unsafe.Pointer(perf)))
 	if st := s.api.call(find, all...); st != 0 {
-		return 0, 0, s.api.errorf(op, st)
+		return cudnnChoice{}, s.api.errorf(op, st)
 	}
-	best := -1
-	for i := 0; i < int(*n) && i < req; i++ {
-		if perf[i].status != 0 || perf[i].memory > maxMem {
-			continue
-		}
-		if best < 0 {
-			best = i
-		}
-		if perf[i].determinism == 1 {
-			best = i
-			break
-		}
-	}
+	best, why := pickPerf(perf[:min(max(int(*n), 0), req)], dir, maxMem, prec)
 	if best < 0 {
-		return 0, 0, fmt.Errorf("cuda: cuDNN %s: no algorithm works for this shape", op)
+		return cudnnChoice{}, fmt.Errorf("cuda: cuDNN %s: no algorithm works for this shape in %s", op, prec)
 	}
-	return perf[best].algo, perf[best].memory, nil
+	p := perf[best]
+	return cudnnChoice{algo: p.algo, math: p.mathType, ws: p.memory, why: why, have: true}, nil
+}
+
+// ConvChoices lists the cuDNN algorithm chosen for each convolution shape
+// and direction so far, with the math type it runs with and why it was
+// chosen ("fastest" or "first deterministic"), e.g. "fwd N128 C128
+// 32x32 K128 3x3/1: algo 1 math 1: fastest".
+func (d *Device) ConvChoices() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dnn == nil {
+		return nil
+	}
+	var out []string
+	for dd, p := range d.dnn.plans {
+		for dir, c := range p.dir {
+			if c.have {
+				out = append(out, fmt.Sprintf("%s N%d C%d %dx%d K%d %dx%d/%d: algo %d math %d: %s", cudnnDirNames[dir],
+					dd.N, dd.C, dd.H, dd.W, dd.K, dd.R, dd.S, dd.StrideH, c.algo, c.math, c.why))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // maxWorkspace bounds a cuDNN algorithm's workspace: an eighth of the GPU.
@@ -293,7 +418,7 @@ func (d *Device) cudnnConv(op int, dd kernels.ConvDims, a, b, c Ptr) bool {
 	if s == nil || !cudnnOK(dd) || s.bad[dd] {
 		return false
 	}
-	p, err := s.plan(dd, d.tf32)
+	p, err := s.plan(dd, d.prec)
 	if err == nil {
 		err = d.cudnnRun(op, p, dd, a, b, c)
 	}
@@ -308,59 +433,62 @@ func (d *Device) cudnnConv(op int, dd kernels.ConvDims, a, b, c Ptr) bool {
 func (d *Device) cudnnRun(op int, p *cudnnPlan, dd kernels.ConvDims, a, b, c Ptr) error {
 	s := d.dnn
 	api := s.api
+	ch := &p.dir[op]
+	if !ch.have {
+		// Find searches with the math types the precision allows (an
+		// earlier direction may have left another one set).
+		if m := cudnnMathFor(d.prec); p.math != m {
+			if st := api.call(api.setConvMath, p.conv, uintptr(m)); st != 0 {
+				return api.errorf("cudnnSetConvolutionMathType", st)
+			}
+			p.math = m
+		}
+		var err error
+		switch op {
+		case 0:
+			*ch, err = s.pick(0, "cudnnFindConvolutionForwardAlgorithm", d.maxWorkspace(), d.prec, api.findFwd, p.x, p.w, p.conv, p.y)
+		case 1:
+			*ch, err = s.pick(1, "cudnnFindConvolutionBackwardDataAlgorithm", d.maxWorkspace(), d.prec, api.findBwdData, p.w, p.y, p.conv, p.x)
+		case 2:
+			*ch, err = s.pick(2, "cudnnFindConvolutionBackwardFilterAlgorithm", d.maxWorkspace(), d.prec, api.findBwdFilter, p.x, p.y, p.conv, p.w)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// Run the algorithm with the math type Find timed it with.
+	if p.math != ch.math {
+		if st := api.call(api.setConvMath, p.conv, uintptr(ch.math)); st != 0 {
+			return api.errorf("cudnnSetConvolutionMathType", st)
+		}
+		p.math = ch.math
+	}
+	ws, ok := d.scratch(wsCol, int64(max(ch.ws, 4)))
+	if !ok {
+		return fmt.Errorf("cuda: cuDNN workspace")
+	}
 	var pn runtime.Pinner
 	defer pn.Unpin()
 	one, zero := hp[float32](&pn), hp[float32](&pn)
 	*one = 1
+	var st int32
+	var name string
 	switch op {
 	case 0: // y = conv(x, w): a = y, b = x, c = w
-		if !p.haveFwd {
-			algo, ws, err := s.pick("cudnnFindConvolutionForwardAlgorithm", d.maxWorkspace(), api.findFwd, p.x, p.w, p.conv, p.y)
-			if err != nil {
-				return err
-			}
-			p.fwd, p.wsFwd, p.haveFwd = algo, ws, true
-		}
-		ws, ok := d.scratch(wsCol, int64(max(p.wsFwd, 4)))
-		if !ok {
-			return fmt.Errorf("cuda: cuDNN workspace")
-		}
-		if st := api.call(api.convFwd, s.h, uintptr(unsafe.Pointer(one)), p.x, uintptr(b), p.w, uintptr(c), p.conv,
-			uintptr(p.fwd), uintptr(ws), uintptr(p.wsFwd), uintptr(unsafe.Pointer(zero)), p.y, uintptr(a)); st != 0 {
-			return api.errorf("cudnnConvolutionForward", st)
-		}
+		name = "cudnnConvolutionForward"
+		st = api.call(api.convFwd, s.h, uintptr(unsafe.Pointer(one)), p.x, uintptr(b), p.w, uintptr(c), p.conv,
+			uintptr(ch.algo), uintptr(ws), uintptr(ch.ws), uintptr(unsafe.Pointer(zero)), p.y, uintptr(a))
 	case 1: // dx = conv^T(dy, w): a = dx, b = dy, c = w
-		if !p.haveData {
-			algo, ws, err := s.pick("cudnnFindConvolutionBackwardDataAlgorithm", d.maxWorkspace(), api.findBwdData, p.w, p.y, p.conv, p.x)
-			if err != nil {
-				return err
-			}
-			p.bwdData, p.wsData, p.haveData = algo, ws, true
-		}
-		ws, ok := d.scratch(wsCol, int64(max(p.wsData, 4)))
-		if !ok {
-			return fmt.Errorf("cuda: cuDNN workspace")
-		}
-		if st := api.call(api.convBwdData, s.h, uintptr(unsafe.Pointer(one)), p.w, uintptr(c), p.y, uintptr(b), p.conv,
-			uintptr(p.bwdData), uintptr(ws), uintptr(p.wsData), uintptr(unsafe.Pointer(zero)), p.x, uintptr(a)); st != 0 {
-			return api.errorf("cudnnConvolutionBackwardData", st)
-		}
+		name = "cudnnConvolutionBackwardData"
+		st = api.call(api.convBwdData, s.h, uintptr(unsafe.Pointer(one)), p.w, uintptr(c), p.y, uintptr(b), p.conv,
+			uintptr(ch.algo), uintptr(ws), uintptr(ch.ws), uintptr(unsafe.Pointer(zero)), p.x, uintptr(a))
 	case 2: // dw = x (*) dy: a = dw, b = dy, c = x
-		if !p.haveF {
-			algo, ws, err := s.pick("cudnnFindConvolutionBackwardFilterAlgorithm", d.maxWorkspace(), api.findBwdFilter, p.x, p.y, p.conv, p.w)
-			if err != nil {
-				return err
-			}
-			p.bwdFilter, p.wsFilter, p.haveF = algo, ws, true
-		}
-		ws, ok := d.scratch(wsCol, int64(max(p.wsFilter, 4)))
-		if !ok {
-			return fmt.Errorf("cuda: cuDNN workspace")
-		}
-		if st := api.call(api.convBwdFilter, s.h, uintptr(unsafe.Pointer(one)), p.x, uintptr(c), p.y, uintptr(b), p.conv,
-			uintptr(p.bwdFilter), uintptr(ws), uintptr(p.wsFilter), uintptr(unsafe.Pointer(zero)), p.w, uintptr(a)); st != 0 {
-			return api.errorf("cudnnConvolutionBackwardFilter", st)
-		}
+		name = "cudnnConvolutionBackwardFilter"
+		st = api.call(api.convBwdFilter, s.h, uintptr(unsafe.Pointer(one)), p.x, uintptr(c), p.y, uintptr(b), p.conv,
+			uintptr(ch.algo), uintptr(ws), uintptr(ch.ws), uintptr(unsafe.Pointer(zero)), p.w, uintptr(a))
+	}
+	if st != 0 {
+		return api.errorf(name, st)
 	}
 	return nil
 }

@@ -13,10 +13,16 @@ type Ptr uint64
 
 // Options configure Open.
 type Options struct {
-	// Precision of the cuBLAS GEMMs: "tf32" (default when empty: TF32
-	// tensor cores, about 10 mantissa bits per product, float32
-	// accumulation) or "fp32" (strict IEEE float32).
+	// Precision of the GEMMs and convolutions, parsed by ParsePrecision:
+	// "tf32" (the default when empty: TF32 tensor cores, float32
+	// accumulation), "fp32" (strict IEEE float32), "bf16" or "fp16"
+	// (16-bit tensor-core compute on float32 storage with float32
+	// accumulation). Every other op, and all memory, is float32.
 	Precision string
+	// Graphs makes GraphOps replay repeated sequences of queued work (one
+	// forward pass of a sampling loop) as CUDA graphs; see GraphOps.
+	// Device itself ignores it: callers wrap it with NewGraphOps.
+	Graphs bool
 	// CacheLimit bounds the bytes of freed blocks the caching allocator
 	// keeps for reuse (0 means no limit; they are released on OOM anyway).
 	CacheLimit int64
@@ -142,9 +148,11 @@ type Device struct {
 	stream uintptr
 	mod    uintptr
 	fn     [numKernels]uintptr
-	tf32   bool
-	convWS int64 // bytes of im2col scratch per chunk of images
-	tune   bool  // Options.ConvAutotune
+	tf32   bool      // prec == TF32
+	prec   Precision // Options.Precision
+	blasWS Ptr       // cuBLAS workspace (gemmWorkspace bytes)
+	convWS int64     // bytes of im2col scratch per chunk of images
+	tune   bool      // Options.ConvAutotune
 	tuned  map[convKey]int64
 
 	dnn     *cudnnState // nil: im2col only
@@ -158,6 +166,13 @@ type Device struct {
 		bytes int64
 	}
 	err error // first failure since the last Sync (sticky, like CUDA's)
+
+	// hook, when set (by NewGraphOps, before any use), runs before every
+	// call that locks the Device: it issues the work GraphOps deferred.
+	hook       func()
+	scratchGen uint64 // bumped whenever a scratch slot is reallocated (graphs refer to them)
+	graphs     map[graphKey]*graphExec
+	graphUses  uint64
 
 	// Launch parameter block: args holds the values, argp their addresses
 	// (cuLaunchKernel's kernelParams). Both live inside the heap-allocated
@@ -173,13 +188,9 @@ type Device struct {
 // ErrNoDriver, ErrNoDevice or ErrNoCUBLAS (test with errors.Is) when the
 // stack is missing, naming the paths tried.
 func Open(index int, opts Options) (*Device, error) {
-	tf32 := true
-	switch opts.Precision {
-	case "", "tf32":
-	case "fp32":
-		tf32 = false
-	default:
-		return nil, fmt.Errorf("cuda: Options.Precision = %q: allowed are tf32, fp32", opts.Precision)
+	prec, err := ParsePrecision(opts.Precision)
+	if err != nil {
+		return nil, err
 	}
 	if opts.ConvWorkspace < 0 {
 		return nil, fmt.Errorf("cuda: Options.ConvWorkspace = %d: must be >= 0 (0 means 512 MiB)", opts.ConvWorkspace)
@@ -191,6 +202,9 @@ func Open(index int, opts Options) (*Device, error) {
 	case "", "auto", "cudnn", "im2col":
 	default:
 		return nil, fmt.Errorf("cuda: Options.Conv = %q: allowed are auto, cudnn, im2col", opts.Conv)
+	}
+	if opts.Conv == "cudnn" && prec == BF16 {
+		return nil, fmt.Errorf("cuda: Options.Conv = cudnn with Precision bf16: cuDNN's convolution API cannot down-convert float32 to bfloat16 (use Conv auto or im2col, or Precision fp16)")
 	}
 	if opts.CacheLimit < 0 {
 		return nil, fmt.Errorf("cuda: Options.CacheLimit = %d: must be >= 0", opts.CacheLimit)
@@ -210,33 +224,33 @@ func Open(index int, opts Options) (*Device, error) {
 	if index < 0 || index >= int(count) {
 		return nil, fmt.Errorf("%w: index %d: the driver sees %d device(s) (allowed 0..%d)", ErrNoDevice, index, count, count-1)
 	}
-	api, err := loadCUBLAS()
-	if err != nil {
+	if err := haveCUBLAS(); err != nil {
 		return nil, err
 	}
 	info, err := drv.info(index)
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{drv: drv, info: info, tf32: tf32, convWS: defaultConvWorkspace, gnKern: opts.GroupNormKernel,
+	d := &Device{drv: drv, info: info, tf32: prec == TF32, prec: prec, convWS: defaultConvWorkspace, gnKern: opts.GroupNormKernel,
 		tune: opts.ConvAutotune, tuned: map[convKey]int64{}}
 	if opts.ConvWorkspace > 0 {
 		d.convWS = opts.ConvWorkspace
 	}
 	d.alloc.limit = opts.CacheLimit
+	d.alloc.sync = func() { drv.call(drv.cuStreamSynchronize, d.stream) }
 	for i := range d.argp {
 		d.argp[i] = uintptr(unsafe.Pointer(&d.args[i]))
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if err := d.init(index, api, opts.Conv); err != nil {
+	if err := d.init(index, opts.Conv); err != nil {
 		d.release()
 		return nil, fmt.Errorf("cuda: open device %d (%s): %w", index, info.Name, err)
 	}
 	return d, nil
 }
 
-func (d *Device) init(index int, api *cublasAPI, conv string) error {
+func (d *Device) init(index int, conv string) error {
 	drv := d.drv
 	if err := check("cuDeviceGet", drv.call(drv.cuDeviceGet, uintptr(unsafe.Pointer(&d.dev)), uintptr(index))); err != nil {
 		return err
@@ -254,16 +268,24 @@ func (d *Device) init(index int, api *cublasAPI, conv string) error {
 	if err := d.loadModule(); err != nil {
 		return err
 	}
-	b, err := newBLASHandle(api, d.stream, d.tf32)
+	b, err := newBLAS(d.stream, d.prec)
 	if err != nil {
 		return err
 	}
 	d.blas = b
-	if conv == "im2col" {
+	if d.blasWS, err = d.alloc.raw(drv, gemmWorkspace); err != nil {
+		return err
+	}
+	b.setWorkspace(d.blasWS, gemmWorkspace)
+	switch {
+	case conv == "im2col":
 		d.dnnWhy = "Options.Conv = im2col"
 		return nil
+	case d.prec == BF16:
+		d.dnnWhy = "Precision bf16: cuDNN's convolution API cannot down-convert float32 to bfloat16"
+		return nil
 	}
-	s, err := newCUDNN(d.stream, d.tf32)
+	s, err := newCUDNN(d.stream)
 	switch {
 	case err == nil:
 		d.dnn = s
@@ -321,12 +343,12 @@ func (d *Device) Info() DeviceInfo { return d.info }
 // TF32 reports whether GEMMs use TF32 tensor cores.
 func (d *Device) TF32() bool { return d.tf32 }
 
+// Precision is the arithmetic of the GEMMs and convolutions.
+func (d *Device) Precision() Precision { return d.prec }
+
 // Name returns e.g. "cuda:0 NVIDIA H100 80GB HBM3 (cuBLAS 130001, tf32)".
 func (d *Device) Name() string {
-	prec := "fp32"
-	if d.tf32 {
-		prec = "tf32"
-	}
+	prec := d.prec.String()
 	v := 0
 	if d.blas != nil {
 		v = d.blas.version()
@@ -341,6 +363,14 @@ func (d *Device) Name() string {
 // enter serialises the call and makes the context current on this thread.
 // It returns false (and the caller returns) after a sticky error.
 func (d *Device) enter() bool {
+	if d.hook != nil {
+		d.hook()
+	}
+	return d.enterNoHook()
+}
+
+// enterNoHook is enter without the GraphOps hook.
+func (d *Device) enterNoHook() bool {
 	d.mu.Lock()
 	runtime.LockOSThread()
 	if d.closed {
@@ -348,6 +378,25 @@ func (d *Device) enter() bool {
 		return false
 	}
 	if d.err != nil {
+		return false
+	}
+	if r := d.drv.call(d.drv.cuCtxSetCurrent, d.ctx); r != 0 {
+		d.failLocked(check("cuCtxSetCurrent", r))
+		return false
+	}
+	return true
+}
+
+// enterAlways is enter for calls that must run after a sticky error too
+// (Free): it returns false only when the Device is closed or its context
+// cannot be made current. Call leave afterwards either way.
+func (d *Device) enterAlways() bool {
+	if d.hook != nil {
+		d.hook()
+	}
+	d.mu.Lock()
+	runtime.LockOSThread()
+	if d.closed {
 		return false
 	}
 	if r := d.drv.call(d.drv.cuCtxSetCurrent, d.ctx); r != 0 {
@@ -376,6 +425,9 @@ func (d *Device) failf(format string, args ...any) {
 // Sync waits for all queued work and returns (and clears) the first error
 // since the last Sync.
 func (d *Device) Sync() error {
+	if d.hook != nil {
+		d.hook()
+	}
 	d.mu.Lock()
 	runtime.LockOSThread()
 	defer d.leave()
@@ -395,6 +447,9 @@ func (d *Device) Sync() error {
 // the stream and the module (the device's primary context stays retained
 // until the process exits). The Device is unusable afterwards.
 func (d *Device) Close() error {
+	if d.hook != nil {
+		d.hook()
+	}
 	d.mu.Lock()
 	runtime.LockOSThread()
 	defer d.leave()
@@ -410,11 +465,18 @@ func (d *Device) Close() error {
 
 // release frees everything Open created (thread locked, context current).
 func (d *Device) release() {
+	for k := range d.graphs {
+		d.dropGraph(k)
+	}
 	for i := range d.ws {
 		if d.ws[i].p != 0 {
 			d.drv.call(d.drv.cuMemFree, uintptr(d.ws[i].p))
 			d.ws[i].p, d.ws[i].bytes = 0, 0
 		}
+	}
+	if d.blasWS != 0 {
+		d.drv.call(d.drv.cuMemFree, uintptr(d.blasWS))
+		d.blasWS = 0
 	}
 	d.alloc.releaseAll(d.drv)
 	d.dnn.close()
@@ -441,8 +503,9 @@ func (d *Device) scratch(i int, bytes int64) (Ptr, bool) {
 	if s.bytes >= bytes {
 		return s.p, true
 	}
+	d.scratchGen++ // graphs captured with the old block are stale
 	if s.p != 0 {
-		// cuMemFree waits for work using the block to finish.
+		// Queued work may still use the block: wait for it first.
 		d.drv.call(d.drv.cuStreamSynchronize, d.stream)
 		d.drv.call(d.drv.cuMemFree, uintptr(s.p))
 		s.p, s.bytes = 0, 0

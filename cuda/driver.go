@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"unsafe"
 
@@ -71,10 +70,10 @@ func openDriver() (*driver, error) {
 			lib, path = h, p
 			break
 		}
-		errs = append(errs, fmt.Sprintf("%s: %v", p, err))
+		errs = append(errs, fmt.Sprintf("%s (%s)", p, dlReason(p, err)))
 	}
 	if lib == 0 {
-		return nil, fmt.Errorf("%w: tried %s", ErrNoDriver, strings.Join(errs, "; "))
+		return nil, &libError{sentinel: ErrNoDriver, hint: "set DDPM_LIBCUDA to its path", tried: errs}
 	}
 	d := &driver{path: path}
 	required := []struct {

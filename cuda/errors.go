@@ -3,6 +3,7 @@ package cuda
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors for a missing GPU stack; test with errors.Is. The
@@ -11,12 +12,45 @@ import (
 var (
 	// ErrNoDriver: libcuda.so.1 (the NVIDIA driver's user-space library)
 	// could not be opened or lacks a required symbol.
-	ErrNoDriver = errors.New("cuda: no NVIDIA driver (libcuda.so.1)")
+	ErrNoDriver = errors.New("cuda: no NVIDIA driver found (libcuda.so.1)")
 	// ErrNoDevice: the driver loaded but reports no GPU with that index.
 	ErrNoDevice = errors.New("cuda: no CUDA device")
 	// ErrNoCUBLAS: no libcublas.so.{13,12,11} was found.
 	ErrNoCUBLAS = errors.New("cuda: no cuBLAS library")
 )
+
+// libError is a missing library: a short first sentence (the sentinel
+// and what to set), then every path tried, one per line. errors.Is
+// matches the sentinel.
+type libError struct {
+	sentinel error
+	hint     string   // e.g. "set DDPM_LIBCUDA to its path"
+	tried    []string // "path (reason)"
+}
+
+func (e *libError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.sentinel.Error())
+	if e.hint != "" {
+		b.WriteString("; " + e.hint)
+	}
+	if len(e.tried) > 0 {
+		b.WriteString("\n  tried:")
+		for _, t := range e.tried {
+			b.WriteString("\n    " + t)
+		}
+	}
+	return b.String()
+}
+
+func (e *libError) Unwrap() error { return e.sentinel }
+
+// dlReason is dlopen's message without the path it starts with.
+func dlReason(path string, err error) string {
+	s := err.Error()
+	s = strings.TrimPrefix(s, path+": ")
+	return strings.TrimSpace(s)
+}
 
 // Result is a CUDA driver API status code (CUresult); zero is success.
 type Result int32

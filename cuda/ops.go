@@ -96,13 +96,15 @@ func (d *Device) Free(b Ptr) {
 	if b == 0 {
 		return
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
+	// Even after a sticky error the block goes back to the cache; with a
+	// CacheLimit, put may cuMemFree it, which needs the context current.
+	ok := d.enterAlways()
+	defer d.leave()
+	if !ok {
 		return
 	}
 	if err := d.alloc.put(d.drv, b); err != nil {
-		d.failf("%v", err)
+		d.failLocked(err)
 	}
 }
 
@@ -399,8 +401,8 @@ func (d *Device) Transpose12(y, x Ptr, n, i, j int) {
 	if !d.sizes(op, n, i, j) || !d.need(op, "y", y, n*i*j) || !d.need(op, "x", x, n*i*j) {
 		return
 	}
-	if n > 65535 {
-		d.failf("%s: n = %d: at most 65535 batches", op, n)
+	if n > 65535 || (i+31)/32 > 65535 {
+		d.failf("%s: n = %d, i = %d: at most 65535 batches and 65535*32 rows (grid.z and grid.y limits)", op, n, i)
 		return
 	}
 	d.launch(kTranspose12, (j+31)/32, (i+31)/32, n, 32, 8, 1, pa(y), pa(x), ia(i), ia(j))
@@ -421,8 +423,11 @@ func (d *Device) Embedding(y, table Ptr, ids []int, dim int) {
 	if !d.sizes(op, len(ids), dim) || !d.need(op, "y", y, len(ids)*dim) || !d.need(op, "table", table, dim) {
 		return
 	}
+	// The table's rows are bounded by the logical buffer (the bytes
+	// Alloc was asked for, not its rounded size class), from table to the
+	// end of the buffer holding it when table is a Slice.
 	vocab := math.MaxInt32
-	if sz := d.alloc.size(table); sz > 0 {
+	if sz := d.alloc.extent(table); sz > 0 {
 		vocab = int(sz / 4 / int64(dim))
 	}
 	dev, ok := d.uploadIDs(op, ids, vocab)

@@ -48,9 +48,24 @@ type opCase[B any] struct {
 	name string
 	ins  []int // input lengths
 	outs []int // output lengths
-	gemm bool  // goes through cuBLAS (TF32 tolerance in tf32 mode)
+	gemm bool  // goes through cuBLAS or cuDNN (the precision's tolerance, gemmEps)
 	tol  float64
 	run  func(o kernels.Ops[B], out, in []B)
+}
+
+// fp32Eps is the tolerance of the float32 ops against the CPU (different
+// summation orders): |got - want| <= eps (rms(want) + |want|).
+const fp32Eps = 1e-5
+
+// gemmEps is the tolerance of the GEMM and convolution ops in precision
+// p: 8 unit roundoffs of the mode's GEMM inputs (TF32 and FP16 2^-11,
+// BF16 2^-8), each product carrying two roundings and the error of a sum
+// of them growing with its rms; strict FP32 keeps fp32Eps.
+func gemmEps(p Precision) float64 {
+	if p == FP32 {
+		return fp32Eps
+	}
+	return 8 * p.UnitRoundoff()
 }
 
 // opCases lists the cases for buffer type B; opCases[[]float32] and
@@ -283,25 +298,68 @@ func lossCoefs(n int, decoder bool) []float32 {
 
 const guard = 64 // NaN guard band on each side of every GPU buffer
 
-// relErr is max|got - want| / max|want| (a norm-wise relative error; NaN
-// anywhere gives +Inf).
-func relErr(got, want []float32) float64 {
-	var num, den float64
+// tolerance is an elementwise bound: |got - want| <= Abs + Rel |want|.
+type tolerance struct{ Abs, Rel float64 }
+
+// scaled is the tolerance eps (rms(want) + |want|): relative to each
+// value, with an absolute floor at the output's scale, for values that
+// come out near zero from sums of larger terms.
+func scaled(eps float64, want []float32) tolerance {
+	return tolerance{Abs: eps * rms(want), Rel: eps}
+}
+
+func rms(v []float32) float64 {
+	var s float64
+	for _, x := range v {
+		if x == x {
+			s += float64(x) * float64(x)
+		}
+	}
+	if len(v) == 0 {
+		return 0
+	}
+	return math.Sqrt(s / float64(len(v)))
+}
+
+// mismatch compares got with want elementwise under tol and returns the
+// number of values out of tolerance, the worst ratio |got - want| /
+// (Abs + Rel |want|) (1 is the bound; NaN where only one side is NaN
+// counts as +Inf) and its index.
+func mismatch(got, want []float32, tol tolerance) (bad int, worst float64, at int) {
+	at = -1
 	for i := range want {
 		g, w := float64(got[i]), float64(want[i])
-		if math.IsNaN(g) != math.IsNaN(w) {
-			return math.Inf(1)
-		}
-		if math.IsNaN(w) {
+		if math.IsNaN(w) && math.IsNaN(g) {
 			continue
 		}
-		num = math.Max(num, math.Abs(g-w))
-		den = math.Max(den, math.Abs(w))
+		r := math.Abs(g-w) / (tol.Abs + tol.Rel*math.Abs(w))
+		if math.IsNaN(r) || math.IsNaN(g) != math.IsNaN(w) {
+			r = math.Inf(1)
+		}
+		if g == w {
+			r = 0
+		}
+		if r > 1 {
+			bad++
+		}
+		if r > worst || at < 0 {
+			worst, at = r, i
+		}
 	}
-	if den == 0 {
-		return num
+	return bad, worst, at
+}
+
+// equal reports whether two vectors hold the same bits.
+func equal(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
 	}
-	return num / den
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func randVec(r *rand.Rand, n int) []float32 {
@@ -313,10 +371,13 @@ func randVec(r *rand.Rand, n int) []float32 {
 }
 
 // checkOps runs every case on d and on the CPU and compares.
-func checkOps(t *testing.T, d *Device, tf32 bool) { checkOpsMatching(t, d, tf32, "") }
+func checkOps(t *testing.T, d *Device) { checkOpsMatching(t, d, "") }
 
-// checkOpsMatching runs the cases whose name starts with prefix.
-func checkOpsMatching(t *testing.T, d *Device, tf32 bool, prefix string) {
+// checkOpsMatching runs the cases whose name starts with prefix and
+// compares every output elementwise: |got - want| <= eps (rms(want) +
+// |want|), eps fp32Eps (or the case's own), gemmEps for the GEMM and
+// convolution ops in d's precision.
+func checkOpsMatching(t *testing.T, d *Device, prefix string) {
 	cpu := newCPU(t)
 	cc, gc := opCases[[]float32](), opCases[Ptr]()
 	for i := range cc {
@@ -329,12 +390,12 @@ func checkOpsMatching(t *testing.T, d *Device, tf32 bool, prefix string) {
 				t.Skip("CIFAR-size case: too slow on the CPU emulator")
 			}
 			r := rand.New(rand.NewPCG(uint64(i), 7))
-			tol := 1e-5
+			tol := fp32Eps
 			if c.tol > 0 {
 				tol = c.tol
 			}
-			if tf32 && c.gemm {
-				tol = 3e-3
+			if c.gemm {
+				tol = max(tol, gemmEps(d.Precision()))
 			}
 			hostIn := make([][]float32, len(c.ins))
 			for j, n := range c.ins {
@@ -390,20 +451,22 @@ func checkOpsMatching(t *testing.T, d *Device, tf32 bool, prefix string) {
 						t.Fatalf("output %d: write outside the buffer (guard band %d touched)", j, k)
 					}
 				}
-				e := relErr(all[guard:guard+len(hostOut[j])], cout[j])
-				worst = math.Max(worst, e)
-				if e > tol {
-					t.Errorf("output %d: relative error %.3g > %.1g", j, e, tol)
+				got := all[guard : guard+len(hostOut[j])]
+				bad, w, at := mismatch(got, cout[j], scaled(tol, cout[j]))
+				worst = math.Max(worst, w)
+				if bad > 0 {
+					t.Errorf("output %d: %d of %d values out of tolerance eps %.1g (abs %.2g + rel %.1g); worst [%d] = %.7g, want %.7g",
+						j, bad, len(got), tol, tol*rms(cout[j]), tol, at, got[at], cout[j][at])
 				}
 			}
 			for j, f := range fullIn {
 				all := make([]float32, len(hostIn[j])+2*guard)
 				d.Download(all, f)
-				if e := relErr(all[guard:guard+len(hostIn[j])], hostIn[j]); e != 0 {
+				if !equal(all[guard:guard+len(hostIn[j])], hostIn[j]) {
 					t.Errorf("input %d modified", j)
 				}
 			}
-			t.Logf("op %-32s relerr %.3g tol %.1g", c.name, worst, tol)
+			t.Logf("op %-32s worst %.3g of tol eps %.1g (%s)", c.name, worst, tol, d.Precision())
 			for _, f := range append(fullIn, fullOut...) {
 				d.Free(f)
 			}
@@ -417,28 +480,61 @@ func checkOpsMatching(t *testing.T, d *Device, tf32 bool, prefix string) {
 func isNaN(v float32) bool { return v != v }
 
 // TestOpsFP32 compares every op with kernels.CPU in strict float32
-// (relative error under 1e-5).
+// (eps 1e-5), and logs the cuDNN algorithm choices.
 func TestOpsFP32(t *testing.T) {
 	d := openTest(t, "fp32")
-	checkOps(t, d, false)
-	e, why, fb := d.ConvEngine()
-	t.Logf("convolution engine %s %s; cuDNN fallbacks: %q", e, why, fb)
+	checkOps(t, d)
+	logConvEngine(t, d)
 }
 
-// TestOpsTF32 repeats the comparison with TF32 GEMMs (under 3e-3).
+func logConvEngine(t *testing.T, d *Device) {
+	e, why, fb := d.ConvEngine()
+	t.Logf("convolution engine %s %s; cuDNN fallbacks: %q", e, why, fb)
+	for _, c := range d.ConvChoices() {
+		t.Logf("cudnn choice (%s): %s", d.Precision(), c)
+	}
+	if len(fb) > 0 && emulated {
+		t.Errorf("cuDNN fell back to im2col: %q", fb)
+	}
+}
+
+// TestOpsTF32 repeats the comparison with TF32 GEMMs and convolutions
+// (eps 8 * 2^-11 for them).
 func TestOpsTF32(t *testing.T) {
-	checkOps(t, openTest(t, "tf32"), true)
+	d := openTest(t, "tf32")
+	checkOps(t, d)
+	logConvEngine(t, d)
+}
+
+// TestOpsBF16 runs the GEMMs on bfloat16 inputs (cublasGemmEx with
+// CUBLAS_COMPUTE_32F_FAST_16BF; convolutions as im2col + those GEMMs):
+// eps 8 * 2^-8 for them, every other op float32.
+func TestOpsBF16(t *testing.T) {
+	d := openTest(t, "bf16")
+	if e, _, _ := d.ConvEngine(); e != "im2col" {
+		t.Errorf("ConvEngine = %s in bf16, want im2col", e)
+	}
+	checkOps(t, d)
+}
+
+// TestOpsFP16 runs the GEMMs on half inputs (CUBLAS_COMPUTE_32F_FAST_16F)
+// and the cuDNN convolutions with CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION:
+// eps 8 * 2^-11.
+func TestOpsFP16(t *testing.T) {
+	d := openTest(t, "fp16")
+	checkOps(t, d)
+	logConvEngine(t, d)
 }
 
 // TestConvChunks forces several im2col chunks per call.
 func TestConvChunks(t *testing.T) {
-	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", Conv: "im2col", ConvWorkspace: 1 << 14}), false, "Conv")
+	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", Conv: "im2col", ConvWorkspace: 1 << 14}), "Conv")
 }
 
 // TestConvAutotune runs the convolutions with ConvAutotune (every
 // candidate chunking must give the same results).
 func TestConvAutotune(t *testing.T) {
-	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", Conv: "im2col", ConvAutotune: true}), false, "Conv")
+	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", Conv: "im2col", ConvAutotune: true}), "Conv")
 }
 
 // TestConvIm2col checks the im2col + GEMM convolutions (the default runs
@@ -448,13 +544,13 @@ func TestConvIm2col(t *testing.T) {
 	if e, _, _ := d.ConvEngine(); e != "im2col" {
 		t.Fatalf("ConvEngine = %s with Options.Conv im2col", e)
 	}
-	checkOpsMatching(t, d, false, "Conv")
+	checkOpsMatching(t, d, "Conv")
 }
 
 // TestGroupNormKernel1 checks the GroupNorm kernels that read the group
 // from global memory in each pass (the default caches it in shared memory).
 func TestGroupNormKernel1(t *testing.T) {
-	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", GroupNormKernel: 1}), false, "GroupNorm")
+	checkOpsMatching(t, openTestWith(t, Options{Precision: "fp32", GroupNormKernel: 1}), "GroupNorm")
 }
 
 // TestCasesOnCPU runs every case through kernels.CPU twice, checking the
@@ -480,8 +576,8 @@ func TestCasesOnCPU(t *testing.T) {
 			res[k] = out
 		}
 		for j := range res[0] {
-			if e := relErr(res[1][j], res[0][j]); e != 0 {
-				t.Errorf("%s: output %d differs between runs (%g)", c.name, j, e)
+			if !equal(res[1][j], res[0][j]) {
+				t.Errorf("%s: output %d differs between runs", c.name, j)
 			}
 		}
 	}
@@ -493,7 +589,8 @@ func TestOpenErrors(t *testing.T) {
 		opts Options
 		want string
 	}{
-		{Options{Precision: "fp16"}, `cuda: Options.Precision = "fp16": allowed are tf32, fp32`},
+		{Options{Precision: "fp8"}, `cuda: Options.Precision = "fp8": allowed are fp32, tf32, bf16, fp16`},
+		{Options{Precision: "bf16", Conv: "cudnn"}, "cuda: Options.Conv = cudnn with Precision bf16: cuDNN's convolution API cannot down-convert float32 to bfloat16 (use Conv auto or im2col, or Precision fp16)"},
 		{Options{CacheLimit: -1}, "cuda: Options.CacheLimit = -1: must be >= 0"},
 		{Options{GroupNormKernel: 3}, "cuda: Options.GroupNormKernel = 3: allowed are 0 (auto), 1, 2"},
 		{Options{Conv: "winograd"}, `cuda: Options.Conv = "winograd": allowed are auto, cudnn, im2col`},
@@ -565,8 +662,8 @@ func TestCUDNNErrors(t *testing.T) {
 	if err := d.Sync(); err != nil {
 		t.Fatalf("Conv2D with a shape cuDNN refuses: %v", err)
 	}
-	if e := relErr(got, want); e > 1e-5 {
-		t.Fatalf("fallback Conv2D: relative error %.3g", e)
+	if bad, w, at := mismatch(got, want, scaled(fp32Eps, want)); bad > 0 {
+		t.Fatalf("fallback Conv2D: %d values out of tolerance, worst %.3g of eps 1e-5 at %d", bad, w, at)
 	}
 	if _, _, fb := d.ConvEngine(); len(fb) != 1 || !strings.Contains(fb[0], "status 9") {
 		t.Fatalf("ConvEngine fallbacks = %q, want the refused shape", fb)

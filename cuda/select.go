@@ -98,12 +98,15 @@ func Select(flag string, opts SelectOptions) (*Backend, error) {
 			logf("device: %s (--device %s)", d.Name(), spec)
 			return b, nil
 		case spec.Kind == "cuda":
-			return nil, fmt.Errorf("--device %s: %w", spec, err)
+			return nil, &selectError{flag: spec.String(), err: err}
 		case !errors.Is(err, ErrNoDriver) && !errors.Is(err, ErrNoDevice) && !errors.Is(err, ErrNoCUBLAS):
 			// A GPU stack that is present but broken is worth an error even
 			// under auto: silently running 100x slower hides it.
 			return nil, fmt.Errorf("--device auto: a GPU is present but failed to open (use --device cpu to skip it): %w", err)
 		default:
+			if err := cpuPrecision(opts.GPU.Precision, logf); err != nil {
+				return nil, err
+			}
 			c, cerr := kernels.NewCPU(opts.CPU)
 			if cerr != nil {
 				return nil, cerr
@@ -113,6 +116,9 @@ func Select(flag string, opts SelectOptions) (*Backend, error) {
 			return &Backend{CPU: c, Reason: reason}, nil
 		}
 	}
+	if err := cpuPrecision(opts.GPU.Precision, logf); err != nil {
+		return nil, err
+	}
 	c, err := kernels.NewCPU(opts.CPU)
 	if err != nil {
 		return nil, err
@@ -120,6 +126,32 @@ func Select(flag string, opts SelectOptions) (*Backend, error) {
 	logf("device: %s (--device cpu)", c.Name())
 	return &Backend{CPU: c, Reason: "cpu"}, nil
 }
+
+// cpuPrecision applies CPUPrecision to a run that ends up on the CPU.
+func cpuPrecision(prec string, logf func(string, ...any)) error {
+	note, err := CPUPrecision(prec)
+	if err != nil {
+		return err
+	}
+	if note != "" {
+		logf("note: %s", note)
+	}
+	return nil
+}
+
+// selectError is a --device cuda[:N] that cannot open: "--device cuda: "
+// and the cause's message without its package prefix (a short first
+// sentence, then the paths tried).
+type selectError struct {
+	flag string
+	err  error
+}
+
+func (e *selectError) Error() string {
+	return "--device " + e.flag + ": " + strings.TrimPrefix(e.err.Error(), "cuda: ")
+}
+
+func (e *selectError) Unwrap() error { return e.err }
 
 // shortReason names the missing piece without the list of paths tried.
 func shortReason(err error) string {

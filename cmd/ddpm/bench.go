@@ -27,6 +27,10 @@ type benchOptions struct {
 	Train  bool
 	JSON   bool
 	Device string
+	// GPU: --precision, --no-graphs; --sample-steps times a whole DDIM run.
+	Precision   string
+	NoGraphs    bool
+	SampleSteps int
 }
 
 // benchResult is the one JSON line `ddpm bench --json` prints.
@@ -42,7 +46,13 @@ type benchResult struct {
 	Iters             int     `json:"iters"`
 	Warmup            int     `json:"warmup"`
 	TrainStepIncludes string  `json:"train_step_includes,omitempty"`
-	ConstWeights      bool    `json:"const_weights"` // forward timed with kernels.CPUOptions.ConstWeights
+	ConstWeights      bool    `json:"const_weights"`          // forward timed with kernels.CPUOptions.ConstWeights
+	Precision         string  `json:"precision,omitempty"`    // GPU arithmetic (--precision)
+	Graphs            bool    `json:"graphs,omitempty"`       // GPU forward through cuda.GraphOps
+	SampleSteps       int     `json:"sample_steps,omitempty"` // --sample-steps: DDIM steps of the timed sampling run
+	SampleMS          float64 `json:"sample_ms,omitempty"`    // one sampling run of the batch
+	SampleImagesPerS  float64 `json:"sample_images_per_sec,omitempty"`
+	GraphStats        string  `json:"graph_stats,omitempty"` // cuda.GraphStats after the runs
 }
 
 const benchExamples = `  ddpm bench --model google/ddpm-cifar10-32 --batch 16 --iters 10 --train --json
@@ -59,7 +69,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.Train, "train", false, "also time a training step: forward, MSE loss, backward, AdamW")
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON line")
 	fs.StringVar(&o.Device, "device", "auto", "auto, cpu or cuda[:N]")
+	fs.StringVar(&o.Precision, "precision", "", precisionHelp)
+	fs.BoolVar(&o.NoGraphs, "no-graphs", false, "GPU: queue every kernel of the forward pass (default: replay it as a CUDA graph)")
+	fs.IntVar(&o.SampleSteps, "sample-steps", 0, "also time one DDIM sampling run of the batch with this many steps (after a 3-step warm-up run)")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := checkPrecision(o.Precision); err != nil {
 		return err
 	}
 	switch {
@@ -71,6 +87,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{fmt.Sprintf("bench: --iters %d: must be >= 1", o.Iters)}
 	case o.Warmup < 0:
 		return usageError{fmt.Sprintf("bench: --warmup %d: must be >= 0", o.Warmup)}
+	case o.SampleSteps < 0:
+		return usageError{fmt.Sprintf("bench: --sample-steps %d: must be >= 0", o.SampleSteps)}
 	}
 	return bench(ctx, o, stdout)
 }
@@ -90,13 +108,17 @@ func medianMS(d []time.Duration) float64 {
 func bench(ctx context.Context, o benchOptions, stdout io.Writer) error {
 	// Without --train the weights never change: let oneDNN cache its
 	// reordered convolution weights, as sampling and serving do.
-	be, err := cuda.Select(o.Device, cuda.SelectOptions{CPU: kernels.CPUOptions{ConstWeights: !o.Train}})
+	be, err := cuda.Select(o.Device, cuda.SelectOptions{CPU: kernels.CPUOptions{ConstWeights: !o.Train},
+		GPU: cuda.Options{Precision: o.Precision}})
 	if err != nil {
 		return err
 	}
 	if be.GPU != nil {
 		defer be.GPU.Close()
-		return benchOn[cuda.Ptr](ctx, be.GPU, o, stdout)
+		if o.NoGraphs {
+			return benchOn[cuda.Ptr](ctx, be.GPU, o, stdout)
+		}
+		return benchOn[cuda.Ptr](ctx, cuda.NewGraphOps(be.GPU), o, stdout)
 	}
 	return benchOn[[]float32](ctx, be.CPU, o, stdout)
 }
@@ -157,6 +179,14 @@ func benchOn[B any](ctx context.Context, ops kernels.Ops[B], o benchOptions, std
 	}
 	res.ForwardMSMedian = medianMS(times)
 	res.ImagesPerSec = float64(o.Batch) / (res.ForwardMSMedian / 1000)
+	if g, ok := any(ops).(interface{ Precision() cuda.Precision }); ok {
+		res.Precision = g.Precision().String()
+	}
+	if o.SampleSteps > 0 {
+		if err := benchSample(ctx, m, x, ys, o, &res); err != nil {
+			return err
+		}
+	}
 	if o.Train {
 		if err := benchTrain(ctx, m, x, ts, ys, o, &res); err != nil {
 			return err
@@ -171,6 +201,9 @@ func benchOn[B any](ctx context.Context, ops kernels.Ops[B], o benchOptions, std
 		return nil
 	}
 	fmt.Fprintf(stdout, "%s on %s, batch %d: forward %.1f ms (%.1f images/s)", name, res.Device, o.Batch, res.ForwardMSMedian, res.ImagesPerSec)
+	if o.SampleSteps > 0 {
+		fmt.Fprintf(stdout, ", sampling %d DDIM steps %.1f ms (%.1f images/s)", o.SampleSteps, res.SampleMS, res.SampleImagesPerS)
+	}
 	if o.Train {
 		fmt.Fprintf(stdout, ", train step %.1f ms (%.1f images/s)", res.TrainStepMSMedian, res.TrainImagesPerSec)
 	}
@@ -226,5 +259,35 @@ func benchTrain[B any](ctx context.Context, m *unet.Net[B], x diffusion.Batch, t
 	res.TrainStepMSMedian = medianMS(times)
 	res.TrainImagesPerSec = float64(x.N) / (res.TrainStepMSMedian / 1000)
 	res.TrainStepIncludes = "forward+mse+backward+clip+adamw"
+	return nil
+}
+
+// benchSample times one DDIM sampling run of o.SampleSteps steps of the
+// batch (the sampler's host work included, as ddpm sample runs it),
+// after a 3-step warm-up run that builds the graph, finds the cuDNN
+// algorithms and, through cuda.GraphOps, captures the forward pass.
+func benchSample[B any](ctx context.Context, m *unet.Net[B], x diffusion.Batch, ys []int, o benchOptions, res *benchResult) error {
+	d, err := diffusion.New(diffusion.DefaultConfig())
+	if err != nil {
+		return err
+	}
+	so := diffusion.Options{Sampler: diffusion.SamplerDDIM, Seed: 1, N: x.N, C: x.C, H: x.H, W: x.W, Labels: ys}
+	so.Steps = 3
+	if _, err := d.Sample(ctx, m, so); err != nil {
+		return fmt.Errorf("bench: sampling warm-up: %w", err)
+	}
+	so.Steps = o.SampleSteps
+	start := time.Now()
+	if _, err := d.Sample(ctx, m, so); err != nil {
+		return fmt.Errorf("bench: sampling: %w", err)
+	}
+	el := time.Since(start)
+	res.SampleSteps = o.SampleSteps
+	res.SampleMS = float64(el) / float64(time.Millisecond)
+	res.SampleImagesPerS = float64(x.N) / el.Seconds()
+	if g, ok := any(m.Engine().Ops()).(*cuda.GraphOps); ok {
+		res.Graphs = true
+		res.GraphStats = fmt.Sprintf("%+v", g.Stats())
+	}
 	return nil
 }

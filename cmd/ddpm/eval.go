@@ -27,6 +27,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	seed := fs.Uint64("seed", 0, "random seed of the noise draws")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	device := fs.String("device", "auto", "auto, cpu or cuda[:N]")
+	precision := precisionFlag(fs)
 	dopts.BindFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -34,7 +35,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *limit < 0 || *batch < 1 {
 		return usageError{"eval: --limit must be >= 0 and --batch >= 1"}
 	}
-	m, err := openPipeline(ctx, *model, *device, stderr)
+	m, err := openPipelineGPU(ctx, *model, *device, *precision, stderr)
 	if err != nil {
 		return err
 	}

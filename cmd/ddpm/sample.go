@@ -32,6 +32,7 @@ var samplerHelp = "sampler: " + strings.Join(samplerNames(), ", ") +
 // sampleOptions are the flags of "ddpm sample".
 type sampleOptions struct {
 	model, device   string
+	precision       string // --precision (GPU arithmetic)
 	n, steps        int
 	nSet            bool // --n given explicitly
 	sampler         string
@@ -74,6 +75,7 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 	fs.StringVar(&o.noise, "noise", "", "starting noise: a standard-normal float32 (N, C, H, W) .npy file, scaled by the\nsolver's initial sigma as diffusers pipelines do (sets --n)")
 	fs.StringVar(&o.raw, "raw", "", "also write the final sample as a float32 (N, C, H, W) .npy file, before any clamping or\nquantising (then no PNG unless --out or --out-dir is given)")
 	fs.StringVar(&o.device, "device", "auto", "auto, cpu or cuda[:N]")
+	fs.StringVar(&o.precision, "precision", "", precisionHelp)
 	if err := parseFlags(fs, args); err != nil {
 		return o, err
 	}
@@ -200,7 +202,7 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		o.seed = randomSeed()
 		fmt.Fprintf(stderr, "seed %d (pass --seed %d to repeat this run)\n", o.seed, o.seed)
 	}
-	m, err := openPipeline(ctx, o.model, o.device, stderr)
+	m, err := openPipelineGPU(ctx, o.model, o.device, o.precision, stderr)
 	if err != nil {
 		return err
 	}

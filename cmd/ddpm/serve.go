@@ -22,6 +22,7 @@ type serveOptions struct {
 	model   string
 	addr    string
 	device  string
+	prec    string // --precision (GPU arithmetic)
 	server  server.Options
 	logJSON bool
 
@@ -101,6 +102,7 @@ func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	fs.StringVar(&o.model, "model", "", "model `path`: a diffusers folder or checkpoint (default: the embedded model)")
 	fs.StringVar(&o.addr, "addr", ":8080", "listen `address`")
 	fs.StringVar(&o.device, "device", "auto", "device: auto (CUDA when present, else CPU), cpu or cuda")
+	fs.StringVar(&o.prec, "precision", "", precisionHelp)
 	fs.IntVar(&o.server.MaxBatch, "max-batch", 8, "most images per model batch (dynamic batching)")
 	fs.IntVar(&o.server.QueueSize, "queue", 64, "most requests waiting; more are answered 429")
 	fs.DurationVar(&o.server.Timeout, "timeout", 5*time.Minute, "per-request time limit, queueing included")
@@ -159,6 +161,9 @@ func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	case "auto", "cpu", "cuda":
 	default:
 		return o, usageError{fmt.Sprintf("serve: --device %q: allowed values are auto, cpu and cuda", o.device)}
+	}
+	if err := checkPrecision(o.prec); err != nil {
+		return o, err
 	}
 	if o.testFake && o.model != "" {
 		return o, usageError{"serve: --test-fake-model and --model exclude each other"}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/pipeline"
 	"github.com/ddpm-go/ddpm/server"
 	"github.com/ddpm-go/ddpm/weights"
@@ -21,7 +22,7 @@ func loadServeModel(ctx context.Context, o serveOptions, log *slog.Logger) (serv
 	if o.model != "" {
 		name = modelName(o.model)
 	}
-	p, err := pipeline.Open(ctx, o.model, pipeline.Options{Device: o.device,
+	p, err := pipeline.Open(ctx, o.model, pipeline.Options{Device: o.device, GPU: cuda.Options{Precision: o.prec},
 		Logf: func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) }})
 	if err != nil {
 		return nil, nil, err

@@ -44,7 +44,7 @@ func UseEmulator(cudaDir string) (used bool, cleanup func(), err error) {
 	}
 	so := filepath.Join(dir, "libddpmemu.so")
 	cmd := exec.Command(clang, "-x", "c++", "-std=c++17", "-O2", "-shared", "-fPIC",
-		filepath.Join(cudaDir, "emu", "emu.cpp"), "-o", so, "-lm")
+		filepath.Join(cudaDir, "emu", "emu.cpp"), "-o", so, "-lstdc++", "-lm")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
 		return false, cleanup, fmt.Errorf("cudatest: build emulator: %v\n%s", err, out)

@@ -1,23 +1,29 @@
-// emu.cpp: a CPU emulator of the parts of libcuda.so.1 and libcublas that
-// package cuda uses, for testing the Go side without a GPU.
+// emu.cpp: a CPU emulator of the parts of libcuda.so.1, libcublas and
+// libcudnn that package cuda uses, for testing the Go side without a GPU.
 //
 // It compiles kernels/ops.cu itself as C++ for the host (DDPM_EMU), so the
 // tests run the real kernel source: grid-stride kernels run their threads
 // one after another; kernels that call __syncthreads run each block's
 // threads as ucontext fibers that switch at every barrier. "Device" memory is host
 // memory. cuBLAS's sgemm is a plain column-major triple loop that checks
-// the leading dimensions as cuBLAS does. Nothing here is used in
+// the leading dimensions as cuBLAS does, rounding its inputs as each
+// precision's tensor cores do (TF32, bfloat16, half). Stream capture
+// records the captured calls (their arguments copied) and a graph launch
+// replays them; calls that a real capture refuses (synchronisation,
+// allocation, host copies, cuDNN's Find) fail it. Nothing here is used in
 // production: cuda's TestMain builds it with clang-16 when no real driver
 // is present and points DDPM_LIBCUDA / DDPM_LIBCUBLAS at it.
 //
-//   clang-16 -x c++ -std=c++17 -O2 -shared -fPIC emu.cpp -o libddpmemu.so -lm
+//   clang-16 -x c++ -std=c++17 -O2 -shared -fPIC emu.cpp -o libddpmemu.so -lstdc++ -lm
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <ucontext.h>
 #include <utility>
+#include <vector>
 
 struct EmuDim3 {
   unsigned x, y, z;
@@ -47,14 +53,19 @@ template <typename... A>
 void invoke(void (*f)(A...), void** p) {
   invoke_impl(f, p, std::index_sequence_for<A...>{});
 }
+template <typename... A>
+constexpr int arity(void (*)(A...)) {
+  return sizeof...(A);
+}
 
 struct Kernel {
   const char* name;
   void (*call)(void**);
   bool sync;  // uses __syncthreads: run a block's threads concurrently
+  int nargs;  // parameters (each passed in an 8-byte slot by package cuda)
 };
 
-#define K(n, s) {#n, [](void** p) { invoke(n, p); }, s}
+#define K(n, s) {#n, [](void** p) { invoke(n, p); }, s, arity(n)}
 const Kernel kernels[] = {
     K(silu_fwd, false), K(silu_bwd, false), K(add_f, false), K(mul_f, false), K(axpby_f, false),
     K(clamp_f, false), K(sumsq_partial, true), K(sum_partials, true), K(add_channel_bias, false),
@@ -175,6 +186,61 @@ void run_block_fibers(unsigned nt) {
 
 static void emu_syncthreads() { fiber_yield(); }
 
+// ---- stream capture ------------------------------------------------------------
+// While the stream captures, the calls a real capture records are stored
+// as closures over copies of their arguments; cuGraphLaunch replays them.
+// The calls a real capture (CU_STREAM_CAPTURE_MODE_GLOBAL) refuses fail
+// with CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and invalidate it.
+namespace {
+struct EmuGraph {
+  std::vector<std::function<void()>> ops;
+};
+bool capturing = false, capture_bad = false;
+EmuGraph* capture_graph = nullptr;
+const int kCaptureUnsupported = 900, kCaptureInvalidated = 901;
+
+// capture_refuse is called by every call that a capture refuses: outside
+// a capture it returns 0 (go on).
+int capture_refuse() {
+  if (!capturing) return 0;
+  capture_bad = true;
+  return kCaptureUnsupported;
+}
+
+// record queues f in the capture; it returns false (run it now) outside one.
+bool record(std::function<void()> f) {
+  if (!capturing) return false;
+  if (!capture_bad) capture_graph->ops.push_back(std::move(f));
+  return true;
+}
+}  // namespace
+
+static void run_kernel(const Kernel* k, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                       void** params) {
+  gridDim = {gx, gy, gz};
+  blockDim = {bx, by, bz};
+  unsigned nt = bx * by * bz;
+  if (!k->sync) {
+    for (unsigned z = 0; z < gz; z++)
+      for (unsigned y = 0; y < gy; y++)
+        for (unsigned x = 0; x < gx; x++)
+          for (unsigned t = 0; t < nt; t++) {
+            blockIdx = {x, y, z};
+            threadIdx = {t % bx, (t / bx) % by, t / (bx * by)};
+            k->call(params);
+          }
+    return;
+  }
+  fib_kernel = k;
+  fib_params = params;
+  for (unsigned z = 0; z < gz; z++)
+    for (unsigned y = 0; y < gy; y++)
+      for (unsigned x = 0; x < gx; x++) {
+        blockIdx = {x, y, z};
+        run_block_fibers(nt);
+      }
+}
+
 extern "C" {
 
 int cuInit(unsigned) { return 0; }
@@ -189,29 +255,107 @@ int cuDeviceGetAttribute(int* v, int attr, int) {
 int cuDeviceTotalMem_v2(size_t* b, int) { *b = size_t(1) << 32; return 0; }
 int cuDevicePrimaryCtxRetain(void** c, int) { *c = (void*)0x1; return 0; }
 int cuDevicePrimaryCtxRelease_v2(int) { return 0; }
-int cuCtxSetCurrent(void* c) { return c == (void*)0x1 ? 0 : 201; }
-int cuCtxGetCurrent(void** c) { *c = (void*)0x1; return 0; }
+// The current context is per OS thread, as in CUDA: calls that need one
+// fail with CUDA_ERROR_INVALID_CONTEXT (201) on a thread without it.
+static thread_local void* cur_ctx = nullptr;
+int cuCtxSetCurrent(void* c) {
+  if (c != (void*)0x1 && c != nullptr) return 201;
+  cur_ctx = c;
+  return 0;
+}
+int cuCtxGetCurrent(void** c) { *c = cur_ctx; return 0; }
+#define NEED_CTX() \
+  if (cur_ctx != (void*)0x1) return 201
+
+// Work queued since the last cuStreamSynchronize (the emulator runs it at
+// once, but a GPU would not have): cuMemFree of any block then fails with
+// CUDA_ERROR_ILLEGAL_STATE (401), stricter than CUDA, so the tests check
+// that package cuda waits for the stream before it frees memory that
+// queued work may use.
+static bool pending = false;
+
+// A test may cap the device memory (ddpm_emu_set_mem_limit) to reach the
+// out-of-memory paths.
+static size_t mem_limit = 0, mem_used = 0;
+struct BlockHead {
+  size_t n;
+};
+extern "C" void ddpm_emu_set_mem_limit(size_t n) { mem_limit = n; }
+extern "C" size_t ddpm_emu_mem_used() { return mem_used; }
+
 int cuMemAlloc_v2(uint64_t* p, size_t n) {
+  NEED_CTX();
+  if (int r = capture_refuse()) return r;
   if (n == 0) return 1;
-  void* m = aligned_alloc(256, (n + 255) / 256 * 256);
-  if (!m) return 2;
+  size_t rounded = (n + 255) / 256 * 256;
+  if (mem_limit && mem_used + rounded > mem_limit) return 2;  // CUDA_ERROR_OUT_OF_MEMORY
+  char* base = (char*)aligned_alloc(256, rounded + 256);
+  if (!base) return 2;
+  ((BlockHead*)base)->n = rounded;
+  mem_used += rounded;
+  void* m = base + 256;
   memset(m, 0xff, n);  // garbage, like real device memory: callers must not assume zeroes
   *p = (uint64_t)m;
   return 0;
 }
-int cuMemFree_v2(uint64_t p) { free((void*)p); return 0; }
-int cuMemGetInfo_v2(size_t* f, size_t* t) { *f = *t = size_t(1) << 32; return 0; }
-int cuMemcpyHtoDAsync_v2(uint64_t d, const void* s, size_t n, void*) { memcpy((void*)d, s, n); return 0; }
-int cuMemcpyDtoHAsync_v2(void* d, uint64_t s, size_t n, void*) { memcpy(d, (void*)s, n); return 0; }
-int cuMemcpyDtoDAsync_v2(uint64_t d, uint64_t s, size_t n, void*) { memmove((void*)d, (void*)s, n); return 0; }
-int cuMemsetD32Async(uint64_t d, unsigned v, size_t n, void*) {
-  unsigned* p = (unsigned*)d;
-  for (size_t i = 0; i < n; i++) p[i] = v;
+int cuMemFree_v2(uint64_t p) {
+  NEED_CTX();
+  if (int r = capture_refuse()) return r;
+  if (pending) return 401;
+  char* base = (char*)p - 256;
+  mem_used -= ((BlockHead*)base)->n;
+  free(base);
   return 0;
 }
-int cuStreamCreate(void** s, unsigned) { *s = (void*)0x2; return 0; }
+int cuMemGetInfo_v2(size_t* f, size_t* t) { *f = *t = size_t(1) << 32; return 0; }
+// Host copies from pageable memory are refused in a capture (as are the
+// real ones' synchronous parts); device copies and memsets are recorded.
+int cuMemcpyHtoDAsync_v2(uint64_t d, const void* s, size_t n, void*) {
+  NEED_CTX();
+  if (int r = capture_refuse()) return r;
+  pending = true;
+  memcpy((void*)d, s, n);
+  return 0;
+}
+int cuMemcpyDtoHAsync_v2(void* d, uint64_t s, size_t n, void*) {
+  NEED_CTX();
+  if (int r = capture_refuse()) return r;
+  pending = true;
+  memcpy(d, (void*)s, n);
+  return 0;
+}
+int cuMemcpyDtoDAsync_v2(uint64_t d, uint64_t s, size_t n, void*) {
+  NEED_CTX();
+  if (capture_bad && capturing) return kCaptureInvalidated;
+  pending = true;
+  auto f = [=]() { memmove((void*)d, (void*)s, n); };
+  if (!record(f)) f();
+  return 0;
+}
+int cuMemsetD32Async(uint64_t d, unsigned v, size_t n, void*) {
+  NEED_CTX();
+  if (capture_bad && capturing) return kCaptureInvalidated;
+  pending = true;
+  auto f = [=]() {
+    unsigned* p = (unsigned*)d;
+    for (size_t i = 0; i < n; i++) p[i] = v;
+  };
+  if (!record(f)) f();
+  return 0;
+}
+int cuStreamCreate(void** s, unsigned) {
+  NEED_CTX();
+  *s = (void*)0x2;
+  return 0;
+}
 int cuStreamDestroy_v2(void*) { return 0; }
-int cuStreamSynchronize(void* s) { return s == (void*)0x2 ? 0 : 400; }
+int cuStreamSynchronize(void* s) {
+  NEED_CTX();
+  if (int r = capture_refuse()) return r;
+  if (s != (void*)0x2) return 400;
+  pending = false;
+  return 0;
+}
 int cuModuleLoadDataEx(void** m, const void* img, unsigned, int*, void**) {
   if (!img || !strstr((const char*)img, ".target sm_80")) return 218;  // CUDA_ERROR_INVALID_PTX
   *m = (void*)0x3;
@@ -226,39 +370,76 @@ int cuModuleUnload(void*) { return 0; }
 
 int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                    unsigned shmem, void* stream, void** params, void** extra) {
+  NEED_CTX();
   intptr_t id = (intptr_t)f - 1;
   if (id < 0 || id >= nkernels || stream != (void*)0x2 || extra) return 1;
+  pending = true;
   if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0 || bx * by * bz > 1024 || gy > 65535 ||
       gz > 65535 || bz > 64 || shmem > 48 * 1024 || shmem > sizeof(float) * (1 << 14))
     return 1;  // CUDA_ERROR_INVALID_VALUE
   const Kernel* k = &kernels[id];
-  gridDim = {gx, gy, gz};
-  blockDim = {bx, by, bz};
-  unsigned nt = bx * by * bz;
-  if (!k->sync) {
-    for (unsigned z = 0; z < gz; z++)
-      for (unsigned y = 0; y < gy; y++)
-        for (unsigned x = 0; x < gx; x++)
-          for (unsigned t = 0; t < nt; t++) {
-            blockIdx = {x, y, z};
-            threadIdx = {t % bx, (t / bx) % by, t / (bx * by)};
-            k->call(params);
-          }
+  if (capturing) {
+    if (capture_bad) return kCaptureInvalidated;
+    // The kernel's parameters are copied now, as cuLaunchKernel does.
+    std::vector<uint64_t> vals(k->nargs);
+    for (int i = 0; i < k->nargs; i++) memcpy(&vals[i], params[i], 8);
+    record([=]() mutable {
+      std::vector<void*> ptrs(vals.size());
+      for (size_t i = 0; i < vals.size(); i++) ptrs[i] = &vals[i];
+      run_kernel(k, gx, gy, gz, bx, by, bz, ptrs.data());
+    });
     return 0;
   }
-  fib_kernel = k;
-  fib_params = params;
-  for (unsigned z = 0; z < gz; z++)
-    for (unsigned y = 0; y < gy; y++)
-      for (unsigned x = 0; x < gx; x++) {
-        blockIdx = {x, y, z};
-        run_block_fibers(nt);
-      }
+  run_kernel(k, gx, gy, gz, bx, by, bz, params);
   return 0;
 }
 
+int cuStreamBeginCapture_v2(void* s, int mode) {
+  if (s != (void*)0x2 || capturing || mode < 0 || mode > 2) return 1;
+  capturing = true;
+  capture_bad = false;
+  capture_graph = new EmuGraph;
+  return 0;
+}
+int cuStreamEndCapture(void* s, void** graph) {
+  if (s != (void*)0x2 || !capturing) return 1;
+  capturing = false;
+  if (capture_bad) {
+    delete capture_graph;
+    capture_graph = nullptr;
+    *graph = nullptr;
+    return kCaptureInvalidated;
+  }
+  *graph = capture_graph;
+  capture_graph = nullptr;
+  return 0;
+}
+int cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long) {
+  if (!graph || capturing) return 1;
+  *exec = new EmuGraph(*(EmuGraph*)graph);
+  return 0;
+}
+int cuGraphLaunch(void* exec, void* s) {
+  NEED_CTX();
+  if (!exec || s != (void*)0x2) return 1;
+  pending = true;
+  if (capturing) return kCaptureUnsupported;
+  for (auto& f : ((EmuGraph*)exec)->ops) f();
+  return 0;
+}
+int cuGraphExecDestroy(void* exec) { delete (EmuGraph*)exec; return 0; }
+int cuGraphDestroy(void* graph) { delete (EmuGraph*)graph; return 0; }
+
 int cuGetErrorName(int r, const char** s) {
-  *s = r == 1 ? "CUDA_ERROR_INVALID_VALUE" : r == 2 ? "CUDA_ERROR_OUT_OF_MEMORY" : "CUDA_ERROR_EMULATED";
+  switch (r) {
+    case 1: *s = "CUDA_ERROR_INVALID_VALUE"; break;
+    case 2: *s = "CUDA_ERROR_OUT_OF_MEMORY"; break;
+    case 201: *s = "CUDA_ERROR_INVALID_CONTEXT"; break;
+    case 401: *s = "CUDA_ERROR_ILLEGAL_STATE"; break;
+    case 900: *s = "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED"; break;
+    case 901: *s = "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED"; break;
+    default: *s = "CUDA_ERROR_EMULATED";
+  }
   return 0;
 }
 int cuGetErrorString(int, const char** s) { *s = "emulated error"; return 0; }
@@ -266,8 +447,9 @@ int cuGetErrorString(int, const char** s) { *s = "emulated error"; return 0; }
 // ---- cuBLAS -------------------------------------------------------------------
 
 // The handle is a small struct; math mode 3 (CUBLAS_TF32_TENSOR_OP_MATH)
-// rounds the GEMM inputs to TF32 (10 mantissa bits, round to nearest) as
-// the tensor cores do, so TF32 tolerances are checked here too.
+// rounds the Sgemm inputs to TF32, and cublasGemmEx's compute types round
+// them to TF32, bfloat16 or half, as the tensor cores do, so each
+// precision's tolerance is checked here too. Accumulation is in double.
 struct EmuBlas {
   int math;
 };
@@ -279,6 +461,10 @@ int cublasSetMathMode(void* h, int m) {
   ((EmuBlas*)h)->math = m;
   return 0;
 }
+int cublasSetWorkspace_v2(void*, void* ws, size_t n) { return ws && n ? 0 : 7; }
+
+// Input roundings of the tensor cores.
+enum Round { kNone, kTF32, kBF16, kFP16 };
 
 static float tf32(float v) {
   uint32_t u;
@@ -289,21 +475,60 @@ static float tf32(float v) {
   memcpy(&v, &u, 4);
   return v;
 }
+
+// bf16 rounds to bfloat16 (8 exponent bits, 7 mantissa bits), nearest even.
+static float bf16(float v) {
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u) return v;
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  memcpy(&v, &u, 4);
+  return v;
+}
+
+// fp16 rounds to IEEE half (5 exponent bits, 10 mantissa bits), nearest
+// even: at least 65520 in magnitude overflows to infinity, and below 2^-14
+// the spacing is 2^-24 (subnormals).
+static float fp16(float v) {
+  float a = fabsf(v);
+  if (!(a == a) || a == INFINITY) return v;
+  if (a >= 65520.0f) return v > 0 ? INFINITY : -INFINITY;
+  if (a < 0x1p-14f) return nearbyintf(v * 0x1p24f) * 0x1p-24f;
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  u += 0xfffu + ((u >> 13) & 1u);
+  u &= 0xffffe000u;
+  memcpy(&v, &u, 4);
+  return v;
+}
+
+static float rnd_mode(Round r, float v) {
+  switch (r) {
+    case kTF32: return tf32(v);
+    case kBF16: return bf16(v);
+    case kFP16: return fp16(v);
+    default: return v;
+  }
+}
+
 int cublasGetVersion_v2(void*, int* v) { *v = 0; return 0; }
 
-static int sgemm1(bool t32, int ta, int tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
+static bool gemm_dims_ok(int ta, int tb, int m, int n, int k, int lda, int ldb, int ldc) {
+  return !(m < 0 || n < 0 || k < 0 || lda < (ta ? (k > 1 ? k : 1) : (m > 1 ? m : 1)) ||
+           ldb < (tb ? (n > 1 ? n : 1) : (k > 1 ? k : 1)) || ldc < (m > 1 ? m : 1));
+}
+
+static int sgemm1(Round rm, int ta, int tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
                   int ldb, float beta, float* C, int ldc) {
-  if (m < 0 || n < 0 || k < 0 || lda < (ta ? (k > 1 ? k : 1) : (m > 1 ? m : 1)) ||
-      ldb < (tb ? (n > 1 ? n : 1) : (k > 1 ? k : 1)) || ldc < (m > 1 ? m : 1))
-    return 7;  // CUBLAS_STATUS_INVALID_VALUE
+  if (!gemm_dims_ok(ta, tb, m, n, k, lda, ldb, ldc)) return 7;  // CUBLAS_STATUS_INVALID_VALUE
   for (int j = 0; j < n; j++)
     for (int i = 0; i < m; i++) {
       double acc = 0;
       for (int l = 0; l < k; l++) {
         float a = ta ? A[l + (size_t)i * lda] : A[i + (size_t)l * lda];
         float b = tb ? B[j + (size_t)l * ldb] : B[l + (size_t)j * ldb];
-        if (t32) a = tf32(a), b = tf32(b);
-        acc += (double)a * b;
+        acc += (double)rnd_mode(rm, a) * rnd_mode(rm, b);
       }
       float* c = &C[i + (size_t)j * ldc];
       *c = beta == 0 ? alpha * (float)acc : alpha * (float)acc + beta * *c;
@@ -311,29 +536,83 @@ static int sgemm1(bool t32, int ta, int tb, int m, int n, int k, float alpha, co
   return 0;
 }
 
+// gemm_call runs (or, in a capture, records) one GEMM or a batch of them;
+// the pointer tables of a batch are read when it runs, as on a GPU.
+static int gemm_call(Round rm, int ta, int tb, int m, int n, int k, float alpha, const float* A, const float* const* Aa,
+                     int lda, const float* B, const float* const* Ba, int ldb, float beta, float* C, float* const* Ca,
+                     int ldc, int count) {
+  if (capturing && capture_bad) return 14;  // CUBLAS_STATUS_INTERNAL_ERROR
+  if (!gemm_dims_ok(ta, tb, m, n, k, lda, ldb, ldc) || count < 0) return 7;
+  pending = true;
+  auto f = [=]() {
+    if (!Aa) return sgemm1(rm, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    for (int i = 0; i < count; i++)
+      if (int r = sgemm1(rm, ta, tb, m, n, k, alpha, Aa[i], lda, Ba[i], ldb, beta, Ca[i], ldc)) return r;
+    return 0;
+  };
+  if (record([=]() { f(); })) return 0;
+  return f();
+}
+
+static Round blas_round(void* h) { return ((EmuBlas*)h)->math == 3 ? kTF32 : kNone; }
+
 int cublasSgemm_v2(void* h, int ta, int tb, int m, int n, int k, const float* alpha, const float* A, int lda,
                    const float* B, int ldb, const float* beta, float* C, int ldc) {
-  return sgemm1(((EmuBlas*)h)->math == 3, ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
+  return gemm_call(blas_round(h), ta, tb, m, n, k, *alpha, A, nullptr, lda, B, nullptr, ldb, *beta, C, nullptr, ldc, 1);
 }
 
 int cublasSgemmBatched(void* h, int ta, int tb, int m, int n, int k, const float* alpha, const float* const A[],
                        int lda, const float* const B[], int ldb, const float* beta, float* const C[], int ldc,
                        int count) {
-  for (int i = 0; i < count; i++) {
-    int r = sgemm1(((EmuBlas*)h)->math == 3, ta, tb, m, n, k, *alpha, A[i], lda, B[i], ldb, *beta, C[i], ldc);
-    if (r) return r;
+  return gemm_call(blas_round(h), ta, tb, m, n, k, *alpha, nullptr, A, lda, nullptr, B, ldb, *beta, nullptr, C, ldc,
+                   count);
+}
+
+// ex_round maps cublasGemmEx's compute type on float32 matrices (CUDA_R_32F
+// = 0) to the input rounding; -1 for combinations the emulator lacks.
+static int ex_round(int atype, int btype, int ctype, int compute, int algo) {
+  if (atype != 0 || btype != 0 || ctype != 0 || (algo != -1 && algo != 99)) return -1;
+  switch (compute) {
+    case 68: case 69: return kNone;  // CUBLAS_COMPUTE_32F(_PEDANTIC)
+    case 77: return kTF32;           // _FAST_TF32
+    case 75: return kBF16;           // _FAST_16BF
+    case 74: return kFP16;           // _FAST_16F
   }
-  return 0;
+  return -1;
+}
+
+int cublasGemmEx(void*, int ta, int tb, int m, int n, int k, const float* alpha, const float* A, int atype, int lda,
+                 const float* B, int btype, int ldb, const float* beta, float* C, int ctype, int ldc, int compute,
+                 int algo) {
+  int r = ex_round(atype, btype, ctype, compute, algo);
+  if (r < 0) return 15;  // CUBLAS_STATUS_NOT_SUPPORTED
+  return gemm_call(Round(r), ta, tb, m, n, k, *alpha, A, nullptr, lda, B, nullptr, ldb, *beta, C, nullptr, ldc, 1);
+}
+
+int cublasGemmBatchedEx(void*, int ta, int tb, int m, int n, int k, const float* alpha, const float* const A[],
+                        int atype, int lda, const float* const B[], int btype, int ldb, const float* beta,
+                        float* const C[], int ctype, int ldc, int count, int compute, int algo) {
+  int r = ex_round(atype, btype, ctype, compute, algo);
+  if (r < 0) return 15;
+  return gemm_call(Round(r), ta, tb, m, n, k, *alpha, nullptr, A, lda, nullptr, B, ldb, *beta, nullptr, C, ldc, count);
 }
 
 // ---- cuDNN (legacy convolution API) --------------------------------------------
-// Descriptors are small structs; Find returns one algorithm (0) asking for
-// 1 KiB of workspace; the convolutions are direct loops (TF32 rounding in
-// CUDNN_TENSOR_OP_MATH), honouring alpha and beta.
+// Descriptors are small structs; the convolutions are direct loops,
+// honouring alpha and beta and rounding their inputs as the descriptor's
+// math type says at run time (TENSOR_OP: TF32; ALLOW_CONVERSION: half).
+//
+// Find returns three algorithms, fastest first: a Winograd one
+// (deterministic), algorithm 0 (not deterministic) and algorithm 1
+// (deterministic), each with the math type it "ran" with; Winograd reports
+// another math type than the descriptor's in the backward directions. A
+// convolution run with a math type other than the one Find reported for
+// its algorithm fails (CUDNN_STATUS_BAD_PARAM), so the tests check that
+// package cuda sets it, as a real cuDNN would silently run another kernel.
 
 struct EmuTensor { int n, c, h, w; };
 struct EmuFilter { int k, c, h, w; };
-struct EmuConv { int ph, pw, sh, sw, math; };
+struct EmuConv { int ph, pw, sh, sw, math, find_math[3]; };
 struct EmuPerf {
   int algo, status;
   float time;
@@ -379,26 +658,45 @@ static bool shapes_ok(const EmuTensor* x, const EmuFilter* w, const EmuConv* c, 
   return x->c == w->c && y->c == w->k && x->n == y->n && y->h == oh && y->w == ow;
 }
 
+// The Winograd algorithm of each direction (forward 6, backward data 4,
+// backward filter 5 = WINOGRAD_NONFUSED).
+static const int kWinograd[3] = {6, 4, 5};
+
+// reported_math is the math type Find reports for algo in direction dir
+// when the descriptor allowed find_math.
+static int reported_math(int dir, int find_math, int algo) {
+  if (algo != kWinograd[dir] || dir == 0) return find_math;
+  return find_math == 1 ? 0 : find_math == 2 ? 1 : find_math;
+}
+
 // find1 fails (CUDNN_STATUS_NOT_SUPPORTED) for 13 output channels, so
-// tests can check the per-shape fallback to im2col.
-static int find1(int req, int* ret, EmuPerf* perf, const EmuConv* c, int k) {
+// tests can check the per-shape fallback to im2col; in a capture it fails
+// (it synchronises, like the real one).
+static int find1(int dir, int req, int* ret, EmuPerf* perf, EmuConv* c, int k) {
+  if (capturing) {
+    capture_bad = true;
+    return 8;  // CUDNN_STATUS_EXECUTION_FAILED
+  }
   if (k == 13) return 9;
   if (req < 1) return 3;
-  *ret = 1;
-  perf[0] = EmuPerf{0, 0, 0.0f, 1024, 1, c->math, {0, 0, 0}};
+  c->find_math[dir] = c->math;
+  const int algos[3] = {kWinograd[dir], 0, 1}, det[3] = {1, 0, 1};
+  *ret = req < 3 ? req : 3;
+  for (int i = 0; i < *ret; i++)
+    perf[i] = EmuPerf{algos[i], 0, 0.1f * (i + 1), 1024, det[i], reported_math(dir, c->math, algos[i]), {0, 0, 0}};
   return 0;
 }
 int cudnnFindConvolutionForwardAlgorithm(void*, EmuTensor* x, EmuFilter* w, EmuConv* c, EmuTensor* y, int req, int* ret,
                                          EmuPerf* perf) {
-  return shapes_ok(x, w, c, y) ? find1(req, ret, perf, c, w->k) : 3;
+  return shapes_ok(x, w, c, y) ? find1(0, req, ret, perf, c, w->k) : 3;
 }
 int cudnnFindConvolutionBackwardDataAlgorithm(void*, EmuFilter* w, EmuTensor* dy, EmuConv* c, EmuTensor* dx, int req,
                                               int* ret, EmuPerf* perf) {
-  return shapes_ok(dx, w, c, dy) ? find1(req, ret, perf, c, w->k) : 3;
+  return shapes_ok(dx, w, c, dy) ? find1(1, req, ret, perf, c, w->k) : 3;
 }
 int cudnnFindConvolutionBackwardFilterAlgorithm(void*, EmuTensor* x, EmuTensor* dy, EmuConv* c, EmuFilter* dw, int req,
                                                 int* ret, EmuPerf* perf) {
-  return shapes_ok(x, dw, c, dy) ? find1(req, ret, perf, c, dw->k) : 3;
+  return shapes_ok(x, dw, c, dy) ? find1(2, req, ret, perf, c, dw->k) : 3;
 }
 
 }  // extern "C"
@@ -422,7 +720,16 @@ static void conv_loop(const EmuTensor* x, const EmuFilter* w, const EmuConv* cv,
               }
 }
 
-static float rnd(const EmuConv* c, float v) { return c->math == 1 ? tf32(v) : v; }
+static Round conv_round(int math) { return math == 1 ? kTF32 : math == 2 ? kFP16 : kNone; }
+
+// conv_ok checks a run's arguments: the shapes, the workspace, an algorithm
+// Find offered, with the math type Find reported for it.
+static bool conv_ok(int dir, const EmuTensor* x, const EmuFilter* w, const EmuConv* c, const EmuTensor* y, int algo,
+                    void* ws, size_t wss) {
+  if (!shapes_ok(x, w, c, y) || !ws || wss < 1024) return false;
+  if (algo != 0 && algo != 1 && algo != kWinograd[dir]) return false;
+  return c->math == reported_math(dir, c->find_math[dir], algo);
+}
 
 extern "C" {
 
@@ -430,39 +737,54 @@ static void blend(float* out, const double* acc, size_t n, float alpha, float be
   for (size_t i = 0; i < n; i++) out[i] = beta == 0 ? alpha * (float)acc[i] : alpha * (float)acc[i] + beta * out[i];
 }
 
+// conv_call runs or records one convolution direction with copies of its
+// descriptors (a graph keeps the values of its capture).
+static int conv_call(int dir, const float* alpha, EmuTensor* xd, EmuFilter* wd, EmuConv* cd, EmuTensor* yd,
+                     const float* beta, const float* in1, const float* in2, float* out) {
+  if (capturing && capture_bad) return 8;
+  pending = true;
+  EmuTensor x = *xd, y = *yd;
+  EmuFilter w = *wd;
+  EmuConv c = *cd;
+  float a = *alpha, b = *beta;
+  auto f = [=]() {
+    Round rm = conv_round(c.math);
+    size_t n = dir == 0 ? (size_t)y.n * y.c * y.h * y.w : dir == 1 ? (size_t)x.n * x.c * x.h * x.w
+                                                                  : (size_t)w.k * w.c * w.h * w.w;
+    double* acc = (double*)calloc(n, sizeof(double));
+    // in1, in2: forward (x, w), backward data (w, dy), backward filter (x, dy).
+    conv_loop(&x, &w, &c, &y, [&](size_t xi, size_t wi, size_t yi) {
+      switch (dir) {
+        case 0: acc[yi] += (double)rnd_mode(rm, in1[xi]) * rnd_mode(rm, in2[wi]); break;
+        case 1: acc[xi] += (double)rnd_mode(rm, in1[wi]) * rnd_mode(rm, in2[yi]); break;
+        default: acc[wi] += (double)rnd_mode(rm, in1[xi]) * rnd_mode(rm, in2[yi]); break;
+      }
+    });
+    blend(out, acc, n, a, b);
+    free(acc);
+  };
+  if (!record(f)) f();
+  return 0;
+}
+
 int cudnnConvolutionForward(void*, const float* alpha, EmuTensor* xd, const float* x, EmuFilter* wd, const float* w,
                             EmuConv* cd, int algo, void* ws, size_t wss, const float* beta, EmuTensor* yd, float* y) {
-  if (!shapes_ok(xd, wd, cd, yd) || algo != 0 || !ws || wss < 1024) return 3;
-  size_t ny = (size_t)yd->n * yd->c * yd->h * yd->w;
-  double* acc = (double*)calloc(ny, sizeof(double));
-  conv_loop(xd, wd, cd, yd, [&](size_t xi, size_t wi, size_t yi) { acc[yi] += (double)rnd(cd, x[xi]) * rnd(cd, w[wi]); });
-  blend(y, acc, ny, *alpha, *beta);
-  free(acc);
-  return 0;
+  if (!conv_ok(0, xd, wd, cd, yd, algo, ws, wss)) return 3;
+  return conv_call(0, alpha, xd, wd, cd, yd, beta, x, w, y);
 }
 
 int cudnnConvolutionBackwardData(void*, const float* alpha, EmuFilter* wd, const float* w, EmuTensor* dyd,
                                  const float* dy, EmuConv* cd, int algo, void* ws, size_t wss, const float* beta,
                                  EmuTensor* dxd, float* dx) {
-  if (!shapes_ok(dxd, wd, cd, dyd) || algo != 0 || !ws || wss < 1024) return 3;
-  size_t nx = (size_t)dxd->n * dxd->c * dxd->h * dxd->w;
-  double* acc = (double*)calloc(nx, sizeof(double));
-  conv_loop(dxd, wd, cd, dyd, [&](size_t xi, size_t wi, size_t yi) { acc[xi] += (double)rnd(cd, w[wi]) * rnd(cd, dy[yi]); });
-  blend(dx, acc, nx, *alpha, *beta);
-  free(acc);
-  return 0;
+  if (!conv_ok(1, dxd, wd, cd, dyd, algo, ws, wss)) return 3;
+  return conv_call(1, alpha, dxd, wd, cd, dyd, beta, w, dy, dx);
 }
 
 int cudnnConvolutionBackwardFilter(void*, const float* alpha, EmuTensor* xd, const float* x, EmuTensor* dyd,
                                    const float* dy, EmuConv* cd, int algo, void* ws, size_t wss, const float* beta,
                                    EmuFilter* dwd, float* dw) {
-  if (!shapes_ok(xd, dwd, cd, dyd) || algo != 0 || !ws || wss < 1024) return 3;
-  size_t nw = (size_t)dwd->k * dwd->c * dwd->h * dwd->w;
-  double* acc = (double*)calloc(nw, sizeof(double));
-  conv_loop(xd, dwd, cd, dyd, [&](size_t xi, size_t wi, size_t yi) { acc[wi] += (double)rnd(cd, x[xi]) * rnd(cd, dy[yi]); });
-  blend(dw, acc, nw, *alpha, *beta);
-  free(acc);
-  return 0;
+  if (!conv_ok(2, xd, dwd, cd, dyd, algo, ws, wss)) return 3;
+  return conv_call(2, alpha, xd, dwd, cd, dyd, beta, x, dy, dw);
 }
 
 }  // extern "C"
