@@ -35,6 +35,31 @@ COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/ddpm ./cmd/ddpm
 
+# The image of data-parallel training under Kubeflow's MPI Operator
+# (deploy/mpijob): Open MPI (mpirun, and libmpi.so.40 that ddpm loads at
+# run time), and an OpenSSH server that the launcher reaches the workers
+# through, run by the unprivileged user mpiuser (uid 1000) on port 2222
+# with the keys the operator mounts into ~/.ssh. Build it with
+#
+#   docker build --target mpi -t ddpm:mpi .
+FROM ${RUNTIME} AS mpi
+ARG PACKAGES="ca-certificates libopenblas0 libdnnl2"
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${PACKAGES} \
+      openmpi-bin openssh-server openssh-client libcap2-bin \
+ && setcap CAP_NET_BIND_SERVICE=+eip /usr/sbin/sshd \
+ && apt-get purge -y libcap2-bin \
+ && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /var/run/sshd \
+ && printf '    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n    Port 2222\n' >> /etc/ssh/ssh_config \
+ && useradd --uid 1000 --create-home mpiuser \
+ && printf 'Port 2222\nPidFile /home/mpiuser/sshd.pid\nHostKey /home/mpiuser/.ssh/id_rsa\nStrictModes no\n' > /home/mpiuser/.sshd_config \
+ && chown mpiuser:mpiuser /home/mpiuser/.sshd_config
+COPY --from=build /out/ddpm /usr/local/bin/ddpm
+USER 1000:1000
+WORKDIR /home/mpiuser
+
+# The default image: ddpm serve.
 FROM ${RUNTIME}
 ARG PACKAGES="ca-certificates libopenblas0 libdnnl2"
 RUN apt-get update \
