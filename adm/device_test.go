@@ -50,6 +50,9 @@ func TestDevice(t *testing.T) {
 		{"classifier", "--image_size 64 --classifier_width 32 --classifier_depth 1 --classifier_attention_resolutions 32 --classifier_pool attention"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "classifier" && testing.Short() {
+				t.Skip("the 64x64 classifier takes 15 s on the CPU emulator; skipped in -short")
+			}
 			cfg, err := ParseFlags(tc.flags)
 			if err != nil {
 				t.Fatal(err)

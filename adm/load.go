@@ -82,7 +82,7 @@ func LoadCheckpoint[B any](path string, cfg Config, ops kernels.Ops[B]) (*Net[B]
 	if err != nil {
 		return nil, fmt.Errorf("adm: read checkpoint: %w", err)
 	}
-	m, err := NewOn[B](cfg, ops, 0)
+	m, err := newNet[B](cfg, ops, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func FromSource[B any](src *weights.Source, ops kernels.Ops[B]) (*Net[B], error)
 	if err != nil {
 		return nil, fmt.Errorf("adm: %s: %w", src.Path, err)
 	}
-	m, err := NewOn[B](cfg, ops, 0)
+	m, err := newNet[B](cfg, ops, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -41,12 +41,24 @@ func New(cfg Config, cpu *kernels.CPU, seed uint64) (*Model, error) {
 
 // NewOn is New on any backend.
 func NewOn[B any](cfg Config, ops kernels.Ops[B], seed uint64) (*Net[B], error) {
+	return newNet(cfg, ops, &seed)
+}
+
+// newNet builds the network of cfg on ops, initialised from *seed, or
+// with zero parameters (to be loaded) when seed is nil.
+func newNet[B any](cfg Config, ops kernels.Ops[B], seed *uint64) (*Net[B], error) {
 	a, err := cfg.resolve()
 	if err != nil {
 		return nil, err
 	}
 	probe := nn.Key{N: 1, H: a.size, W: a.size}
-	n, err := nn.New[B](ops, func(b *nn.Builder[B], k nn.Key) (*G.Node, error) { return build(a, b, k) }, probe, seed)
+	bf := func(b *nn.Builder[B], k nn.Key) (*G.Node, error) { return build(a, b, k) }
+	var n *nn.Net[B]
+	if seed != nil {
+		n, err = nn.New[B](ops, bf, probe, *seed)
+	} else {
+		n, err = nn.NewEmpty[B](ops, bf, probe)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("adm: %w", err)
 	}

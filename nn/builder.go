@@ -297,6 +297,9 @@ func (s *paramSet) declare(name string, shape []int, init Init, fanIn int) error
 	s.list = append(s.list, Param{Name: name, Shape: slices.Clone(shape), Offset: s.total, Size: size})
 	s.byName[name] = len(s.list) - 1
 	s.total += size
+	if s.draw == nil { // NewEmpty: no initial values
+		return nil
+	}
 	for range size {
 		s.init = append(s.init, s.draw(init, fanIn))
 	}
