@@ -251,9 +251,11 @@ def verdict(log, test):
         return "skip (%s)" % skipped(log)
     if re.search(r"^\s*--- FAIL: %s\b" % re.escape(test), log, re.M):
         return "FAIL"
-    m = re.search(r"^\s*--- SKIP: %s\b.*\n\s+\S+\.go:\d+: (.*)" % re.escape(test), log, re.M)
-    if m:
-        return "skip (%s)" % m.group(1)
+    if re.search(r"^\s*--- SKIP: %s\b" % re.escape(test), log, re.M):
+        # go test -v streams a test's log before its "--- SKIP" line.
+        m = re.search(r"^=== RUN   %s\n((?:\s+\S+\.go:\d+: .*\n)+)\s*--- SKIP: %s\b" % (re.escape(test), re.escape(test)), log, re.M)
+        why = re.sub(r"^\s+\S+\.go:\d+: ", "", m.group(1).rstrip("\n").splitlines()[-1]) if m else "no reason given"
+        return "skip (%s)" % why
     if re.search(r"^\s*--- PASS: %s\b" % re.escape(test), log, re.M):
         return "pass"
     return "not run" if "exit 124" not in log else "timeout"
@@ -344,13 +346,14 @@ print("whole model: %s, batch %s" % (g32.get("model", "preset:ddpm-cifar10"), g3
 print("  %-32s %18s %18s %12s" % ("", "Go", "PyTorch eager", "Go/PyTorch"))
 def row(what, gv, tv, unit, higher_better=True):
     r = "-"
-    if gv and tv:
+    if gv and tv and not dry:  # the dry run times different models on the CPU
         r = "%.2fx" % (gv / tv if higher_better else tv / gv)
     print("  %-32s %18s %18s %12s" % (what, "%.1f %s" % (gv, unit) if gv else "-", "%.1f %s" % (tv, unit) if tv else "-", r))
 for prec, g in [("tf32", g32), ("bf16", g16)]:
-    ts = torch.get(("SampleDDIM", prec), {})
+    ts = torch.get(("SampleDDIM", prec), {}) or (torch.get(("SampleDDIM", "fp32"), {}) if dry and prec == "tf32" else {})
     steps = g.get("sample_steps") or ts.get("steps") or 50
-    row("sampling %d DDIM steps, %s" % (steps, prec), g.get("sample_images_per_sec"), ts.get("images_per_s"), "img/s")
+    label = "fp32 on the CPU (dry run)" if dry and prec == "tf32" and not g.get("precision") else prec
+    row("sampling %d DDIM steps, %s" % (steps, label), g.get("sample_images_per_sec"), ts.get("images_per_s"), "img/s")
 for prec, g in [("tf32", g32), ("bf16", g16)]:
     row("forward, %s" % prec, g.get("forward_ms_median"), None, "ms", False)
 tt = torch.get(("TrainStep", "tf32"), {}) or torch.get(("TrainStep", "fp32"), {})
@@ -414,8 +417,9 @@ LOGEOF
 --- PASS: TestGPUCIFAR10 (9.00s)
 === RUN   TestGPUPrecisions
 --- PASS: TestGPUPrecisions (1.00s)
---- SKIP: TestDevice (0.00s)
+=== RUN   TestDevice
     device_test.go:63: no GPU or emulator: nope
+--- SKIP: TestDevice (0.00s)
 exit 0
 LOGEOF
 	printf -- '--- PASS: TestGPUMatchesCPU (1.0s)\n--- PASS: TestGPUFP16LossScaling (1.0s)\n--- PASS: TestLossScalingOverflow (0.4s)\nexit 0\n' >"$d/train.log"

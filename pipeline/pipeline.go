@@ -27,8 +27,13 @@ type Options struct {
 	// CPU configures the CPU backend (Open sets ConstWeights: the weights
 	// never change while sampling).
 	CPU kernels.CPUOptions
-	// GPU configures the GPU backend.
+	// GPU configures the GPU backend (Precision: the --precision flag).
 	GPU cuda.Options
+	// NoGraphs turns off CUDA graphs on the GPU. By default the model runs
+	// through cuda.GraphOps, which replays each repeated forward pass (one
+	// per sampling step) as one CUDA graph launch instead of hundreds of
+	// kernel launches, with bit-identical results.
+	NoGraphs bool
 	// Logf, if set, receives the one line saying which device runs and
 	// download progress of Hub models.
 	Logf func(format string, args ...any)
@@ -90,7 +95,12 @@ func Open(ctx context.Context, source string, o Options) (*Pipeline, error) {
 		return openOpenAI(p, src, be)
 	}
 	if be.GPU != nil {
-		m, err := unet.FromSourceOn[cuda.Ptr](src, be.GPU)
+		var ops kernels.Ops[cuda.Ptr] = be.GPU
+		if !o.NoGraphs {
+			g := cuda.NewGraphOps(be.GPU)
+			ops, p.Device = g, g.Name()
+		}
+		m, err := unet.FromSourceOn[cuda.Ptr](src, ops)
 		if err != nil {
 			be.GPU.Close()
 			return nil, fmt.Errorf("model %s: %w", src.Path, err)

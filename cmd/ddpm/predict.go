@@ -25,6 +25,7 @@ type predictOptions struct {
 	Grad      string // classifiers: .npy for d/dx sum_i log p(y_i | x_i)
 	LowRes    string // SuperRes models: the low-resolution image .npy
 	Device    string // auto or cpu
+	Precision string // --precision (GPU arithmetic)
 }
 
 const predictExamples = `  ddpm predict --model google/ddpm-cifar10-32 --input x.npy --timesteps 10,500 --output out.npy
@@ -43,6 +44,7 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.Device, "device", "auto", "auto, cpu or cuda[:N]")
 	fs.StringVar(&o.Grad, "grad", "", "guided-diffusion classifiers: also write d/dx sum_i log p(y_i | x_i, t_i) for the --class labels to this .npy (N, C, H, W)")
 	fs.StringVar(&o.LowRes, "low-res", "", "guided-diffusion upsamplers (SuperResModel): the low-resolution image .npy (N, 3, h, w) in [-1, 1]")
+	fs.StringVar(&o.Precision, "precision", "", precisionHelp)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -122,7 +124,10 @@ func predict(ctx context.Context, o predictOptions, stdout io.Writer) error {
 			return err
 		}
 	}
-	p, err := pipeline.Open(ctx, o.Model, pipeline.Options{Device: o.Device})
+	if err := checkPrecision(o.Precision); err != nil {
+		return err
+	}
+	p, err := pipeline.Open(ctx, o.Model, pipeline.Options{Device: o.Device, GPU: cuda.Options{Precision: o.Precision}})
 	if err != nil {
 		return fmt.Errorf("predict: --model: %w", err)
 	}
