@@ -107,3 +107,62 @@ func (r refusingModel) Predict(context.Context, diffusion.Batch, []float64, []in
 // isOpenAIModel reports whether src holds a guided-diffusion network
 // (its config names one of adm's classes).
 func isOpenAIModel(src *weights.Source) bool { return adm.IsConfig(src.UNetConfig) }
+
+// GuideWithClassifier makes p's model classifier-guided (Dhariwal &
+// Nichol 2021): it opens the guided-diffusion classifier at path (a .pt
+// with its flags found as for Open, or a converted file) on the device o
+// names, and wraps p.Model with adm.GuidedModel, so every sampler reads
+// eps' = eps - sqrt(1 - alphabar_t) * scale * grad_x log p(y | x_t, t)
+// (the score form of guidance; alphabar from p.Diffusion's training
+// schedule, the classifier called at the model's own timesteps). labels
+// are the classes guided towards, for an unconditional model (nil: the
+// labels the sampler passes the model). Close releases the classifier too.
+func GuideWithClassifier(ctx context.Context, p *Pipeline, path string, scale float64, labels []int, o Options) error {
+	if p.OpenAI == nil || p.OpenAI.Kind() != adm.UNet {
+		return fmt.Errorf("classifier guidance: the model is not a guided-diffusion UNetModel")
+	}
+	if p.Config.OutChannels != 3 && p.Config.OutChannels != 6 || p.Diffusion.Config().Prediction != diffusion.PredictEpsilon {
+		return fmt.Errorf("classifier guidance: the model must predict epsilon (predict_xstart False)")
+	}
+	src, err := OpenSource(ctx, path, o.Logf)
+	if err != nil {
+		return fmt.Errorf("classifier %s: %w", path, err)
+	}
+	if !isOpenAIModel(src) {
+		return fmt.Errorf("classifier %s: not a guided-diffusion model", path)
+	}
+	be, err := cuda.Select(deviceOr(o.Device), cuda.SelectOptions{CPU: o.CPU, GPU: o.GPU, Logf: o.Logf})
+	if err != nil {
+		return err
+	}
+	var guide func(ctx context.Context, x diffusion.Batch, t []float64, y []int) (diffusion.Batch, error)
+	var release func()
+	var kind adm.Kind
+	if be.GPU != nil {
+		c, err := adm.FromSource[cuda.Ptr](src, be.GPU)
+		if err != nil {
+			be.GPU.Close()
+			return fmt.Errorf("classifier %s: %w", path, err)
+		}
+		guide, release, kind = adm.Guide(c, scale), func() { c.Close(); be.GPU.Close() }, c.Kind()
+	} else {
+		c, err := adm.FromSource[[]float32](src, be.CPU)
+		if err != nil {
+			return fmt.Errorf("classifier %s: %w", path, err)
+		}
+		guide, release, kind = adm.Guide(c, scale), c.Close, c.Kind()
+	}
+	if kind != adm.Classifier {
+		release()
+		return fmt.Errorf("classifier %s: a %s, not a classifier (EncoderUNetModel)", path, kind)
+	}
+	p.Model = adm.GuidedModel(p.Model, p.Diffusion.Schedule().AlphasCumprod, guide, labels)
+	prev := p.close
+	p.close = func() {
+		release()
+		if prev != nil {
+			prev()
+		}
+	}
+	return nil
+}

@@ -89,3 +89,72 @@ func TestOpenOpenAI(t *testing.T) {
 		t.Error("missing .pt: no error")
 	}
 }
+
+// TestGuideWithClassifier wraps the openai-small UNet with the
+// openai-small classifier: the guided prediction is eps - sqrt(1 -
+// alphabar_t) * scale * grad_x log p(y | x_t, t), computed here from the
+// two networks directly, and a short guided DDIM run works.
+func TestGuideWithClassifier(t *testing.T) {
+	root := fixtures.Dir(t, "openai-small")
+	ctx := context.Background()
+	p, err := Open(ctx, filepath.Join(root, "adm", "model.pt"), Options{Device: "cpu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	x := readBatch(t, filepath.Join(root, "adm", "x.npy"))
+	ts, ys := []float64{10, 700.5}, []int{2, 9}
+	plain, err := p.Model.Predict(ctx, x, ts, ys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := GuideWithClassifier(ctx, p, filepath.Join(root, "adm", "model.pt"), 1, nil, Options{Device: "cpu"}); err == nil {
+		t.Error("a UNet as the classifier: no error")
+	}
+	const scale = 3
+	cpath := filepath.Join(root, "classifier", "model.pt")
+	if err := GuideWithClassifier(ctx, p, cpath, scale, nil, Options{Device: "cpu"}); err != nil {
+		t.Fatal(err)
+	}
+	guided, err := p.Model.Predict(ctx, x, ts, ys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpu, err := kernels.NewCPU(kernels.CPUOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := adm.Load[[]float32](cpath, "", cpu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	g, err := adm.ClassifierGradient(ctx, c, x, ts, ys, scale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	abar := p.Diffusion.Schedule().AlphasCumprod
+	plane := 3 * 64 * 64
+	for i := range 2 {
+		ab := abar[int(ts[i])]
+		if f := ts[i] - math.Floor(ts[i]); f > 0 {
+			ab = (1-f)*ab + f*abar[int(ts[i])+1]
+		}
+		for j := 0; j < 2*plane; j++ {
+			want := float64(plain.Data[i*2*plane+j])
+			if j < plane {
+				want -= math.Sqrt(1-ab) * float64(g.Data[i*plane+j])
+			}
+			if d := math.Abs(float64(guided.Data[i*2*plane+j]) - want); d > 1e-5+1e-5*math.Abs(want) {
+				t.Fatalf("example %d value %d: guided %v, want %v", i, j, guided.Data[i*2*plane+j], want)
+			}
+		}
+	}
+	out, err := p.Diffusion.Sample(ctx, p.Model, diffusion.Options{Steps: 2, Seed: 1, N: 1, C: 3, H: 64, W: 64, Labels: []int{5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.N != 1 || len(out.Data) != plane {
+		t.Fatalf("sample %+v", out)
+	}
+}
