@@ -47,6 +47,33 @@ type Options struct {
 	GroupNormKernel int
 }
 
+// validate checks the options (before any library is loaded) and parses
+// the precision.
+func (opts Options) validate() (Precision, error) {
+	prec, err := ParsePrecision(opts.Precision)
+	if err != nil {
+		return 0, err
+	}
+	if opts.ConvWorkspace < 0 {
+		return 0, fmt.Errorf("cuda: Options.ConvWorkspace = %d: must be >= 0 (0 means 512 MiB)", opts.ConvWorkspace)
+	}
+	if opts.GroupNormKernel < 0 || opts.GroupNormKernel > 2 {
+		return 0, fmt.Errorf("cuda: Options.GroupNormKernel = %d: allowed are 0 (auto), 1, 2", opts.GroupNormKernel)
+	}
+	switch opts.Conv {
+	case "", "auto", "cudnn", "im2col":
+	default:
+		return 0, fmt.Errorf("cuda: Options.Conv = %q: allowed are auto, cudnn, im2col", opts.Conv)
+	}
+	if opts.Conv == "cudnn" && prec == BF16 {
+		return 0, fmt.Errorf("cuda: Options.Conv = cudnn with Precision bf16: cuDNN's convolution API cannot down-convert float32 to bfloat16 (use Conv auto or im2col, or Precision fp16)")
+	}
+	if opts.CacheLimit < 0 {
+		return 0, fmt.Errorf("cuda: Options.CacheLimit = %d: must be >= 0", opts.CacheLimit)
+	}
+	return prec, nil
+}
+
 // kernelNames are the entry points of kernels/ops.cu, in the order of the
 // kernel* constants below.
 var kernelNames = []string{
@@ -188,26 +215,9 @@ type Device struct {
 // ErrNoDriver, ErrNoDevice or ErrNoCUBLAS (test with errors.Is) when the
 // stack is missing, naming the paths tried.
 func Open(index int, opts Options) (*Device, error) {
-	prec, err := ParsePrecision(opts.Precision)
+	prec, err := opts.validate()
 	if err != nil {
 		return nil, err
-	}
-	if opts.ConvWorkspace < 0 {
-		return nil, fmt.Errorf("cuda: Options.ConvWorkspace = %d: must be >= 0 (0 means 512 MiB)", opts.ConvWorkspace)
-	}
-	if opts.GroupNormKernel < 0 || opts.GroupNormKernel > 2 {
-		return nil, fmt.Errorf("cuda: Options.GroupNormKernel = %d: allowed are 0 (auto), 1, 2", opts.GroupNormKernel)
-	}
-	switch opts.Conv {
-	case "", "auto", "cudnn", "im2col":
-	default:
-		return nil, fmt.Errorf("cuda: Options.Conv = %q: allowed are auto, cudnn, im2col", opts.Conv)
-	}
-	if opts.Conv == "cudnn" && prec == BF16 {
-		return nil, fmt.Errorf("cuda: Options.Conv = cudnn with Precision bf16: cuDNN's convolution API cannot down-convert float32 to bfloat16 (use Conv auto or im2col, or Precision fp16)")
-	}
-	if opts.CacheLimit < 0 {
-		return nil, fmt.Errorf("cuda: Options.CacheLimit = %d: must be >= 0", opts.CacheLimit)
 	}
 	drv, err := loadDriver()
 	if err != nil {

@@ -86,6 +86,11 @@ func Select(flag string, opts SelectOptions) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Bad options are the caller's error on any device (not a reason to
+	// fall back to the CPU under auto).
+	if _, err := opts.GPU.validate(); err != nil {
+		return nil, err
+	}
 	logf := opts.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}

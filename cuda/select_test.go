@@ -70,3 +70,27 @@ func ExampleSelect() {
 	fmt.Println(b.GPU == nil, b.Reason)
 	// Output: true cpu
 }
+
+// TestSelectBadOptions: bad GPU options are errors under auto too, not a
+// GPU that "failed to open".
+func TestSelectBadOptions(t *testing.T) {
+	for _, flag := range []string{"auto", "cpu", "cuda"} {
+		_, err := Select(flag, SelectOptions{GPU: Options{Precision: "fp8"}})
+		if err == nil || err.Error() != `cuda: Options.Precision = "fp8": allowed are fp32, tf32, bf16, fp16` {
+			t.Errorf("Select(%s, fp8): %v", flag, err)
+		}
+	}
+	if _, err := Select("cpu", SelectOptions{GPU: Options{Precision: "bf16"}}); err == nil ||
+		!strings.Contains(err.Error(), "--precision bf16: not supported on the CPU backend yet") {
+		t.Errorf("Select(cpu, bf16): %v", err)
+	}
+	var notes []string
+	b, err := Select("cpu", SelectOptions{GPU: Options{Precision: "tf32"}, Logf: func(f string, a ...any) { notes = append(notes, fmt.Sprintf(f, a...)) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if len(notes) != 2 || !strings.Contains(notes[0], "applies to the GPU only") {
+		t.Errorf("Select(cpu, tf32) log %q: want the note, then the device line", notes)
+	}
+}

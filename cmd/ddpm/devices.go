@@ -13,7 +13,7 @@ import (
 // devicesOptions are the flags of `ddpm devices`.
 type devicesOptions struct {
 	Device    string // --device value to resolve
-	Precision string // tf32 or fp32
+	Precision string // --precision (GPU arithmetic)
 	Check     bool   // run a small op on the chosen device
 }
 
@@ -25,7 +25,7 @@ func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("devices", "devices [--device auto|cpu|cuda[:N]] [--check]", devicesExamples, stderr)
 	var o devicesOptions
 	fs.StringVar(&o.Device, "device", "auto", "device to resolve: auto (CUDA when a driver, a GPU and cuBLAS are present, else CPU), cpu, cuda, cuda:N")
-	fs.StringVar(&o.Precision, "precision", "tf32", "GPU GEMM precision: tf32 or fp32")
+	fs.StringVar(&o.Precision, "precision", "", precisionHelp)
 	fs.BoolVar(&o.Check, "check", false, "run a small computation on the chosen device and compare it with the CPU")
 	if err := parseFlags(fs, args); err != nil {
 		return err
