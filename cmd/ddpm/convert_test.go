@@ -215,3 +215,22 @@ func TestConvertErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSampleOpenAI: `ddpm sample` takes a guided-diffusion checkpoint
+// (its diffusion from args.json: cosine, learned range) and refuses a
+// classifier with a message saying what it is.
+func TestSampleOpenAI(t *testing.T) {
+	root := fixtures.Dir(t, "openai-small")
+	out := filepath.Join(t.TempDir(), "s.png")
+	if log, err := runCLI(t, "sample", "--device", "cpu", "--model", filepath.Join(root, "adm", "model.pt"), "--class", "3",
+		"--steps", "2", "--n", "1", "--seed", "1", "--out", out); err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Fatal(err)
+	}
+	_, err := runCLI(t, "sample", "--device", "cpu", "--model", filepath.Join(root, "classifier", "model.pt"), "--steps", "2", "--n", "1", "--seed", "1", "--out", out)
+	if err == nil || !strings.Contains(err.Error(), "classifier") {
+		t.Errorf("sampling a classifier: error %v", err)
+	}
+}
