@@ -130,3 +130,31 @@ func TestCases(t *testing.T) {
 		})
 	}
 }
+
+// TestFP16Checkpoint loads adm/testdata/fp16/model.pt, saved by a
+// use_fp16 UNetModel after its own convert_to_fp16() (float16 torso,
+// float32 embedding and output layers): the float16 tensors are widened
+// and the output matches guided-diffusion's float32 model on the same
+// rounded weights.
+func TestFP16Checkpoint(t *testing.T) {
+	dir := filepath.Join("testdata", "fp16")
+	m, src, err := Load[[]float32](filepath.Join(dir, "model.pt"), "", newCPU(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if !m.Config().UseFP16 || len(src.Tensors) != 88 {
+		t.Fatalf("use_fp16 %v, %d tensors", m.Config().UseFP16, len(src.Tensors))
+	}
+	a := readNPY(t, filepath.Join(dir, "x.npy"))
+	x := diffusion.Batch{N: a.Shape[0], C: a.Shape[1], H: a.Shape[2], W: a.Shape[3], Data: a.Float32s()}
+	out, err := m.Predict(context.Background(), x, readNPY(t, filepath.Join(dir, "t.npy")).Float64s(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := relL2(out.Data, readNPY(t, filepath.Join(dir, "out.npy")).Float32s())
+	t.Logf("fp16 checkpoint out: relative L2 %.3g", e)
+	if e > fixtureTol {
+		t.Fatalf("relative L2 %.3g > %g", e, fixtureTol)
+	}
+}

@@ -17,6 +17,12 @@ runs it in float32 on the CPU and writes:
   CASE/out.npy      UNetModel / SuperResModel output, or classifier logits
   CASE/grad.npy     classifiers: d/dx sum_i log softmax(logits_i)[y_i]
 
+and fp16/: a tiny use_fp16 UNetModel whose torso was converted to float16
+by the model's own convert_to_fp16() before torch.save (model.pt holds
+float16 and float32 tensors, as a state dict saved from a use_fp16 model
+does), with args.json, x.npy, t.npy and out.npy (the float32 model on the
+float16-rounded weights, the way ddpm runs it).
+
 Needs only Debian's python3-torch (1.13) and python3-numpy.
 """
 
@@ -156,6 +162,38 @@ def main():
             out = model(xt, tt, **kw)
         np.save(os.path.join(d, "out.npy"), out.numpy())
         print(name, "out", tuple(out.shape))
+    fp16(su, out_root)
+
+
+def fp16(su, out_root):
+    flags = dict(
+        image_size=8, num_channels=32, num_res_blocks=1, channel_mult="1", learn_sigma=False, class_cond=False,
+        attention_resolutions="8", num_heads=1, num_head_channels=-1, num_heads_upsample=-1,
+        use_scale_shift_norm=True, dropout=0.0, resblock_updown=False, use_fp16=True,
+        use_new_attention_order=False, use_checkpoint=False)
+    model = su.create_model(**flags)
+    with th.no_grad():
+        for k, p in model.state_dict().items():
+            p.copy_(th.from_numpy(det_values(k, tuple(p.shape))).to(p.dtype))
+    model.convert_to_fp16()
+    d = os.path.join(out_root, "fp16")
+    os.makedirs(d, exist_ok=True)
+    sd = model.state_dict()
+    th.save(sd, os.path.join(d, "model.pt"))
+    with open(os.path.join(d, "args.json"), "w") as f:
+        json.dump(flags, f, indent=1)
+    m32 = su.create_model(**dict(flags, use_fp16=False))
+    m32.load_state_dict({k: v.float() for k, v in sd.items()})
+    m32.eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    t = np.array([10.5, 700.0])
+    np.save(os.path.join(d, "x.npy"), x)
+    np.save(os.path.join(d, "t.npy"), t)
+    with th.no_grad():
+        out = m32(th.from_numpy(x), th.from_numpy(t))
+    np.save(os.path.join(d, "out.npy"), out.numpy())
+    n16 = sum(1 for v in sd.values() if v.dtype == th.float16)
+    print("fp16 out", tuple(out.shape), f"{n16} of {len(sd)} tensors float16")
 
 
 if __name__ == "__main__":
