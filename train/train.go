@@ -27,6 +27,7 @@ import (
 
 	"github.com/ddpm-go/ddpm/data"
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/dist"
 	"github.com/ddpm-go/ddpm/kernels"
 	"github.com/ddpm-go/ddpm/nn"
 	"github.com/ddpm-go/ddpm/weights"
@@ -54,6 +55,7 @@ type Options struct {
 	SaveEvery    int              `json:"save_every"`    // checkpoint every K steps (0: only at the end)
 	SampleEvery  int              `json:"sample_every"`  // call Trainer.Sample every K steps (0: never)
 	LogEvery     int              `json:"log_every"`     // JSONL and progress line every K steps (0: 10)
+	LossScale    LossScale        `json:"loss_scale"`    // dynamic loss scaling (fp16 training); see LossScale
 }
 
 // DefaultOptions are the settings of Ho et al. 2020 scaled for small runs.
@@ -97,7 +99,7 @@ func (o Options) Validate() error {
 	case o.SaveEvery < 0 || o.SampleEvery < 0 || o.LogEvery < 0:
 		return bad("save_every/sample_every/log_every", [3]int{o.SaveEvery, o.SampleEvery, o.LogEvery}, "must be >= 0")
 	}
-	return nil
+	return o.LossScale.validate()
 }
 
 // LRAt is the learning rate of (1-based) step: linear warmup over
@@ -148,6 +150,20 @@ type Trainer[B any] struct {
 	// Overwrite lets Run start afresh over an existing checkpoint in Dir
 	// (without it, and without resume, that is an error).
 	Overwrite bool
+	// Comm, when its Size is above 1, makes this process one rank of a
+	// data-parallel run (dist.FromEnv under mpirun): Options.Batch is the
+	// global batch, split evenly over the ranks; each rank computes the
+	// gradient of its share and the gradients are summed over the ranks
+	// (ReduceGrads) before the optimiser step, which every rank then takes
+	// identically. Rank 0 alone writes checkpoints, logs, sample grids and
+	// progress; every rank reads the checkpoint to resume. nil (or a world
+	// of one) trains in this process alone.
+	Comm dist.Comm
+	// ReduceGrads, if set, sums the flat gradient buffer (n values) over
+	// the ranks in place, on the device (NCCL on GPUs). nil sums through
+	// Comm.AllReduceSum: in place for host buffers ([]float32), through a
+	// host copy otherwise.
+	ReduceGrads func(g B, n int) error
 	// Progress, if non-nil, receives a progress line every LogEvery steps.
 	Progress io.Writer
 	// Sample, if non-nil, is called every SampleEvery steps with the EMA
@@ -162,6 +178,10 @@ type Trainer[B any] struct {
 	m, v, ema B // flat optimiser state and EMA weights on the device
 	norm      B // 1 value: the last gradient norm
 	labelled  bool
+	scale     lossScaler // Options.LossScale's state
+	rank      int        // this process's rank and the number of ranks
+	ranks     int
+	local     int // examples per rank per step
 }
 
 // state is the trainer's part of a checkpoint (weights.MetaTrainState).
@@ -170,6 +190,7 @@ type state struct {
 	Sampler json.RawMessage   `json:"sampler"`
 	Loader  *data.LoaderState `json:"loader"`
 	Options Options           `json:"options"`
+	Scaler  *lossScaler       `json:"loss_scaler,omitempty"`
 }
 
 // CheckpointPath is where Run writes and resumes its checkpoint.
@@ -199,6 +220,14 @@ func (tr *Trainer[B]) init() error {
 		return fmt.Errorf("train: the diffusion's variance %s needs %d output channels, the network has out_channels = %d",
 			tr.Diffusion.Config().Variance, want, info.OutChannels)
 	}
+	tr.rank, tr.ranks = 0, 1
+	if tr.Comm != nil {
+		tr.rank, tr.ranks = tr.Comm.Rank(), tr.Comm.Size()
+	}
+	if o.Batch%tr.ranks != 0 {
+		return fmt.Errorf("train: option batch = %d (the global batch) does not split over %d ranks: make it a multiple of %d", o.Batch, tr.ranks, tr.ranks)
+	}
+	tr.local = o.Batch / tr.ranks
 	tr.labelled = tr.Data.NumClasses() > 0 && info.Classes > 0
 	switch {
 	case tr.Data.NumClasses() > 0 && info.Classes == 0:
@@ -235,6 +264,19 @@ func (tr *Trainer[B]) init() error {
 	if tr.loader, err = data.NewLoader(tr.Data, o.Batch, o.Seed, data.LoaderOptions{Flip: o.Flip}); err != nil {
 		return err
 	}
+	if tr.ranks > 1 {
+		// Every rank must train the same model on the same data with the
+		// same options: compare a digest of all three with rank 0's.
+		id, _ := json.Marshal(struct {
+			O       Options
+			Net     []byte
+			Diff    json.RawMessage
+			N, C, H int
+		}{o, info.Config, tr.Meta.DiffusionConfig, tr.Data.Len(), c, h})
+		if err := dist.CheckSame(tr.Comm, "the training setup (options, model config, diffusion, dataset)", id); err != nil {
+			return err
+		}
+	}
 	tr.eng = tr.Net.Engine()
 	tr.ops = tr.eng.Ops()
 	n := tr.eng.NumParams()
@@ -267,10 +309,13 @@ func (tr *Trainer[B]) Run(ctx context.Context, resume bool) error {
 		return err
 	}
 	defer tr.free()
+	lead := tr.rank == 0 // writes the checkpoint, the log and the progress
 	if err := os.MkdirAll(tr.Dir, 0o755); err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
-	removeStaleTemps(tr.CheckpointPath())
+	if lead {
+		removeStaleTemps(tr.CheckpointPath())
+	}
 	_, statErr := os.Stat(tr.CheckpointPath())
 	exists := statErr == nil
 	switch {
@@ -281,15 +326,19 @@ func (tr *Trainer[B]) Run(ctx context.Context, resume bool) error {
 	case exists && !tr.Overwrite:
 		return fmt.Errorf("train: %s already holds a checkpoint: resume it, or overwrite it explicitly (--resume or --overwrite)", tr.CheckpointPath())
 	}
-	logPath := filepath.Join(tr.Dir, "log.jsonl")
-	if err := truncateLog(logPath, tr.step); err != nil {
-		return err
+	logf := io.Discard
+	if lead {
+		logPath := filepath.Join(tr.Dir, "log.jsonl")
+		if err := truncateLog(logPath, tr.step); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("train: %w", err)
+		}
+		defer f.Close()
+		logf = f
 	}
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
-	defer logf.Close()
 	o := tr.Options
 	logEvery := o.LogEvery
 	if logEvery == 0 {
@@ -330,21 +379,30 @@ func (tr *Trainer[B]) Run(ctx context.Context, resume bool) error {
 		if err := tr.ops.Sync(); err != nil {
 			return fmt.Errorf("train: step %d: %w", tr.step, err)
 		}
-		loss, gnorm := float64(lossHost[0]), float64(norm[0])
-		if math.IsNaN(loss) || math.IsInf(loss, 0) || math.IsNaN(gnorm) || math.IsInf(gnorm, 0) {
+		if tr.ranks > 1 { // each rank's loss is the mean over its share
+			if err := tr.Comm.AllReduceSum(lossHost); err != nil {
+				return fmt.Errorf("train: step %d: %w", tr.step, err)
+			}
+			lossHost[0] /= float32(tr.ranks)
+		}
+		loss, gnorm := float64(lossHost[0])*tr.lossFactor(), float64(norm[0])
+		if !tr.stepSkipped() && (math.IsNaN(loss) || math.IsInf(loss, 0) || math.IsNaN(gnorm) || math.IsInf(gnorm, 0)) {
 			return fmt.Errorf("train: loss %v, gradient norm %v at step %d; stopped, the last checkpoint %s is kept", loss, gnorm, tr.step, tr.CheckpointPath())
 		}
-		sumLoss += loss
-		nLoss++
+		if !math.IsInf(loss, 0) && !math.IsNaN(loss) { // a step the loss scaler skipped may have overflowed
+			sumLoss += loss
+			nLoss++
+		}
 		el := time.Since(start).Seconds()
 		its := float64(tr.step-startStep) / el
-		rec := map[string]any{"step": tr.step, "loss": sumLoss / float64(nLoss), "lr": o.LRAt(tr.step), "grad_norm": gnorm,
+		rec := map[string]any{"step": tr.step, "loss": sumLoss / float64(max(nLoss, 1)), "lr": o.LRAt(tr.step), "grad_norm": gnorm,
 			"epoch": tr.loader.Epoch(), "time": time.Now().UTC().Format(time.RFC3339)}
+		tr.logScale(rec)
 		b, _ := json.Marshal(rec)
 		if _, err := logf.Write(append(b, '\n')); err != nil {
 			return fmt.Errorf("train: log: %w", err)
 		}
-		if tr.Progress != nil {
+		if tr.Progress != nil && lead {
 			eta := time.Duration(float64(o.Steps-tr.step)/its) * time.Second
 			fmt.Fprintf(tr.Progress, "step %d/%d  loss %.4f  %.2f it/s  ETA %s\n", tr.step, o.Steps, sumLoss/float64(nLoss), its, eta.Round(time.Second))
 		}
@@ -354,7 +412,7 @@ func (tr *Trainer[B]) Run(ctx context.Context, resume bool) error {
 				return err
 			}
 		}
-		if o.SampleEvery > 0 && tr.step%o.SampleEvery == 0 && tr.Sample != nil {
+		if o.SampleEvery > 0 && tr.step%o.SampleEvery == 0 && tr.Sample != nil && lead {
 			ema, err := tr.download(tr.ema)
 			if err != nil {
 				return err
@@ -375,12 +433,15 @@ func (tr *Trainer[B]) exampleRNG(s, i int) *rand.Rand {
 // one queues a single optimiser step on the device.
 func (tr *Trainer[B]) one(ctx context.Context) error {
 	o := tr.Options
-	x0, y, err := tr.loader.Next(ctx)
+	all, yAll, err := tr.loader.Next(ctx)
 	if err != nil {
 		return fmt.Errorf("train: data: %w", err)
 	}
 	s := tr.step + 1
-	n, D := x0.N, x0.C*x0.H*x0.W
+	n, D := tr.local, all.C*all.H*all.W
+	first := tr.rank * n // this rank's share of the global batch
+	x0 := diffusion.Batch{N: n, C: all.C, H: all.H, W: all.W, Data: all.Data[first*D : (first+n)*D]}
+	y := yAll[first : first+n]
 	if !tr.labelled {
 		y = nil
 	}
@@ -388,7 +449,7 @@ func (tr *Trainer[B]) one(ctx context.Context) error {
 	wts := make([]float64, n)
 	noise := diffusion.NewBatch(x0.N, x0.C, x0.H, x0.W)
 	for i := range n {
-		r := tr.exampleRNG(s, i)
+		r := tr.exampleRNG(s, first+i)
 		ti, wi := tr.sampler.Sample(r, 1)
 		t[i], wts[i] = ti[0], wi[0]
 		for j := i * D; j < (i+1)*D; j++ {
@@ -417,7 +478,7 @@ func (tr *Trainer[B]) one(ctx context.Context) error {
 	cfg := tr.Diffusion.Config()
 	dims := kernels.DiffusionLossDims{N: n, D: D, Learned: cfg.Variance.IsLearned(), Range: cfg.Variance == diffusion.LearnedRange}
 	err = tr.eng.TrainStep(ctx, nn.Key{N: n, H: x0.H, W: x0.W}, nn.TrainInputs{Net: in, Loss: dims, X0: x0.Data,
-		Noise: noise.Data, Coef: nn.LossCoefRows(coefs, wts), State: nn.State{Seed: uint64(s)*0xd6e8feb86659fd93 ^ o.Seed}})
+		Noise: noise.Data, Coef: tr.scaleCoef(nn.LossCoefRows(coefs, wts)), State: nn.State{Seed: uint64(s)*0xd6e8feb86659fd93 ^ o.Seed, Example: first}})
 	if err != nil {
 		return err
 	}
@@ -431,17 +492,38 @@ func (tr *Trainer[B]) one(ctx context.Context) error {
 		if err := tr.ops.Sync(); err != nil {
 			return fmt.Errorf("train: step %d: %w", s, err)
 		}
-		losses := make([]float64, n)
-		for i := range losses {
-			losses[i] = float64(terms[3*i])
+		// Every rank updates the sampler with the whole global batch: each
+		// fills its share of (t, loss) and a sum gathers them.
+		shared := make([]float32, 2*o.Batch)
+		for i := range n {
+			shared[2*(first+i)], shared[2*(first+i)+1] = float32(t[i]), terms[3*i]
 		}
-		if err := tr.sampler.Update(t, losses); err != nil {
+		if tr.ranks > 1 {
+			if err := tr.Comm.AllReduceSum(shared); err != nil {
+				return fmt.Errorf("train: step %d: gather the losses: %w", s, err)
+			}
+		}
+		gt, losses := make([]int, o.Batch), make([]float64, o.Batch)
+		for i := range gt {
+			gt[i], losses[i] = int(shared[2*i]), float64(shared[2*i+1])
+		}
+		if err := tr.sampler.Update(gt, losses); err != nil {
 			return err
 		}
 	}
 	grads, _ := tr.eng.GradBuffer()
 	params := tr.eng.ParamBuffer()
 	np := tr.eng.NumParams()
+	if tr.ranks > 1 {
+		if err := tr.reduce(grads, np); err != nil {
+			return fmt.Errorf("train: step %d: %w", s, err)
+		}
+		tr.ops.Axpby(grads, 1/float32(tr.ranks), grads, 0, np) // the mean over the global batch
+	}
+	if skip, err := tr.unscaleGrads(grads, np); err != nil || skip { // Options.LossScale
+		tr.step = s
+		return err
+	}
 	tr.ops.Norm(tr.norm, grads, np)
 	if o.GradClip > 0 {
 		tr.ops.ClipToNorm(grads, tr.norm, float32(o.GradClip), np)
@@ -454,6 +536,26 @@ func (tr *Trainer[B]) one(ctx context.Context) error {
 	tr.ops.AdamW(params, tr.m, tr.v, grads, h, s, np)
 	tr.ops.EMA(tr.ema, params, float32(decay), np)
 	tr.step = s
+	return nil
+}
+
+// reduce sums the gradient buffer over the ranks in place.
+func (tr *Trainer[B]) reduce(g B, n int) error {
+	if tr.ReduceGrads != nil {
+		return tr.ReduceGrads(g, n)
+	}
+	if host, ok := any(g).([]float32); ok {
+		return tr.Comm.AllReduceSum(host[:n])
+	}
+	buf := make([]float32, n)
+	tr.ops.Download(buf, g)
+	if err := tr.ops.Sync(); err != nil {
+		return err
+	}
+	if err := tr.Comm.AllReduceSum(buf); err != nil {
+		return fmt.Errorf("all-reduce the gradients: %w", err)
+	}
+	tr.ops.Upload(g, buf)
 	return nil
 }
 
@@ -479,8 +581,11 @@ func (tr *Trainer[B]) free() {
 
 // save writes the checkpoint atomically: EMA weights as the model, plus
 // raw weights, Adam moments and the trainer state. Non-finite weights are
-// never written.
+// never written. Only rank 0 writes.
 func (tr *Trainer[B]) save() error {
+	if tr.rank != 0 {
+		return nil
+	}
 	var flat [4][]float32
 	for i, b := range []B{tr.ema, tr.eng.ParamBuffer(), tr.m, tr.v} {
 		v, err := tr.download(b)
@@ -501,7 +606,7 @@ func (tr *Trainer[B]) save() error {
 		return fmt.Errorf("train: sampler state: %w", err)
 	}
 	ls := tr.loader.State()
-	st, err := json.Marshal(state{Step: tr.step, Sampler: smp, Loader: &ls, Options: tr.Options})
+	st, err := json.Marshal(state{Step: tr.step, Sampler: smp, Loader: &ls, Options: tr.Options, Scaler: tr.scalerState()})
 	if err != nil {
 		return fmt.Errorf("train: state: %w", err)
 	}
@@ -547,6 +652,7 @@ func (tr *Trainer[B]) load() error {
 		}
 	}
 	tr.step = st.Step
+	tr.restoreScaler(st.Scaler)
 	return nil
 }
 

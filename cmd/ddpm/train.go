@@ -7,10 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/data"
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/dist"
 	"github.com/ddpm-go/ddpm/img"
 	"github.com/ddpm-go/ddpm/kernels"
 	"github.com/ddpm-go/ddpm/train"
@@ -36,7 +39,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sched := fs.String("schedule", "linear", "beta schedule: linear, cosine, scaled_linear or sigmoid")
 	threads := fs.Int("threads", 0, "CPU threads for the model (0: all cores)")
 	device := fs.String("device", "auto", "auto, cpu or cuda[:N]: where the model, the loss and the optimiser run")
+	precision := precisionFlag(fs)
 	overwrite := fs.Bool("overwrite", false, "start afresh over an existing checkpoint in --out (otherwise refused; see --resume)")
+	collTimeout := fs.Duration("collective-timeout", 10*time.Minute, "under mpirun: abort the job when a rank waits longer than this in one collective (a hung rank)")
 	pred := fs.String("prediction", "epsilon", "model output: epsilon, sample or v_prediction")
 	T := fs.Int("timesteps", 1000, "diffusion steps T")
 	fs.IntVar(&o.Steps, "steps", o.Steps, "optimiser steps")
@@ -116,20 +121,57 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if _, err := cuda.ParseDevice(*device); err != nil {
+	spec, err := cuda.ParseDevice(*device)
+	if err != nil {
 		return usageError{err.Error()}
 	}
+	// Under mpirun this process is one rank of a data-parallel run; alone
+	// (or with one rank) it trains by itself, as before.
+	comm, launch, err := dist.FromEnv(dist.Options{Timeout: *collTimeout})
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	defer comm.Close()
+	lead := comm.Rank() == 0
+	if comm.Size() > 1 {
+		// One GPU per rank on each node: cuda and auto (when a GPU is there)
+		// take the GPU of the node-local rank.
+		if n, err := cuda.Devices(); spec.Kind == "cuda" && !strings.Contains(*device, ":") || *device == "auto" && err == nil && len(n) > 0 {
+			*device = fmt.Sprintf("cuda:%d", launch.LocalRank)
+		}
+		if lead {
+			fmt.Fprintf(stderr, "train: data-parallel over %d ranks (%s): global batch %d, %d per rank\n", comm.Size(), launch, o.Batch, o.Batch/max(comm.Size(), 1))
+		}
+	}
+	if !lead {
+		stderr = io.Discard
+	}
+	if err := checkPrecision(*precision); err != nil {
+		return err
+	}
 	be, err := cuda.Select(*device, cuda.SelectOptions{CPU: kernels.CPUOptions{Threads: *threads},
-		Logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }})
+		GPU: cuda.Options{Precision: *precision}, Logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }})
 	if err != nil {
 		return err
 	}
-	job := trainJob{o: o, cfg: cfg, d: d, dcfg: dcfg, ds: ds, dataset: *dataset, out: *out, resume: *resume, overwrite: *overwrite}
+	if be.GPU != nil && be.GPU.Precision() == cuda.FP16 {
+		o.LossScale.Enabled = true // fp16 gradients need it (train.LossScale)
+	}
+	job := trainJob{o: o, cfg: cfg, d: d, dcfg: dcfg, ds: ds, dataset: *dataset, out: *out, resume: *resume, overwrite: *overwrite, comm: comm}
 	if be.GPU != nil {
 		defer be.GPU.Close()
+		reduce, closeNCCL, rerr := ncclReducer(be.GPU, comm, *collTimeout, stderr)
+		if rerr != nil {
+			return rerr
+		}
+		defer closeNCCL()
+		job.reduceGPU = reduce
 		err = trainOn[cuda.Ptr](ctx, be.GPU, job, stderr)
 	} else {
 		err = trainOn[[]float32](ctx, be.CPU, job, stderr)
+	}
+	if !lead {
+		return err
 	}
 	if perr := writeLossPlot(filepath.Join(*out, "log.jsonl"), filepath.Join(*out, "loss.png")); perr != nil {
 		fmt.Fprintln(stderr, "train:", perr)
@@ -150,6 +192,35 @@ type trainJob struct {
 	ds                data.Dataset
 	dataset, out      string
 	resume, overwrite bool
+	comm              dist.Comm
+	reduceGPU         func(g cuda.Ptr, n int) error // NCCL, for a GPU run over several ranks
+}
+
+// ncclReducer returns the all-reduce of a multi-rank GPU run: NCCL's on
+// the device's stream, the unique id sent from rank 0 over MPI; nil for
+// one rank (or when libnccl is absent: the gradients then go through the
+// host and MPI, said once on stderr).
+func ncclReducer(gpu *cuda.Device, comm dist.Comm, timeout time.Duration, stderr io.Writer) (func(cuda.Ptr, int) error, func(), error) {
+	if comm.Size() < 2 {
+		return nil, func() {}, nil
+	}
+	lib, err := dist.OpenNCCL("")
+	if err != nil {
+		fmt.Fprintf(stderr, "train: NCCL not found, gradients go through the host and MPI: %v\n", err)
+		return nil, func() {}, nil
+	}
+	var nc *dist.NCCLComm
+	if err := gpu.WithStream(func(uintptr) error {
+		var err error
+		nc, err = lib.NewComm(comm, timeout)
+		return err
+	}); err != nil {
+		return nil, nil, fmt.Errorf("train: NCCL: %w", err)
+	}
+	reduce := func(g cuda.Ptr, n int) error {
+		return gpu.WithStream(func(stream uintptr) error { return nc.AllReduceSum(uintptr(g), n, stream) })
+	}
+	return reduce, func() { nc.Close() }, nil
 }
 
 // trainOn trains job's UNet on one backend: the network, the loss and the
@@ -162,7 +233,7 @@ func trainOn[B any](ctx context.Context, ops kernels.Ops[B], job trainJob, stder
 	}
 	defer net.Close()
 	dj, _ := json.Marshal(job.dcfg)
-	tr := &train.Trainer[B]{Options: job.o, Net: net, Diffusion: job.d, Data: job.ds, Dir: job.out, Overwrite: job.overwrite,
+	tr := &train.Trainer[B]{Options: job.o, Net: net, Diffusion: job.d, Data: job.ds, Dir: job.out, Overwrite: job.overwrite, Comm: job.comm,
 		Progress: stderr, Meta: train.Meta{UNetConfig: job.cfg.JSON(), DiffusionConfig: dj, ClassNames: job.ds.ClassNames()}}
 	if job.o.SampleEvery > 0 {
 		eval, err := unet.NewOn[B](job.cfg, ops, 0)
@@ -186,6 +257,11 @@ func trainOn[B any](ctx context.Context, ops kernels.Ops[B], job trainJob, stder
 				return err
 			}
 			return img.WriteGrid(filepath.Join(job.out, fmt.Sprintf("samples-%06d.png", step)), b, img.GridOptions{NRow: 4, Padding: 2})
+		}
+	}
+	if job.reduceGPU != nil {
+		if r, ok := any(job.reduceGPU).(func(g B, n int) error); ok {
+			tr.ReduceGrads = r
 		}
 	}
 	fmt.Fprintf(stderr, "training %d-parameter UNet on %s (%d images, %d classes) on %s into %s\n",
