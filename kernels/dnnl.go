@@ -43,6 +43,9 @@ const (
 	dnnlQueryDstMD       = 133
 	dnnlQueryDiffDstMD   = 134
 	dnnlQueryImplInfoStr = 8
+	dnnlQueryScratchpad  = 136 // dnnl_query_scratchpad_md
+	dnnlArgScratchpad    = 80
+	dnnlScratchpadUser   = 1    // dnnl_scratchpad_mode_user
 	dnnlMemDescSize      = 696  // sizeof(dnnl_memory_desc_t)
 	dnnlConvDescSize     = 5976 // sizeof(dnnl_convolution_desc_t)
 	dnnlMaxDims          = 12
@@ -62,28 +65,40 @@ type (
 	}
 )
 
-// dnnlAPI holds the bound oneDNN functions and one CPU engine and stream.
+// dnnlAPI holds the bound oneDNN functions, one CPU engine and the
+// primitive attributes.
 type dnnlAPI struct {
-	mdInitByTag   func(md *memDesc, ndims int32, d *dims, dt int32, tag int32) int32
-	mdInitStrides func(md *memDesc, ndims int32, d *dims, dt int32, strides *dims) int32
-	convFwdInit   func(cd *convDesc, prop, alg int32, src, wei, bias, dst *memDesc, strides, padL, padR *dims) int32
-	convBwdDInit  func(cd *convDesc, alg int32, dsrc, wei, ddst *memDesc, strides, padL, padR *dims) int32
-	convBwdWInit  func(cd *convDesc, alg int32, src, dwei, dbias, ddst *memDesc, strides, padL, padR *dims) int32
-	pdCreate      func(pd *uintptr, op unsafe.Pointer, attr uintptr, engine uintptr, hint uintptr) int32
-	pdQueryMD     func(pd uintptr, what int32, index int32) unsafe.Pointer
-	pdQuery       func(pd uintptr, what int32, index int32, result unsafe.Pointer) int32
-	primCreate    func(p *uintptr, pd uintptr) int32
-	primExecute   func(p uintptr, stream uintptr, nargs int32, args unsafe.Pointer) int32
-	memCreate     func(m *uintptr, md unsafe.Pointer, engine uintptr, handle uintptr) int32
-	memSetHandle  func(m uintptr, handle unsafe.Pointer) int32
-	mdEqual       func(a, b unsafe.Pointer) int32
-	reorderCreate func(pd *uintptr, src unsafe.Pointer, srcEng uintptr, dst unsafe.Pointer, dstEng uintptr, attr uintptr) int32
-	engineCreate  func(e *uintptr, kind int32, index uintptr) int32
-	streamCreate  func(s *uintptr, e uintptr, flags uint32) int32
-	streamWait    func(s uintptr) int32
-	ompSetThreads func(n int32)
+	mdInitByTag    func(md *memDesc, ndims int32, d *dims, dt int32, tag int32) int32
+	mdInitStrides  func(md *memDesc, ndims int32, d *dims, dt int32, strides *dims) int32
+	convFwdInit    func(cd *convDesc, prop, alg int32, src, wei, bias, dst *memDesc, strides, padL, padR *dims) int32
+	convBwdDInit   func(cd *convDesc, alg int32, dsrc, wei, ddst *memDesc, strides, padL, padR *dims) int32
+	convBwdWInit   func(cd *convDesc, alg int32, src, dwei, dbias, ddst *memDesc, strides, padL, padR *dims) int32
+	pdCreate       func(pd *uintptr, op unsafe.Pointer, attr uintptr, engine uintptr, hint uintptr) int32
+	pdQueryMD      func(pd uintptr, what int32, index int32) unsafe.Pointer
+	pdQuery        func(pd uintptr, what int32, index int32, result unsafe.Pointer) int32
+	primCreate     func(p *uintptr, pd uintptr) int32
+	primExecute    func(p uintptr, stream uintptr, nargs int32, args unsafe.Pointer) int32
+	memCreate      func(m *uintptr, md unsafe.Pointer, engine uintptr, handle uintptr) int32
+	memSetHandle   func(m uintptr, handle unsafe.Pointer) int32
+	mdEqual        func(a, b unsafe.Pointer) int32
+	reorderCreate  func(pd *uintptr, src unsafe.Pointer, srcEng uintptr, dst unsafe.Pointer, dstEng uintptr, attr uintptr) int32
+	engineCreate   func(e *uintptr, kind int32, index uintptr) int32
+	streamCreate   func(s *uintptr, e uintptr, flags uint32) int32
+	streamWait     func(s uintptr) int32
+	attrCreate     func(attr *uintptr) int32
+	attrSetScrMode func(attr uintptr, mode int32) int32
+	mdGetSize      func(md unsafe.Pointer) uintptr
+	ompSetThreads  func(n int32)
 
-	engine, stream uintptr
+	engine uintptr
+	// attr asks every primitive for a user-managed scratchpad. oneDNN's
+	// default (library) scratchpad is shared by all primitives and only
+	// safe when each primitive runs on the OS thread that created it,
+	// which goroutines do not promise: the GEMM-based convolutions it
+	// picks on CPUs without AVX-512 then corrupt memory. Each primitive
+	// here owns its scratchpad instead, and its dnnlConv's mutex keeps
+	// two runs from sharing it.
+	attr uintptr
 }
 
 var (
@@ -122,6 +137,9 @@ func loadDNNLAPI() (*dnnlAPI, error) {
 			{&a.engineCreate, "dnnl_engine_create"},
 			{&a.streamCreate, "dnnl_stream_create"},
 			{&a.streamWait, "dnnl_stream_wait"},
+			{&a.attrCreate, "dnnl_primitive_attr_create"},
+			{&a.attrSetScrMode, "dnnl_primitive_attr_set_scratchpad_mode"},
+			{&a.mdGetSize, "dnnl_memory_desc_get_size"},
 		} {
 			sym, err := dl.Sym(lib, f.name)
 			if err != nil {
@@ -139,13 +157,45 @@ func loadDNNLAPI() (*dnnlAPI, error) {
 			dnnlAPIErr = fmt.Errorf("dnnl_engine_create: status %d", st)
 			return
 		}
-		if st := a.streamCreate(&a.stream, a.engine, dnnlStreamDefault); st != dnnlSuccess {
-			dnnlAPIErr = fmt.Errorf("dnnl_stream_create: status %d", st)
+		if st := a.attrCreate(&a.attr); st != dnnlSuccess {
+			dnnlAPIErr = fmt.Errorf("dnnl_primitive_attr_create: status %d", st)
+			return
+		}
+		if st := a.attrSetScrMode(a.attr, dnnlScratchpadUser); st != dnnlSuccess {
+			dnnlAPIErr = fmt.Errorf("dnnl_primitive_attr_set_scratchpad_mode: status %d", st)
 			return
 		}
 		dnnlAPIVal = a
 	})
 	return dnnlAPIVal, dnnlAPIErr
+}
+
+// dnnlPrim is a primitive with its own scratchpad memory (0 when it
+// needs none).
+type dnnlPrim struct {
+	p, scratch uintptr
+}
+
+// newPrim creates pd's primitive and allocates the scratchpad it asks for.
+func (a *dnnlAPI) newPrim(pd uintptr, what string) (dnnlPrim, error) {
+	var p dnnlPrim
+	if st := a.primCreate(&p.p, pd); st != dnnlSuccess {
+		return p, fmt.Errorf("dnnl_primitive_create(%s): status %d", what, st)
+	}
+	if md := a.pdQueryMD(pd, dnnlQueryScratchpad, 0); md != nil && a.mdGetSize(md) > 0 {
+		if st := a.memCreate(&p.scratch, md, a.engine, dnnlMemoryAllocate); st != dnnlSuccess {
+			return p, fmt.Errorf("dnnl_memory_create(%s scratchpad): status %d", what, st)
+		}
+	}
+	return p, nil
+}
+
+// exec runs p on stream with args (plus its scratchpad).
+func (a *dnnlAPI) exec(p dnnlPrim, stream uintptr, args []execArg) int32 {
+	if p.scratch != 0 {
+		args = append(args, execArg{arg: dnnlArgScratchpad, mem: p.scratch})
+	}
+	return a.primExecute(p.p, stream, int32(len(args)), unsafe.Pointer(&args[0]))
 }
 
 // dnnlTensor is one tensor argument of a primitive: the user's memory
@@ -155,7 +205,7 @@ type dnnlTensor struct {
 	user       uintptr        // memory with the user layout
 	internal   uintptr        // memory with the primitive's layout, or 0 if the same
 	internalMD unsafe.Pointer // its descriptor (owned by the primitive descriptor)
-	reorder    uintptr        // user->internal (inputs) or internal->user (outputs)
+	reorder    dnnlPrim       // user->internal (inputs) or internal->user (outputs)
 }
 
 // mem returns the memory object the primitive reads or writes.
@@ -171,9 +221,10 @@ func (t *dnnlTensor) mem() uintptr {
 // bias), created on first use. A mutex serialises its runs because the
 // internal buffers are shared.
 type dnnlConv struct {
-	mu  sync.Mutex
-	api *dnnlAPI
-	d   ConvDims
+	mu     sync.Mutex
+	api    *dnnlAPI
+	stream uintptr // its own, as its runs may come from any OS thread
+	d      ConvDims
 
 	userX, userW, userB, userY memDesc
 	strides, padL, padR        dims
@@ -187,7 +238,7 @@ type dnnlConv struct {
 
 // dnnlStep is one primitive with its tensors.
 type dnnlStep struct {
-	prim    uintptr
+	prim    dnnlPrim
 	tensors map[int32]*dnnlTensor // by DNNL_ARG_*
 	// wcache holds reordered copies of constant weight buffers, by the
 	// user buffer's address and length (CPUOptions.ConstWeights). The key
@@ -222,6 +273,9 @@ type weightKey struct {
 // d.K, or more when d covers a slice of a larger output's channels.
 func newDNNLConv(api *dnnlAPI, d ConvDims, yStrideK int) (*dnnlConv, error) {
 	c := &dnnlConv{api: api, d: d}
+	if st := api.streamCreate(&c.stream, api.engine, dnnlStreamDefault); st != dnnlSuccess {
+		return nil, fmt.Errorf("dnnl_stream_create: status %d", st)
+	}
 	oh, ow := d.OutH(), d.OutW()
 	for _, m := range []struct {
 		md  *memDesc
@@ -311,7 +365,7 @@ func (c *dnnlConv) fwdDesc(bias bool) (uintptr, error) {
 		return 0, fmt.Errorf("dnnl_convolution_forward_desc_init: status %d", st)
 	}
 	var pd uintptr
-	if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), 0, c.api.engine, 0); st != dnnlSuccess {
+	if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), c.api.attr, c.api.engine, 0); st != dnnlSuccess {
 		return 0, fmt.Errorf("dnnl_primitive_desc_create(conv fwd): status %d", st)
 	}
 	return pd, nil
@@ -341,11 +395,12 @@ func (c *dnnlConv) tensor(pd uintptr, query int32, user *memDesc, input bool) (*
 		src, dst = dst, src
 	}
 	var rpd uintptr
-	if st := api.reorderCreate(&rpd, src, api.engine, dst, api.engine, 0); st != dnnlSuccess {
+	if st := api.reorderCreate(&rpd, src, api.engine, dst, api.engine, api.attr); st != dnnlSuccess {
 		return nil, fmt.Errorf("dnnl_reorder_primitive_desc_create: status %d", st)
 	}
-	if st := api.primCreate(&t.reorder, rpd); st != dnnlSuccess {
-		return nil, fmt.Errorf("dnnl_primitive_create(reorder): status %d", st)
+	var err error
+	if t.reorder, err = api.newPrim(rpd, "reorder"); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -372,8 +427,9 @@ func (c *dnnlConv) step(pd uintptr, specs []argSpec) (*dnnlStep, error) {
 		}
 		s.tensors[a.arg] = t
 	}
-	if st := c.api.primCreate(&s.prim, pd); st != dnnlSuccess {
-		return nil, fmt.Errorf("dnnl_primitive_create(conv): status %d", st)
+	var err error
+	if s.prim, err = c.api.newPrim(pd, "conv"); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -407,26 +463,26 @@ func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, t
 		return false
 	}
 	for arg, t := range s.tensors {
-		if t.reorder != 0 && !isOut(arg) && !(arg == dnnlArgWeights && wmem != 0) {
-			ra := [2]execArg{{arg: dnnlArgSrc, mem: t.user}, {arg: dnnlArgDst, mem: t.internal}}
-			if st := api.primExecute(t.reorder, api.stream, 2, unsafe.Pointer(&ra[0])); st != dnnlSuccess {
+		if t.reorder.p != 0 && !isOut(arg) && !(arg == dnnlArgWeights && wmem != 0) {
+			ra := []execArg{{arg: dnnlArgSrc, mem: t.user}, {arg: dnnlArgDst, mem: t.internal}}
+			if st := api.exec(t.reorder, c.stream, ra); st != dnnlSuccess {
 				return fmt.Errorf("reorder in: status %d", st)
 			}
 		}
 	}
-	if st := api.primExecute(s.prim, api.stream, int32(len(args)), unsafe.Pointer(&args[0])); st != dnnlSuccess {
+	if st := api.exec(s.prim, c.stream, args); st != dnnlSuccess {
 		return fmt.Errorf("dnnl_primitive_execute: status %d", st)
 	}
 	for _, arg := range outputs {
 		t := s.tensors[arg]
-		if t != nil && t.reorder != 0 {
-			ra := [2]execArg{{arg: dnnlArgSrc, mem: t.internal}, {arg: dnnlArgDst, mem: t.user}}
-			if st := api.primExecute(t.reorder, api.stream, 2, unsafe.Pointer(&ra[0])); st != dnnlSuccess {
+		if t != nil && t.reorder.p != 0 {
+			ra := []execArg{{arg: dnnlArgSrc, mem: t.internal}, {arg: dnnlArgDst, mem: t.user}}
+			if st := api.exec(t.reorder, c.stream, ra); st != dnnlSuccess {
 				return fmt.Errorf("reorder out: status %d", st)
 			}
 		}
 	}
-	if st := api.streamWait(api.stream); st != dnnlSuccess {
+	if st := api.streamWait(c.stream); st != dnnlSuccess {
 		return fmt.Errorf("dnnl_stream_wait: status %d", st)
 	}
 	for _, b := range bufs {
@@ -474,7 +530,7 @@ func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool) error
 // it on first use; 0 when the primitive reads the user layout directly.
 func (c *dnnlConv) cachedWeights(s *dnnlStep, w []float32, threads int) (uintptr, error) {
 	t := s.tensors[dnnlArgWeights]
-	if t == nil || t.reorder == 0 {
+	if t == nil || t.reorder.p == 0 {
 		return 0, nil
 	}
 	k := weightKey{&w[0], len(w)}
@@ -496,11 +552,11 @@ func (c *dnnlConv) cachedWeights(s *dnnlStep, w []float32, threads int) (uintptr
 		api.ompSetThreads(int32(threads))
 	}
 	api.memSetHandle(t.user, unsafe.Pointer(&w[0]))
-	ra := [2]execArg{{arg: dnnlArgSrc, mem: t.user}, {arg: dnnlArgDst, mem: m}}
-	if st := api.primExecute(t.reorder, api.stream, 2, unsafe.Pointer(&ra[0])); st != dnnlSuccess {
+	ra := []execArg{{arg: dnnlArgSrc, mem: t.user}, {arg: dnnlArgDst, mem: m}}
+	if st := api.exec(t.reorder, c.stream, ra); st != dnnlSuccess {
 		return 0, fmt.Errorf("reorder weights: status %d", st)
 	}
-	if st := api.streamWait(api.stream); st != dnnlSuccess {
+	if st := api.streamWait(c.stream); st != dnnlSuccess {
 		return 0, fmt.Errorf("dnnl_stream_wait: status %d", st)
 	}
 	runtime.KeepAlive(w)
@@ -525,7 +581,7 @@ func (c *dnnlConv) backwardData(dx, dy, w []float32, threads int) error {
 			return fmt.Errorf("dnnl_convolution_backward_data_desc_init: status %d", st)
 		}
 		var pd uintptr
-		if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), 0, c.api.engine, c.fwdPD[0]); st != dnnlSuccess {
+		if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), c.api.attr, c.api.engine, c.fwdPD[0]); st != dnnlSuccess {
 			return fmt.Errorf("dnnl_primitive_desc_create(conv bwd data): status %d", st)
 		}
 		s, err := c.step(pd, []argSpec{{dnnlArgDiffDst, dnnlQueryDiffDstMD, &c.userY, true},
@@ -561,7 +617,7 @@ func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32, threads int) error {
 			return fmt.Errorf("dnnl_convolution_backward_weights_desc_init: status %d", st)
 		}
 		var pd uintptr
-		if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), 0, c.api.engine, c.fwdPD[bi]); st != dnnlSuccess {
+		if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), c.api.attr, c.api.engine, c.fwdPD[bi]); st != dnnlSuccess {
 			return fmt.Errorf("dnnl_primitive_desc_create(conv bwd weights): status %d", st)
 		}
 		specs := []argSpec{{dnnlArgSrc, dnnlQuerySrcMD, &c.userX, true}, {dnnlArgDiffDst, dnnlQueryDiffDstMD, &c.userY, true},

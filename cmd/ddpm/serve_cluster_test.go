@@ -219,7 +219,22 @@ func killBusy(t *testing.T, rdb *redis.Client, w *replica, ids []string, minHeld
 				t.Fatal(err)
 			}
 			<-w.done
-			return held
+			// A job may have finished between the poll and the kill:
+			// only those still running under w were taken from it.
+			var taken []string
+			for _, id := range held {
+				h, err := rdb.HMGet(ctx, "ddpm:job:"+id, "state", "owner").Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if owner, _ := h[1].(string); h[0] == "running" && strings.Contains(owner, tag) {
+					taken = append(taken, id)
+				}
+			}
+			if len(taken) == 0 {
+				t.Fatalf("%s finished all %d of its jobs before the kill", w.name, len(held))
+			}
+			return taken
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s never held %d jobs with one at step >= %d:\n%s", w.name, minHeld, minStep, w.log)
