@@ -208,40 +208,14 @@ func fitError(path string, cfg Config, err error) error {
 }
 
 // Shapes maps every parameter (state-dict key) to its shape.
-func (m *Net[B]) Shapes() map[string][]int {
-	ps := m.nn.Params()
-	s := make(map[string][]int, len(ps))
-	for _, p := range ps {
-		s[p.Name] = p.Shape
-	}
-	return s
-}
+func (m *Net[B]) Shapes() map[string][]int { return m.nn.Shapes() }
 
 // SetTensors uploads weights under their state-dict names; names and
 // shapes must match the network's exactly.
-func (m *Net[B]) SetTensors(t map[string]weights.Tensor) error {
-	if err := weights.CheckTensors(t, m.Shapes()); err != nil {
-		return err
-	}
-	flat := make([]float32, m.nn.NumParams())
-	for _, p := range m.nn.Params() {
-		copy(flat[p.Offset:p.Offset+p.Size], t[p.Name].Data)
-	}
-	return m.nn.WriteParams(flat)
-}
+func (m *Net[B]) SetTensors(t map[string]weights.Tensor) error { return m.nn.SetTensors(t) }
 
 // Tensors returns a copy of the weights under their state-dict names.
-func (m *Net[B]) Tensors() (map[string]weights.Tensor, error) {
-	flat := make([]float32, m.nn.NumParams())
-	if err := m.nn.ReadParams(flat); err != nil {
-		return nil, err
-	}
-	out := map[string]weights.Tensor{}
-	for _, p := range m.nn.Params() {
-		out[p.Name] = weights.Tensor{Shape: p.Shape, Data: append([]float32(nil), flat[p.Offset:p.Offset+p.Size]...)}
-	}
-	return out, nil
-}
+func (m *Net[B]) Tensors() (map[string]weights.Tensor, error) { return m.nn.Tensors() }
 
 // Export returns the network as a ddpm model: its Config as the model
 // config (with "_class_name", so Open and pipeline recognise it), the

@@ -134,8 +134,6 @@ type Network[B any] interface {
 	Engine() *nn.Net[B]
 	Inputs(x diffusion.Batch, t []float64, y []int) (map[string][]float32, error)
 	Info() nn.Info
-	Split(flat []float32) map[string]weights.Tensor
-	Join(t map[string]weights.Tensor) ([]float32, error)
 }
 
 // Trainer runs training. Set the fields, then call Run.
@@ -417,7 +415,7 @@ func (tr *Trainer[B]) Run(ctx context.Context, resume bool) error {
 			if err != nil {
 				return err
 			}
-			if err := tr.Sample(ctx, tr.step, tr.Net.Split(ema)); err != nil {
+			if err := tr.Sample(ctx, tr.step, tr.eng.Split(ema)); err != nil {
 				return fmt.Errorf("train: sample at step %d: %w", tr.step, err)
 			}
 		}
@@ -612,8 +610,8 @@ func (tr *Trainer[B]) save() error {
 	}
 	c := &weights.Checkpoint{
 		Model: weights.Model{UNetConfig: tr.Meta.UNetConfig, DiffusionConfig: tr.Meta.DiffusionConfig,
-			ClassNames: tr.Meta.ClassNames, Tensors: tr.Net.Split(flat[0])},
-		Raw: tr.Net.Split(flat[1]), AdamM: tr.Net.Split(flat[2]), AdamV: tr.Net.Split(flat[3]), TrainState: st,
+			ClassNames: tr.Meta.ClassNames, Tensors: tr.eng.Split(flat[0])},
+		Raw: tr.eng.Split(flat[1]), AdamM: tr.eng.Split(flat[2]), AdamV: tr.eng.Split(flat[3]), TrainState: st,
 	}
 	return weights.WriteCheckpoint(tr.CheckpointPath(), c)
 }
@@ -634,7 +632,7 @@ func (tr *Trainer[B]) load() error {
 		t    map[string]weights.Tensor
 		dst  B
 	}{{"ema", c.Tensors, tr.ema}, {"raw", c.Raw, tr.eng.ParamBuffer()}, {"adam_m", c.AdamM, tr.m}, {"adam_v", c.AdamV, tr.v}} {
-		flat, err := tr.Net.Join(set.t)
+		flat, err := tr.eng.Join(set.t)
 		if err != nil {
 			return fmt.Errorf("train: resume %s: %s tensors: %w", path, set.name, err)
 		}

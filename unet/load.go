@@ -72,47 +72,11 @@ func renameLegacy(in map[string]weights.Tensor) map[string]weights.Tensor {
 }
 
 // Tensors returns a copy of the weights under their diffusers names.
-func (m *Net[B]) Tensors() (map[string]weights.Tensor, error) {
-	flat := make([]float32, m.nn.NumParams())
-	if err := m.nn.ReadParams(flat); err != nil {
-		return nil, err
-	}
-	return m.Split(flat), nil
-}
-
-// Split names the values of a flat buffer laid out as the parameters
-// (a copy of the parameters, their gradients or optimiser state).
-func (m *Net[B]) Split(flat []float32) map[string]weights.Tensor {
-	ps := m.nn.Params()
-	out := make(map[string]weights.Tensor, len(ps))
-	for _, p := range ps {
-		out[p.Name] = weights.Tensor{Shape: p.Shape, Data: append([]float32(nil), flat[p.Offset:p.Offset+p.Size]...)}
-	}
-	return out
-}
-
-// Join lays named tensors out as the flat parameter buffer; the names
-// and shapes must match the model's exactly.
-func (m *Net[B]) Join(t map[string]weights.Tensor) ([]float32, error) {
-	if err := weights.CheckTensors(t, m.Shapes()); err != nil {
-		return nil, err
-	}
-	flat := make([]float32, m.nn.NumParams())
-	for _, p := range m.nn.Params() {
-		copy(flat[p.Offset:p.Offset+p.Size], t[p.Name].Data)
-	}
-	return flat, nil
-}
+func (m *Net[B]) Tensors() (map[string]weights.Tensor, error) { return m.nn.Tensors() }
 
 // SetTensors copies weights (for example EMA weights) into the model; the
 // names and shapes must match exactly.
-func (m *Net[B]) SetTensors(t map[string]weights.Tensor) error {
-	flat, err := m.Join(t)
-	if err != nil {
-		return err
-	}
-	return m.nn.WriteParams(flat)
-}
+func (m *Net[B]) SetTensors(t map[string]weights.Tensor) error { return m.nn.SetTensors(t) }
 
 // Export returns the model as a weights.Model: its config JSON and a copy
 // of every tensor. The diffusion config, scheduler config and class names

@@ -69,14 +69,7 @@ func (m *Net[B]) Engine() *nn.Net[B] { return m.nn }
 func (m *Net[B]) NumParams() int { return m.nn.NumParams() }
 
 // Shapes maps every parameter name to its shape.
-func (m *Net[B]) Shapes() map[string][]int {
-	ps := m.nn.Params()
-	s := make(map[string][]int, len(ps))
-	for _, p := range ps {
-		s[p.Name] = p.Shape
-	}
-	return s
-}
+func (m *Net[B]) Shapes() map[string][]int { return m.nn.Shapes() }
 
 // Close frees the model's device memory.
 func (m *Net[B]) Close() { m.nn.Close() }
