@@ -61,6 +61,14 @@ type Config struct {
 	// Pool is classifier_pool: adaptive, attention, spatial or spatial_v2.
 	Pool string `json:"pool,omitempty"`
 
+	// ddpm's extensions, for networks trained here (ddpm
+	// train-classifier on MNIST, say); guided-diffusion fixes them.
+	// InChannels is the image's channel count (0: 3, RGB).
+	InChannels int `json:"in_channels,omitempty"`
+	// NumClasses is the class count of class_cond and of a classifier's
+	// logits (0: NumClasses, ImageNet's 1000).
+	NumClasses int `json:"num_classes,omitempty"`
+
 	// The diffusion flags (diffusion_defaults).
 	DiffusionSteps       int    `json:"diffusion_steps"`
 	NoiseSchedule        string `json:"noise_schedule"`
@@ -108,6 +116,8 @@ var classifierFlags = map[string]string{
 	"classifier_width": "num_channels", "classifier_depth": "num_res_blocks",
 	"classifier_attention_resolutions": "attention_resolutions", "classifier_use_scale_shift_norm": "use_scale_shift_norm",
 	"classifier_resblock_updown": "resblock_updown", "classifier_pool": "pool", "classifier_use_fp16": "use_fp16",
+	// ddpm's: create_classifier derives channel_mult from image_size.
+	"classifier_channel_mult": "channel_mult",
 }
 
 // ParseArgs reads a network's flags as JSON: an args.json of the scripts'
@@ -220,6 +230,8 @@ func fromFlags(vals map[string]string) (Config, error) {
 		if kind == Classifier {
 			if k, ok := classifierFlags[name]; ok {
 				key = k
+			} else if _, stored := vals["_class_name"]; name == "channel_mult" && !stored {
+				continue // the diffusion model's, beside the classifier's flags
 			}
 		}
 		if kind == SuperRes && key == "large_size" {
@@ -271,6 +283,10 @@ func (c *Config) set(key, v string) error {
 		c.UseNewAttentionOrder, err = str2bool(v)
 	case "pool":
 		c.Pool = v
+	case "in_channels":
+		c.InChannels, err = parseInt(v)
+	case "num_classes":
+		c.NumClasses, err = parseInt(v)
 	case "diffusion_steps":
 		c.DiffusionSteps, err = parseInt(v)
 	case "noise_schedule":
@@ -339,6 +355,7 @@ func IsConfig(b []byte) bool {
 type arch struct {
 	kind            Kind
 	size            int       // image_size
+	img             int       // the image's channels (3; in_channels of ddpm's extension)
 	in, out, model  int       // in_channels, out_channels, model_channels
 	mult            []float64 // channel_mult
 	attnDS          []int     // attention_resolutions as downsample rates
@@ -398,12 +415,26 @@ func (c Config) resolve() (arch, error) {
 	if !(c.Dropout >= 0 && c.Dropout < 1) {
 		return a, fmt.Errorf("adm: dropout %v: must be in [0, 1)", c.Dropout)
 	}
+	img, classes := 3, NumClasses
+	if c.InChannels != 0 {
+		img = c.InChannels
+	}
+	if c.NumClasses != 0 {
+		classes = c.NumClasses
+	}
+	if img < 1 || img > 64 {
+		return a, fmt.Errorf("adm: in_channels %d: must be in 1..64", c.InChannels)
+	}
+	if classes < 1 || classes > 100000 {
+		return a, fmt.Errorf("adm: num_classes %d: must be in 1..100000", c.NumClasses)
+	}
+	a.img, a.in = img, img
 	var err error
 	switch c.Kind {
 	case UNet:
-		a.out = 3
+		a.out = img
 		if c.LearnSigma {
-			a.out = 6
+			a.out = 2 * img
 		}
 		if c.ChannelMult == "" {
 			a.mult, err = defaultMult(c.ImageSize, false)
@@ -411,24 +442,28 @@ func (c Config) resolve() (arch, error) {
 			a.mult, err = parseMult(c.ChannelMult)
 		}
 		if c.ClassCond {
-			a.classes = NumClasses
+			a.classes = classes
 		}
 	case SuperRes:
-		a.in, a.out = 6, 3
+		a.in, a.out = 2*img, img
 		if c.LearnSigma {
-			a.out = 6
+			a.out = 2 * img
 		}
 		// sr_create_model ignores channel_mult.
 		a.mult, err = defaultMult(c.ImageSize, true)
 		if c.ClassCond {
-			a.classes = NumClasses
+			a.classes = classes
 		}
 		if c.SmallSize < 1 || c.SmallSize > c.ImageSize {
 			return a, fmt.Errorf("adm: small_size %d: must be in 1..large_size (%d)", c.SmallSize, c.ImageSize)
 		}
 	case Classifier:
-		a.out = NumClasses
-		a.mult, err = defaultMult(c.ImageSize, false)
+		a.out = classes
+		if c.ChannelMult == "" {
+			a.mult, err = defaultMult(c.ImageSize, false)
+		} else {
+			a.mult, err = parseMult(c.ChannelMult)
+		}
 		a.heads, a.headCh, a.headsUp, a.newOrder = 1, 64, 1, false
 		a.pool = c.Pool
 		switch c.Pool {

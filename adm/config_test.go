@@ -178,3 +178,42 @@ func TestInputErrors(t *testing.T) {
 		t.Error("WithLowRes on a UNet: no error")
 	}
 }
+
+// TestExtensions: ddpm's in_channels, num_classes and
+// classifier_channel_mult build a one-channel ten-class classifier (the
+// MNIST one of ddpm train-classifier), a combined flag string's model
+// channel_mult does not reach a classifier, and bad values are refused.
+func TestExtensions(t *testing.T) {
+	cfg, err := ParseFlags("--image_size 16 --in_channels 1 --num_classes 10 --classifier_width 64 --classifier_depth 1 " +
+		"--classifier_channel_mult 1,2 --classifier_attention_resolutions 8 --classifier_pool attention --channel_mult 1,1,1,1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Kind != Classifier || cfg.ChannelMult != "1,2" || cfg.InChannels != 1 || cfg.NumClasses != 10 {
+		t.Fatalf("parsed %+v", cfg)
+	}
+	back, err := ParseArgs(cfg.JSON())
+	if err != nil || back != cfg {
+		t.Fatalf("stored JSON reads back as %+v (%v)", back, err)
+	}
+	m, err := New(cfg, newCPU(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if info := m.Info(); info.InChannels != 1 || info.OutChannels != 10 {
+		t.Fatalf("info %+v: want 1 input channel, 10 logits", info)
+	}
+	logits, err := m.Logits(context.Background(), diffusion.NewBatch(2, 1, 16, 16), []float64{3, 500})
+	if err != nil || len(logits) != 20 {
+		t.Fatalf("logits: %d values, %v", len(logits), err)
+	}
+	if _, err := m.Logits(context.Background(), diffusion.NewBatch(1, 3, 16, 16), []float64{3}); err == nil || !strings.Contains(err.Error(), "takes 1") {
+		t.Errorf("3-channel input to a 1-channel classifier: %v", err)
+	}
+	for _, bad := range []string{"--in_channels 0 --image_size 16 --in_channels -1", "--num_classes -3"} {
+		if _, err := ParseFlags(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}

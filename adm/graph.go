@@ -39,9 +39,9 @@ type builder[B any] struct {
 // (N, NumClasses) logits for Classifier (EncoderUNetModel.forward).
 func build[B any](a arch, b *nn.Builder[B], k nn.Key) (*G.Node, error) {
 	u := &builder[B]{a: a, b: b}
-	x := b.Input(inputX, k.N, 3, k.H, k.W)
+	x := b.Input(inputX, k.N, a.img, k.H, k.W)
 	if a.kind == SuperRes {
-		x = b.Concat(x, b.Input(inputLowRes, k.N, 3, k.H, k.W))
+		x = b.Concat(x, b.Input(inputLowRes, k.N, a.img, k.H, k.W))
 	}
 	// emb = time_embed(timestep_embedding(t)) (+ label_emb(y)).
 	emb := b.Linear("time_embed.0", b.Input(inputTEmb, k.N, a.model), a.timeEmbed)

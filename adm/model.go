@@ -92,7 +92,7 @@ func (m *Net[B]) Classes() int { return m.a.classes }
 
 // Info describes the network for trainers and servers.
 func (m *Net[B]) Info() nn.Info {
-	return nn.Info{Config: m.cfg.JSON(), InChannels: 3, OutChannels: m.a.out, Size: m.a.size,
+	return nn.Info{Config: m.cfg.JSON(), InChannels: m.a.img, OutChannels: m.a.out, Size: m.a.size,
 		Classes: m.a.classes, NullClass: -1}
 }
 
@@ -104,8 +104,8 @@ func (m *Net[B]) checkInput(x diffusion.Batch, t []float64) error {
 	if err := x.Check(); err != nil {
 		return fmt.Errorf("adm: input: %w", err)
 	}
-	if x.C != 3 {
-		return fmt.Errorf("adm: input has %d channels, the %s takes 3", x.C, m.cfg.Kind)
+	if x.C != m.a.img {
+		return fmt.Errorf("adm: input has %d channels, the %s takes %d", x.C, m.cfg.Kind, m.a.img)
 	}
 	f := m.a.finalDS
 	if m.a.kind == Classifier && m.a.pool == "attention" {
@@ -124,6 +124,12 @@ func (m *Net[B]) checkInput(x diffusion.Batch, t []float64) error {
 		}
 	}
 	return nil
+}
+
+// Inputs returns the graph inputs of (x, t, y) after checking them, as
+// the training loop feeds them to the engine (train.Network).
+func (m *Net[B]) Inputs(x diffusion.Batch, t []float64, y []int) (map[string][]float32, error) {
+	return m.inputs(x, t, y, nil)
 }
 
 // inputs returns the graph inputs for (x, t, y, lowRes) after checking
@@ -160,8 +166,8 @@ func (m *Net[B]) inputs(x diffusion.Batch, t []float64, y []int, lowRes *diffusi
 		if err := lowRes.Check(); err != nil {
 			return nil, fmt.Errorf("adm: low_res: %w", err)
 		}
-		if lowRes.N != x.N || lowRes.C != 3 {
-			return nil, fmt.Errorf("adm: low_res has shape (%d, %d, %d, %d), want (%d, 3, h, w)", lowRes.N, lowRes.C, lowRes.H, lowRes.W, x.N)
+		if lowRes.N != x.N || lowRes.C != m.a.img {
+			return nil, fmt.Errorf("adm: low_res has shape (%d, %d, %d, %d), want (%d, %d, h, w)", lowRes.N, lowRes.C, lowRes.H, lowRes.W, x.N, m.a.img)
 		}
 		in[inputLowRes] = Bilinear(*lowRes, x.H, x.W).Data
 	}
