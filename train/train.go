@@ -167,6 +167,11 @@ type Trainer[B any] struct {
 	// Sample, if non-nil, is called every SampleEvery steps with the EMA
 	// weights (to write a sample grid, for example).
 	Sample func(ctx context.Context, step int, ema map[string]weights.Tensor) error
+	// Classify trains Net as a noisy classifier of the dataset's labels
+	// (its output: one logit per class) for classifier guidance, with
+	// the cross-entropy on x_t at uniform t of Diffusion instead of the
+	// denoising loss (see classify.go). The log adds the batch accuracy.
+	Classify bool
 
 	ops       kernels.Ops[B]
 	eng       *nn.Net[B]
@@ -179,7 +184,8 @@ type Trainer[B any] struct {
 	scale     lossScaler // Options.LossScale's state
 	rank      int        // this process's rank and the number of ranks
 	ranks     int
-	local     int // examples per rank per step
+	local     int        // examples per rank per step
+	hostLoss  [2]float32 // Classify: the last step's loss and accuracy
 }
 
 // state is the trainer's part of a checkpoint (weights.MetaTrainState).
@@ -214,7 +220,11 @@ func (tr *Trainer[B]) init() error {
 	if c != info.InChannels || h != info.Size || w != info.Size {
 		return fmt.Errorf("train: the dataset gives %dx%dx%d images, the network takes %dx%dx%d", c, h, w, info.InChannels, info.Size, info.Size)
 	}
-	if want := tr.Diffusion.OutChannels(info.InChannels); info.OutChannels != want {
+	if tr.Classify {
+		if err := tr.classifyInit(); err != nil {
+			return err
+		}
+	} else if want := tr.Diffusion.OutChannels(info.InChannels); info.OutChannels != want {
 		return fmt.Errorf("train: the diffusion's variance %s needs %d output channels, the network has out_channels = %d",
 			tr.Diffusion.Config().Variance, want, info.OutChannels)
 	}
@@ -228,6 +238,7 @@ func (tr *Trainer[B]) init() error {
 	tr.local = o.Batch / tr.ranks
 	tr.labelled = tr.Data.NumClasses() > 0 && info.Classes > 0
 	switch {
+	case tr.Classify:
 	case tr.Data.NumClasses() > 0 && info.Classes == 0:
 		tr.Options.LabelDropout = 0 // the labels are ignored (the CLI says so)
 	case tr.labelled && tr.Data.NumClasses() > info.Classes-boolInt(info.NullClass >= 0):
@@ -367,12 +378,16 @@ func (tr *Trainer[B]) Run(ctx context.Context, resume bool) error {
 			continue
 		}
 		// One download of the loss and the gradient norm per logged step.
-		lb, _, err := tr.eng.LossBuffers()
-		if err != nil {
-			return err
-		}
 		norm := make([]float32, 1)
-		tr.ops.Download(lossHost, lb)
+		if tr.Classify {
+			lossHost[0] = tr.hostLoss[0]
+		} else {
+			lb, _, err := tr.eng.LossBuffers()
+			if err != nil {
+				return err
+			}
+			tr.ops.Download(lossHost, lb)
+		}
 		tr.ops.Download(norm, tr.norm)
 		if err := tr.ops.Sync(); err != nil {
 			return fmt.Errorf("train: step %d: %w", tr.step, err)
@@ -396,6 +411,9 @@ func (tr *Trainer[B]) Run(ctx context.Context, resume bool) error {
 		rec := map[string]any{"step": tr.step, "loss": sumLoss / float64(max(nLoss, 1)), "lr": o.LRAt(tr.step), "grad_norm": gnorm,
 			"epoch": tr.loader.Epoch(), "time": time.Now().UTC().Format(time.RFC3339)}
 		tr.logScale(rec)
+		if tr.Classify {
+			rec["accuracy"] = tr.hostLoss[1]
+		}
 		b, _ := json.Marshal(rec)
 		if _, err := logf.Write(append(b, '\n')); err != nil {
 			return fmt.Errorf("train: log: %w", err)
@@ -469,9 +487,17 @@ func (tr *Trainer[B]) one(ctx context.Context) error {
 			return err
 		}
 	}
-	in, err := tr.Net.Inputs(xt, tf, y)
+	var in map[string][]float32
+	if tr.Classify {
+		err = tr.classifyStep(ctx, xt, tf, yAll[first:first+n])
+	} else {
+		in, err = tr.Net.Inputs(xt, tf, y)
+	}
 	if err != nil {
 		return err
+	}
+	if tr.Classify {
+		return tr.update(s)
 	}
 	cfg := tr.Diffusion.Config()
 	dims := kernels.DiffusionLossDims{N: n, D: D, Learned: cfg.Variance.IsLearned(), Range: cfg.Variance == diffusion.LearnedRange}
@@ -509,6 +535,13 @@ func (tr *Trainer[B]) one(ctx context.Context) error {
 			return err
 		}
 	}
+	return tr.update(s)
+}
+
+// update sums the gradients over the ranks, unscales and clips them and
+// takes the AdamW and EMA steps of (1-based) step s.
+func (tr *Trainer[B]) update(s int) error {
+	o := tr.Options
 	grads, _ := tr.eng.GradBuffer()
 	params := tr.eng.ParamBuffer()
 	np := tr.eng.NumParams()
