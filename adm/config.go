@@ -28,6 +28,21 @@ const (
 	Classifier Kind = "EncoderUNetModel"
 )
 
+// The networks of glide-text2im's text2im_model.py (see glide.go).
+const (
+	// Text2Im is Text2ImUNet: GLIDE's text-conditional diffusion model.
+	Text2Im Kind = "Text2ImUNet"
+	// InpaintText2Im is InpaintText2ImUNet: Text2ImUNet whose input is
+	// the noisy image, the masked known image and the mask (7 channels).
+	InpaintText2Im Kind = "InpaintText2ImUNet"
+	// SuperResText2Im is SuperResText2ImUNet: Text2ImUNet whose input is
+	// the noisy image and the bilinearly upsampled low-resolution image.
+	SuperResText2Im Kind = "SuperResText2ImUNet"
+	// SuperResInpaintText2Im is SuperResInpaintText2ImUnet (sic): both
+	// inputs, in the order image, masked image, mask, low-resolution.
+	SuperResInpaintText2Im Kind = "SuperResInpaintText2ImUnet"
+)
+
 // NumClasses is guided-diffusion's NUM_CLASSES (ImageNet).
 const NumClasses = 1000
 
@@ -77,6 +92,10 @@ type Config struct {
 	PredictXStart        bool   `json:"predict_xstart"`
 	RescaleTimesteps     bool   `json:"rescale_timesteps"`
 	RescaleLearnedSigmas bool   `json:"rescale_learned_sigmas"`
+
+	// *TextConfig holds GLIDE's text flags; it is nil for
+	// guided-diffusion's networks and set for the GLIDE kinds.
+	*TextConfig
 }
 
 // DefaultConfig returns the scripts' defaults for kind: for UNet
@@ -95,6 +114,8 @@ func DefaultConfig(kind Kind) Config {
 		c.NumChannels, c.NumResBlocks, c.AttentionResolutions = 128, 2, "32,16,8"
 		c.ResblockUpdown, c.Pool = true, "attention"
 		c.NumHeads, c.NumHeadChannels = 1, 64
+	case Text2Im, InpaintText2Im, SuperResText2Im, SuperResInpaintText2Im:
+		c = glideDefaults(kind)
 	}
 	return c
 }
@@ -202,12 +223,12 @@ func scalar(v json.RawMessage) (string, error) {
 func fromFlags(vals map[string]string) (Config, error) {
 	kind := UNet
 	if k, ok := vals["_class_name"]; ok {
-		switch Kind(k) {
-		case UNet, SuperRes, Classifier:
-			kind = Kind(k)
-		default:
-			return Config{}, fmt.Errorf("adm: _class_name %q: allowed are %s, %s, %s", k, UNet, SuperRes, Classifier)
+		if !knownKind(Kind(k)) {
+			return Config{}, fmt.Errorf("adm: _class_name %q: allowed are %s", k, kindList())
 		}
+		kind = Kind(k)
+	} else if isGlideFlags(vals) {
+		kind = Text2Im
 	} else {
 		for name := range vals {
 			if _, ok := classifierFlags[name]; ok {
@@ -240,6 +261,9 @@ func fromFlags(vals map[string]string) (Config, error) {
 		if err := c.set(key, v); err != nil {
 			return Config{}, fmt.Errorf("adm: flag %s = %q: %w", name, v, err)
 		}
+	}
+	if err := c.settleGlideKind(vals); err != nil {
+		return Config{}, err
 	}
 	return c, c.Validate()
 }
@@ -305,7 +329,10 @@ func (c *Config) set(key, v string) error {
 		if ignoredFlags[key] {
 			return nil
 		}
-		return fmt.Errorf("unknown flag (not one of guided-diffusion's model, classifier or diffusion flags)")
+		if ok, err := c.setText(key, v); ok {
+			return err
+		}
+		return fmt.Errorf("unknown flag (not one of guided-diffusion's model, classifier or diffusion flags, nor GLIDE's)")
 	}
 	return err
 }
@@ -343,11 +370,7 @@ func IsConfig(b []byte) bool {
 	if json.Unmarshal(b, &v) != nil {
 		return false
 	}
-	switch Kind(v.Class) {
-	case UNet, SuperRes, Classifier:
-		return true
-	}
-	return false
+	return knownKind(Kind(v.Class))
 }
 
 // arch is a Config resolved into the constructor arguments of
@@ -372,7 +395,8 @@ type arch struct {
 	levels          int
 	finalDS         int // 2^(levels-1)
 	convResample    bool
-	attentionPoolHW int // spatial size at the attention pool (image_size // ds)
+	attentionPoolHW int       // spatial size at the attention pool (image_size // ds)
+	text            *textArch // GLIDE's text transformer (nil: none)
 }
 
 // defaultMult is create_model's / create_classifier's channel_mult for an
@@ -471,8 +495,10 @@ func (c Config) resolve() (arch, error) {
 		default:
 			return a, fmt.Errorf("adm: pool (classifier_pool) %q: allowed are adaptive, attention, spatial, spatial_v2", c.Pool)
 		}
+	case Text2Im, InpaintText2Im, SuperResText2Im, SuperResInpaintText2Im:
+		err = c.resolveText(&a)
 	default:
-		return a, fmt.Errorf("adm: _class_name %q: allowed are %s, %s, %s", c.Kind, UNet, SuperRes, Classifier)
+		return a, fmt.Errorf("adm: _class_name %q: allowed are %s", c.Kind, kindList())
 	}
 	if err != nil {
 		return a, fmt.Errorf("adm: %w", err)

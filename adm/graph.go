@@ -30,8 +30,9 @@ const (
 // builder holds the resolved architecture while declaring a graph; the
 // parameter names are the modules' state_dict keys.
 type builder[B any] struct {
-	a arch
-	b *nn.Builder[B]
+	a   arch
+	b   *nn.Builder[B]
+	enc *G.Node // GLIDE's text encoder output (N, xf_width, text_ctx), or nil
 }
 
 // build declares the network of a on b for shape k and returns its
@@ -260,7 +261,15 @@ func (u *builder[B]) attention(name string, x *G.Node, heads int) *G.Node {
 	ch := x.Shape()[1]
 	h := b.GroupNorm(name+".norm", x, normGroups, normEps, false)
 	qkv := b.Conv1x1(name+".qkv", h, 3*ch, 3*ch, ch, 1)
-	h = b.QKVAttention(qkv, a.numHeads(ch, heads), !a.newOrder)
+	if u.enc != nil {
+		// GLIDE: encoder_kv projects the text to per-head [k; v], attended
+		// to before the block's own positions.
+		e := u.enc.Shape()[1]
+		ekv := b.Conv1x1(name+".encoder_kv", u.enc, 2*ch, 2*ch, e, 1)
+		h = b.QKVAttentionKV(qkv, ekv, a.numHeads(ch, heads))
+	} else {
+		h = b.QKVAttention(qkv, a.numHeads(ch, heads), !a.newOrder)
+	}
 	h = b.Conv1x1(name+".proj_out", h, ch, ch, ch, 1)
 	return b.Add(x, h)
 }

@@ -105,7 +105,7 @@ func OpenSource(path, flags string) (*weights.Source, error) {
 			return nil, err
 		}
 		if !IsConfig(src.UNetConfig) {
-			return nil, fmt.Errorf("adm: %s is not a guided-diffusion model (its config has no _class_name %s, %s or %s)", path, UNet, SuperRes, Classifier)
+			return nil, fmt.Errorf("adm: %s is not a guided-diffusion or GLIDE model (its config has no _class_name %s)", path, kindList())
 		}
 		return src, nil
 	}
@@ -273,10 +273,10 @@ func (c Config) Diffusion() (diffusion.Config, error) {
 		d.Schedule = schedule.Linear
 		scale := 1000 / float64(c.DiffusionSteps)
 		d.BetaStart, d.BetaEnd = scale*0.0001, scale*0.02
-	case "cosine":
+	case "cosine", "squaredcos_cap_v2": // GLIDE's name for the same schedule
 		d.Schedule = schedule.Cosine
 	default:
-		return d, fmt.Errorf("adm: noise_schedule %q: allowed are linear, cosine", c.NoiseSchedule)
+		return d, fmt.Errorf("adm: noise_schedule %q: allowed are linear, cosine, squaredcos_cap_v2", c.NoiseSchedule)
 	}
 	if c.RescaleTimesteps {
 		return d, fmt.Errorf("adm: rescale_timesteps True: models taking timesteps scaled to [0, 1000) are not supported")

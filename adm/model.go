@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
 
 	G "gorgonia.org/gorgonia"
 
@@ -23,6 +24,10 @@ type Net[B any] struct {
 	cfg Config
 	a   arch
 	nn  *nn.Net[B]
+	tok *nn.Tokens // a GLIDE model's token state (nil otherwise), guarded by textMu
+	// textMu serialises a GLIDE model's runs: the token state is set
+	// before each.
+	textMu sync.Mutex
 }
 
 // Model is a Net on the CPU.
@@ -52,7 +57,16 @@ func newNet[B any](cfg Config, ops kernels.Ops[B], seed *uint64) (*Net[B], error
 		return nil, err
 	}
 	probe := nn.Key{N: 1, H: a.size, W: a.size}
-	bf := func(b *nn.Builder[B], k nn.Key) (*G.Node, error) { return build(a, b, k) }
+	var tok *nn.Tokens
+	if a.text != nil {
+		tok = &nn.Tokens{}
+	}
+	bf := func(b *nn.Builder[B], k nn.Key) (*G.Node, error) {
+		if a.text != nil {
+			return buildText(a, b, k, tok)
+		}
+		return build(a, b, k)
+	}
 	var n *nn.Net[B]
 	if seed != nil {
 		n, err = nn.New[B](ops, bf, probe, *seed)
@@ -62,7 +76,7 @@ func newNet[B any](cfg Config, ops kernels.Ops[B], seed *uint64) (*Net[B], error
 	if err != nil {
 		return nil, fmt.Errorf("adm: %w", err)
 	}
-	return &Net[B]{cfg: cfg, a: a, nn: n}, nil
+	return &Net[B]{cfg: cfg, a: a, nn: n, tok: tok}, nil
 }
 
 // Config returns the network's configuration.
@@ -181,6 +195,9 @@ func (m *Net[B]) inputs(x diffusion.Batch, t []float64, y []int, lowRes *diffusi
 // A SuperRes model needs PredictLowRes or WithLowRes; a classifier,
 // Logits.
 func (m *Net[B]) Predict(ctx context.Context, x diffusion.Batch, t []float64, y []int) (diffusion.Batch, error) {
+	if m.a.text != nil {
+		return diffusion.Batch{}, fmt.Errorf("adm: Predict on a %s: use PredictText or WithText (the model reads a prompt)", m.a.kind)
+	}
 	if m.a.kind != UNet {
 		return diffusion.Batch{}, fmt.Errorf("adm: Predict on a %s: use %s", m.a.kind, map[Kind]string{SuperRes: "PredictLowRes or WithLowRes", Classifier: "Logits"}[m.a.kind])
 	}

@@ -1,0 +1,373 @@
+package adm
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/internal/fixtures"
+	"github.com/ddpm-go/ddpm/weights"
+)
+
+// readBoolNPY reads a numpy bool array (|b1, version 1 or 2 header).
+func readBoolNPY(t *testing.T, path string) []bool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 12 || string(b[:6]) != "\x93NUMPY" {
+		t.Fatalf("%s: not a .npy file", path)
+	}
+	hl, off := int(binary.LittleEndian.Uint16(b[8:])), 10
+	if b[6] != 1 {
+		hl, off = int(binary.LittleEndian.Uint32(b[8:])), 12
+	}
+	if hdr := string(b[off : off+hl]); !strings.Contains(hdr, "'|b1'") {
+		t.Fatalf("%s: header %q, want a bool array", path, hdr)
+	}
+	out := make([]bool, 0, len(b)-off-hl)
+	for _, v := range b[off+hl:] {
+		out = append(out, v != 0)
+	}
+	return out
+}
+
+// glideFixture is a glide or glide-inpaint folder's inputs.
+type glideFixture struct {
+	dir  string
+	x    diffusion.Batch
+	t    []float64
+	in   TextInputs
+	want []float32
+}
+
+func loadGlideFixture(t *testing.T, name string) glideFixture {
+	t.Helper()
+	f := loadFixtureNoLabels(t, name)
+	g := glideFixture{dir: f.dir, x: f.x, t: f.t}
+	raw, err := os.ReadFile(filepath.Join(f.dir, "prompts.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prompts []string
+	if err := json.Unmarshal(raw, &prompts); err != nil {
+		t.Fatal(err)
+	}
+	toks, err := readNPY(t, filepath.Join(f.dir, "tokens.npy")).Int64s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mask := readBoolNPY(t, filepath.Join(f.dir, "mask.npy"))
+	ctx := len(toks) / len(prompts)
+	// Our tokenizer gives exactly the tokens and mask OpenAI's code fed
+	// the model.
+	gotT, gotM, err := TokenizePrompts(prompts, ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gotT) != len(toks) || len(gotM) != len(mask) {
+		t.Fatalf("%d tokens, %d mask values; want %d, %d", len(gotT), len(gotM), len(toks), len(mask))
+	}
+	for i := range toks {
+		if int64(gotT[i]) != toks[i] || gotM[i] != mask[i] {
+			t.Fatalf("token %d: %d mask %v, want %d %v", i, gotT[i], gotM[i], toks[i], mask[i])
+		}
+	}
+	g.in = TextInputs{Tokens: gotT, Mask: gotM}
+	if _, err := os.Stat(filepath.Join(f.dir, "inpaint_image.npy")); err == nil {
+		img := readNPY(t, filepath.Join(f.dir, "inpaint_image.npy"))
+		mk := readNPY(t, filepath.Join(f.dir, "inpaint_mask.npy"))
+		g.in.InpaintImage = &diffusion.Batch{N: img.Shape[0], C: img.Shape[1], H: img.Shape[2], W: img.Shape[3], Data: img.Float32s()}
+		g.in.InpaintMask = &diffusion.Batch{N: mk.Shape[0], C: mk.Shape[1], H: mk.Shape[2], W: mk.Shape[3], Data: mk.Float32s()}
+	}
+	g.want = readNPY(t, filepath.Join(f.dir, "out.npy")).Float32s()
+	return g
+}
+
+// loadFixtureNoLabels is loadFixture for folders without class labels.
+func loadFixtureNoLabels(t *testing.T, name string) fixture {
+	t.Helper()
+	dir := filepath.Join(fixtures.Dir(t, "openai-small"), name)
+	a := readNPY(t, filepath.Join(dir, "x.npy"))
+	f := fixture{dir: dir, x: diffusion.Batch{N: a.Shape[0], C: a.Shape[1], H: a.Shape[2], W: a.Shape[3], Data: a.Float32s()}}
+	ts, err := readNPY(t, filepath.Join(dir, "timesteps.npy")).Int64s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range ts {
+		f.t = append(f.t, float64(v))
+	}
+	return f
+}
+
+// TestFixtureGLIDE: glide-text2im's Text2ImUNet and InpaintText2ImUNet
+// (32x32, channel_mult 1,2,2, text_ctx 16, transformer width 64, 2
+// layers, 4 heads, xf_padding, final LayerNorm) on the prompts "a blue
+// bird in the snow" and "" (all padding).
+func TestFixtureGLIDE(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kind Kind
+	}{{"glide", Text2Im}, {"glide-inpaint", InpaintText2Im}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := loadGlideFixture(t, tc.name)
+			m := loadModel(t, f.dir)
+			if m.Kind() != tc.kind {
+				t.Fatalf("kind %s, want %s", m.Kind(), tc.kind)
+			}
+			out, err := m.PredictText(context.Background(), f.x, f.t, f.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.Len() != len(f.want) || out.C != 6 {
+				t.Fatalf("output (%d,%d,%d,%d), want %d values", out.N, out.C, out.H, out.W, len(f.want))
+			}
+			e := relL2(out.Data, f.want)
+			t.Logf("%s out: relative L2 %.3g", tc.kind, e)
+			if e > fixtureTol {
+				t.Fatalf("relative L2 error %.3g > %g", e, fixtureTol)
+			}
+			// Bound to its inputs for a sampler, the same.
+			dm, err := m.WithText(f.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out2, err := dm.Predict(context.Background(), f.x, f.t, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e2 := relL2(out2.Data, out.Data); e2 != 0 {
+				t.Fatalf("WithText: relative L2 %.3g against PredictText", e2)
+			}
+		})
+	}
+}
+
+// tinyGlide is a small GLIDE config for the gradient and error tests.
+const tinyGlide = "--image_size 8 --num_channels 32 --num_res_blocks 1 --channel_mult 1 --attention_resolutions 8 --num_head_channels 16 --text_ctx 4 --xf_width 16 --xf_layers 1 --xf_heads 2 --dropout 0"
+
+// TestGLIDEParamGradientsFiniteDifference checks VJP's parameter
+// gradients of a small GLIDE model (text embeddings with padding,
+// LayerNorm, the transformer's attention and GELU MLP, transformer_proj,
+// encoder_kv attention) against central differences.
+func TestGLIDEParamGradientsFiniteDifference(t *testing.T) {
+	for _, tc := range []struct{ name, flags string }{
+		{"text2im", tinyGlide},
+		{"inpaint", tinyGlide + " --inpaint True"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseFlags(tc.flags)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := New(cfg, newCPU(t), 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			ts := map[string]weights.Tensor{}
+			for k, s := range m.Shapes() {
+				ts[k] = weights.Tensor{Shape: s, Data: detValues(k, s)}
+			}
+			if err := m.SetTensors(ts); err != nil {
+				t.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(21, 22))
+			x := diffusion.NewBatch(2, 3, 8, 8)
+			for i := range x.Data {
+				x.Data[i] = float32(r.NormFloat64())
+			}
+			in := TextInputs{Tokens: []int{10, 20, 10, 50256, 7, 50256, 50256, 50256},
+				Mask: []bool{true, true, true, false, true, false, false, false}}
+			if cfg.Inpaint {
+				img, mk := diffusion.NewBatch(2, 3, 8, 8), diffusion.NewBatch(2, 1, 8, 8)
+				for i := range img.Data {
+					img.Data[i] = float32(r.NormFloat64())
+				}
+				for i := range mk.Data {
+					mk.Data[i] = float32(r.IntN(2))
+				}
+				in.InpaintImage, in.InpaintMask = &img, &mk
+			}
+			tt := []float64{5, 800}
+			feeds, err := m.textFeeds(x, tt, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.tok.IDs, m.tok.Mask = in.Tokens, in.Mask
+			e := m.Engine()
+			ctx := context.Background()
+			size, err := e.OutputSize(Key(x))
+			if err != nil {
+				t.Fatal(err)
+			}
+			seed := make([]float32, size)
+			for i := range seed {
+				seed[i] = float32(r.NormFloat64())
+			}
+			if _, err := e.VJP(ctx, Key(x), feeds, seed, []string{inputX}, true); err != nil {
+				t.Fatal(err)
+			}
+			gb, _ := e.GradBuffer()
+			grads := make([]float32, e.NumParams())
+			copy(grads, gb)
+			flat := make([]float32, e.NumParams())
+			if err := e.ReadParams(flat); err != nil {
+				t.Fatal(err)
+			}
+			out := make([]float32, size)
+			loss := func() float64 {
+				if err := e.WriteParams(flat); err != nil {
+					t.Fatal(err)
+				}
+				if err := e.Forward(ctx, Key(x), feeds, out); err != nil {
+					t.Fatal(err)
+				}
+				s := 0.0
+				for i, v := range out {
+					s += float64(v) * float64(seed[i])
+				}
+				return s
+			}
+			check := func(name string, i int) {
+				old := flat[i]
+				const h = 1e-2
+				flat[i] = old + h
+				lp := loss()
+				flat[i] = old - h
+				lm := loss()
+				flat[i] = old
+				fd := (lp - lm) / (2 * h)
+				g := float64(grads[i])
+				// float32 network, float64 sums: abs 1e-3 + rel 3e-2.
+				if math.Abs(g-fd) > 1e-3+3e-2*math.Max(math.Abs(g), math.Abs(fd)) {
+					t.Errorf("%s[%d]: gradient %.6g, finite difference %.6g", name, i, g, fd)
+				}
+			}
+			byName := map[string]int{}
+			for _, p := range e.Params() {
+				byName[p.Name] = p.Offset
+			}
+			// Table rows of tokens in use (and of one that is not: zero),
+			// positions of real and padded tokens.
+			tok := byName["token_embedding.weight"]
+			check("token_embedding[10]", tok+10*16+3)
+			check("token_embedding[7]", tok+7*16+5)
+			check("token_embedding[11]", tok+11*16)
+			check("positional_embedding[1]", byName["positional_embedding"]+16+2)
+			check("padding_embedding[3]", byName["padding_embedding"]+3*16+1)
+			check("padding_embedding[1]", byName["padding_embedding"]+16+4)
+			picked := []string{"transformer.resblocks.0.ln_1", "transformer.resblocks.0.attn.c_qkv", "transformer.resblocks.0.attn.c_proj",
+				"transformer.resblocks.0.ln_2", "transformer.resblocks.0.mlp.c_fc", "transformer.resblocks.0.mlp.c_proj",
+				"final_ln", "transformer_proj", "input_blocks.1.1.encoder_kv", "middle_block.1.encoder_kv", "middle_block.1.qkv",
+				"output_blocks.0.1.qkv", "input_blocks.0.0"}
+			for _, pre := range picked {
+				n := 0
+				for _, p := range e.Params() {
+					if strings.HasPrefix(p.Name, pre) {
+						check(p.Name, p.Offset+r.IntN(p.Size))
+						n++
+					}
+				}
+				if n == 0 {
+					t.Errorf("no parameter %s*", pre)
+				}
+			}
+		})
+	}
+}
+
+// TestGLIDEConfig: the flag sets pick the GLIDE kinds, presets parse,
+// JSON round-trips and bad values are errors.
+func TestGLIDEConfig(t *testing.T) {
+	for _, tc := range []struct {
+		preset string
+		kind   Kind
+		size   int
+	}{{"base.pt", Text2Im, 64}, {"base_inpaint", InpaintText2Im, 64}, {"upsample.pt", SuperResText2Im, 256}, {"upsample_inpaint", SuperResInpaintText2Im, 256}} {
+		c, ok := Preset(tc.preset)
+		if !ok {
+			t.Fatalf("no preset %s", tc.preset)
+		}
+		if c.Kind != tc.kind || c.ImageSize != tc.size || c.TextCtx != 128 || c.XFWidth != 512 || c.XFLayers != 16 {
+			t.Errorf("%s: %+v %+v", tc.preset, c, *c.TextConfig)
+		}
+		back, err := ParseArgs(c.JSON())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(back.JSON()) != string(c.JSON()) {
+			t.Errorf("%s: round trip\n%s\n%s", tc.preset, c.JSON(), back.JSON())
+		}
+		if _, err := c.Diffusion(); err != nil {
+			t.Errorf("%s: %v", tc.preset, err)
+		}
+	}
+	bad := map[string]string{
+		"class name disagrees": `{"_class_name": "Text2ImUNet", "inpaint": true}`,
+		"heads":                `{"xf_width": 10, "xf_heads": 3}`,
+		"text flag on a UNet":  `{"_class_name": "UNetModel", "text_ctx": 3}`,
+		"channel_mult levels":  `{"xf_width": 64, "image_size": 64, "channel_mult": "1,2"}`,
+		"text_ctx":             `{"text_ctx": 0}`,
+	}
+	for name, js := range bad {
+		if _, err := ParseArgs([]byte(js)); err == nil {
+			t.Errorf("%s: %s accepted", name, js)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	// The fixture's args.json of an ADM model stays a UNet without text.
+	c, err := ParseArgs([]byte(`{"image_size": 64, "class_cond": true}`))
+	if err != nil || c.Kind != UNet || c.TextConfig != nil || strings.Contains(string(c.JSON()), "text_ctx") {
+		t.Fatalf("plain args: %v %+v", err, c)
+	}
+}
+
+// TestGLIDEInputErrors: wrong inputs are errors naming the problem.
+func TestGLIDEInputErrors(t *testing.T) {
+	cfg, err := ParseFlags(tinyGlide + " --inpaint True")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(cfg, newCPU(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	x := diffusion.NewBatch(1, 3, 8, 8)
+	toks, mask, err := m.Tokenize([]string{"a cat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := TextInputs{Tokens: toks, Mask: mask}
+	if _, err := m.PredictText(ctx, x, []float64{3}, good); err != nil {
+		t.Fatalf("no inpainting inputs (zeros): %v", err)
+	}
+	if _, err := m.Predict(ctx, x, []float64{3}, nil); err == nil || !strings.Contains(err.Error(), "PredictText") {
+		t.Errorf("Predict: %v", err)
+	}
+	small := diffusion.NewBatch(1, 1, 4, 4)
+	for name, in := range map[string]TextInputs{
+		"short tokens": {Tokens: toks[:2], Mask: mask[:2]},
+		"no mask":      {Tokens: toks},
+		"bad id":       {Tokens: []int{1, 2, 3, Vocab}, Mask: mask},
+		"mask shape":   {Tokens: toks, Mask: mask, InpaintMask: &small},
+		"low res":      {Tokens: toks, Mask: mask, LowRes: &x},
+	} {
+		if _, err := m.PredictText(ctx, x, []float64{3}, in); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}
