@@ -26,12 +26,20 @@ type predictOptions struct {
 	LowRes    string // SuperRes models: the low-resolution image .npy
 	Device    string // auto or cpu
 	Precision string // --precision (GPU arithmetic)
+
+	// GLIDE models: the prompts (one per sample, or one for all) and an
+	// inpainting model's known image (N, 3, H, W) and mask (N, 1, H, W)
+	// .npy files.
+	Prompts                   promptList
+	InpaintImage, InpaintMask string
 }
 
 const predictExamples = `  ddpm predict --model google/ddpm-cifar10-32 --input x.npy --timesteps 10,500 --output out.npy
   ddpm predict --model 64x64_classifier.pt --input x.npy --timesteps 10,500 --class 2,9 --output logits.npy --grad grad.npy
   ddpm predict --model 64_256_upsampler.pt --input x.npy --low-res low.npy --timesteps 10 --class 2 --output out.npy
-  ddpm predict --model mnist.safetensors --input x.npy --timesteps 999 --class 3,-1 --output eps.npy`
+  ddpm predict --model mnist.safetensors --input x.npy --timesteps 999 --class 3,-1 --output eps.npy
+  ddpm predict --model base.pt --input x.npy --timesteps 10,500 --prompt "a corgi in a field" --prompt "" --output out.npy
+  ddpm predict --model base_inpaint.pt --input x.npy --timesteps 10 --prompt "a hat" --inpaint-image img.npy --inpaint-mask mask.npy --output out.npy`
 
 func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("predict", "predict --model DIR|FILE --input X.npy --timesteps T[,T...] [--class Y[,Y...]] --output OUT.npy", predictExamples, stderr)
@@ -45,6 +53,9 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.Grad, "grad", "", "guided-diffusion classifiers: also write d/dx sum_i log p(y_i | x_i, t_i) for the --class labels to this .npy (N, C, H, W)")
 	fs.StringVar(&o.LowRes, "low-res", "", "guided-diffusion upsamplers (SuperResModel): the low-resolution image .npy (N, 3, h, w) in [-1, 1]")
 	fs.StringVar(&o.Precision, "precision", "", precisionHelp)
+	fs.Var(&o.Prompts, "prompt", "GLIDE models: the text prompt, repeated once per sample (or once for all); \"\" is the unconditional input")
+	fs.StringVar(&o.InpaintImage, "inpaint-image", "", "GLIDE inpainting models: the known image .npy (N, 3, H, W) in [-1, 1]")
+	fs.StringVar(&o.InpaintMask, "inpaint-mask", "", "GLIDE inpainting models: the mask .npy (N, 1, H, W), 1 where the image is kept")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -132,7 +143,7 @@ func predict(ctx context.Context, o predictOptions, stdout io.Writer) error {
 		return fmt.Errorf("predict: --model: %w", err)
 	}
 	defer p.Close()
-	if p.OpenAI != nil || o.Grad != "" || o.LowRes != "" {
+	if p.OpenAI != nil || o.Grad != "" || o.LowRes != "" || o.Prompts != nil || o.InpaintImage != "" || o.InpaintMask != "" {
 		return predictOpenAI(ctx, p, o, x, ts, ys, stdout)
 	}
 	out, err := p.Model.Predict(ctx, x, ts, ys)
@@ -168,8 +179,14 @@ func predictOpenAI(ctx context.Context, p *pipeline.Pipeline, o predictOptions, 
 	if o.Grad != "" && kind != adm.Classifier {
 		return usageError{"predict: --grad is for guided-diffusion classifiers (EncoderUNetModel); --model is not one"}
 	}
-	if o.LowRes != "" && kind != adm.SuperRes {
-		return usageError{"predict: --low-res is for guided-diffusion upsamplers (SuperResModel); --model is not one"}
+	if o.LowRes != "" && kind != adm.SuperRes && kind != adm.SuperResText2Im && kind != adm.SuperResInpaintText2Im {
+		return usageError{"predict: --low-res is for guided-diffusion and GLIDE upsamplers (SuperResModel, SuperResText2ImUNet); --model is not one"}
+	}
+	if kind.IsText() {
+		return predictText(ctx, m, o, x, ts, ys, stdout)
+	}
+	if o.Prompts != nil || o.InpaintImage != "" || o.InpaintMask != "" {
+		return usageError{"predict: --prompt, --inpaint-image and --inpaint-mask are for GLIDE models (Text2ImUNet and its variants); --model is not one"}
 	}
 	var out diffusion.Batch
 	switch kind {
