@@ -22,7 +22,18 @@
 // (the sinusoidal embedding is defined for any t). ClassifierGradient
 // is the gradient d/dx log p(y | x_t, t) of classifier guidance.
 //
+// It also builds GLIDE's text-conditional networks (Nichol et al. 2022,
+// "GLIDE: Towards Photorealistic Image Generation and Editing with
+// Text-Guided Diffusion Models"; code: openai/glide-text2im,
+// text2im_model.py): Text2ImUNet, InpaintText2ImUNet and the
+// super-resolution variants, from the flags of its model_creation.py
+// (TextConfig) and the presets base, base_inpaint, upsample and
+// upsample_inpaint. They take a prompt's tokens (Tokenize, package
+// tokenizer) through PredictText or WithText. Their text transformer's
+// GELU has a kernel on the CPU backend only.
+//
 // The tests reproduce the outputs of OpenAI's own code on the shared
 // openai-small fixtures (a UNet and a classifier built, saved and run by
-// guided-diffusion).
+// guided-diffusion, and GLIDE's Text2ImUNet and InpaintText2ImUNet built
+// and run by glide-text2im).
 package adm

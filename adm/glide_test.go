@@ -371,3 +371,112 @@ func TestGLIDEInputErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestGLIDEConvert saves the GLIDE fixture as a ddpm model file and reads
+// it back: same config, same output bit for bit.
+func TestGLIDEConvert(t *testing.T) {
+	f := loadGlideFixture(t, "glide-inpaint")
+	m := loadModel(t, f.dir)
+	path := filepath.Join(t.TempDir(), "glide.safetensors")
+	if err := m.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	m2, src, err := Load[[]float32](path, "", newCPU(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	if string(m2.Config().JSON()) != string(m.Config().JSON()) || m2.Kind() != InpaintText2Im {
+		t.Fatalf("config after save/load:\n%s\nwant\n%s", m2.Config().JSON(), m.Config().JSON())
+	}
+	if len(src.DiffusionConfig) == 0 {
+		t.Fatal("converted file has no diffusion config")
+	}
+	ctx := context.Background()
+	a, err := m.PredictText(ctx, f.x, f.t, f.in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m2.PredictText(ctx, f.x, f.t, f.in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range a.Data {
+		if a.Data[i] != b.Data[i] {
+			t.Fatalf("output[%d] %v after save/load, want %v", i, b.Data[i], a.Data[i])
+		}
+	}
+}
+
+// TestGLIDESuperRes: the upsampler variants take x, (the masked image and
+// mask,) and the low-resolution image upsampled, in that order: the
+// stem convolution has 6 and 10 input channels, and a zero low_res
+// weight slice makes the low-resolution image irrelevant.
+func TestGLIDESuperRes(t *testing.T) {
+	for _, tc := range []struct {
+		flags string
+		kind  Kind
+		in    int
+	}{{tinyGlide + " --super_res True", SuperResText2Im, 6}, {tinyGlide + " --super_res True --inpaint True", SuperResInpaintText2Im, 10}} {
+		t.Run(string(tc.kind), func(t *testing.T) {
+			cfg, err := ParseFlags(tc.flags)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Kind != tc.kind {
+				t.Fatalf("kind %s, want %s", cfg.Kind, tc.kind)
+			}
+			m, err := New(cfg, newCPU(t), 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			w := m.Shapes()["input_blocks.0.0.weight"]
+			if w[1] != tc.in {
+				t.Fatalf("stem weight %v, want %d input channels", w, tc.in)
+			}
+			ctx := context.Background()
+			x := diffusion.NewBatch(2, 3, 8, 8)
+			toks, mask, err := m.Tokenize([]string{"a", ""})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := TextInputs{Tokens: toks, Mask: mask}
+			if _, err := m.PredictText(ctx, x, []float64{1, 2}, in); err == nil {
+				t.Fatal("no low_res accepted")
+			}
+			// Zero the stem's low_res input channels (the last 3).
+			ts, err := m.Tensors()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stem := ts["input_blocks.0.0.weight"]
+			per := 9
+			for k := 0; k < w[0]; k++ {
+				for c := tc.in - 3; c < tc.in; c++ {
+					clear(stem.Data[(k*tc.in+c)*per : (k*tc.in+c+1)*per])
+				}
+			}
+			if err := m.SetTensors(ts); err != nil {
+				t.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(1, 2))
+			var outs [][]float32
+			for range 2 {
+				low := diffusion.NewBatch(2, 3, 4, 4)
+				for i := range low.Data {
+					low.Data[i] = float32(r.NormFloat64())
+				}
+				in.LowRes = &low
+				out, err := m.PredictText(ctx, x, []float64{1, 2}, in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				outs = append(outs, out.Data)
+			}
+			if e := relL2(outs[1], outs[0]); e != 0 {
+				t.Fatalf("output depends on low_res through zero weights: rel L2 %.3g", e)
+			}
+		})
+	}
+}

@@ -252,7 +252,9 @@ func (u *builder[B]) resBlock(name string, x, semb *G.Node, cout, updown int) *G
 
 // attention declares AttentionBlock: norm, the fused qkv 1x1 convolution,
 // QKVAttention (use_new_attention_order) or QKVAttentionLegacy, proj_out,
-// plus the residual.
+// plus the residual. In a GLIDE network (u.enc set) the keys and values
+// of encoder_kv (a 1x1 convolution of the text) come before the block's
+// own, as glide-text2im's QKVAttention(qkv, encoder_kv).
 func (u *builder[B]) attention(name string, x *G.Node, heads int) *G.Node {
 	b, a := u.b, u.a
 	if b.Err() != nil {
