@@ -480,3 +480,72 @@ func TestGLIDESuperRes(t *testing.T) {
 		})
 	}
 }
+
+// TestGLIDEGuidanceLabels: a model bound by WithText maps labels to its
+// prompts and -1 to the empty prompt (with the row's item's image
+// inputs), so diffusion's classifier-free guidance batches GLIDE's
+// conditional and unconditional passes; a guided DDIM run works.
+func TestGLIDEGuidanceLabels(t *testing.T) {
+	f := loadGlideFixture(t, "glide-inpaint")
+	m := loadModel(t, f.dir)
+	ctx := context.Background()
+	dm, err := m.WithText(f.in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rows: item 1, item 0, unconditional of items 0 and 1 (k mod 2).
+	x2 := diffusion.NewBatch(4, 3, f.x.H, f.x.W)
+	per := 3 * f.x.H * f.x.W
+	for k, i := range []int{1, 0, 0, 1} {
+		copy(x2.Data[k*per:(k+1)*per], f.x.Data[i*per:(i+1)*per])
+	}
+	t4 := []float64{f.t[1], f.t[0], f.t[0], f.t[1]}
+	got, err := dm.Predict(ctx, x2, t4, []int{1, 0, -1, -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const tc = 16
+	nullT, nullM, err := TokenizePrompts([]string{""}, tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := TextInputs{
+		Tokens:       append(append(append(append([]int{}, f.in.Tokens[tc:]...), f.in.Tokens[:tc]...), nullT...), nullT...),
+		Mask:         append(append(append(append([]bool{}, f.in.Mask[tc:]...), f.in.Mask[:tc]...), nullM...), nullM...),
+		InpaintImage: gather(f.in.InpaintImage, []int{1, 0, 0, 1}),
+		InpaintMask:  gather(f.in.InpaintMask, []int{1, 0, 0, 1}),
+	}
+	want, err := m.PredictText(ctx, x2, t4, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := relL2(got.Data, want.Data); e != 0 {
+		t.Fatalf("labelled rows differ from PredictText: rel L2 %.3g", e)
+	}
+	// Row 0 is item 1 of the fixture.
+	if e := relL2(got.Data[:6*f.x.H*f.x.W], f.want[6*f.x.H*f.x.W:]); e > fixtureTol {
+		t.Fatalf("row 0 against the fixture's item 1: rel L2 %.3g", e)
+	}
+	for _, bad := range [][]int{{2, 0, -1, -1}, {-2, 0, 0, 0}, {0}} {
+		if _, err := dm.Predict(ctx, x2, t4, bad); err == nil {
+			t.Errorf("labels %v accepted", bad)
+		}
+	}
+	// A short guided DDIM run through diffusion's sampler.
+	dc, err := m.Config().Diffusion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := diffusion.New(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := d.Sample(ctx, dm, diffusion.Options{Sampler: diffusion.SamplerDDIM, Steps: 3, Seed: 1, Labels: []int{0, 1}, Guidance: 3,
+		N: 2, C: 3, H: f.x.H, W: f.x.W})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.N != 2 || out.C != 3 {
+		t.Fatalf("sample shape (%d,%d,%d,%d)", out.N, out.C, out.H, out.W)
+	}
+}

@@ -177,27 +177,98 @@ func inpaintInput(x diffusion.Batch, img, mask *diffusion.Batch) ([]float32, err
 	return out, nil
 }
 
-// WithText binds a GLIDE network to its conditioning inputs for a
-// sampler: the result's Predict calls PredictText with them (class labels
-// must be nil; the batch size must match the inputs').
+// WithText binds a GLIDE network to the conditioning inputs of N items
+// for a sampler. The result's Predict(x, t, y) calls PredictText:
+//
+//   - y nil: x has the N items, each with its own inputs;
+//   - y given (one per row of x): row k takes the prompt of item y[k], or
+//     for y[k] = -1 the empty prompt (all padding, the unconditional text
+//     of classifier-free guidance), and the image inputs (inpainting,
+//     low_res) of item y[k], or of item k mod N for -1.
+//
+// So diffusion's classifier-free guidance (Options.Labels 0..N-1 and
+// Options.Guidance w, which batches the rows with y then with -1) is
+// GLIDE's: eps = eps(empty) + w (eps(prompt) - eps(empty)), the variance
+// from the prompt's pass.
 func (m *Net[B]) WithText(in TextInputs) (diffusion.Model, error) {
 	if m.a.text == nil {
 		return nil, fmt.Errorf("adm: WithText on a %s (not a GLIDE model)", m.a.kind)
 	}
-	if len(in.Tokens) == 0 || len(in.Tokens)%m.a.text.ctx != 0 {
-		return nil, fmt.Errorf("adm: %d tokens: want text_ctx (%d) per batch item", len(in.Tokens), m.a.text.ctx)
+	ctx := m.a.text.ctx
+	if len(in.Tokens) == 0 || len(in.Tokens)%ctx != 0 {
+		return nil, fmt.Errorf("adm: %d tokens: want text_ctx (%d) per batch item", len(in.Tokens), ctx)
 	}
-	return textModel[B]{m, in}, nil
+	n := len(in.Tokens) / ctx
+	if m.a.text.padding && len(in.Mask) != len(in.Tokens) {
+		return nil, fmt.Errorf("adm: %d mask values for %d tokens (the model uses xf_padding)", len(in.Mask), len(in.Tokens))
+	}
+	for _, b := range []struct {
+		name string
+		b    *diffusion.Batch
+	}{{"inpaint_image", in.InpaintImage}, {"inpaint_mask", in.InpaintMask}, {"low_res", in.LowRes}} {
+		if b.b == nil {
+			continue
+		}
+		if err := b.b.Check(); err != nil {
+			return nil, fmt.Errorf("adm: %s: %w", b.name, err)
+		}
+		if b.b.N != n {
+			return nil, fmt.Errorf("adm: %s has %d items for %d prompts", b.name, b.b.N, n)
+		}
+	}
+	return textModel[B]{m, in, n}, nil
 }
 
 type textModel[B any] struct {
 	m  *Net[B]
 	in TextInputs
+	n  int // items bound
 }
 
 func (l textModel[B]) Predict(ctx context.Context, x diffusion.Batch, t []float64, y []int) (diffusion.Batch, error) {
-	if y != nil {
-		return diffusion.Batch{}, fmt.Errorf("adm: class labels given, but the %s is conditioned on text", l.m.a.kind)
+	if y == nil {
+		if x.N != l.n {
+			return diffusion.Batch{}, fmt.Errorf("adm: a batch of %d for a model bound to %d prompts", x.N, l.n)
+		}
+		return l.m.PredictText(ctx, x, t, l.in)
 	}
-	return l.m.PredictText(ctx, x, t, l.in)
+	if len(y) != x.N {
+		return diffusion.Batch{}, fmt.Errorf("adm: %d labels for a batch of %d", len(y), x.N)
+	}
+	tc := l.m.a.text.ctx
+	nullT, nullM := tokenizer.PaddedTokensAndMask(nil, tc)
+	src := make([]int, x.N) // the bound item whose image inputs row k takes
+	var in TextInputs
+	for k, v := range y {
+		if v < -1 || v >= l.n {
+			return diffusion.Batch{}, fmt.Errorf("adm: label [%d] = %d: allowed -1 (the empty prompt) or 0..%d (the bound prompts)", k, v, l.n-1)
+		}
+		if v == -1 {
+			src[k] = k % l.n
+			in.Tokens, in.Mask = append(in.Tokens, nullT...), append(in.Mask, nullM...)
+			continue
+		}
+		src[k] = v
+		in.Tokens = append(in.Tokens, l.in.Tokens[v*tc:(v+1)*tc]...)
+		if l.in.Mask != nil {
+			in.Mask = append(in.Mask, l.in.Mask[v*tc:(v+1)*tc]...)
+		} else {
+			in.Mask = append(in.Mask, nullM...) // unused without xf_padding
+		}
+	}
+	in.InpaintImage, in.InpaintMask, in.LowRes = gather(l.in.InpaintImage, src), gather(l.in.InpaintMask, src), gather(l.in.LowRes, src)
+	return l.m.PredictText(ctx, x, t, in)
+}
+
+// gather returns the items src of b (nil for nil).
+func gather(b *diffusion.Batch, src []int) *diffusion.Batch {
+	if b == nil {
+		return nil
+	}
+	out := diffusion.NewBatch(len(src), b.C, b.H, b.W)
+	per := b.C * b.H * b.W
+	for k, i := range src {
+		copy(out.Data[k*per:(k+1)*per], b.Data[i*per:(i+1)*per])
+	}
+	return &out
 }
