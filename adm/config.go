@@ -94,7 +94,8 @@ type Config struct {
 	RescaleLearnedSigmas bool   `json:"rescale_learned_sigmas"`
 
 	// *TextConfig holds GLIDE's text flags; it is nil for
-	// guided-diffusion's networks and set for the GLIDE kinds.
+	// guided-diffusion's networks and set for the GLIDE kinds. Copies of
+	// a Config share it: give a copy a new TextConfig to change its flags.
 	*TextConfig
 }
 
