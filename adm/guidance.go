@@ -22,6 +22,7 @@ import (
 // then x_0 and the step are recomputed from eps'. Both need only g
 // (times the scale s), which ClassifierGradient computes; the classifier
 // is called at the model's training timesteps (real-valued t allowed).
+// The samplers apply it (diffusion.Options.Classifier).
 
 // ClassifierGradient returns scale * d/dx sum_i log softmax(logits(x_i,
 // t_i))[y_i] for a classifier c: for each example the gradient of the log
@@ -41,13 +42,6 @@ func ClassifierGradient[B any](ctx context.Context, c *Net[B], x diffusion.Batch
 		}
 	}
 	return g, nil
-}
-
-// Guide binds a classifier and a scale as the hook a sampler calls.
-func Guide[B any](c *Net[B], scale float64) func(ctx context.Context, x diffusion.Batch, t []float64, y []int) (diffusion.Batch, error) {
-	return func(ctx context.Context, x diffusion.Batch, t []float64, y []int) (diffusion.Batch, error) {
-		return ClassifierGradient(ctx, c, x, t, y, scale)
-	}
 }
 
 // LogProbGradient returns d/dx sum_i log p(y_i | x_i, t_i) (N, 3, H, W)
@@ -119,76 +113,4 @@ func LogSoftmax(logits []float32, k int) []float64 {
 		}
 	}
 	return out
-}
-
-// GuidedModel returns m with classifier guidance in the score form
-// (Dhariwal & Nichol 2021, Algorithm 2; guided-diffusion's
-// condition_score): each prediction's noise channels become
-//
-//	eps' = eps - sqrt(1 - alphabar_t) * g,   g = guide(x_t, t, y) = s grad_x log p(y | x_t, t),
-//
-// with alphabar_t from alphasCumprod (the training schedule's, indexed by
-// timestep; linearly interpolated at fractional t), and the
-// learned-variance channels (learn_sigma) passed through. Every sampler
-// that reads eps (or the x_0 it implies) is then guided without knowing
-// it; Algorithm 1's mean shift Sigma*g for ancestral sampling needs the
-// sampler's own hook. m must predict epsilon with 3 or 6 output channels.
-// labels, when not nil, are the classes guided towards (an unconditional
-// model is called with y = nil); otherwise the y each call gets is used.
-func GuidedModel(m diffusion.Model, alphasCumprod []float64, guide func(ctx context.Context, x diffusion.Batch, t []float64, y []int) (diffusion.Batch, error), labels []int) diffusion.Model {
-	return guidedModel{m, alphasCumprod, guide, labels}
-}
-
-type guidedModel struct {
-	m      diffusion.Model
-	abar   []float64
-	guide  func(ctx context.Context, x diffusion.Batch, t []float64, y []int) (diffusion.Batch, error)
-	labels []int
-}
-
-func (g guidedModel) Predict(ctx context.Context, x diffusion.Batch, t []float64, y []int) (diffusion.Batch, error) {
-	out, err := g.m.Predict(ctx, x, t, y)
-	if err != nil {
-		return out, err
-	}
-	labels := g.labels
-	if labels == nil {
-		labels = y
-	}
-	if len(labels) != x.N {
-		return diffusion.Batch{}, fmt.Errorf("adm: classifier guidance needs %d class labels, have %d", x.N, len(labels))
-	}
-	if out.C != x.C && out.C != 2*x.C {
-		return diffusion.Batch{}, fmt.Errorf("adm: classifier guidance: the model gives %d channels for %d input channels (want eps, or eps and v)", out.C, x.C)
-	}
-	grad, err := g.guide(ctx, x, t, labels)
-	if err != nil {
-		return diffusion.Batch{}, err
-	}
-	per, plane := out.C*x.H*x.W, x.C*x.H*x.W
-	for i := range x.N {
-		ab, err := interp(g.abar, t[i])
-		if err != nil {
-			return diffusion.Batch{}, err
-		}
-		s := math.Sqrt(1 - ab)
-		eps, gi := out.Data[i*per:i*per+plane], grad.Data[i*plane:(i+1)*plane]
-		for j := range eps {
-			eps[j] = float32(float64(eps[j]) - s*float64(gi[j]))
-		}
-	}
-	return out, nil
-}
-
-// interp returns table[t] for real t in [0, len-1], linear between steps.
-func interp(table []float64, t float64) (float64, error) {
-	if !(t >= 0 && t <= float64(len(table)-1)) {
-		return 0, fmt.Errorf("adm: timestep %v outside the schedule [0, %d]", t, len(table)-1)
-	}
-	i := int(t)
-	if i == len(table)-1 {
-		return table[i], nil
-	}
-	f := t - float64(i)
-	return (1-f)*table[i] + f*table[i+1], nil
 }

@@ -3,60 +3,68 @@ package adm
 import (
 	"context"
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 )
 
-// constModel predicts a constant.
-type constModel struct{ c int }
-
-func (m constModel) Predict(_ context.Context, x diffusion.Batch, _ []float64, _ []int) (diffusion.Batch, error) {
-	out := diffusion.NewBatch(x.N, m.c, x.H, x.W)
-	for i := range out.Data {
-		out.Data[i] = 1
-	}
-	return out, nil
-}
-
-// TestGuidedModel: eps' = eps - sqrt(1 - alphabar_t) g on the noise
-// channels only, alphabar interpolated at fractional t, labels from the
-// wrapper when given.
-func TestGuidedModel(t *testing.T) {
-	abar := []float64{0.9, 0.5, 0.1}
-	var gotY []int
-	guide := func(_ context.Context, x diffusion.Batch, _ []float64, y []int) (diffusion.Batch, error) {
-		gotY = y
-		g := diffusion.NewBatch(x.N, x.C, x.H, x.W)
-		for i := range g.Data {
-			g.Data[i] = 2
-		}
-		return g, nil
-	}
-	x := diffusion.NewBatch(2, 3, 2, 2)
-	m := GuidedModel(constModel{6}, abar, guide, []int{4, 5})
-	out, err := m.Predict(context.Background(), x, []float64{1, 0.5}, nil)
+// TestClassifierGradientFiniteDifference checks the guidance gradient
+// against central differences of sum_i log softmax(logits(x_i, t_i))[y_i]
+// along random directions.
+func TestClassifierGradientFiniteDifference(t *testing.T) {
+	cfg, err := ParseFlags("--image_size 8 --num_classes 4 --classifier_width 64 --classifier_depth 1 " +
+		"--classifier_channel_mult 1,1 --classifier_attention_resolutions 4 --classifier_pool attention")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want0 := 1 - math.Sqrt(1-0.5)*2
-	want1 := 1 - math.Sqrt(1-0.7)*2
-	if d := math.Abs(float64(out.Data[0]) - want0); d > 1e-6 {
-		t.Errorf("eps'[0] = %v, want %v", out.Data[0], want0)
+	m, err := New(cfg, newCPU(t), 3)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if out.Data[3*4] != 1 {
-		t.Errorf("variance channel changed: %v", out.Data[3*4])
+	defer m.Close()
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(1, 2))
+	x := diffusion.NewBatch(2, 3, 8, 8)
+	for i := range x.Data {
+		x.Data[i] = float32(r.NormFloat64())
 	}
-	if d := math.Abs(float64(out.Data[6*4]) - want1); d > 1e-6 {
-		t.Errorf("eps' of example 1 = %v, want %v", out.Data[6*4], want1)
+	ts, ys := []float64{20, 640.5}, []int{1, 3}
+	logp := func(x diffusion.Batch) float64 {
+		logits, err := m.Logits(ctx, x, ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lp := LogSoftmax(logits, 4)
+		return lp[ys[0]] + lp[4+ys[1]]
 	}
-	if len(gotY) != 2 || gotY[0] != 4 {
-		t.Errorf("guide got labels %v, want [4 5]", gotY)
+	const scale = 2.5
+	g, err := ClassifierGradient(ctx, m, x, ts, ys, scale)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := m.Predict(context.Background(), x, []float64{1, 3}, nil); err == nil {
-		t.Error("t beyond the schedule: no error")
+	for dir := range 4 {
+		v := make([]float32, len(x.Data))
+		want := 0.0
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+			want += float64(v[i]) * float64(g.Data[i]) / scale
+		}
+		const eps = 1e-2
+		shift := func(s float64) diffusion.Batch {
+			y := diffusion.NewBatch(x.N, x.C, x.H, x.W)
+			for i := range y.Data {
+				y.Data[i] = x.Data[i] + float32(s)*v[i]
+			}
+			return y
+		}
+		got := (logp(shift(eps)) - logp(shift(-eps))) / (2 * eps)
+		t.Logf("direction %d: finite difference %.6f, gradient %.6f", dir, got, want)
+		if math.Abs(got-want) > 2e-2*math.Abs(want)+2e-3 {
+			t.Errorf("direction %d: finite difference %v, <gradient, v> %v", dir, got, want)
+		}
 	}
-	if _, err := GuidedModel(constModel{3}, abar, guide, nil).Predict(context.Background(), x, []float64{1, 1}, nil); err == nil {
-		t.Error("no labels: no error")
+	if _, err := ClassifierGradient(ctx, m, x, ts, []int{1, 4}, 1); err == nil {
+		t.Error("label 4 of 4 classes: no error")
 	}
 }

@@ -90,11 +90,13 @@ func TestOpenOpenAI(t *testing.T) {
 	}
 }
 
-// TestGuideWithClassifier wraps the openai-small UNet with the
-// openai-small classifier: the guided prediction is eps - sqrt(1 -
-// alphabar_t) * scale * grad_x log p(y | x_t, t), computed here from the
-// two networks directly, and a short guided DDIM run works.
-func TestGuideWithClassifier(t *testing.T) {
+// TestClassifierGuidance guides the openai-small UNet with the
+// openai-small classifier: the classifier opens (a UNet in its place is
+// refused), its guidance is the log-probability gradient adm computes,
+// and guided DDIM and DDPM runs raise the classifier's own log-probability
+// of the asked class at the end of sampling over an unguided run from the
+// same noise.
+func TestClassifierGuidance(t *testing.T) {
 	root := fixtures.Dir(t, "openai-small")
 	ctx := context.Background()
 	p, err := Open(ctx, filepath.Join(root, "adm", "model.pt"), Options{Device: "cpu"})
@@ -102,59 +104,67 @@ func TestGuideWithClassifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	x := readBatch(t, filepath.Join(root, "adm", "x.npy"))
-	ts, ys := []float64{10, 700.5}, []int{2, 9}
-	plain, err := p.Model.Predict(ctx, x, ts, ys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := GuideWithClassifier(ctx, p, filepath.Join(root, "adm", "model.pt"), 1, nil, Options{Device: "cpu"}); err == nil {
+	if _, err := OpenClassifier(ctx, filepath.Join(root, "adm", "model.pt"), Options{Device: "cpu"}); err == nil {
 		t.Error("a UNet as the classifier: no error")
 	}
-	const scale = 3
 	cpath := filepath.Join(root, "classifier", "model.pt")
-	if err := GuideWithClassifier(ctx, p, cpath, scale, nil, Options{Device: "cpu"}); err != nil {
-		t.Fatal(err)
-	}
-	guided, err := p.Model.Predict(ctx, x, ts, ys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cpu, err := kernels.NewCPU(kernels.CPUOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _, err := adm.Load[[]float32](cpath, "", cpu)
+	c, err := OpenClassifier(ctx, cpath, Options{Device: "cpu"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	g, err := adm.ClassifierGradient(ctx, c, x, ts, ys, scale)
+	if err := c.Check(p); err != nil {
+		t.Fatal(err)
+	}
+	x := readBatch(t, filepath.Join(root, "adm", "x.npy"))
+	ts, ys := []float64{10, 700.5}, []int{2, 9}
+	cpu, err := kernels.NewCPU(kernels.CPUOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	abar := p.Diffusion.Schedule().AlphasCumprod
-	plane := 3 * 64 * 64
-	for i := range 2 {
-		ab := abar[int(ts[i])]
-		if f := ts[i] - math.Floor(ts[i]); f > 0 {
-			ab = (1-f)*ab + f*abar[int(ts[i])+1]
-		}
-		for j := 0; j < 2*plane; j++ {
-			want := float64(plain.Data[i*2*plane+j])
-			if j < plane {
-				want -= math.Sqrt(1-ab) * float64(g.Data[i*plane+j])
-			}
-			if d := math.Abs(float64(guided.Data[i*2*plane+j]) - want); d > 1e-5+1e-5*math.Abs(want) {
-				t.Fatalf("example %d value %d: guided %v, want %v", i, j, guided.Data[i*2*plane+j], want)
-			}
-		}
-	}
-	out, err := p.Diffusion.Sample(ctx, p.Model, diffusion.Options{Steps: 2, Seed: 1, N: 1, C: 3, H: 64, W: 64, Labels: []int{5}})
+	ref, _, err := adm.Load[[]float32](cpath, "", cpu)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.N != 1 || len(out.Data) != plane {
-		t.Fatalf("sample %+v", out)
+	defer ref.Close()
+	want, err := adm.ClassifierGradient(ctx, ref, x, ts, ys, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Guidance(3, nil).Grad(ctx, x, ts, ys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want.Data {
+		if d := math.Abs(float64(got.Data[i] - want.Data[i])); d > 1e-6+1e-5*math.Abs(float64(want.Data[i])) {
+			t.Fatalf("gradient value %d: %v, want %v", i, got.Data[i], want.Data[i])
+		}
+	}
+	// log p(y | x_0) by the classifier at t = 0, summed over the batch.
+	labels := []int{5, 5}
+	logp := func(b diffusion.Batch) float64 {
+		logits, err := c.Logits(ctx, b, []float64{0, 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lp := adm.LogSoftmax(logits, c.Classes())
+		return lp[labels[0]] + lp[c.Classes()+labels[1]]
+	}
+	for _, sampler := range []diffusion.Sampler{diffusion.SamplerDDIM, diffusion.SamplerDDPM} {
+		o := diffusion.Options{Sampler: sampler, Steps: 2, Seed: 1, N: 2, C: 3, H: 64, W: 64, Labels: []int{1, 7}}
+		plain, err := p.Diffusion.Sample(ctx, p.Model, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Classifier = c.Guidance(100, labels)
+		guided, err := p.Diffusion.Sample(ctx, p.Model, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lp0, lp1 := logp(plain), logp(guided)
+		t.Logf("%s: log p(y=5 | x_0) summed over 2 images: %.3f unguided, %.3f guided (scale 100)", sampler, lp0, lp1)
+		if !(lp1 > lp0) {
+			t.Errorf("%s: guidance did not raise the classifier's log-probability (%v -> %v)", sampler, lp0, lp1)
+		}
 	}
 }
