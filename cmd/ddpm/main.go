@@ -33,19 +33,20 @@ type command struct {
 // commands lists the subcommands; each lives in its own file.
 func commands() map[string]command {
 	return map[string]command{
-		"bench":    {"time the UNet's forward pass and training step", runBench},
-		"convert":  {"convert an OpenAI guided-diffusion checkpoint (.pt) to a ddpm model file", runConvert},
-		"devices":  {"list GPUs and show which device --device picks", runDevices},
-		"inspect":  {"show what a weights file, checkpoint or diffusers folder holds", runInspect},
-		"predict":  {"run the UNet once on x_t at given timesteps and write its output .npy", runPredict},
-		"schedule": {"print or plot a noise schedule", runSchedule},
-		"train":    {"train a model on a dataset", runTrain},
-		"sample":   {"generate images from a model", runSample},
-		"eval":     {"negative log-likelihood in bits/dim on a test set", runEval},
-		"export":   {"write a checkpoint or diffusers folder as one model file", runExport},
-		"fid":      {"score generated digits: Frechet distance on MNIST-classifier features, accuracy by class", runFid},
-		"serve":    {"serve a model over HTTP (OpenAI Images API, jobs, metrics, web page)", runServe},
-		"version":  {"print the version, commit, Go version, CPU libraries and GPU found", runVersion},
+		"bench":            {"time the UNet's forward pass and training step", runBench},
+		"convert":          {"convert an OpenAI guided-diffusion checkpoint (.pt) to a ddpm model file", runConvert},
+		"devices":          {"list GPUs and show which device --device picks", runDevices},
+		"inspect":          {"show what a weights file, checkpoint or diffusers folder holds", runInspect},
+		"predict":          {"run the UNet once on x_t at given timesteps and write its output .npy", runPredict},
+		"schedule":         {"print or plot a noise schedule", runSchedule},
+		"train":            {"train a model on a dataset", runTrain},
+		"train-classifier": {"train a noisy classifier for classifier guidance (ddpm sample --classifier)", runTrainClassifier},
+		"sample":           {"generate images from a model", runSample},
+		"eval":             {"negative log-likelihood in bits/dim on a test set", runEval},
+		"export":           {"write a checkpoint or diffusers folder as one model file", runExport},
+		"fid":              {"score generated digits: Frechet distance on MNIST-classifier features, accuracy by class", runFid},
+		"serve":            {"serve a model over HTTP (OpenAI Images API, jobs, metrics, web page)", runServe},
+		"version":          {"print the version, commit, Go version, CPU libraries and GPU found", runVersion},
 	}
 }
 

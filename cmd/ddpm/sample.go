@@ -11,9 +11,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/img"
 	"github.com/ddpm-go/ddpm/npy"
+	"github.com/ddpm-go/ddpm/pipeline"
 )
 
 const sampleExamples = `  ddpm sample --out digits.png                          # 16 digits from the embedded model
@@ -49,7 +51,10 @@ type sampleOptions struct {
 	outSet          bool // --out or --out-dir given
 	initImage, mask string
 	strength        float64
-	noise, raw      string // --noise and --raw .npy files
+	noise, raw      string  // --noise and --raw .npy files
+	classifier      string  // --classifier: noisy classifier for guidance
+	classifierScale float64 // --classifier-scale
+	uncond          bool    // --uncond: the null class for a class-conditional model
 }
 
 func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
@@ -64,6 +69,9 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 	fs.Uint64Var(&o.seed, "seed", 0, "random seed: image i draws its noise from seed+i, as ddpm serve does (default: a random seed, printed)")
 	fs.StringVar(&o.class, "class", "", "class label for every image, or a comma-separated list (default: cycle through the classes;\nwith --init-image: the null class, i.e. no condition)")
 	fs.Float64Var(&o.guidance, "guidance", 0, "classifier-free guidance scale (0 = none; 2 to 4 sharpens the class)")
+	fs.StringVar(&o.classifier, "classifier", "", "classifier guidance (Dhariwal & Nichol 2021) by this noisy classifier towards --class:\na guided-diffusion classifier .pt or a ddpm train-classifier checkpoint")
+	fs.Float64Var(&o.classifierScale, "classifier-scale", 1, "classifier guidance scale s (the gradient's weight; >= 0)")
+	fs.BoolVar(&o.uncond, "uncond", false, "give a class-conditional model its null class (no condition): with --classifier the\nclassifier alone steers towards --class")
 	fs.StringVar(&o.clip, "clip", "auto", "clip the x0 estimate to [-1, 1] at each step: auto (the model's setting), true or false")
 	fs.Float64Var(&o.threshold, "threshold", 0, "dynamic thresholding quantile in (0, 1] instead of the clip (Imagen; 0 = off)")
 	fs.BoolVar(&o.modelEps, "model-eps", false, "native DDIM: keep the model's epsilon after clipping x0 (diffusers' default;\nthe default re-derives it from the clipped x0, which guidance needs)")
@@ -105,6 +113,12 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 	}
 	if o.mask != "" && o.initImage == "" {
 		return o, usageError{"sample: --mask needs --init-image"}
+	}
+	if !(o.classifierScale >= 0) || math.IsInf(o.classifierScale, 0) {
+		return o, usageError{fmt.Sprintf("sample: --classifier-scale %v: must be a finite number >= 0", o.classifierScale)}
+	}
+	if o.uncond && o.guidance != 0 {
+		return o, usageError{"sample: --uncond with --guidance: classifier-free guidance needs the condition"}
 	}
 	return o, nil
 }
@@ -236,7 +250,26 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if so.Scheduler != nil && o.sampler == "" {
 		fmt.Fprintf(stderr, "sample: %s from the model's scheduler config (--sampler overrides it)\n", so.Scheduler.ClassName)
 	}
-	if k := m.Classes(); k > 0 {
+	var clf *pipeline.Classifier
+	if o.classifier != "" {
+		if clf, err = pipeline.OpenClassifier(ctx, o.classifier, pipeline.Options{Device: o.device, GPU: cuda.Options{Precision: o.precision},
+			Logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }}); err != nil {
+			return err
+		}
+		defer clf.Close()
+		if err := clf.Check(m); err != nil {
+			return usageError{"sample: --classifier: " + err.Error()}
+		}
+	}
+	if k := m.Classes(); k > 0 && o.uncond {
+		if cfg.NullClass == nil {
+			return usageError{"sample: --uncond: the model has no null class (it was trained without label dropout)"}
+		}
+		so.Labels = make([]int, o.n)
+		for i := range so.Labels {
+			so.Labels[i] = -1
+		}
+	} else if k > 0 {
 		switch {
 		case o.class == "" && o.initImage != "" && cfg.NullClass != nil:
 			so.Labels = make([]int, o.n)
@@ -255,8 +288,20 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 			so.Labels = labels
 		}
-	} else if o.class != "" {
-		return usageError{"sample: --class given, but the model is unconditional"}
+	} else if o.class != "" && clf == nil {
+		return usageError{"sample: --class given, but the model is unconditional (give --classifier to steer it)"}
+	} else if o.uncond {
+		return usageError{"sample: --uncond: the model is unconditional already"}
+	}
+	if clf != nil {
+		labels, err := parseLabels(o.class, o.n, clf.Classes())
+		if err != nil {
+			return usageError{"sample: --classifier: " + err.Error()}
+		}
+		if so.Labels != nil && o.class == "" && !o.uncond {
+			labels = nil // the model's labels
+		}
+		so.Classifier = clf.Guidance(o.classifierScale, labels)
 	}
 	if o.initImage != "" {
 		x, err := img.ReadFile(o.initImage, cfg.InChannels, cfg.SampleSize, cfg.SampleSize)
