@@ -54,7 +54,8 @@ func openOpenAISource(path string) (*weights.Source, error) {
 // unet.Config of p carries the fields samplers read (in and out
 // channels, sample size, class count); a classifier's Model refuses to
 // predict (it is not a diffusion model), and a SuperRes model's Model
-// needs its low-resolution image (bind one with OpenAI.WithLowRes).
+// needs its low-resolution image (bind one with OpenAI.WithLowRes), a
+// GLIDE model's its prompts (bind them with WithPrompts).
 func openOpenAI(p *Pipeline, src *weights.Source, be *cuda.Backend) (*Pipeline, error) {
 	var m OpenAIModel
 	if be.GPU != nil {
@@ -100,6 +101,9 @@ type refusingModel struct{ kind adm.Kind }
 func (r refusingModel) Predict(context.Context, diffusion.Batch, []float64, []int) (diffusion.Batch, error) {
 	if r.kind == adm.Classifier {
 		return diffusion.Batch{}, fmt.Errorf("the model is a guided-diffusion classifier (EncoderUNetModel), not a diffusion model: it guides sampling, or gives logits with ddpm predict")
+	}
+	if r.kind.IsText() {
+		return diffusion.Batch{}, fmt.Errorf("the model is GLIDE's %s: it is conditioned on text: bind prompts with Pipeline.WithPrompts (ddpm sample --prompt)", r.kind)
 	}
 	return diffusion.Batch{}, fmt.Errorf("the model is a guided-diffusion SuperResModel: it needs its low-resolution image (ddpm predict --low-res)")
 }

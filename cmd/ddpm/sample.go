@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ddpm-go/ddpm/adm"
 	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/img"
@@ -25,7 +26,9 @@ const sampleExamples = `  ddpm sample --out digits.png                          
   ddpm sample --class 3 --guidance 3 --out threes.png   # classifier-free guidance
   ddpm sample --init-image x.png --strength 0.3 --out edit.png   # img2img (SDEdit)
   ddpm sample --init-image x.png --mask m.png --sampler ddpm --out fill.png   # inpainting (RePaint; white = keep)
-  ddpm sample --model PIPE --steps 10 --noise x.npy --class 1,4,9 --raw out.npy   # reproduce a diffusers run`
+  ddpm sample --model PIPE --steps 10 --noise x.npy --class 1,4,9 --raw out.npy   # reproduce a diffusers run
+  ddpm sample --model base.pt --prompt "a corgi" --guidance 3 --steps 27 --n 2   # GLIDE text-to-image
+  ddpm sample --model base_inpaint.pt --prompt "a corgi" --init-image x.png --mask m.png --guidance 3 --out fill.png   # GLIDE inpainting`
 
 // samplerHelp is the --sampler flag's help text.
 var samplerHelp = "sampler: " + strings.Join(samplerNames(), ", ") +
@@ -51,10 +54,11 @@ type sampleOptions struct {
 	outSet          bool // --out or --out-dir given
 	initImage, mask string
 	strength        float64
-	noise, raw      string  // --noise and --raw .npy files
-	classifier      string  // --classifier: noisy classifier for guidance
-	classifierScale float64 // --classifier-scale
-	uncond          bool    // --uncond: the null class for a class-conditional model
+	noise, raw      string     // --noise and --raw .npy files
+	classifier      string     // --classifier: noisy classifier for guidance
+	classifierScale float64    // --classifier-scale
+	uncond          bool       // --uncond: the null class for a class-conditional model
+	prompts         promptList // --prompt: GLIDE's text, one per image or one for all
 }
 
 func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
@@ -68,7 +72,8 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 	fs.Float64Var(&o.eta, "eta", 0, "DDIM eta in [0, 1] (0 is deterministic)")
 	fs.Uint64Var(&o.seed, "seed", 0, "random seed: image i draws its noise from seed+i, as ddpm serve does (default: a random seed, printed)")
 	fs.StringVar(&o.class, "class", "", "class label for every image, or a comma-separated list (default: cycle through the classes;\nwith --init-image: the null class, i.e. no condition)")
-	fs.Float64Var(&o.guidance, "guidance", 0, "classifier-free guidance scale (0 = none; 2 to 4 sharpens the class)")
+	fs.Float64Var(&o.guidance, "guidance", 0, "classifier-free guidance scale (0 = none; 2 to 4 sharpens the class;\nfor GLIDE, the prompt against the empty prompt)")
+	fs.Var(&o.prompts, "prompt", "text prompt of a GLIDE model (glide-text2im's base.pt, base_inpaint.pt): repeat once per\nimage, or give one for all (--n sets the count; several prompts without --n set it);\nwith --init-image and --mask on an inpainting model the masked-out region is drawn")
 	fs.StringVar(&o.classifier, "classifier", "", "classifier guidance (Dhariwal & Nichol 2021) by this noisy classifier towards --class:\na guided-diffusion classifier .pt or a ddpm train-classifier checkpoint")
 	fs.Float64Var(&o.classifierScale, "classifier-scale", 1, "classifier guidance scale s (the gradient's weight; >= 0)")
 	fs.BoolVar(&o.uncond, "uncond", false, "give a class-conditional model its null class (no condition): with --classifier the\nclassifier alone steers towards --class")
@@ -116,6 +121,9 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 	}
 	if !(o.classifierScale >= 0) || math.IsInf(o.classifierScale, 0) {
 		return o, usageError{fmt.Sprintf("sample: --classifier-scale %v: must be a finite number >= 0", o.classifierScale)}
+	}
+	if o.prompts != nil && o.uncond {
+		return o, usageError{"sample: --uncond with --prompt: give --prompt \"\" for the unconditional text"}
 	}
 	if o.uncond && o.guidance != 0 {
 		return o, usageError{"sample: --uncond with --guidance: classifier-free guidance needs the condition"}
@@ -237,12 +245,20 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		o.n, noise = z.N, &z
 	}
+	if m.IsText() && len(o.prompts) > 1 && !o.nSet && noise == nil {
+		o.n = len(o.prompts) // one image per prompt
+	}
 	so := diffusion.Options{Steps: o.steps, Eta: o.eta, Seed: o.seed, Guidance: o.guidance, ModelEps: o.modelEps,
 		N: o.n, C: cfg.InChannels, H: cfg.SampleSize, W: cfg.SampleSize, Noise: noise}
 	// Image i draws its noise from seed+i alone, as ddpm serve does for a
 	// request's image i: the same request gives the same images.
 	for i := range o.n {
 		so.Seeds = append(so.Seeds, o.seed+uint64(i))
+	}
+	if m.IsText() && o.sampler == "" && m.Scheduler == nil {
+		// glide-text2im's notebooks sample ancestrally (p_sample_loop).
+		o.sampler = "ddpm"
+		fmt.Fprintf(stderr, "sample: ddpm (ancestral sampling, as glide-text2im) for the GLIDE model (--sampler overrides it)\n")
 	}
 	if err := solverOptions(&so, o, m.Scheduler); err != nil {
 		return err
@@ -251,7 +267,7 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stderr, "sample: %s from the model's scheduler config (--sampler overrides it)\n", so.Scheduler.ClassName)
 	}
 	var clf *pipeline.Classifier
-	if o.classifier != "" {
+	if o.classifier != "" && !m.IsText() { // glideModel refuses it
 		if clf, err = pipeline.OpenClassifier(ctx, o.classifier, pipeline.Options{Device: o.device, GPU: cuda.Options{Precision: o.precision},
 			Logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }}); err != nil {
 			return err
@@ -261,7 +277,19 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return usageError{"sample: --classifier: " + err.Error()}
 		}
 	}
-	if k := m.Classes(); k > 0 && o.uncond {
+	model := m.Model
+	var text *pipeline.TextInputs // a GLIDE inpainting model's known image
+	if m.IsText() {
+		if model, text, err = glideModel(m, o); err != nil {
+			return err
+		}
+		so.Labels = make([]int, o.n) // image i takes prompt i
+		for i := range so.Labels {
+			so.Labels[i] = i
+		}
+	} else if o.prompts != nil {
+		return usageError{fmt.Sprintf("sample: --prompt is for GLIDE's text-conditional models; the model %s is not one (--class conditions a class-conditional model)", o.model)}
+	} else if k := m.Classes(); k > 0 && o.uncond {
 		if cfg.NullClass == nil {
 			return usageError{"sample: --uncond: the model has no null class (it was trained without label dropout)"}
 		}
@@ -303,7 +331,7 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		so.Classifier = clf.Guidance(o.classifierScale, labels)
 	}
-	if o.initImage != "" {
+	if o.initImage != "" && text == nil {
 		x, err := img.ReadFile(o.initImage, cfg.InChannels, cfg.SampleSize, cfg.SampleSize)
 		if err != nil {
 			return err
@@ -329,10 +357,13 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	bar := newProgress(stderr, "sampling")
 	so.Progress = func(p diffusion.Progress) { bar.update(p.Step, p.Total) }
-	b, err := d.Sample(ctx, m.Model, so)
+	b, err := d.Sample(ctx, model, so)
 	bar.done()
 	if err != nil {
 		return err
+	}
+	if err := text.KeepKnown(b); err != nil {
+		return fmt.Errorf("sample: %w", err)
 	}
 	if o.raw != "" {
 		if err := writeRaw(o.raw, b); err != nil {
@@ -411,4 +442,44 @@ func parseLabels(s string, n, k int) ([]int, error) {
 		labels[i] = v
 	}
 	return labels, nil
+}
+
+// glideModel binds a GLIDE model (m.IsText()) to the --prompt texts for
+// "ddpm sample": one per image or one for all. On an inpainting model
+// (glide-text2im's base_inpaint.pt) --init-image and --mask become its
+// inpainting inputs, returned to keep the known region in the result;
+// otherwise --init-image and --mask stay img2img and RePaint-style
+// inpainting, conditioned on the prompts.
+func glideModel(m *pipeline.Pipeline, o sampleOptions) (diffusion.Model, *pipeline.TextInputs, error) {
+	kind := m.OpenAI.Kind()
+	switch {
+	case o.class != "":
+		return nil, nil, usageError{fmt.Sprintf("sample: --class: the model is GLIDE's %s, conditioned on text: give --prompt instead", kind)}
+	case o.classifier != "":
+		return nil, nil, usageError{fmt.Sprintf("sample: --classifier: classifier guidance is for guided-diffusion's class-conditional or unconditional models, not GLIDE's %s (use --guidance)", kind)}
+	case o.prompts == nil:
+		return nil, nil, usageError{fmt.Sprintf("sample: the model is GLIDE's %s: give its text with --prompt (once per image, or once for all; --prompt \"\" is unconditional)", kind)}
+	case len(o.prompts) != 1 && len(o.prompts) != o.n:
+		return nil, nil, usageError{fmt.Sprintf("sample: --prompt given %d times for %d images: give one per image or one for all", len(o.prompts), o.n)}
+	case kind == adm.SuperResText2Im || kind == adm.SuperResInpaintText2Im:
+		return nil, nil, usageError{fmt.Sprintf("sample: the model is a GLIDE upsampler (%s): sample does not take low-resolution images yet (ddpm predict --low-res runs it)", kind)}
+	}
+	var text *pipeline.TextInputs
+	if kind == adm.InpaintText2Im && o.initImage != "" && o.mask != "" {
+		size := m.Config.SampleSize
+		x, err := img.ReadFile(o.initImage, 3, size, size)
+		if err != nil {
+			return nil, nil, err
+		}
+		mk, err := img.ReadMask(o.mask, size, size)
+		if err != nil {
+			return nil, nil, err
+		}
+		text = &pipeline.TextInputs{InpaintImage: &x, InpaintMask: &mk}
+	}
+	model, err := m.WithPrompts(o.prompts, o.n, text)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sample: %w", err)
+	}
+	return model, text, nil
 }
