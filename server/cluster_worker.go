@@ -301,6 +301,9 @@ func (w *worker) check(g genRequest, model string) error {
 	if g.settings.Guidance != 0 && info.NumClasses == 0 {
 		return fmt.Errorf("guidance needs a class-conditional model; this worker's %q is unconditional", info.Name)
 	}
+	if g.settings.ClassifierScale != 0 && info.Classifier == "" {
+		return fmt.Errorf("classifier_scale needs a classifier; this worker has none (ddpm serve --classifier)")
+	}
 	if !(g.settings.Eta >= 0 && g.settings.Eta <= 1) {
 		return fmt.Errorf("eta %g outside [0, 1]", g.settings.Eta)
 	}

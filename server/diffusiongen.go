@@ -28,6 +28,23 @@ type DiffusionGenerator struct {
 	model diffusion.Model
 	diff  *diffusion.Diffusion
 	info  ModelInfo
+	guide func(scale float64, labels []int) *diffusion.ClassifierGuidance
+}
+
+// SetClassifier lets requests with classifier_scale be guided by a noisy
+// classifier named name: guide returns the sampler option for a scale
+// and labels (pipeline.Classifier.Guidance). The model must be
+// class-conditional: each image is guided towards its class. Call it
+// before the server starts.
+func (g *DiffusionGenerator) SetClassifier(name string, guide func(scale float64, labels []int) *diffusion.ClassifierGuidance) error {
+	if g.info.NumClasses == 0 {
+		return fmt.Errorf("server: classifier guidance: the model %q is unconditional (requests name classes only on class-conditional models)", g.info.Name)
+	}
+	if name == "" || guide == nil {
+		return errors.New("server: SetClassifier: empty name or nil guide")
+	}
+	g.info.Classifier, g.guide = name, guide
+	return nil
 }
 
 // NewDiffusionGenerator wraps model, sampled with the process d, as a
@@ -102,6 +119,9 @@ func (g *DiffusionGenerator) Generate(ctx context.Context, s Settings, items []I
 		if g.info.NumClasses > 0 {
 			o.Labels = []int{it.Class}
 			o.Guidance = s.Guidance
+			if s.ClassifierScale != 0 && g.guide != nil {
+				o.Classifier = g.guide(s.ClassifierScale, nil)
+			}
 		}
 		wg.Add(1)
 		go func() {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"image"
+	"strings"
 	"sync"
 	"testing"
 
@@ -229,5 +230,58 @@ func TestDiffusionGeneratorServer(t *testing.T) {
 	b := decodeImages(t, do(t, s.Handler(), "POST", "/v1/images/generations", `{"n":1,"steps":4,"seed":12,"sampler":"ddim","guidance_scale":1.5}`).Body.Bytes())
 	if len(a.Data) != 3 || a.Data[1].B64JSON != b.Data[0].B64JSON || *a.Data[1].ClassLabel != *b.Data[0].ClassLabel {
 		t.Error("seed 12 differs between a batch of 3 and a batch of 1")
+	}
+}
+
+// TestDiffusionGeneratorClassifier: with a classifier set, classifier_scale
+// guides each image towards its class (the guide sees the image's class
+// and the scale) and changes the image; /v1/models names the classifier;
+// without one, or on an unconditional model, classifier_scale is refused.
+func TestDiffusionGeneratorClassifier(t *testing.T) {
+	g, _ := newToyGen(t, 10)
+	var mu sync.Mutex
+	seen := map[[2]float64]bool{}
+	guide := func(scale float64, labels []int) *diffusion.ClassifierGuidance {
+		grad := func(_ context.Context, x diffusion.Batch, _ []float64, y []int) (diffusion.Batch, error) {
+			mu.Lock()
+			seen[[2]float64{scale, float64(y[0])}] = true
+			mu.Unlock()
+			out := diffusion.NewBatch(x.N, x.C, x.H, x.W)
+			for i := range out.Data {
+				out.Data[i] = 1
+			}
+			return out, nil
+		}
+		return &diffusion.ClassifierGuidance{Grad: grad, Scale: scale, Labels: labels}
+	}
+	plainSrv := newTest(t, g, Options{})
+	if w := do(t, plainSrv.Handler(), "POST", "/v1/images/generations", `{"classifier_scale":2}`); w.Code != 422 || !strings.Contains(w.Body.String(), "classifier_scale") {
+		t.Errorf("classifier_scale without a classifier: %d %s", w.Code, w.Body)
+	}
+	g2, _ := newToyGen(t, 10)
+	if err := g2.SetClassifier("clf", guide); err != nil {
+		t.Fatal(err)
+	}
+	s := newTest(t, g2, Options{})
+	body := func(scale string) string {
+		return `{"n":1,"steps":4,"seed":5,"sampler":"ddpm","class_label":3,"classifier_scale":` + scale + `}`
+	}
+	plain := decodeImages(t, do(t, s.Handler(), "POST", "/v1/images/generations", body("0")).Body.Bytes())
+	guided := decodeImages(t, do(t, s.Handler(), "POST", "/v1/images/generations", body("2.5")).Body.Bytes())
+	if len(plain.Data) != 1 || len(guided.Data) != 1 || plain.Data[0].B64JSON == guided.Data[0].B64JSON {
+		t.Error("classifier_scale 2.5 gave the image of scale 0")
+	}
+	if !seen[[2]float64{2.5, 3}] || len(seen) != 1 {
+		t.Errorf("the guide saw (scale, class) %v, want only (2.5, 3)", seen)
+	}
+	if w := do(t, s.Handler(), "POST", "/v1/images/generations", body("21")); w.Code != 422 {
+		t.Errorf("classifier_scale 21: %d", w.Code)
+	}
+	if w := do(t, s.Handler(), "GET", "/v1/models", ""); !strings.Contains(w.Body.String(), `"classifier":"clf"`) {
+		t.Errorf("/v1/models: %s", w.Body)
+	}
+	uncond, _ := newToyGen(t, 0)
+	if err := uncond.SetClassifier("clf", guide); err == nil {
+		t.Error("a classifier on an unconditional model: no error")
 	}
 }

@@ -27,6 +27,9 @@ type ModelInfo struct {
 	DefaultSampler  string
 	DefaultGuidance float64
 	Device          string // which device runs the model, e.g. "cpu (onednn)"
+	// Classifier names the noisy classifier that guides the model when a
+	// request sets classifier_scale (Dhariwal & Nichol 2021); "" for none.
+	Classifier string
 }
 
 // Check reports an inconsistent ModelInfo.
@@ -61,6 +64,9 @@ type Settings struct {
 	Sampler  diffusion.Sampler // SamplerDDPM (ancestral, Ho et al. 2020) or SamplerDDIM (Song et al. 2021)
 	Eta      float64           // DDIM's eta in [0, 1]: 0 is deterministic, 1 matches DDPM's variance
 	Guidance float64           // classifier-free guidance scale w (Ho & Salimans 2022); 0 means none
+	// ClassifierScale is the classifier guidance scale s (Dhariwal &
+	// Nichol 2021) towards each image's class; 0 means none.
+	ClassifierScale float64
 }
 
 // Item is one image to generate.

@@ -55,6 +55,7 @@ type wireRequest struct {
 	Sampler     string  `json:"sampler"`
 	Eta         float64 `json:"eta"`
 	Guidance    float64 `json:"guidance"`
+	Classifier  float64 `json:"classifier_scale,omitempty"`
 	Seeds       []int64 `json:"seeds"`
 	Classes     []int   `json:"classes"`
 	ClassSource string  `json:"class_source,omitempty"`
@@ -62,7 +63,7 @@ type wireRequest struct {
 
 func toWire(g genRequest) wireRequest {
 	return wireRequest{Steps: g.settings.Steps, Sampler: g.settings.Sampler.String(), Eta: g.settings.Eta,
-		Guidance: g.settings.Guidance, Seeds: g.seeds, Classes: g.classes, ClassSource: g.classSource}
+		Guidance: g.settings.Guidance, Classifier: g.settings.ClassifierScale, Seeds: g.seeds, Classes: g.classes, ClassSource: g.classSource}
 }
 
 func (w wireRequest) gen() (genRequest, error) {
@@ -73,7 +74,7 @@ func (w wireRequest) gen() (genRequest, error) {
 	if len(w.Seeds) == 0 || len(w.Seeds) != len(w.Classes) {
 		return genRequest{}, fmt.Errorf("stored request: %d seeds and %d classes", len(w.Seeds), len(w.Classes))
 	}
-	return genRequest{settings: Settings{Steps: w.Steps, Sampler: sm, Eta: w.Eta, Guidance: w.Guidance},
+	return genRequest{settings: Settings{Steps: w.Steps, Sampler: sm, Eta: w.Eta, Guidance: w.Guidance, ClassifierScale: w.Classifier},
 		seeds: w.Seeds, classes: w.Classes, classSource: w.ClassSource}, nil
 }
 

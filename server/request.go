@@ -31,6 +31,10 @@ type ImageRequest struct {
 	Seed          *int64   `json:"seed,omitempty"`           // image i uses seed+i; random when absent
 	ClassLabel    *int     `json:"class_label,omitempty"`    // class in [0, classes), or -1 for a random one per image; overrides the prompt
 	GuidanceScale *float64 `json:"guidance_scale,omitempty"` // classifier-free guidance w in [0, MaxGuidance]
+	// ClassifierScale is the classifier guidance scale s in [0,
+	// MaxGuidance]: the server's noisy classifier steers each image
+	// towards its class (ddpm serve --classifier).
+	ClassifierScale *float64 `json:"classifier_scale,omitempty"`
 
 	// OpenAI fields accepted and ignored, so that client libraries that
 	// send them work unchanged.
@@ -65,14 +69,14 @@ func (r *ImageRequest) fields() map[string]any {
 	return map[string]any{
 		"model": &r.Model, "prompt": &r.Prompt, "n": &r.N, "size": &r.Size, "response_format": &r.ResponseFormat,
 		"steps": &r.Steps, "sampler": &r.Sampler, "eta": &r.Eta, "seed": &r.Seed, "class_label": &r.ClassLabel,
-		"guidance_scale": &r.GuidanceScale,
-		"quality":        &r.Quality, "style": &r.Style, "user": &r.User, "background": &r.Background,
+		"guidance_scale": &r.GuidanceScale, "classifier_scale": &r.ClassifierScale,
+		"quality": &r.Quality, "style": &r.Style, "user": &r.User, "background": &r.Background,
 		"moderation": &r.Moderation, "output_format": &r.OutputFormat, "output_compression": &r.OutputCompression,
 	}
 }
 
 // allowedFields lists the fields in the message about an unknown one.
-const allowedFields = "model, prompt, n, size, response_format, steps, sampler, eta, seed, class_label, guidance_scale"
+const allowedFields = "model, prompt, n, size, response_format, steps, sampler, eta, seed, class_label, guidance_scale, classifier_scale"
 
 // decodeImageRequest parses one JSON object from r (at most maxBody bytes)
 // into an ImageRequest. Keys must match exactly (encoding/json alone would
@@ -265,6 +269,16 @@ func validate(req ImageRequest, info ModelInfo, sampler diffusion.Sampler, lim l
 			w = 0 // w = 1 is plain conditional sampling, as w = 0: one batch key for both
 		}
 		s.Guidance = w
+	}
+	if req.ClassifierScale != nil {
+		cs := *req.ClassifierScale
+		if info.Classifier == "" && cs != 0 {
+			return g, invalid("classifier_scale", "classifier_scale needs a server started with a classifier (ddpm serve --classifier); this one has none")
+		}
+		if !(cs >= 0 && cs <= lim.maxGuidance) {
+			return g, invalid("classifier_scale", "classifier_scale = %g: allowed range is 0 to %g", cs, lim.maxGuidance)
+		}
+		s.ClassifierScale = cs
 	}
 	g.settings = s
 	class := -1

@@ -40,11 +40,15 @@ type row struct {
 	Sampler  string  `json:"sampler"`
 	Steps    int     `json:"steps"`
 	Guidance float64 `json:"guidance,omitempty"`
-	N        int     `json:"n"`
-	Accuracy float64 `json:"accuracy"`
-	FD       float64 `json:"frechet_distance"`
-	Floor    float64 `json:"floor"`
-	Seconds  float64 `json:"seconds"`
+	// ClassifierScale is the classifier guidance scale of a -classifier
+	// row, where the model sees its null class and the classifier alone
+	// steers towards the asked class.
+	ClassifierScale *float64 `json:"classifier_scale,omitempty"`
+	N               int      `json:"n"`
+	Accuracy        float64  `json:"accuracy"`
+	FD              float64  `json:"frechet_distance"`
+	Floor           float64  `json:"floor"`
+	Seconds         float64  `json:"seconds"`
 }
 
 func main() {
@@ -67,6 +71,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	batch := fs.Int("batch", 100, "images per sampling call")
 	seed := fs.Uint64("seed", 1, "seed of image 0")
 	out := fs.String("out", "", "folder for results.json and the plots (none when empty)")
+	clfPath := fs.String("classifier", "", "noisy classifier (ddpm train-classifier checkpoint): add classifier-guidance rows,\nthe model given its null class (or unconditional) and the classifier steering")
+	clfScales := fs.String("classifier-scales", "0,1,3,10", "classifier guidance scales")
+	clfSampler := fs.String("classifier-sampler", "ddpm", "sampler of the classifier-guidance rows")
+	clfSteps := fs.Int("classifier-steps", 50, "steps of the classifier-guidance rows")
+	only := fs.Bool("classifier-only", false, "only the classifier-guidance rows")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -102,7 +111,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	measure := func(sampler string, st int, g float64) (row, error) {
+	var guide *pipeline.Classifier
+	if *clfPath != "" {
+		if guide, err = pipeline.OpenClassifier(ctx, *clfPath, pipeline.Options{Device: "cpu"}); err != nil {
+			return err
+		}
+		defer guide.Close()
+		if err := guide.Check(p); err != nil {
+			return err
+		}
+	}
+	measure := func(sampler string, st int, g float64, cscale *float64) (row, error) {
 		sm, err := diffusion.ParseSampler(sampler)
 		if err != nil {
 			return row{}, err
@@ -117,6 +136,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 				o.Seeds = append(o.Seeds, *seed+uint64(i))
 				o.Labels = append(o.Labels, i%10)
 			}
+			target := o.Labels
+			if cscale != nil {
+				o.Classifier = guide.Guidance(*cscale, target)
+				o.Labels = nil
+				if p.Config.NullClass != nil {
+					o.Labels = make([]int, k)
+					for i := range o.Labels {
+						o.Labels[i] = -1
+					}
+				}
+			}
 			b, err := p.Diffusion.Sample(ctx, p.Model, o)
 			if err != nil {
 				return row{}, fmt.Errorf("%s, %d steps: %w", sampler, st, err)
@@ -126,26 +156,46 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 			all.N += k
 			all.Data = append(all.Data, b.Data...)
-			labels = append(labels, o.Labels...)
+			labels = append(labels, target...)
 		}
 		sc, err := quality.ScoreDigits(ctx, clf, all, labels, ref, "mnist test", train, *seed)
 		if err != nil {
 			return row{}, err
 		}
-		return row{Sampler: sampler, Steps: st, Guidance: g, N: *n, Accuracy: sc.Accuracy, FD: sc.FD, Floor: sc.Floor,
+		return row{Sampler: sampler, Steps: st, Guidance: g, ClassifierScale: cscale, N: *n, Accuracy: sc.Accuracy, FD: sc.FD, Floor: sc.Floor,
 			Seconds: time.Since(start).Seconds()}, nil
 	}
 	var rows []row
 	emit := func(r row) {
 		rows = append(rows, r)
-		fmt.Fprintf(stdout, "| %s | %d | %g | %.1f%% | %.2f | %.2f | %.2f | %.0f |\n", r.Sampler, r.Steps, r.Guidance, 100*r.Accuracy, r.FD, r.Floor, r.FD/r.Floor, r.Seconds)
+		g := fmt.Sprint(r.Guidance)
+		if r.ClassifierScale != nil {
+			g = fmt.Sprintf("classifier %g (null class)", *r.ClassifierScale)
+		}
+		fmt.Fprintf(stdout, "| %s | %d | %s | %.1f%% | %.2f | %.2f | %.2f | %.0f |\n", r.Sampler, r.Steps, g, 100*r.Accuracy, r.FD, r.Floor, r.FD/r.Floor, r.Seconds)
 	}
 	fmt.Fprintf(stdout, "model %s on %s; %d digits per row, classes 0-9 cycling, image i from seed %d+i\n\n", p.Source.Path, p.Device, *n, *seed)
 	fmt.Fprintln(stdout, "| sampler | steps | guidance | accuracy | Fréchet distance | floor | ratio | seconds |")
 	fmt.Fprintln(stdout, "| --- | --- | --- | --- | --- | --- | --- | --- |")
+	if guide != nil {
+		for _, cs := range strings.Split(*clfScales, ",") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(cs), 64)
+			if err != nil || v < 0 {
+				return fmt.Errorf("-classifier-scales: %q is not a scale >= 0", cs)
+			}
+			r, err := measure(*clfSampler, *clfSteps, 0, &v)
+			if err != nil {
+				return err
+			}
+			emit(r)
+		}
+	}
+	if *only {
+		names, *full, *guidance = nil, false, ""
+	}
 	for _, name := range names {
 		for _, st := range steps {
-			r, err := measure(strings.TrimSpace(name), st, 0)
+			r, err := measure(strings.TrimSpace(name), st, 0, nil)
 			if err != nil {
 				return err
 			}
@@ -153,7 +203,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	if *full {
-		r, err := measure("ddpm", p.Diffusion.T(), 0)
+		r, err := measure("ddpm", p.Diffusion.T(), 0, nil)
 		if err != nil {
 			return err
 		}
@@ -166,7 +216,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 				return fmt.Errorf("-guidance: %q: %w", gs, err)
 			}
 			for _, st := range steps {
-				r, err := measure("ddim", st, g)
+				r, err := measure("ddim", st, g, nil)
 				if err != nil {
 					return err
 				}
@@ -197,6 +247,9 @@ func write(dir string, rows []row) error {
 		key := r.Sampler
 		if r.Guidance != 0 {
 			key = fmt.Sprintf("%s w=%g", r.Sampler, r.Guidance)
+		}
+		if r.ClassifierScale != nil {
+			continue // a table row; the plots are against steps
 		}
 		i, ok := idx[key]
 		if !ok {

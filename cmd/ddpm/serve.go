@@ -19,12 +19,14 @@ import (
 
 // serveOptions are the flags of "ddpm serve".
 type serveOptions struct {
-	model   string
-	addr    string
-	device  string
-	prec    string // --precision (GPU arithmetic)
-	server  server.Options
-	logJSON bool
+	model string
+	// classifier is --classifier: the noisy classifier of classifier_scale.
+	classifier string
+	addr       string
+	device     string
+	prec       string // --precision (GPU arithmetic)
+	server     server.Options
+	logJSON    bool
 
 	// Serving on many machines: with --redis the queue and jobs live in
 	// Redis and --role says what this replica does.
@@ -100,6 +102,7 @@ func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	var o serveOptions
 	fs := newFlagSet("serve", serveSynopsis, serveExamples, stderr)
 	fs.StringVar(&o.model, "model", "", "model `path`: a diffusers folder or checkpoint (default: the embedded model)")
+	fs.StringVar(&o.classifier, "classifier", "", "noisy classifier `path` (guided-diffusion .pt or ddpm train-classifier checkpoint) that\nguides requests with classifier_scale towards their class (class-conditional models)")
 	fs.StringVar(&o.addr, "addr", ":8080", "listen `address`")
 	fs.StringVar(&o.device, "device", "auto", "device: auto (CUDA when present, else CPU), cpu or cuda")
 	fs.StringVar(&o.prec, "precision", "", precisionHelp)

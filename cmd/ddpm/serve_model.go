@@ -38,9 +38,43 @@ func loadServeModel(ctx context.Context, o serveOptions, log *slog.Logger) (serv
 		p.Close()
 		return nil, nil, err
 	}
+	release := p.Close
+	if o.classifier != "" {
+		c, err := pipeline.OpenClassifier(ctx, o.classifier, pipeline.Options{Device: o.device, GPU: cuda.Options{Precision: o.prec}})
+		if err == nil {
+			err = checkServeClassifier(c, p, info)
+		}
+		if err == nil {
+			err = gen.SetClassifier(modelName(o.classifier), c.Guidance)
+		}
+		if err != nil {
+			if c != nil {
+				c.Close()
+			}
+			p.Close()
+			return nil, nil, fmt.Errorf("serve: --classifier: %w", err)
+		}
+		release = func() { c.Close(); p.Close() }
+		log.Info("classifier loaded", "classifier", o.classifier, "classes", c.Classes(), "device", c.Device)
+	}
 	log.Info("model loaded", "model", info.Name, "path", p.Source.Path, "format", p.Source.Format.String(),
 		"params", p.Source.NumParams(), "size", info.ImageSize, "classes", info.NumClasses, "T", p.Diffusion.T(), "device", p.Device)
-	return gen, p.Close, nil
+	return gen, release, nil
+}
+
+// checkServeClassifier reports whether c can guide p's requests: the
+// model's images and schedule, and one logit per model class.
+func checkServeClassifier(c *pipeline.Classifier, p *pipeline.Pipeline, info server.ModelInfo) error {
+	if err := c.Check(p); err != nil {
+		return err
+	}
+	if info.NumClasses == 0 {
+		return fmt.Errorf("the model is unconditional: the server guides class-conditional models (sample unconditional ones with ddpm sample --classifier)")
+	}
+	if c.Classes() != info.NumClasses {
+		return fmt.Errorf("the classifier tells %d classes apart, the model has %d", c.Classes(), info.NumClasses)
+	}
+	return nil
 }
 
 // serveModelInfo describes the model named by o.model without loading it
@@ -63,6 +97,12 @@ func serveModelInfo(ctx context.Context, o serveOptions, log *slog.Logger) (serv
 		return server.ModelInfo{}, err
 	}
 	info.Device = "cluster workers"
+	if o.classifier != "" {
+		if info.NumClasses == 0 {
+			return server.ModelInfo{}, fmt.Errorf("serve: --classifier: the model is unconditional")
+		}
+		info.Classifier = modelName(o.classifier)
+	}
 	return server.DiffusionInfo(d, info)
 }
 
