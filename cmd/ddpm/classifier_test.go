@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,9 +36,9 @@ func TestTrainClassifierAndGuide(t *testing.T) {
 		return filepath.Join(out, "checkpoint.safetensors")
 	}
 	ckpt := train(filepath.Join(dir, "clf"))
-	log, err := os.ReadFile(filepath.Join(dir, "clf", "log.jsonl"))
-	if err != nil || !strings.Contains(string(log), `"accuracy"`) {
-		t.Fatalf("log.jsonl: %s (%v)", log, err)
+	logged, err := os.ReadFile(filepath.Join(dir, "clf", "log.jsonl"))
+	if err != nil || !strings.Contains(string(logged), `"accuracy"`) {
+		t.Fatalf("log.jsonl: %s (%v)", logged, err)
 	}
 	for _, extra := range [][]string{{"--class", "3", "--classifier-scale", "2"}, {"--class", "1,7", "--uncond"}, {"--guidance", "2", "--class", "4"}} {
 		out := filepath.Join(dir, "s.png")
@@ -67,6 +69,19 @@ func TestTrainClassifierAndGuide(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want one naming %q", tc.args, err, tc.want)
 		}
+	}
+	// ddpm serve --classifier: the generator names it; a mismatched one is refused.
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	gen, release, err := loadServeModel(ctx, serveOptions{classifier: ckpt, device: "cpu"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if got := gen.Info().Classifier; got != "checkpoint" {
+		t.Errorf("served classifier name %q, want checkpoint", got)
+	}
+	if _, _, err := loadServeModel(ctx, serveOptions{classifier: cosine, device: "cpu"}, log); err == nil || !strings.Contains(err.Error(), "noise schedule") {
+		t.Errorf("serve with a cosine-schedule classifier: %v", err)
 	}
 	var so, se bytes.Buffer
 	if err := run(ctx, []string{"train-classifier", "--dataset", "folder:" + t.TempDir(), "--out", filepath.Join(dir, "x")}, &so, &se); err == nil {
