@@ -88,6 +88,8 @@ var kernelNames = []string{
 	"groupnorm_ss_fwd", "groupnorm_ss_bwd_dx", "groupnorm_ss_bwd_stats", "groupnorm_ss_bwd_params",
 	"avgpool2x", "avgpool2x_bwd", "attnpool_tokens", "attnpool_tokens_bwd_dx", "attnpool_tokens_bwd_dpos",
 	"row_mean", "row_mean_bwd", "relu_f", "relu_bwd",
+	// GLIDE's text transformer (ops.go)
+	"gelu_f", "gelu_bwd",
 }
 
 const (
@@ -145,6 +147,8 @@ const (
 	kRowMeanBwd
 	kReLU
 	kReLUBwd
+	kGELU
+	kGELUBwd
 	numKernels
 )
 

@@ -306,6 +306,17 @@ func (g *GraphOps) SiLU(y, x Ptr, n int) {
 func (g *GraphOps) SiLUBackward(dx, dy, x Ptr, n int) {
 	g.record("SiLUBackward", func() { g.Device.SiLUBackward(dx, dy, x, n) }, uint64(dx), uint64(dy), uint64(x), uint64(n))
 }
+
+// GELU is Device.GELU, deferred.
+func (g *GraphOps) GELU(y, x Ptr, n int) {
+	g.record("GELU", func() { g.Device.GELU(y, x, n) }, uint64(y), uint64(x), uint64(n))
+}
+
+// GELUBackward is Device.GELUBackward, deferred.
+func (g *GraphOps) GELUBackward(dx, dy, x Ptr, n int) {
+	g.record("GELUBackward", func() { g.Device.GELUBackward(dx, dy, x, n) }, uint64(dx), uint64(dy), uint64(x), uint64(n))
+}
+
 func (g *GraphOps) Add(y, a, b Ptr, n int) {
 	g.record("Add", func() { g.Device.Add(y, a, b, n) }, uint64(y), uint64(a), uint64(b), uint64(n))
 }

@@ -214,6 +214,35 @@ func (d *Device) SiLUBackward(dx, dy, x Ptr, n int) {
 	d.launch1D(kSiLUBwd, n, pa(dx), pa(dy), pa(x), ia(n))
 }
 
+// GELU: y = x Phi(x) = x (1 + erf(x/sqrt 2)) / 2, the exact GELU, in
+// float32 through an erfc of about 1e-6 relative error (there is no
+// libdevice erff here), from the tail on both sides.
+func (d *Device) GELU(y, x Ptr, n int) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	if n == 0 || !d.need("GELU", "y", y, n) || !d.need("GELU", "x", x, n) {
+		return
+	}
+	d.launch1D(kGELU, n, pa(y), pa(x), ia(n))
+}
+
+// GELUBackward: dx = dy (Phi(x) + x phi(x)), phi the standard normal
+// density.
+func (d *Device) GELUBackward(dx, dy, x Ptr, n int) {
+	if !d.enter() {
+		d.leave()
+		return
+	}
+	defer d.leave()
+	if n == 0 || !d.need("GELUBackward", "dx", dx, n) || !d.need("GELUBackward", "dy", dy, n) || !d.need("GELUBackward", "x", x, n) {
+		return
+	}
+	d.launch1D(kGELUBwd, n, pa(dx), pa(dy), pa(x), ia(n))
+}
+
 // Add: y = a + b.
 func (d *Device) Add(y, a, b Ptr, n int) {
 	if !d.enter() {

@@ -262,6 +262,19 @@ func admCases[B any]() []opCase[B] {
 		{name: "ReLU", ins: []int{n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) { o.ReLU(out[0], in[0], n) }},
 		{name: "ReLUBackward", ins: []int{n, n}, outs: []int{n},
 			run: func(o kernels.Ops[B], out, in []B) { o.ReLUBackward(out[0], in[0], in[1], n) }},
+		// GELU on x in [-6, 6): the inputs scaled by 6 first (tails included).
+		{name: "GELU", ins: []int{n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) {
+			x := o.Alloc(n)
+			o.Axpby(x, 6, in[0], 0, n)
+			o.GELU(out[0], x, n)
+			o.Free(x)
+		}},
+		{name: "GELUBackward", ins: []int{n, n}, outs: []int{n}, run: func(o kernels.Ops[B], out, in []B) {
+			x := o.Alloc(n)
+			o.Axpby(x, 6, in[1], 0, n)
+			o.GELUBackward(out[0], in[0], x, n)
+			o.Free(x)
+		}},
 	}
 	cs = append(cs, gnss("silu", kernels.GroupNormDims{N: 3, C: 8, HW: 50, Groups: 4, Eps: 1e-5, SiLU: true})...)
 	cs = append(cs, gnss("plain", kernels.GroupNormDims{N: 2, C: 64, HW: 64, Groups: 32, Eps: 1e-5})...)

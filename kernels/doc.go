@@ -14,7 +14,8 @@
 //     into (their old contents, even NaN, are ignored), except for the
 //     in-place ops AdamW, EMA and Axpby (with beta != 0), which say so.
 //   - Outputs do not alias inputs unless the method's doc allows it
-//     (Add, Mul, Clamp, SiLU, SiLUBackward, AddChannelBias allow y == x).
+//     (Add, Mul, Clamp, SiLU, SiLUBackward, GELU, GELUBackward,
+//     AddChannelBias allow y == x).
 //   - Optional buffers (a bias, a gradient nobody needs) are nil on the CPU.
 //   - Errors (bad dimensions, short buffers, ids outside a table) are not
 //     panics: the op does nothing and Sync returns the first error.

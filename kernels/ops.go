@@ -166,6 +166,12 @@ type Ops[B any] interface {
 	ReLU(y, x B, n int)
 	// ReLUBackward: dx = dy where x > 0, else 0.
 	ReLUBackward(dx, dy, x B, n int)
+	// GELU: the exact GELU y = x Phi(x) = x (1 + erf(x/sqrt 2)) / 2, n
+	// values (PyTorch's nn.GELU, GLIDE's text transformer).
+	GELU(y, x B, n int)
+	// GELUBackward: dx = dy (Phi(x) + x phi(x)), phi the standard normal
+	// density.
+	GELUBackward(dx, dy, x B, n int)
 }
 
 // AdamWParams are AdamW's hyper-parameters.

@@ -81,6 +81,7 @@ const Kernel kernels[] = {
     K(groupnorm_ss_bwd_params, false), K(avgpool2x, false), K(avgpool2x_bwd, false), K(attnpool_tokens, true),
     K(attnpool_tokens_bwd_dx, false), K(attnpool_tokens_bwd_dpos, false), K(row_mean, true),
     K(row_mean_bwd, false), K(relu_f, false), K(relu_bwd, false),
+    K(gelu_f, false), K(gelu_bwd, false),
 };
 const int nkernels = sizeof(kernels) / sizeof(kernels[0]);
 
