@@ -75,9 +75,8 @@ func (b *Builder[B]) LayerNorm(name string, x *G.Node, eps float64) *G.Node {
 	return b.Reshape(h, s...)
 }
 
-// GELU is PyTorch's exact nn.GELU: y = x Phi(x) = x (1 + erf(x/sqrt 2)) / 2.
-// Only the CPU backend has a kernel for it; on another backend the op
-// fails when it runs.
+// GELU is PyTorch's exact nn.GELU: y = x Phi(x) = x (1 + erf(x/sqrt 2)) / 2,
+// kernels.Ops.GELU (and GELUBackward for its gradient) on any backend.
 func (b *Builder[B]) GELU(x *G.Node) *G.Node {
 	if b.err != nil {
 		return nil
@@ -239,42 +238,24 @@ func (o *textEmbeddingBackward[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
 
 // ---- GELU -------------------------------------------------------------------------
 
-// gelu is y = x Phi(x).
+// gelu is y = x Phi(x), kernels.Ops.GELU on any backend.
 type gelu[B any] struct{ base }
 
-// GELURef is the exact GELU of one value, x (1 + erf(x/sqrt 2)) / 2, in
-// float64 (the plain-Go twin of the GELU op).
-func GELURef(x float64) float64 { return 0.5 * x * (1 + math.Erf(x/math.Sqrt2)) }
+// GELURef is the exact GELU of one value, x Phi(x) = x (1 + erf(x/sqrt 2))
+// / 2, in float64 (the plain-Go twin of the GELU op), evaluated as
+// x erfc(-x/sqrt 2) / 2 so that it keeps its relative accuracy for very
+// negative x, where 1 + erf cancels. kernels.CPU's GELU is it rounded to
+// float32.
+func GELURef(x float64) float64 { return 0.5 * x * math.Erfc(-x/math.Sqrt2) }
 
-// GELUGradRef is dGELU/dx = Phi(x) + x phi(x).
+// GELUGradRef is dGELU/dx = Phi(x) + x phi(x), phi the standard normal
+// density (Phi as erfc, as in GELURef).
 func GELUGradRef(x float64) float64 {
-	return 0.5*(1+math.Erf(x/math.Sqrt2)) + x*math.Exp(-0.5*x*x)/math.Sqrt(2*math.Pi)
-}
-
-// hostSlices returns the CPU buffers of out and in, or an error naming the
-// backend when B is not host memory.
-func hostSlices[B any](c *gexec.Ctx[B], name string, out B, in ...B) ([]float32, [][]float32, error) {
-	y, ok := any(out).([]float32)
-	if _, cpu := any(c.Ops).(*kernels.CPU); !ok || !cpu {
-		return nil, nil, fmt.Errorf("nn: %s: no kernel on %s (only the CPU backend has one)", name, c.Ops.Name())
-	}
-	xs := make([][]float32, len(in))
-	for i, b := range in {
-		xs[i] = any(b).([]float32)
-	}
-	return y, xs, nil
+	return 0.5*math.Erfc(-x/math.Sqrt2) + x*math.Exp(-0.5*x*x)/math.Sqrt(2*math.Pi)
 }
 
 func (o *gelu[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
-	y, xs, err := hostSlices(c, o.name, out, in[0])
-	if err != nil {
-		return err
-	}
-	n := o.size()
-	x := xs[0][:n]
-	for i, v := range x {
-		y[i] = float32(GELURef(float64(v)))
-	}
+	c.Ops.GELU(out, in[0], o.size())
 	return nil
 }
 func (o *gelu[B]) DiffWRT(int) []bool { return all(1) }
@@ -283,19 +264,12 @@ func (o *gelu[B]) SymDiff(in G.Nodes, _, grad *G.Node) (G.Nodes, error) {
 	return G.Nodes{dx}, err
 }
 
-// geluBackward is dx = dy (Phi(x) + x phi(x)) from (dy, x).
+// geluBackward is dx = dy (Phi(x) + x phi(x)) from (dy, x),
+// kernels.Ops.GELUBackward on any backend.
 type geluBackward[B any] struct{ base }
 
 func (o *geluBackward[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
-	y, xs, err := hostSlices(c, o.name, out, in[0], in[1])
-	if err != nil {
-		return err
-	}
-	n := o.size()
-	dy, x := xs[0][:n], xs[1][:n]
-	for i, v := range x {
-		y[i] = float32(float64(dy[i]) * GELUGradRef(float64(v)))
-	}
+	c.Ops.GELUBackward(out, in[0], in[1], o.size())
 	return nil
 }
 
