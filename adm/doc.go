@@ -29,8 +29,8 @@
 // super-resolution variants, from the flags of its model_creation.py
 // (TextConfig) and the presets base, base_inpaint, upsample and
 // upsample_inpaint. They take a prompt's tokens (Tokenize, package
-// tokenizer) through PredictText or WithText. Their text transformer's
-// GELU has a kernel on the CPU backend only.
+// tokenizer) through PredictText or WithText. Like every other network
+// here they run on the CPU and the GPU backends.
 //
 // The tests reproduce the outputs of OpenAI's own code on the shared
 // openai-small fixtures (a UNet and a classifier built, saved and run by

@@ -63,7 +63,9 @@ func NewDiffusionGenerator(model diffusion.Model, d *diffusion.Diffusion, info M
 
 // DiffusionInfo completes info for a model sampled with the process d as
 // NewDiffusionGenerator does (TrainSteps is d.T(); DefaultSteps, when 0,
-// min(50, T); DefaultSampler, when empty, "ddim") and checks it. A
+// min(50, T); DefaultSampler, when empty, "ddpm" for a model that learned
+// its variance, which only ancestral sampling uses, else "ddim") and
+// checks it. A
 // cluster's api replica, which runs no model, describes it with this.
 func DiffusionInfo(d *diffusion.Diffusion, info ModelInfo) (ModelInfo, error) {
 	if d == nil {
@@ -75,6 +77,9 @@ func DiffusionInfo(d *diffusion.Diffusion, info ModelInfo) (ModelInfo, error) {
 	}
 	if info.DefaultSampler == "" {
 		info.DefaultSampler = "ddim"
+		if d.Config().Variance.IsLearned() {
+			info.DefaultSampler = "ddpm"
+		}
 	}
 	if err := info.Check(); err != nil {
 		return info, err

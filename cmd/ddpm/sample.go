@@ -32,7 +32,7 @@ const sampleExamples = `  ddpm sample --out digits.png                          
 
 // samplerHelp is the --sampler flag's help text.
 var samplerHelp = "sampler: " + strings.Join(samplerNames(), ", ") +
-	"\n(default: the scheduler a diffusers pipeline's scheduler_config.json names, else ddim;\nddpm and ddim are the native samplers, the others diffusers' schedulers)"
+	"\n(default: the scheduler a diffusers pipeline's scheduler_config.json names, else ddpm for a\nmodel that learned its variance (GLIDE, guided-diffusion, --loss hybrid), else ddim;\nddpm and ddim are the native samplers, the others diffusers' schedulers)"
 
 // sampleOptions are the flags of "ddpm sample".
 type sampleOptions struct {
@@ -255,10 +255,12 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for i := range o.n {
 		so.Seeds = append(so.Seeds, o.seed+uint64(i))
 	}
-	if m.IsText() && o.sampler == "" && m.Scheduler == nil {
-		// glide-text2im's notebooks sample ancestrally (p_sample_loop).
+	if o.sampler == "" && m.Scheduler == nil && m.Diffusion.Config().Variance.IsLearned() {
+		// A learned variance is used by ancestral sampling only (DDIM
+		// ignores it); glide-text2im's notebooks and improved-diffusion
+		// sample these models with p_sample_loop too.
 		o.sampler = "ddpm"
-		fmt.Fprintf(stderr, "sample: ddpm (ancestral sampling, as glide-text2im) for the GLIDE model (--sampler overrides it)\n")
+		fmt.Fprintf(stderr, "sample: ddpm (ancestral sampling with the model's learned variance; --sampler overrides it)\n")
 	}
 	if err := solverOptions(&so, o, m.Scheduler); err != nil {
 		return err
