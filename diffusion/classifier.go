@@ -131,11 +131,12 @@ func shiftScore(out, sg Batch, ab float64, p Prediction) {
 	}
 }
 
-// alphaBarAt is alphabar at a real training timestep t in [0, T-1]. The
+// AlphaBarAt is alphabar at a real training timestep t in [0, T-1] of the
+// table alphas_cumprod (t is clamped to that range). The
 // Euler family's noise level sigma = sqrt((1 - alphabar) / alphabar) is
 // linear in t between training timesteps (diffusers interpolates the
 // training sigmas), so alphabar = 1 / (1 + sigma(t)^2).
-func alphaBarAt(table []float64, t float64) float64 {
+func AlphaBarAt(table []float64, t float64) float64 {
 	t = min(max(t, 0), float64(len(table)-1))
 	i := int(t)
 	if float64(i) == t {

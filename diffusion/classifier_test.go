@@ -22,7 +22,7 @@ type mixture struct {
 }
 
 // abAt is alphabar at a real timestep with sigma interpolated linearly,
-// written here independently of alphaBarAt.
+// written here independently of AlphaBarAt.
 func (m mixture) abAt(t float64) float64 {
 	i := int(math.Floor(t))
 	if i >= len(m.ab)-1 {

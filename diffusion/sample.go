@@ -536,7 +536,7 @@ func (r *run) sampleSolver(ctx context.Context, sc SchedulerConfig) (Batch, erro
 		if err != nil {
 			return Batch{}, err
 		}
-		shiftScore(out, sg, alphaBarAt(r.abar, ts[i]), pred)
+		shiftScore(out, sg, AlphaBarAt(r.abar, ts[i]), pred)
 		if x, err = s.Step(out, x, i, draw); err != nil {
 			return Batch{}, err
 		}

@@ -199,7 +199,7 @@ func (k *keepKnown) Predict(ctx context.Context, x diffusion.Batch, t []float64,
 		if src < 0 || src >= k.n {
 			return diffusion.Batch{}, fmt.Errorf("pipeline: row %d takes item %d of %d", r, src, k.n)
 		}
-		ab := alphaBarAt(k.abar, t[r])
+		ab := diffusion.AlphaBarAt(k.abar, t[r])
 		sa, sb := math.Sqrt(ab), math.Sqrt(1-ab)
 		if sb == 0 {
 			continue
@@ -220,21 +220,6 @@ func (k *keepKnown) Predict(ctx context.Context, x diffusion.Batch, t []float64,
 		}
 	}
 	return out, nil
-}
-
-// alphaBarAt is alphabar at a training timestep t, interpolating sigma =
-// sqrt((1 - alphabar) / alphabar) linearly between integer timesteps (as
-// the diffusers solvers place fractional timesteps).
-func alphaBarAt(table []float64, t float64) float64 {
-	t = min(max(t, 0), float64(len(table)-1))
-	i := int(t)
-	if float64(i) == t {
-		return table[i]
-	}
-	sig := func(ab float64) float64 { return math.Sqrt((1 - ab) / ab) }
-	f := t - float64(i)
-	s := (1-f)*sig(table[i]) + f*sig(table[i+1])
-	return 1 / (1 + s*s)
 }
 
 // KeepKnown sets the known region of an inpainted sample x (N, 3, H, W)
