@@ -67,7 +67,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	stepsFlag := fs.String("steps", "5,10,20,50", "step counts, comma-separated")
 	samplers := fs.String("samplers", "all", `"all" or a comma-separated list of sampler names`)
 	full := fs.Bool("ddpm-full", true, "also DDPM over all of the model's timesteps")
-	guidance := fs.String("guidance", "", "classifier-free guidance scales to add for the default sampler, comma-separated")
+	guidance := fs.String("guidance", "", "classifier-free guidance scales to add, comma-separated (rows of -guidance-sampler)")
+	guidanceSampler := fs.String("guidance-sampler", "ddim", "sampler of the -guidance rows")
 	batch := fs.Int("batch", 100, "images per sampling call")
 	seed := fs.Uint64("seed", 1, "seed of image 0")
 	out := fs.String("out", "", "folder for results.json and the plots (none when empty)")
@@ -216,7 +217,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 				return fmt.Errorf("-guidance: %q: %w", gs, err)
 			}
 			for _, st := range steps {
-				r, err := measure("ddim", st, g, nil)
+				r, err := measure(*guidanceSampler, st, g, nil)
 				if err != nil {
 					return err
 				}
