@@ -17,15 +17,19 @@ import (
 	"github.com/ddpm-go/ddpm/npy"
 )
 
-// TestStepServer is the Go side of pytorch/bench_adm.py, which runs
-// guided-diffusion's own UNetModel on the same weights and inputs and
-// alternates with this process step by step, so both see the same load
+// TestStepServer is the Go side of pytorch/bench_adm.py and
+// pytorch/bench_glide.py, which run guided-diffusion's own UNetModel or
+// glide-text2im's own Text2ImUNet on the same weights and inputs and
+// alternate with this process step by step, so both see the same load
 // on a shared machine. Skipped unless $DDPM_ADM_BENCH names a folder
 // holding model.pt + args.json and, per batch size N, x_N.npy, t_N.npy,
-// y_N.npy and PyTorch's out_N.npy. It loads the model on a CPU backend
-// with GOMAXPROCS threads, prints "ready", then for each line "N" on
-// stdin runs one sampling step (one forward pass) at batch N and prints
-// "ms <milliseconds> relL2 <error of the output against out_N.npy>".
+// y_N.npy (guided-diffusion) or tokens_N.npy and mask_N.npy (GLIDE:
+// (N, text_ctx) token ids and the 0/1 padding mask, as float32), and
+// PyTorch's out_N.npy. It loads the model on a CPU backend with
+// GOMAXPROCS threads, prints "ready", then for each line "N" on stdin
+// runs one sampling step (one forward pass; PredictText for GLIDE) at
+// batch N and prints "ms <milliseconds> relL2 <error of the output
+// against out_N.npy>".
 func TestStepServer(t *testing.T) {
 	dir := os.Getenv("DDPM_ADM_BENCH")
 	if dir == "" {
@@ -50,18 +54,32 @@ func TestStepServer(t *testing.T) {
 			}
 			return v
 		}
-		x, tf, yf, want := in("x"), in("t"), in("y"), in("out")
+		x, tf, want := in("x"), in("t"), in("out")
 		ts := make([]float64, n)
-		var ys []int
 		for i := range ts {
 			ts[i] = float64(tf[i])
-			if m.Classes() > 0 {
-				ys = append(ys, int(yf[i]))
-			}
 		}
 		xb := diffusion.Batch{N: n, C: 3, H: m.a.size, W: m.a.size, Data: x}
+		var run func() (diffusion.Batch, error)
+		if m.TextCtx() > 0 {
+			var text TextInputs
+			for _, v := range in("tokens") {
+				text.Tokens = append(text.Tokens, int(v))
+			}
+			for _, v := range in("mask") {
+				text.Mask = append(text.Mask, v != 0)
+			}
+			run = func() (diffusion.Batch, error) { return m.PredictText(ctx, xb, ts, text) }
+		} else {
+			yf := in("y")
+			var ys []int
+			for i := 0; i < n && m.Classes() > 0; i++ {
+				ys = append(ys, int(yf[i]))
+			}
+			run = func() (diffusion.Batch, error) { return m.Predict(ctx, xb, ts, ys) }
+		}
 		start := time.Now()
-		out, err := m.Predict(ctx, xb, ts, ys)
+		out, err := run()
 		if err != nil {
 			t.Fatal(err)
 		}
