@@ -298,8 +298,14 @@ func (w *worker) check(g genRequest, model string) error {
 			return fmt.Errorf("class %d does not exist in this worker's model (%d classes)", c, info.NumClasses)
 		}
 	}
-	if g.settings.Guidance != 0 && info.NumClasses == 0 {
-		return fmt.Errorf("guidance needs a class-conditional model; this worker's %q is unconditional", info.Name)
+	if g.settings.Guidance != 0 && info.NumClasses == 0 && !info.Text {
+		return fmt.Errorf("guidance needs a class-conditional or text model; this worker's %q is unconditional", info.Name)
+	}
+	if g.prompt != "" && !info.Text {
+		return fmt.Errorf("the job has a text prompt; this worker's %q is not a text model", info.Name)
+	}
+	if len(g.prompt) > MaxPromptBytes {
+		return fmt.Errorf("prompt of %d bytes: the limit is %d", len(g.prompt), MaxPromptBytes)
 	}
 	if g.settings.ClassifierScale != 0 && info.Classifier == "" {
 		return fmt.Errorf("classifier_scale needs a classifier; this worker has none (ddpm serve --classifier)")

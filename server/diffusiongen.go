@@ -19,7 +19,7 @@ import (
 // denoising step.
 //
 // Each image runs its own diffusion.Sample with its own seed, so an image
-// depends only on its seed, class and settings, never on the other images
+// depends only on its seed, class (or prompt) and settings, never on the other images
 // of its batch; the runs meet at every step in a shared model wrapper that
 // concatenates their inputs into one (N, C, H, W) batch, calls the model
 // once and hands each run its rows. A run whose Item is cancelled stops at
@@ -29,6 +29,26 @@ type DiffusionGenerator struct {
 	diff  *diffusion.Diffusion
 	info  ModelInfo
 	guide func(scale float64, labels []int) *diffusion.ClassifierGuidance
+	text  func(prompts []string) (diffusion.Model, error)
+}
+
+// SetText makes the generator serve a text-to-image model (GLIDE):
+// bind returns the model conditioned on prompts, one per image, whose
+// Predict takes label i for prompt i and -1 for the empty prompt
+// (pipeline.Pipeline.WithPrompts with n = len(prompts)). Each Generate
+// binds its items' prompts once; image i samples with label i, so
+// classifier-free guidance (Settings.Guidance) is against the empty
+// prompt. The model must have no classes. Call it before the server
+// starts.
+func (g *DiffusionGenerator) SetText(bind func(prompts []string) (diffusion.Model, error)) error {
+	if bind == nil {
+		return errors.New("server: SetText: nil bind")
+	}
+	if g.info.NumClasses != 0 || g.guide != nil {
+		return fmt.Errorf("server: SetText: the model %q has classes or a classifier; a text model has neither", g.info.Name)
+	}
+	g.info.Text, g.text = true, bind
+	return nil
 }
 
 // SetClassifier lets requests with classifier_scale be guided by a noisy
@@ -37,7 +57,7 @@ type DiffusionGenerator struct {
 // class-conditional: each image is guided towards its class. Call it
 // before the server starts.
 func (g *DiffusionGenerator) SetClassifier(name string, guide func(scale float64, labels []int) *diffusion.ClassifierGuidance) error {
-	if g.info.NumClasses == 0 {
+	if g.info.NumClasses == 0 || g.info.Text {
 		return fmt.Errorf("server: classifier guidance: the model %q is unconditional (requests name classes only on class-conditional models)", g.info.Name)
 	}
 	if name == "" || guide == nil {
@@ -53,6 +73,9 @@ func (g *DiffusionGenerator) SetClassifier(name string, guide func(scale float64
 func NewDiffusionGenerator(model diffusion.Model, d *diffusion.Diffusion, info ModelInfo) (*DiffusionGenerator, error) {
 	if model == nil || d == nil {
 		return nil, errors.New("server: NewDiffusionGenerator: nil model or diffusion")
+	}
+	if info.Text {
+		return nil, errors.New("server: NewDiffusionGenerator: info.Text: make a text model with SetText")
 	}
 	info, err := DiffusionInfo(d, info)
 	if err != nil {
@@ -92,7 +115,19 @@ func (g *DiffusionGenerator) Info() ModelInfo { return g.info }
 
 // Generate implements Generator.
 func (g *DiffusionGenerator) Generate(ctx context.Context, s Settings, items []Item, progress func(step, total int)) ([]image.Image, error) {
-	gr := &group{inner: g.model, ctx: ctx, members: len(items)}
+	model := g.model
+	if g.text != nil {
+		prompts := make([]string, len(items))
+		for i, it := range items {
+			prompts[i] = it.Prompt
+		}
+		m, err := g.text(prompts)
+		if err != nil {
+			return nil, fmt.Errorf("generate: binding the prompts: %w", err)
+		}
+		model = m
+	}
+	gr := &group{inner: model, ctx: ctx, members: len(items)}
 	var progMu sync.Mutex
 	best := 0
 	report := func(p diffusion.Progress) {
@@ -121,7 +156,10 @@ func (g *DiffusionGenerator) Generate(ctx context.Context, s Settings, items []I
 		}
 		o := diffusion.Options{Sampler: s.Sampler, Steps: s.Steps, Eta: s.Eta, Seed: uint64(it.Seed),
 			N: 1, C: g.info.Channels, H: g.info.ImageSize, W: g.info.ImageSize, Progress: report}
-		if g.info.NumClasses > 0 {
+		if g.text != nil {
+			o.Labels = []int{i} // the bound model's prompt i; -1 is the empty prompt
+			o.Guidance = s.Guidance
+		} else if g.info.NumClasses > 0 {
 			o.Labels = []int{it.Class}
 			o.Guidance = s.Guidance
 			if s.ClassifierScale != 0 && g.guide != nil {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"image"
 	"image/color"
 	"time"
@@ -30,6 +31,10 @@ type ModelInfo struct {
 	// Classifier names the noisy classifier that guides the model when a
 	// request sets classifier_scale (Dhariwal & Nichol 2021); "" for none.
 	Classifier string
+	// Text marks a text-to-image model (GLIDE): a request's prompt is the
+	// text of each of its images, guidance_scale is classifier-free
+	// guidance against the empty prompt, and NumClasses is 0.
+	Text bool
 }
 
 // Check reports an inconsistent ModelInfo.
@@ -49,6 +54,8 @@ func (m ModelInfo) Check() error {
 		return fmt.Errorf("server: model info: TrainSteps %d must be >= 1", m.TrainSteps)
 	case m.DefaultSteps < 1 || m.DefaultSteps > m.TrainSteps:
 		return fmt.Errorf("server: model info: DefaultSteps %d outside [1, TrainSteps=%d]", m.DefaultSteps, m.TrainSteps)
+	case m.Text && (m.NumClasses != 0 || m.Classifier != ""):
+		return fmt.Errorf("server: model info: a text model has no classes (NumClasses %d) and no classifier (%q)", m.NumClasses, m.Classifier)
 	}
 	if _, err := parseSampler(m.DefaultSampler); err != nil {
 		return fmt.Errorf("server: model info: DefaultSampler: %w", err)
@@ -72,7 +79,10 @@ type Settings struct {
 // Item is one image to generate.
 type Item struct {
 	Seed  int64 // seeds this image's noise: the same seed and settings give the same image
-	Class int   // class label in [0, NumClasses), or -1 for an unconditional model
+	Class int   // class label in [0, NumClasses), or -1 for an unconditional or text model
+	// Prompt is the image's text on a text model (ModelInfo.Text; "" is
+	// the empty prompt); "" otherwise.
+	Prompt string
 	// Done is closed when nobody wants this image any more (its client went
 	// away, its job was cancelled or timed out). A Generator should stop
 	// spending work on it (leaving its image nil) while it finishes the
@@ -110,7 +120,7 @@ type Generator interface {
 
 // FakeGenerator is a deterministic stand-in for a diffusion model, for tests
 // and for load-testing the server without a model: it is NOT a model. Each
-// image is a magenta pattern computed from the seed and class (red and blue
+// image is a magenta pattern computed from the seed, class and prompt (red and blue
 // at 255, green in [0, 127]), and each denoising step sleeps StepDelay plus
 // ImageDelay per live image, a cost model in which batching pays off.
 type FakeGenerator struct {
@@ -178,9 +188,15 @@ func (f *FakeGenerator) Generate(ctx context.Context, s Settings, items []Item, 
 			continue
 		}
 		img := image.NewNRGBA(image.Rect(0, 0, n, n))
+		var ph uint64 // 0 for no prompt, so that class models keep their images
+		if it.Prompt != "" {
+			f := fnv.New64a()
+			f.Write([]byte(it.Prompt))
+			ph = f.Sum64() | 1
+		}
 		for y := 0; y < n; y++ {
 			for x := 0; x < n; x++ {
-				h := uint64(it.Seed)*0x9E3779B97F4A7C15 ^ uint64(it.Class+1)*0xBF58476D1CE4E5B9 ^ uint64(y*n+x)*0x94D049BB133111EB
+				h := uint64(it.Seed)*0x9E3779B97F4A7C15 ^ uint64(it.Class+1)*0xBF58476D1CE4E5B9 ^ uint64(y*n+x)*0x94D049BB133111EB ^ ph
 				h ^= h >> 29
 				g := uint8(h>>33) & 0x7f
 				img.SetNRGBA(x, y, color.NRGBA{R: 255, G: g, B: 255, A: 255})

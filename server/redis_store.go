@@ -59,11 +59,12 @@ type wireRequest struct {
 	Seeds       []int64 `json:"seeds"`
 	Classes     []int   `json:"classes"`
 	ClassSource string  `json:"class_source,omitempty"`
+	Prompt      string  `json:"prompt,omitempty"` // a text model's prompt, for every image
 }
 
 func toWire(g genRequest) wireRequest {
 	return wireRequest{Steps: g.settings.Steps, Sampler: g.settings.Sampler.String(), Eta: g.settings.Eta,
-		Guidance: g.settings.Guidance, Classifier: g.settings.ClassifierScale, Seeds: g.seeds, Classes: g.classes, ClassSource: g.classSource}
+		Guidance: g.settings.Guidance, Classifier: g.settings.ClassifierScale, Seeds: g.seeds, Classes: g.classes, ClassSource: g.classSource, Prompt: g.prompt}
 }
 
 func (w wireRequest) gen() (genRequest, error) {
@@ -75,7 +76,7 @@ func (w wireRequest) gen() (genRequest, error) {
 		return genRequest{}, fmt.Errorf("stored request: %d seeds and %d classes", len(w.Seeds), len(w.Classes))
 	}
 	return genRequest{settings: Settings{Steps: w.Steps, Sampler: sm, Eta: w.Eta, Guidance: w.Guidance, ClassifierScale: w.Classifier},
-		seeds: w.Seeds, classes: w.Classes, classSource: w.ClassSource}, nil
+		seeds: w.Seeds, classes: w.Classes, classSource: w.ClassSource, prompt: w.Prompt}, nil
 }
 
 // wireError is an APIError as stored in a job's "error" field.

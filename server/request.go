@@ -20,7 +20,7 @@ import (
 // Absent fields take the model's defaults.
 type ImageRequest struct {
 	Model          string `json:"model,omitempty"`           // absent, "default" or the loaded model's name
-	Prompt         string `json:"prompt,omitempty"`          // may name a class: "7", "seven", a class name
+	Prompt         string `json:"prompt,omitempty"`          // a text model's text (each image gets it); else may name a class: "7", "seven", a class name
 	N              *int   `json:"n,omitempty"`               // images, 1..MaxN (default 1)
 	Size           string `json:"size,omitempty"`            // "WxH"; must be the model's size (or "auto")
 	ResponseFormat string `json:"response_format,omitempty"` // "b64_json" (default); "url" is not supported
@@ -52,8 +52,13 @@ type genRequest struct {
 	settings    Settings
 	seeds       []int64 // one per image
 	classes     []int   // one per image; -1 for an unconditional model
-	classSource string  // ClassFromLabel, ClassFromPrompt or ClassRandom; "" for an unconditional model
+	classSource string  // ClassFromLabel, ClassFromPrompt or ClassRandom; "" for an unconditional or text model
+	prompt      string  // a text model's prompt, the text of every image; "" otherwise
 }
+
+// MaxPromptBytes is the longest prompt a text model (ModelInfo.Text)
+// accepts, in bytes; a longer one is a 422.
+const MaxPromptBytes = 1000
 
 // limits bounds the requests a server accepts.
 type limits struct {
@@ -257,10 +262,21 @@ func validate(req ImageRequest, info ModelInfo, sampler diffusion.Sampler, lim l
 			return g, invalid("eta", "eta applies to the \"ddim\" sampler only, and this request uses %q", s.Sampler)
 		}
 	}
+	if info.Text {
+		switch {
+		case req.ClassLabel != nil:
+			return g, invalid("class_label", "class_label: %q is a text-to-image model, conditioned on the prompt, not on classes", info.Name)
+		case req.ClassifierScale != nil:
+			return g, invalid("classifier_scale", "classifier_scale: %q is a text-to-image model: guide it with guidance_scale (classifier-free guidance against the empty prompt)", info.Name)
+		case len(req.Prompt) > MaxPromptBytes:
+			return g, invalid("prompt", "prompt is %d bytes: a text model takes at most %d", len(req.Prompt), MaxPromptBytes)
+		}
+		g.prompt = req.Prompt
+	}
 	if req.GuidanceScale != nil {
 		w := *req.GuidanceScale
-		if info.NumClasses == 0 && w != 0 {
-			return g, invalid("guidance_scale", "guidance_scale needs a class-conditional model; %q is unconditional", info.Name)
+		if info.NumClasses == 0 && !info.Text && w != 0 {
+			return g, invalid("guidance_scale", "guidance_scale needs a class-conditional or text model; %q is unconditional", info.Name)
 		}
 		if !(w >= 0 && w <= lim.maxGuidance) {
 			return g, invalid("guidance_scale", "guidance_scale = %g: allowed range is 0 to %g", w, lim.maxGuidance)

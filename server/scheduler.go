@@ -376,7 +376,7 @@ func (s *scheduler) runBatch(ctx context.Context, parts []part, set Settings) {
 	var stops []func() bool
 	for _, p := range parts {
 		for i := p.start; i < p.start+p.n; i++ {
-			items = append(items, Item{Seed: p.j.gen.seeds[i], Class: p.j.gen.classes[i], Done: p.j.ctx.Done()})
+			items = append(items, Item{Seed: p.j.gen.seeds[i], Class: p.j.gen.classes[i], Prompt: p.j.gen.prompt, Done: p.j.ctx.Done()})
 		}
 		live.Add(1)
 		// When every job of the batch is gone, stop the batch.

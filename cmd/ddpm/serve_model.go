@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ddpm-go/ddpm/adm"
 	"github.com/ddpm-go/ddpm/cuda"
+	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/pipeline"
 	"github.com/ddpm-go/ddpm/server"
 	"github.com/ddpm-go/ddpm/weights"
@@ -33,7 +35,18 @@ func loadServeModel(ctx context.Context, o serveOptions, log *slog.Logger) (serv
 		return nil, nil, err
 	}
 	info.Device = p.Device
+	text := info.Text // set by SetText below
+	info.Text = false
+	if text && o.classifier != "" {
+		p.Close()
+		return nil, nil, fmt.Errorf("serve: --classifier: the model is GLIDE's text-to-image model: guide it with guidance_scale (classifier guidance is for class-conditional models)")
+	}
 	gen, err := server.NewDiffusionGenerator(p.Model, p.Diffusion, info)
+	if err == nil && text {
+		err = gen.SetText(func(prompts []string) (diffusion.Model, error) {
+			return p.WithPrompts(prompts, len(prompts), nil)
+		})
+	}
 	if err != nil {
 		p.Close()
 		return nil, nil, err
@@ -58,7 +71,7 @@ func loadServeModel(ctx context.Context, o serveOptions, log *slog.Logger) (serv
 		log.Info("classifier loaded", "classifier", o.classifier, "classes", c.Classes(), "device", c.Device)
 	}
 	log.Info("model loaded", "model", info.Name, "path", p.Source.Path, "format", p.Source.Format.String(),
-		"params", p.Source.NumParams(), "size", info.ImageSize, "classes", info.NumClasses, "T", p.Diffusion.T(), "device", p.Device)
+		"params", p.Source.NumParams(), "size", info.ImageSize, "classes", info.NumClasses, "text", text, "T", p.Diffusion.T(), "device", p.Device)
 	return gen, release, nil
 }
 
@@ -98,6 +111,9 @@ func serveModelInfo(ctx context.Context, o serveOptions, log *slog.Logger) (serv
 	}
 	info.Device = "cluster workers"
 	if o.classifier != "" {
+		if info.Text {
+			return server.ModelInfo{}, fmt.Errorf("serve: --classifier: the model is GLIDE's text-to-image model: guide it with guidance_scale")
+		}
 		if info.NumClasses == 0 {
 			return server.ModelInfo{}, fmt.Errorf("serve: --classifier: the model is unconditional")
 		}
@@ -128,8 +144,21 @@ type unetConfigKeys struct {
 }
 
 // serveInfo describes src for the server: square image size, channels and
-// classes from the UNet config, class names from the model file.
+// classes from the UNet config, class names from the model file. Of
+// guided-diffusion's networks it serves GLIDE's text-to-image models
+// (Text; glide-text2im's base.pt, and base_inpaint.pt without a known
+// image), not its upsamplers or classifiers.
 func serveInfo(src *weights.Source, name string) (server.ModelInfo, error) {
+	if adm.IsConfig(src.UNetConfig) {
+		cfg, err := adm.ParseArgs(src.UNetConfig)
+		if err != nil {
+			return server.ModelInfo{}, fmt.Errorf("model %s: %w", src.Path, err)
+		}
+		if cfg.Kind != adm.Text2Im && cfg.Kind != adm.InpaintText2Im {
+			return server.ModelInfo{}, fmt.Errorf("model %s is guided-diffusion's %s: of guided-diffusion's networks, ddpm serve takes GLIDE's text-to-image models (glide-text2im's base.pt); sample the others with ddpm sample", src.Path, cfg.Kind)
+		}
+		return server.ModelInfo{Name: name, ImageSize: cfg.ImageSize, Channels: 3, Text: true}, nil
+	}
 	var k unetConfigKeys
 	if err := json.Unmarshal(src.UNetConfig, &k); err != nil {
 		return server.ModelInfo{}, fmt.Errorf("model %s: UNet config: %w", src.Path, err)
