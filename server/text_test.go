@@ -8,12 +8,14 @@ import (
 	"hash/fnv"
 	"image"
 	"image/png"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/server/redistest"
 )
 
 // textToy is a toy text-to-image "network" bound to prompts: row r's eps
@@ -273,5 +275,31 @@ func TestWireRequestPrompt(t *testing.T) {
 	wk = &worker{s: &Server{info: plain.Info()}}
 	if err := wk.check(back, ""); err == nil {
 		t.Error("an unconditional worker takes a job with a prompt and guidance")
+	}
+}
+
+// TestClusterText: a prompt sent to a cluster's api replica reaches the
+// worker's text model through the stored request.
+func TestClusterText(t *testing.T) {
+	rs := redistest.Start(t)
+	g, m := newTextToyGen(t)
+	api := newClusterTest(t, rs, nil, Options{}, ClusterOptions{Role: RoleAPI, Model: g.Info()})
+	newClusterTest(t, rs, g, Options{}, ClusterOptions{Role: RoleWorker})
+	ha := api.Handler()
+	if w := do(t, ha, "POST", "/v1/jobs", `{"prompt":"a cat","class_label":1}`); w.Code != 422 {
+		t.Errorf("class_label at a text cluster's api replica: status %d, want 422", w.Code)
+	}
+	w := do(t, ha, "POST", "/v1/jobs", `{"prompt":"a corgi","n":2,"steps":2,"seed":3,"guidance_scale":2}`)
+	if w.Code != http.StatusAccepted {
+		t.Fatalf("create: %d %s", w.Code, w.Body)
+	}
+	st := waitJob(t, ha, decodeStatus(t, w).ID)
+	if st.State != StateSucceeded || st.Result == nil || len(st.Result.Data) != 2 {
+		t.Fatalf("job: %+v", st)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.binds) != 1 || !slices.Equal(m.binds[0], []string{"a corgi", "a corgi"}) {
+		t.Errorf("the worker bound %q, want [a corgi a corgi]", m.binds)
 	}
 }

@@ -101,7 +101,7 @@ func (o *originList) Set(v string) error {
 func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	var o serveOptions
 	fs := newFlagSet("serve", serveSynopsis, serveExamples, stderr)
-	fs.StringVar(&o.model, "model", "", "model `path`: a diffusers folder or checkpoint (default: the embedded model)")
+	fs.StringVar(&o.model, "model", "", "model `path`: a diffusers folder or checkpoint, or GLIDE's text-to-image base.pt\n(requests' prompt is its text) (default: the embedded model)")
 	fs.StringVar(&o.classifier, "classifier", "", "noisy classifier `path` (guided-diffusion .pt or ddpm train-classifier checkpoint) that\nguides requests with classifier_scale towards their class (class-conditional models)")
 	fs.StringVar(&o.addr, "addr", ":8080", "listen `address`")
 	fs.StringVar(&o.device, "device", "auto", "device: auto (CUDA when present, else CPU), cpu or cuda")
