@@ -9,6 +9,7 @@ import (
 	"image"
 	"image/png"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -301,5 +302,55 @@ func TestClusterText(t *testing.T) {
 	defer m.mu.Unlock()
 	if len(m.binds) != 1 || !slices.Equal(m.binds[0], []string{"a corgi", "a corgi"}) {
 		t.Errorf("the worker bound %q, want [a corgi a corgi]", m.binds)
+	}
+}
+
+// promptRecorder is a FakeGenerator for a text model that records the
+// settings and prompts of each Generate call.
+type promptRecorder struct {
+	*FakeGenerator
+	mu       sync.Mutex
+	settings []Settings
+	prompts  []string
+}
+
+func (p *promptRecorder) Generate(ctx context.Context, s Settings, items []Item, progress func(step, total int)) ([]image.Image, error) {
+	p.mu.Lock()
+	p.settings = append(p.settings, s)
+	for _, it := range items {
+		p.prompts = append(p.prompts, it.Prompt)
+	}
+	p.mu.Unlock()
+	return p.FakeGenerator.Generate(ctx, s, items, progress)
+}
+
+// TestWebPageText: on a text model the page shows its text prompt box
+// (and no class box) and sends the prompt and guidance.
+func TestWebPageText(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser; skipped with -short")
+	}
+	f := NewFakeGenerator(16, 3, nil)
+	f.Model.Text = true
+	rec := &promptRecorder{FakeGenerator: f}
+	s := newTest(t, rec, Options{})
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	dom := chromium(t, ts.URL+"/?autorun=1&n=2&steps=3&seed=5&guidance=2&prompt=a%20corgi", "--dump-dom")
+	for _, want := range []string{`data-state="succeeded"`, `text-to-image`, `<label id="promptbox">text prompt`, `<label id="classbox" hidden="">`} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("DOM lacks %q", want)
+		}
+	}
+	if n := strings.Count(dom, `class="generated"`); n != 2 {
+		t.Errorf("%d generated images in the DOM, want 2", n)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if !slices.Equal(rec.prompts, []string{"a corgi", "a corgi"}) || len(rec.settings) != 1 || rec.settings[0].Guidance != 2 {
+		t.Errorf("the generator got prompts %q, settings %+v; want a corgi twice with guidance 2", rec.prompts, rec.settings)
+	}
+	if t.Failed() {
+		t.Logf("DOM:\n%s", dom)
 	}
 }
