@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ddpm-go/ddpm/weights"
 )
 
 // TestTrainClassifierAndGuide trains a tiny noisy classifier on MNIST
@@ -35,7 +37,7 @@ func TestTrainClassifierAndGuide(t *testing.T) {
 		}
 		return filepath.Join(out, "checkpoint.safetensors")
 	}
-	ckpt := train(filepath.Join(dir, "clf"))
+	ckpt := train(filepath.Join(dir, "clf"), "--model", weights.DefaultPath) // the embedded model's schedule
 	logged, err := os.ReadFile(filepath.Join(dir, "clf", "log.jsonl"))
 	if err != nil || !strings.Contains(string(logged), `"accuracy"`) {
 		t.Fatalf("log.jsonl: %s (%v)", logged, err)
@@ -52,12 +54,12 @@ func TestTrainClassifierAndGuide(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cosine := train(filepath.Join(dir, "cosine"), "--schedule", "cosine")
+	other := train(filepath.Join(dir, "other"), "--schedule", "sigmoid")
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--classifier", cosine}, "noise schedule"},
+		{[]string{"--classifier", other}, "noise schedule"},
 		{[]string{"--classifier", ckpt, "--classifier-scale", "-1"}, "--classifier-scale"},
 		{[]string{"--classifier", ckpt, "--uncond", "--guidance", "2", "--class", "1"}, "--uncond"},
 		{[]string{"--classifier", ckpt, "--class", "10"}, "10"},
@@ -80,8 +82,8 @@ func TestTrainClassifierAndGuide(t *testing.T) {
 	if got := gen.Info().Classifier; got != "checkpoint" {
 		t.Errorf("served classifier name %q, want checkpoint", got)
 	}
-	if _, _, err := loadServeModel(ctx, serveOptions{classifier: cosine, device: "cpu"}, log); err == nil || !strings.Contains(err.Error(), "noise schedule") {
-		t.Errorf("serve with a cosine-schedule classifier: %v", err)
+	if _, _, err := loadServeModel(ctx, serveOptions{classifier: other, device: "cpu"}, log); err == nil || !strings.Contains(err.Error(), "noise schedule") {
+		t.Errorf("serve with a classifier of another schedule: %v", err)
 	}
 	var so, se bytes.Buffer
 	if err := run(ctx, []string{"train-classifier", "--dataset", "folder:" + t.TempDir(), "--out", filepath.Join(dir, "x")}, &so, &se); err == nil {
