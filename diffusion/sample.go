@@ -410,6 +410,15 @@ func (d *Diffusion) solverConfig(o *Options) (SchedulerConfig, error) {
 		if sc, err = SchedulerConfigFor(o.Sampler.String(), o.Karras, base); err != nil {
 			return SchedulerConfig{}, err
 		}
+		if base.BetaSchedule == "squaredcos_cap_v2" && !sc.UseKarrasSigmas {
+			// The cosine schedule's last beta is capped at 0.999, which puts
+			// alphabar(T-1) near 2e-9 and the noise level sigma there near
+			// 2e4: solvers whose spacing starts at T-1 (the linspace default
+			// of the Euler and DPM families) leave a residue of that size
+			// after their first step. Leading spacing starts at T - T/n
+			// (sigma about 32 for n = 50), as the native samplers do.
+			sc.TimestepSpacing = "leading"
+		}
 	}
 	switch o.Spacing {
 	case "":
