@@ -418,6 +418,12 @@ func (d *Diffusion) solverConfig(o *Options) (SchedulerConfig, error) {
 			// after their first step. Leading spacing starts at T - T/n
 			// (sigma about 32 for n = 50), as the native samplers do.
 			sc.TimestepSpacing = "leading"
+			if sc.ClassName == ClassDPMSolverMultistep || sc.ClassName == ClassDPMSolverSinglestep {
+				// DPMSolverSinglestep spaces over linspace whatever the
+				// spacing: drop the capped end by lambda_min_clipped, the
+				// value diffusers recommends for this schedule.
+				sc.LambdaMinClipped = ptr(-5.1)
+			}
 		}
 	}
 	switch o.Spacing {

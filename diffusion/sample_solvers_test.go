@@ -465,7 +465,7 @@ func TestCosineSolversStartBelowTheCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := biasedModel{newGauss(0, 0.5, PredictEpsilon, true, d.Schedule())}
-	for _, name := range []string{"euler", "dpm++2m", "deis", "unipc", "heun"} {
+	for _, name := range []string{"euler", "dpm++2m", "dpm++2s", "deis", "unipc", "heun"} {
 		s, err := ParseSampler(name)
 		if err != nil {
 			t.Fatal(err)
