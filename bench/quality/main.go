@@ -23,6 +23,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -77,6 +78,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	clfSampler := fs.String("classifier-sampler", "ddpm", "sampler of the classifier-guidance rows")
 	clfSteps := fs.Int("classifier-steps", 50, "steps of the classifier-guidance rows")
 	only := fs.Bool("classifier-only", false, "only the classifier-guidance rows")
+	merge := fs.Bool("merge", false, "with -out: keep the rows of -out's results.json that this run does not measure again")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -227,6 +229,30 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *out == "" {
 		return nil
+	}
+	if *merge {
+		var old []row
+		if b, err := os.ReadFile(filepath.Join(*out, "results.json")); err == nil {
+			if err := json.Unmarshal(b, &old); err != nil {
+				return fmt.Errorf("-merge: %w", err)
+			}
+		}
+		same := func(a, b row) bool {
+			return a.Sampler == b.Sampler && a.Steps == b.Steps && a.Guidance == b.Guidance && (a.ClassifierScale == nil) == (b.ClassifierScale == nil)
+		}
+		for i, o := range old {
+			for _, r := range rows {
+				if same(o, r) {
+					old[i] = r
+				}
+			}
+		}
+		for _, r := range rows {
+			if !slices.ContainsFunc(old, func(o row) bool { return same(o, r) }) {
+				old = append(old, r)
+			}
+		}
+		rows = old
 	}
 	return write(*out, rows)
 }
