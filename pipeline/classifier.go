@@ -8,6 +8,7 @@ import (
 	"github.com/ddpm-go/ddpm/adm"
 	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/nn"
 	"github.com/ddpm-go/ddpm/weights"
 )
 
@@ -26,6 +27,7 @@ type Classifier struct {
 	Device string
 
 	net   OpenAIModel
+	info  nn.Info // the built network's resolved channels, classes and size
 	close func()
 }
 
@@ -64,24 +66,19 @@ func OpenClassifier(ctx context.Context, path string, o Options) (*Classifier, e
 			be.GPU.Close()
 			return nil, fmt.Errorf("classifier %s: %w", path, err)
 		}
-		c.net, c.close = n, func() { n.Close(); be.GPU.Close() }
+		c.net, c.info, c.close = n, n.Info(), func() { n.Close(); be.GPU.Close() }
 	} else {
 		n, err := adm.FromSource[[]float32](src, be.CPU)
 		if err != nil {
 			return nil, fmt.Errorf("classifier %s: %w", path, err)
 		}
-		c.net, c.close = n, n.Close
+		c.net, c.info, c.close = n, n.Info(), n.Close
 	}
 	return c, nil
 }
 
 // Classes is the number of classes the classifier tells apart.
-func (c *Classifier) Classes() int {
-	if c.Config.NumClasses != 0 {
-		return c.Config.NumClasses
-	}
-	return adm.NumClasses
-}
+func (c *Classifier) Classes() int { return c.info.OutChannels }
 
 // Logits runs the classifier on x_t at timesteps t: (N, Classes()).
 func (c *Classifier) Logits(ctx context.Context, x diffusion.Batch, t []float64) ([]float32, error) {
@@ -104,13 +101,10 @@ func (c *Classifier) Guidance(scale float64, labels []int) *diffusion.Classifier
 // it). Released guided-diffusion classifiers record no schedule of their
 // own (their flags are the diffusion model's), so theirs is not checked.
 func (c *Classifier) Check(p *Pipeline) error {
-	in := c.Config.InChannels
-	if in == 0 {
-		in = 3
-	}
-	if in != p.Config.InChannels || c.Config.ImageSize != p.Config.SampleSize {
+	in, size := c.info.InChannels, c.info.Size
+	if in != p.Config.InChannels || size != p.Config.SampleSize {
 		return fmt.Errorf("classifier %s takes %dx%dx%d images, the model makes %dx%dx%d",
-			c.Source.Path, in, c.Config.ImageSize, c.Config.ImageSize, p.Config.InChannels, p.Config.SampleSize, p.Config.SampleSize)
+			c.Source.Path, in, size, size, p.Config.InChannels, p.Config.SampleSize, p.Config.SampleSize)
 	}
 	if c.Source.Format != weights.FormatCheckpoint {
 		return nil
