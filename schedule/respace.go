@@ -3,6 +3,7 @@ package schedule
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -114,12 +115,31 @@ func SpacedTimesteps(T, n int, sp Spacing, offset int) ([]int, error) {
 // entries, as in the DDIM paper) or comma-separated counts "10,15,20" that
 // split 0..T-1 into that many equal sections and take that many evenly
 // strided timesteps (rounded half to even) from each. A single count "50"
-// takes 50 evenly spaced timesteps from 0 to T-1. The result is increasing.
+// takes 50 evenly spaced timesteps from 0 to T-1. GLIDE's "fast27"
+// (glide-text2im's space_timesteps) is the section string "10,10,3,2,2"
+// with timestep T-1 removed and T-3 added, to reduce DDIM's artifacts from
+// the noisiest timesteps: 27 timesteps for T = 1000 (T >= 50 needed). All
+// timesteps are 0-indexed training timesteps in 0..T-1 (t = 0 is the
+// least noisy). The result is increasing.
 func SectionTimesteps(T int, sections string) ([]int, error) {
 	if T < 1 || T > MaxT {
 		return nil, fmt.Errorf("schedule: timesteps %d: must be in 1..%d", T, MaxT)
 	}
 	s := strings.TrimSpace(sections)
+	if s == "fast27" {
+		ts, err := SectionTimesteps(T, "10,10,3,2,2")
+		if err != nil {
+			return nil, fmt.Errorf("schedule: section string fast27 over %d timesteps: %w", T, err)
+		}
+		// The last section's 2 timesteps end at T-1, so ts ends with T-1;
+		// with T >= 50 every section holds at least 10, so T-3 is not
+		// in ts (the last section's other timestep is its start).
+		if T < 50 || ts[len(ts)-1] != T-1 || slices.Contains(ts, T-3) {
+			return nil, fmt.Errorf("schedule: section string fast27 over %d timesteps: needs at least 50", T)
+		}
+		ts[len(ts)-1] = T - 3
+		return ts, nil
+	}
 	if rest, ok := strings.CutPrefix(s, "ddim"); ok {
 		n, err := strconv.Atoi(rest)
 		if err != nil || n < 1 {
@@ -144,7 +164,7 @@ func SectionTimesteps(T int, sections string) ([]int, error) {
 	for i, p := range parts {
 		c, err := strconv.Atoi(strings.TrimSpace(p))
 		if err != nil || c < 0 {
-			return nil, fmt.Errorf("schedule: section string %q: part %d (%q) must be a count >= 0, or the whole string ddimN", sections, i, p)
+			return nil, fmt.Errorf("schedule: section string %q: part %d (%q) must be a count >= 0, or the whole string ddimN or fast27", sections, i, p)
 		}
 		counts[i] = c
 	}
