@@ -313,6 +313,15 @@ func (w *worker) check(g genRequest, model string) error {
 	if !(g.settings.Eta >= 0 && g.settings.Eta <= 1) {
 		return fmt.Errorf("eta %g outside [0, 1]", g.settings.Eta)
 	}
+	if k := g.known; k != nil {
+		if !info.Inpaint {
+			return fmt.Errorf("the job inpaints (init_image and mask); this worker's %q does not", info.Name)
+		}
+		if k.Image.C != info.Channels || k.Image.H != info.ImageSize {
+			return fmt.Errorf("the job's init image is %d channels of %dx%d; this worker's model makes %d channels of %dx%d",
+				k.Image.C, k.Image.H, k.Image.W, info.Channels, info.ImageSize, info.ImageSize)
+		}
+	}
 	return nil
 }
 

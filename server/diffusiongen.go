@@ -24,12 +24,21 @@ import (
 // concatenates their inputs into one (N, C, H, W) batch, calls the model
 // once and hands each run its rows. A run whose Item is cancelled stops at
 // its next step and leaves the group; the others go on in a smaller batch.
+//
+// Items with a known image (Item.Known, from a request's init_image and
+// mask) inpaint: the sampler keeps the known region (diffusion.Options
+// Image and Mask: RePaint with ddpm, replacement after each step with the
+// other samplers), or, on a GLIDE inpainting model (SetTextInpaint), the
+// model does, as "ddpm sample" inpaints.
 type DiffusionGenerator struct {
 	model diffusion.Model
 	diff  *diffusion.Diffusion
 	info  ModelInfo
 	guide func(scale float64, labels []int) *diffusion.ClassifierGuidance
 	text  func(prompts []string) (diffusion.Model, error)
+	// textInpaint binds a GLIDE inpainting model to prompts and a known
+	// image (SetTextInpaint); nil for the other models.
+	textInpaint func(prompts []string, k *Known) (diffusion.Model, func(x diffusion.Batch) error, error)
 }
 
 // SetText makes the generator serve a text-to-image model (GLIDE):
@@ -48,6 +57,27 @@ func (g *DiffusionGenerator) SetText(bind func(prompts []string) (diffusion.Mode
 		return fmt.Errorf("server: SetText: the model %q has classes or a classifier; a text model has neither", g.info.Name)
 	}
 	g.info.Text, g.text = true, bind
+	return nil
+}
+
+// SetTextInpaint makes a text model (SetText first) a GLIDE inpainting
+// model (glide-text2im's base_inpaint.pt): the items of a batch with a
+// known image (Item.Known, one per batch) are sampled with the model that
+// bind returns for their prompts and k, which keeps the known region in
+// its own x_0 estimate; keep then sets the known region of each (1, C, H,
+// W) sample exactly (pipeline.Pipeline.WithPrompts with
+// pipeline.TextInputs{InpaintImage, InpaintMask}, and its KeepKnown, as
+// "ddpm sample" does). The sampler then keeps nothing itself. Without it
+// a text model inpaints in the sampler, as every other model does. Call
+// it before the server starts.
+func (g *DiffusionGenerator) SetTextInpaint(bind func(prompts []string, k *Known) (model diffusion.Model, keep func(x diffusion.Batch) error, err error)) error {
+	if bind == nil {
+		return errors.New("server: SetTextInpaint: nil bind")
+	}
+	if g.text == nil {
+		return fmt.Errorf("server: SetTextInpaint: the model %q is not a text model (SetText first)", g.info.Name)
+	}
+	g.textInpaint = bind
 	return nil
 }
 
@@ -87,14 +117,15 @@ func NewDiffusionGenerator(model diffusion.Model, d *diffusion.Diffusion, info M
 // DiffusionInfo completes info for a model sampled with the process d as
 // NewDiffusionGenerator does (TrainSteps is d.T(); DefaultSteps, when 0,
 // min(50, T); DefaultSampler, when empty, "ddpm" for a model that learned
-// its variance, which only ancestral sampling uses, else "ddim") and
-// checks it. A
+// its variance, which only ancestral sampling uses, else "ddim"; Inpaint
+// true) and checks it. A
 // cluster's api replica, which runs no model, describes it with this.
 func DiffusionInfo(d *diffusion.Diffusion, info ModelInfo) (ModelInfo, error) {
 	if d == nil {
 		return info, errors.New("server: DiffusionInfo: nil diffusion")
 	}
 	info.TrainSteps = d.T()
+	info.Inpaint = true // diffusion.Options.Image and Mask, on every model
 	if info.DefaultSteps == 0 {
 		info.DefaultSteps = min(50, d.T())
 	}
@@ -116,12 +147,36 @@ func (g *DiffusionGenerator) Info() ModelInfo { return g.info }
 // Generate implements Generator.
 func (g *DiffusionGenerator) Generate(ctx context.Context, s Settings, items []Item, progress func(step, total int)) ([]image.Image, error) {
 	model := g.model
+	var known *Known
+	if len(items) > 0 {
+		known = items[0].Known
+	}
+	for i, it := range items {
+		if it.Known != known && (it.Known == nil || known == nil || it.Known.Key != known.Key) {
+			return nil, fmt.Errorf("generate: item %d has another known image than item 0: a batch shares one (Settings.Inpaint)", i)
+		}
+	}
+	if known != nil && (known.Image.N != 1 || known.Image.C != g.info.Channels || known.Image.H != g.info.ImageSize || known.Image.W != g.info.ImageSize) {
+		return nil, fmt.Errorf("generate: known image (%d, %d, %d, %d), want (1, %d, %d, %d)", known.Image.N, known.Image.C, known.Image.H, known.Image.W,
+			g.info.Channels, g.info.ImageSize, g.info.ImageSize)
+	}
+	// keep, for a GLIDE inpainting model, sets each sample's known region;
+	// otherwise the sampler keeps it (sampleKnown).
+	var keep func(x diffusion.Batch) error
+	sampleKnown := known
 	if g.text != nil {
 		prompts := make([]string, len(items))
 		for i, it := range items {
 			prompts[i] = it.Prompt
 		}
-		m, err := g.text(prompts)
+		var m diffusion.Model
+		var err error
+		if known != nil && g.textInpaint != nil {
+			m, keep, err = g.textInpaint(prompts, known)
+			sampleKnown = nil
+		} else {
+			m, err = g.text(prompts)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("generate: binding the prompts: %w", err)
 		}
@@ -156,6 +211,9 @@ func (g *DiffusionGenerator) Generate(ctx context.Context, s Settings, items []I
 		}
 		o := diffusion.Options{Sampler: s.Sampler, Steps: s.Steps, Eta: s.Eta, Seed: uint64(it.Seed),
 			N: 1, C: g.info.Channels, H: g.info.ImageSize, W: g.info.ImageSize, Progress: report}
+		if sampleKnown != nil { // RePaint with ddpm, replacement after each step with the others
+			o.Image, o.Mask = &sampleKnown.Image, &sampleKnown.Mask
+		}
 		if g.text != nil {
 			o.Labels = []int{i} // the bound model's prompt i; -1 is the empty prompt
 			o.Guidance = s.Guidance
@@ -177,6 +235,9 @@ func (g *DiffusionGenerator) Generate(ctx context.Context, s Settings, items []I
 				}
 			}()
 			x, err := g.diff.Sample(ictx, gr, o)
+			if err == nil && keep != nil {
+				err = keep(x)
+			}
 			if err != nil {
 				errs[i] = err
 				return

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/img"
 )
 
 // ModelInfo describes the loaded model to clients (GET /v1/models) and to
@@ -35,6 +36,9 @@ type ModelInfo struct {
 	// text of each of its images, guidance_scale is classifier-free
 	// guidance against the empty prompt, and NumClasses is 0.
 	Text bool
+	// Inpaint marks a generator that takes a request's init_image and
+	// mask (Item.Known): every DiffusionGenerator does.
+	Inpaint bool
 }
 
 // Check reports an inconsistent ModelInfo.
@@ -74,6 +78,11 @@ type Settings struct {
 	// ClassifierScale is the classifier guidance scale s (Dhariwal &
 	// Nichol 2021) towards each image's class; 0 means none.
 	ClassifierScale float64
+	// Inpaint is the Key of the known image and mask (Item.Known) of
+	// every item of the batch; "" for none. Requests with different
+	// images never share a batch: a GLIDE inpainting model binds one
+	// known image per batch.
+	Inpaint string
 }
 
 // Item is one image to generate.
@@ -83,6 +92,10 @@ type Item struct {
 	// Prompt is the image's text on a text model (ModelInfo.Text; "" is
 	// the empty prompt); "" otherwise.
 	Prompt string
+	// Known is the init image and mask that the image inpaints (the same
+	// for every item of a batch, Settings.Inpaint being its Key); nil for
+	// plain generation.
+	Known *Known
 	// Done is closed when nobody wants this image any more (its client went
 	// away, its job was cancelled or timed out). A Generator should stop
 	// spending work on it (leaving its image nil) while it finishes the
@@ -121,7 +134,8 @@ type Generator interface {
 // FakeGenerator is a deterministic stand-in for a diffusion model, for tests
 // and for load-testing the server without a model: it is NOT a model. Each
 // image is a magenta pattern computed from the seed, class and prompt (red and blue
-// at 255, green in [0, 127]), and each denoising step sleeps StepDelay plus
+// at 255, green in [0, 127]), with an inpainting item's known region
+// (Item.Known, mask 1) copied from its init image, and each denoising step sleeps StepDelay plus
 // ImageDelay per live image, a cost model in which batching pays off.
 type FakeGenerator struct {
 	Model      ModelInfo
@@ -141,7 +155,7 @@ func NewFakeGenerator(size, channels int, classNames []string) *FakeGenerator {
 		Name: "fake", ImageSize: size, Channels: channels,
 		NumClasses: len(classNames), ClassNames: classNames,
 		TrainSteps: 1000, DefaultSteps: 20, DefaultSampler: "ddim",
-		Device: "fake",
+		Device: "fake", Inpaint: true,
 	}}
 }
 
@@ -202,7 +216,31 @@ func (f *FakeGenerator) Generate(ctx context.Context, s Settings, items []Item, 
 				img.SetNRGBA(x, y, color.NRGBA{R: 255, G: g, B: 255, A: 255})
 			}
 		}
+		if k := it.Known; k != nil && f.Model.Inpaint {
+			keepKnownFake(img, k)
+		}
 		out[i] = img
 	}
 	return out, nil
+}
+
+// keepKnownFake copies the known pixels (mask 1) of k into im.
+func keepKnownFake(im *image.NRGBA, k *Known) {
+	n := im.Rect.Dx()
+	if k.Image.H != n || k.Image.W != n || k.Mask.H != n || k.Mask.W != n {
+		return
+	}
+	hw := n * n
+	for p := range hw {
+		if k.Mask.Data[p] != 1 {
+			continue
+		}
+		c := color.NRGBA{A: 255}
+		c.R = img.ToUint8(k.Image.Data[p])
+		c.G, c.B = c.R, c.R
+		if k.Image.C == 3 {
+			c.G, c.B = img.ToUint8(k.Image.Data[hw+p]), img.ToUint8(k.Image.Data[2*hw+p])
+		}
+		im.SetNRGBA(p%n, p/n, c)
+	}
 }

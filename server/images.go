@@ -41,6 +41,7 @@ type ModelMeta struct {
 	Device          string   `json:"device"`
 	Classifier      string   `json:"classifier,omitempty"` // the noisy classifier of classifier_scale
 	Text            bool     `json:"text"`                 // a text-to-image model: the prompt is its text
+	Inpaint         bool     `json:"inpaint"`              // requests may inpaint: init_image and mask
 }
 
 func (s *Server) modelObject() ModelObject {
@@ -49,7 +50,7 @@ func (s *Server) modelObject() ModelObject {
 		DDPM: ModelMeta{ImageSize: i.ImageSize, Channels: i.Channels, NumClasses: i.NumClasses, ClassNames: i.ClassNames,
 			TrainSteps: i.TrainSteps, MaxSteps: min(s.opts.MaxSteps, i.TrainSteps), MaxN: s.opts.MaxN, MaxBatch: s.opts.MaxBatch,
 			MaxGuidance: s.opts.MaxGuidance, DefaultSteps: i.DefaultSteps, DefaultSampler: s.defaultSampler.String(),
-			DefaultGuidance: i.DefaultGuidance, Device: i.Device, Classifier: i.Classifier, Text: i.Text}}
+			DefaultGuidance: i.DefaultGuidance, Device: i.Device, Classifier: i.Classifier, Text: i.Text, Inpaint: i.Inpaint}}
 }
 
 func (s *Server) models(c echo.Context) (any, error) {

@@ -17,7 +17,7 @@ type Options struct {
 	Timeout      time.Duration // per-request limit, queueing included (default 5m; <0: none)
 	DrainTimeout time.Duration // on shutdown, how long running and queued jobs may finish (default 30s)
 	APIKey       string        // when set, every route but /healthz, /readyz and the page needs "Authorization: Bearer <key>"
-	MaxBodyBytes int64         // request body limit (default 64 KiB)
+	MaxBodyBytes int64         // request body limit (default DefaultMaxBody: 64 KiB, more for a model that inpaints)
 	MaxN         int           // most images per request (default 16)
 	MaxSteps     int           // most denoising steps per request (default: the model's T)
 	MaxGuidance  float64       // largest guidance_scale (default 20)
@@ -90,7 +90,7 @@ func (o *Options) setDefaults(info ModelInfo) error {
 	dur(&o.IdleTimeout, 60*time.Second)
 	dur(&o.WriteTimeout, 60*time.Second)
 	if o.MaxBodyBytes == 0 {
-		o.MaxBodyBytes = 64 << 10
+		o.MaxBodyBytes = DefaultMaxBody(info)
 	}
 	if o.MaxGuidance == 0 {
 		o.MaxGuidance = 20
@@ -166,4 +166,19 @@ func ParseTrustedProxy(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// DefaultMaxBody is the request body limit when Options.MaxBodyBytes is
+// 0: 64 KiB, and for a model that inpaints (ModelInfo.Inpaint) also room
+// for init_image and mask as base64 PNGs of the model's size stored
+// without compression (8-bit RGBA: 4 S^2 + S bytes of pixel rows, plus
+// 1 KiB of chunks each).
+func DefaultMaxBody(info ModelInfo) int64 {
+	n := int64(64 << 10)
+	if info.Inpaint {
+		s := int64(info.ImageSize)
+		png := 4*s*s + s + 1024
+		n += 2 * ((png + 2) / 3 * 4)
+	}
+	return n
 }

@@ -60,11 +60,24 @@ type wireRequest struct {
 	Classes     []int   `json:"classes"`
 	ClassSource string  `json:"class_source,omitempty"`
 	Prompt      string  `json:"prompt,omitempty"` // a text model's prompt, for every image
+	// An inpainting request's known image, as validated: InitImage is
+	// the init image fitted to the model's size, (Channels, Size, Size)
+	// bytes, and Mask (Size, Size) bytes, 1 = keep, 0 = generate
+	// (base64 in the JSON). Absent without one.
+	Channels  int    `json:"channels,omitempty"`
+	Size      int    `json:"size,omitempty"`
+	InitImage []byte `json:"init_image,omitempty"`
+	Mask      []byte `json:"mask,omitempty"`
 }
 
 func toWire(g genRequest) wireRequest {
-	return wireRequest{Steps: g.settings.Steps, Sampler: g.settings.Sampler.String(), Eta: g.settings.Eta,
+	w := wireRequest{Steps: g.settings.Steps, Sampler: g.settings.Sampler.String(), Eta: g.settings.Eta,
 		Guidance: g.settings.Guidance, Classifier: g.settings.ClassifierScale, Seeds: g.seeds, Classes: g.classes, ClassSource: g.classSource, Prompt: g.prompt}
+	if k := g.known; k != nil {
+		w.Channels, w.Size = k.Image.C, k.Image.H
+		w.InitImage, w.Mask = k.bytes()
+	}
+	return w
 }
 
 func (w wireRequest) gen() (genRequest, error) {
@@ -75,8 +88,16 @@ func (w wireRequest) gen() (genRequest, error) {
 	if len(w.Seeds) == 0 || len(w.Seeds) != len(w.Classes) {
 		return genRequest{}, fmt.Errorf("stored request: %d seeds and %d classes", len(w.Seeds), len(w.Classes))
 	}
-	return genRequest{settings: Settings{Steps: w.Steps, Sampler: sm, Eta: w.Eta, Guidance: w.Guidance, ClassifierScale: w.Classifier},
-		seeds: w.Seeds, classes: w.Classes, classSource: w.ClassSource, prompt: w.Prompt}, nil
+	g := genRequest{settings: Settings{Steps: w.Steps, Sampler: sm, Eta: w.Eta, Guidance: w.Guidance, ClassifierScale: w.Classifier},
+		seeds: w.Seeds, classes: w.Classes, classSource: w.ClassSource, prompt: w.Prompt}
+	if w.InitImage != nil || w.Mask != nil {
+		k, err := newKnown(w.Channels, w.Size, w.InitImage, w.Mask)
+		if err != nil {
+			return genRequest{}, fmt.Errorf("stored request: %w", err)
+		}
+		g.known, g.settings.Inpaint = k, k.Key
+	}
+	return g, nil
 }
 
 // wireError is an APIError as stored in a job's "error" field.

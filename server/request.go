@@ -35,6 +35,13 @@ type ImageRequest struct {
 	// MaxGuidance]: the server's noisy classifier steers each image
 	// towards its class (ddpm serve --classifier).
 	ClassifierScale *float64 `json:"classifier_scale,omitempty"`
+	// InitImage and Mask inpaint: PNGs as base64 or data URLs
+	// ("data:image/png;base64,..."), at most MaxInputSide pixels a side,
+	// fitted to the model's size as "ddpm sample --init-image --mask"
+	// fits them. Mask white keeps InitImage, black is generated; the mask
+	// has InitImage's size or the model's. Both or neither.
+	InitImage string `json:"init_image,omitempty"`
+	Mask      string `json:"mask,omitempty"`
 
 	// OpenAI fields accepted and ignored, so that client libraries that
 	// send them work unchanged.
@@ -54,6 +61,7 @@ type genRequest struct {
 	classes     []int   // one per image; -1 for an unconditional model
 	classSource string  // ClassFromLabel, ClassFromPrompt or ClassRandom; "" for an unconditional or text model
 	prompt      string  // a text model's prompt, the text of every image; "" otherwise
+	known       *Known  // init_image and mask of an inpainting request (settings.Inpaint is its Key); nil otherwise
 }
 
 // MaxPromptBytes is the longest prompt a text model (ModelInfo.Text)
@@ -75,13 +83,14 @@ func (r *ImageRequest) fields() map[string]any {
 		"model": &r.Model, "prompt": &r.Prompt, "n": &r.N, "size": &r.Size, "response_format": &r.ResponseFormat,
 		"steps": &r.Steps, "sampler": &r.Sampler, "eta": &r.Eta, "seed": &r.Seed, "class_label": &r.ClassLabel,
 		"guidance_scale": &r.GuidanceScale, "classifier_scale": &r.ClassifierScale,
+		"init_image": &r.InitImage, "mask": &r.Mask,
 		"quality": &r.Quality, "style": &r.Style, "user": &r.User, "background": &r.Background,
 		"moderation": &r.Moderation, "output_format": &r.OutputFormat, "output_compression": &r.OutputCompression,
 	}
 }
 
 // allowedFields lists the fields in the message about an unknown one.
-const allowedFields = "model, prompt, n, size, response_format, steps, sampler, eta, seed, class_label, guidance_scale, classifier_scale"
+const allowedFields = "model, prompt, n, size, response_format, steps, sampler, eta, seed, class_label, guidance_scale, classifier_scale, init_image, mask"
 
 // decodeImageRequest parses one JSON object from r (at most maxBody bytes)
 // into an ImageRequest. Keys must match exactly (encoding/json alone would
@@ -295,6 +304,13 @@ func validate(req ImageRequest, info ModelInfo, sampler diffusion.Sampler, lim l
 			return g, invalid("classifier_scale", "classifier_scale = %g: allowed range is 0 to %g", cs, lim.maxGuidance)
 		}
 		s.ClassifierScale = cs
+	}
+	known, err := parseKnown(req.InitImage, req.Mask, info)
+	if err != nil {
+		return g, err
+	}
+	if known != nil {
+		g.known, s.Inpaint = known, known.Key
 	}
 	g.settings = s
 	class := -1

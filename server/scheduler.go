@@ -295,7 +295,7 @@ func (s *scheduler) run(ctx context.Context) {
 
 // next blocks until a batch can be formed and takes it from the queue:
 // the oldest job's settings decide, and every queued job with the same
-// settings joins, oldest first, up to maxBatch images. It returns nil when
+// settings (so the same known image, Settings.Inpaint) joins, oldest first, up to maxBatch images. It returns nil when
 // ctx ends.
 func (s *scheduler) next(ctx context.Context) ([]part, Settings) {
 	for {
@@ -376,7 +376,7 @@ func (s *scheduler) runBatch(ctx context.Context, parts []part, set Settings) {
 	var stops []func() bool
 	for _, p := range parts {
 		for i := p.start; i < p.start+p.n; i++ {
-			items = append(items, Item{Seed: p.j.gen.seeds[i], Class: p.j.gen.classes[i], Prompt: p.j.gen.prompt, Done: p.j.ctx.Done()})
+			items = append(items, Item{Seed: p.j.gen.seeds[i], Class: p.j.gen.classes[i], Prompt: p.j.gen.prompt, Known: p.j.gen.known, Done: p.j.ctx.Done()})
 		}
 		live.Add(1)
 		// When every job of the batch is gone, stop the batch.

@@ -113,7 +113,7 @@ func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	fs.DurationVar(&o.server.BatchWindow, "batch-window", 0, "how long an idle worker waits for a batch to fill")
 	fs.IntVar(&o.server.MaxN, "max-n", 16, "most images per request")
 	fs.IntVar(&o.server.MaxSteps, "max-steps", 1000, "most denoising steps per request")
-	fs.Int64Var(&o.server.MaxBodyBytes, "max-body", 64<<10, "request body limit in bytes")
+	fs.Int64Var(&o.server.MaxBodyBytes, "max-body", 0, "request body limit in bytes (default 64 KiB, plus room for init_image and mask as\nuncompressed PNGs of the model's size)")
 	fs.StringVar(&o.server.APIKey, "api-key", "", "bearer token required on every route but /healthz, /readyz and / (default: $DDPM_API_KEY)")
 	fs.DurationVar(&o.server.HeaderTimeout, "header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
 	fs.DurationVar(&o.server.BodyTimeout, "body-timeout", 30*time.Second, "how long a client may take to send a request's body (408 after it)")

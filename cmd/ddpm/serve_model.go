@@ -47,6 +47,15 @@ func loadServeModel(ctx context.Context, o serveOptions, log *slog.Logger) (serv
 			return p.WithPrompts(prompts, len(prompts), nil)
 		})
 	}
+	if err == nil && text && p.OpenAI != nil && p.OpenAI.Kind() == adm.InpaintText2Im {
+		// A request's init_image and mask are the inpainting model's known
+		// image, as ddpm sample's glideModel binds --init-image and --mask.
+		err = gen.SetTextInpaint(func(prompts []string, k *server.Known) (diffusion.Model, func(diffusion.Batch) error, error) {
+			in := &pipeline.TextInputs{InpaintImage: &k.Image, InpaintMask: &k.Mask}
+			m, err := p.WithPrompts(prompts, len(prompts), in)
+			return m, in.KeepKnown, err
+		})
+	}
 	if err != nil {
 		p.Close()
 		return nil, nil, err
