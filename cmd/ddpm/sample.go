@@ -54,11 +54,12 @@ type sampleOptions struct {
 	outSet          bool // --out or --out-dir given
 	initImage, mask string
 	strength        float64
-	noise, raw      string     // --noise and --raw .npy files
-	classifier      string     // --classifier: noisy classifier for guidance
-	classifierScale float64    // --classifier-scale
-	uncond          bool       // --uncond: the null class for a class-conditional model
-	prompts         promptList // --prompt: GLIDE's text, one per image or one for all
+	noise, raw      string        // --noise and --raw .npy files
+	classifier      string        // --classifier: noisy classifier for guidance
+	classifierScale float64       // --classifier-scale
+	uncond          bool          // --uncond: the null class for a class-conditional model
+	prompts         promptList    // --prompt: GLIDE's text, one per image or one for all
+	up              upsampleFlags // --upsample and its options (sample_upsample.go)
 }
 
 func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
@@ -89,6 +90,7 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 	fs.StringVar(&o.raw, "raw", "", "also write the final sample as a float32 (N, C, H, W) .npy file, before any clamping or\nquantising (then no PNG unless --out or --out-dir is given)")
 	fs.StringVar(&o.device, "device", "auto", "auto, cpu or cuda[:N]")
 	fs.StringVar(&o.precision, "precision", "", precisionHelp)
+	o.up.register(fs) // --upsample, --upsample-steps, --upsample-temp
 	if err := parseFlags(fs, args); err != nil {
 		return o, err
 	}
@@ -357,6 +359,11 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			so.Strength = o.strength
 		}
 	}
+	up, err := prepareUpsample(ctx, o, m, so, stderr) // nil without --upsample
+	if err != nil {
+		return err
+	}
+	defer up.Close()
 	bar := newProgress(stderr, "sampling")
 	so.Progress = func(p diffusion.Progress) { bar.update(p.Step, p.Total) }
 	b, err := d.Sample(ctx, model, so)
@@ -366,6 +373,9 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if err := text.KeepKnown(b); err != nil {
 		return fmt.Errorf("sample: %w", err)
+	}
+	if b, err = up.run(ctx, b, stderr); err != nil { // the --upsample stage
+		return err
 	}
 	if o.raw != "" {
 		if err := writeRaw(o.raw, b); err != nil {
