@@ -3,10 +3,12 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/ddpm-go/ddpm/adm"
 	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/imagenet"
 	"github.com/ddpm-go/ddpm/unet"
 	"github.com/ddpm-go/ddpm/weights"
 )
@@ -111,3 +113,36 @@ func (r refusingModel) Predict(context.Context, diffusion.Batch, []float64, []in
 // isOpenAIModel reports whether src holds a guided-diffusion network
 // (its config names one of adm's classes).
 func isOpenAIModel(src *weights.Source) bool { return adm.IsConfig(src.UNetConfig) }
+
+// ClassLookup returns how a class name resolves to a label of src's k
+// classes (a class-conditional model's, or a classifier's), or nil when
+// the classes have no names: the source's own names (a ddpm model file's
+// metadata, e.g. the digits of an MNIST model) when it has k of them,
+// matched case-insensitively; else, for a guided-diffusion network over
+// ImageNet's 1000 classes (class_cond, num_classes 1000, as the released
+// checkpoints and their classifiers), package imagenet's WordNet lemmas
+// (imagenet.Lookup: "golden retriever" is 207).
+func ClassLookup(src *weights.Source, k int) func(name string) (int, error) {
+	if src == nil || k <= 0 {
+		return nil
+	}
+	if names := src.ClassNames; len(names) == k {
+		return func(name string) (int, error) {
+			norm := func(s string) string { return strings.Join(strings.Fields(strings.ToLower(strings.ReplaceAll(s, "_", " "))), " ") }
+			for i, n := range names {
+				if norm(n) == norm(name) && norm(n) != "" {
+					return i, nil
+				}
+			}
+			list := strings.Join(names[:min(len(names), 20)], ", ")
+			if len(names) > 20 {
+				list += ", ..."
+			}
+			return -1, fmt.Errorf("no class is named %q: the model's classes are %s", name, list)
+		}
+	}
+	if isOpenAIModel(src) && k == imagenet.NumClasses {
+		return imagenet.Lookup
+	}
+	return nil
+}

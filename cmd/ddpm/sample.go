@@ -17,6 +17,7 @@ import (
 	"github.com/ddpm-go/ddpm/img"
 	"github.com/ddpm-go/ddpm/npy"
 	"github.com/ddpm-go/ddpm/pipeline"
+	"github.com/ddpm-go/ddpm/schedule"
 )
 
 const sampleExamples = `  ddpm sample --out digits.png                          # 16 digits from the embedded model
@@ -28,6 +29,8 @@ const sampleExamples = `  ddpm sample --out digits.png                          
   ddpm sample --init-image x.png --mask m.png --sampler ddpm --out fill.png   # inpainting (RePaint; white = keep)
   ddpm sample --model PIPE --steps 10 --noise x.npy --class 1,4,9 --raw out.npy   # reproduce a diffusers run
   ddpm sample --model base.pt --prompt "a corgi" --guidance 3 --steps 27 --n 2   # GLIDE text-to-image
+  ddpm sample --model base.pt --prompt "a corgi" --guidance 3 --respacing fast27   # GLIDE's own 27 timesteps
+  ddpm sample --model 256x256_diffusion.pt --class 207 --respacing 250   # guided-diffusion's timestep_respacing
   ddpm sample --model base_inpaint.pt --prompt "a corgi" --init-image x.png --mask m.png --guidance 3 --out fill.png   # GLIDE inpainting`
 
 // samplerHelp is the --sampler flag's help text.
@@ -39,7 +42,9 @@ type sampleOptions struct {
 	model, device   string
 	precision       string // --precision (GPU arithmetic)
 	n, steps        int
-	nSet            bool // --n given explicitly
+	nSet            bool   // --n given explicitly
+	stepsSet        bool   // --steps given explicitly
+	respacing       string // --respacing: an improved-diffusion/GLIDE section string
 	sampler         string
 	karras          bool
 	eta             float64
@@ -68,11 +73,12 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 	fs.StringVar(&o.model, "model", "", "model: diffusers folder or pipeline, ddpm model file or checkpoint, Hub id (default: the embedded model)")
 	fs.IntVar(&o.n, "n", 16, "number of images (1..1024; with --noise: the file's N)")
 	fs.IntVar(&o.steps, "steps", 50, "denoising steps (1..T; Heun and dpm2 call the model about twice per step)")
+	fs.StringVar(&o.respacing, "respacing", "", "timesteps as OpenAI's timestep_respacing picks them, instead of --steps (ddpm and ddim only):\na count (100), section counts (10,15,20), ddimN (ddim50) or GLIDE's fast27")
 	fs.StringVar(&o.sampler, "sampler", "", samplerHelp)
 	fs.BoolVar(&o.karras, "karras", false, "Karras et al. 2022 noise levels (use_karras_sigmas): dpm++2m, dpm++3m, dpm++2m-sde, dpm++2s,\nunipc, deis, euler, heun, lms")
 	fs.Float64Var(&o.eta, "eta", 0, "DDIM eta in [0, 1] (0 is deterministic)")
 	fs.Uint64Var(&o.seed, "seed", 0, "random seed: image i draws its noise from seed+i, as ddpm serve does (default: a random seed, printed)")
-	fs.StringVar(&o.class, "class", "", "class label for every image, or a comma-separated list (default: cycle through the classes;\nwith --init-image: the null class, i.e. no condition)")
+	fs.StringVar(&o.class, "class", "", "class label for every image, or a comma-separated list: an index, or a class name the model\nknows (e.g. \"golden retriever\" on guided-diffusion's ImageNet models) (default: cycle through the classes;\nwith --init-image: the null class, i.e. no condition)")
 	fs.Float64Var(&o.guidance, "guidance", 0, "classifier-free guidance scale (0 = none; 2 to 4 sharpens the class;\nfor GLIDE, the prompt against the empty prompt)")
 	fs.Var(&o.prompts, "prompt", "text prompt of a GLIDE model (glide-text2im's base.pt, base_inpaint.pt): repeat once per\nimage, or give one for all (--n sets the count; several prompts without --n set it);\nwith --init-image and --mask on an inpainting model the masked-out region is drawn")
 	fs.StringVar(&o.classifier, "classifier", "", "classifier guidance (Dhariwal & Nichol 2021) by this noisy classifier towards --class:\na guided-diffusion classifier .pt or a ddpm train-classifier checkpoint")
@@ -100,6 +106,8 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 			o.seedSet = true
 		case "n":
 			o.nSet = true
+		case "steps":
+			o.stepsSet = true
 		case "out", "out-dir":
 			o.outSet = true
 		}
@@ -111,6 +119,9 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 		if _, err := diffusion.ParseSampler(o.sampler); err != nil {
 			return o, usageError{fmt.Sprintf("sample: --sampler %q: allowed are %s", o.sampler, strings.Join(samplerNames(), ", "))}
 		}
+	}
+	if err := checkRespacing(o); err != nil {
+		return o, err
 	}
 	if o.clip != "auto" && o.clip != "true" && o.clip != "false" {
 		return o, usageError{fmt.Sprintf("sample: --clip %q: allowed auto, true, false", o.clip)}
@@ -131,6 +142,31 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 		return o, usageError{"sample: --uncond with --guidance: classifier-free guidance needs the condition"}
 	}
 	return o, nil
+}
+
+// respacingAllowed says what --respacing takes.
+const respacingAllowed = "allowed are a count (100), comma-separated section counts (10,15,20), ddimN (ddim50) or fast27"
+
+// checkRespacing checks --respacing against the other flags: it replaces
+// --steps and works with the native ddpm and ddim samplers only (the
+// model's T, which bounds the counts, is checked once the model is open).
+func checkRespacing(o sampleOptions) error {
+	if o.respacing == "" {
+		return nil
+	}
+	if strings.TrimSpace(o.respacing) == "" {
+		return usageError{"sample: --respacing is empty: " + respacingAllowed}
+	}
+	if o.stepsSet {
+		return usageError{fmt.Sprintf("sample: --steps %d and --respacing %s both given: --respacing picks the timesteps itself; give one of them", o.steps, o.respacing)}
+	}
+	if s, err := diffusion.ParseSampler(o.sampler); o.sampler != "" && err == nil && s != diffusion.SamplerDDPM && s != diffusion.SamplerDDIM {
+		return usageError{fmt.Sprintf("sample: --respacing is for the native ddpm and ddim samplers, not --sampler %s (use --steps with it)", o.sampler)}
+	}
+	if o.karras {
+		return usageError{"sample: --respacing with --karras: Karras noise levels pick their own timesteps (use --steps)"}
+	}
+	return nil
 }
 
 // samplerNames lists the --sampler names in diffusion.Samplers order.
@@ -270,6 +306,17 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if so.Scheduler != nil && o.sampler == "" {
 		fmt.Fprintf(stderr, "sample: %s from the model's scheduler config (--sampler overrides it)\n", so.Scheduler.ClassName)
 	}
+	if o.respacing != "" {
+		if so.Scheduler != nil {
+			return usageError{fmt.Sprintf("sample: --respacing is for the native ddpm and ddim samplers; the model's scheduler config picks %s: add --sampler ddpm or --sampler ddim", so.Scheduler.ClassName)}
+		}
+		ts, err := schedule.SectionTimesteps(d.T(), o.respacing)
+		if err != nil {
+			return usageError{fmt.Sprintf("sample: --respacing %q over the model's %d timesteps: %v; %s", o.respacing, d.T(), err, respacingAllowed)}
+		}
+		so.Steps, so.Spacing = 0, o.respacing // Spacing takes section strings; Steps is then unused
+		fmt.Fprintf(stderr, "sample: --respacing %s: %d of %d timesteps\n", o.respacing, len(ts), d.T())
+	}
 	var clf *pipeline.Classifier
 	if o.classifier != "" && !m.IsText() { // glideModel refuses it
 		if clf, err = pipeline.OpenClassifier(ctx, o.classifier, pipeline.Options{Device: o.device, GPU: cuda.Options{Precision: o.precision},
@@ -314,7 +361,7 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		case o.class == "" && o.initImage != "":
 			return usageError{fmt.Sprintf("sample: the model is class-conditional without a null class: give --class (0..%d) for the edit", k-1)}
 		default:
-			labels, err := parseLabels(o.class, o.n, k)
+			labels, err := parseClassLabels(o.class, o.n, k, pipeline.ClassLookup(m.Source, k))
 			if err != nil {
 				return usageError{err.Error()}
 			}
@@ -326,7 +373,7 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usageError{"sample: --uncond: the model is unconditional already"}
 	}
 	if clf != nil {
-		labels, err := parseLabels(o.class, o.n, clf.Classes())
+		labels, err := parseClassLabels(o.class, o.n, clf.Classes(), pipeline.ClassLookup(clf.Source, clf.Classes()))
 		if err != nil {
 			return usageError{"sample: --classifier: " + err.Error()}
 		}
@@ -433,7 +480,12 @@ func sampleDiffusion(d *diffusion.Diffusion, o sampleOptions) (*diffusion.Diffus
 
 // parseLabels turns --class into n labels in 0..k-1: empty cycles through
 // the classes, one value repeats, a list must have n entries.
-func parseLabels(s string, n, k int) ([]int, error) {
+func parseLabels(s string, n, k int) ([]int, error) { return parseClassLabels(s, n, k, nil) }
+
+// parseClassLabels is parseLabels where a label may also be a class name
+// that lookup (pipeline.ClassLookup; nil: indices only) resolves, e.g.
+// "golden retriever" on an ImageNet model.
+func parseClassLabels(s string, n, k int, lookup func(string) (int, error)) ([]int, error) {
 	labels := make([]int, n)
 	if s == "" {
 		for i := range labels {
@@ -448,8 +500,15 @@ func parseLabels(s string, n, k int) ([]int, error) {
 	for i := range labels {
 		p := strings.TrimSpace(parts[min(i, len(parts)-1)])
 		v, err := strconv.Atoi(p)
-		if err != nil || v < 0 || v >= k {
-			return nil, fmt.Errorf("sample: --class %q: labels must be integers in 0..%d", p, k-1)
+		switch {
+		case err == nil && (v < 0 || v >= k):
+			return nil, fmt.Errorf("sample: --class %q: labels must be in 0..%d", p, k-1)
+		case err != nil && lookup != nil:
+			if v, err = lookup(p); err != nil {
+				return nil, fmt.Errorf("sample: --class %q: %v (or give an index in 0..%d)", p, err, k-1)
+			}
+		case err != nil:
+			return nil, fmt.Errorf("sample: --class %q: labels must be integers in 0..%d (the model's classes have no names)", p, k-1)
 		}
 		labels[i] = v
 	}
