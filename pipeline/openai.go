@@ -128,7 +128,9 @@ func ClassLookup(src *weights.Source, k int) func(name string) (int, error) {
 	}
 	if names := src.ClassNames; len(names) == k {
 		return func(name string) (int, error) {
-			norm := func(s string) string { return strings.Join(strings.Fields(strings.ToLower(strings.ReplaceAll(s, "_", " "))), " ") }
+			norm := func(s string) string {
+				return strings.Join(strings.Fields(strings.ToLower(strings.ReplaceAll(s, "_", " "))), " ")
+			}
 			for i, n := range names {
 				if norm(n) == norm(name) && norm(n) != "" {
 					return i, nil

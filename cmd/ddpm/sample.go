@@ -339,7 +339,7 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			so.Labels[i] = i
 		}
 	} else if o.prompts != nil {
-		return usageError{fmt.Sprintf("sample: --prompt is for GLIDE's text-conditional models; the model %s is not one (--class conditions a class-conditional model)", o.model)}
+		return usageError{fmt.Sprintf("sample: --prompt is for GLIDE's text-conditional models; the model %s is not one (--class conditions a class-conditional model, by index or by name, e.g. --class \"golden retriever\" on an ImageNet model)", o.model)}
 	} else if k := m.Classes(); k > 0 && o.uncond {
 		if cfg.NullClass == nil {
 			return usageError{"sample: --uncond: the model has no null class (it was trained without label dropout)"}
