@@ -49,10 +49,9 @@ type UpsampleOptions struct {
 	// upsampler.
 	Labels []int
 	// Steps is the number of ancestral (ddpm) steps, 1..T; 0 means
-	// UpsampleSteps. The steps are improved-diffusion's respacing of
-	// 0..T-1 into Steps evenly spaced timesteps (space_timesteps with the
-	// count "Steps"); for Steps = 27 glide-text2im's "fast27" sections are
-	// used where schedule.SectionTimesteps knows them (see Upsample).
+	// UpsampleSteps. 27 steps are glide-text2im's "fast27" timesteps,
+	// other counts improved-diffusion's respacing of 0..T-1 into Steps
+	// evenly spaced timesteps (see Upsample).
 	Steps int
 	// Temp scales the starting noise x_T = Temp z, z ~ N(0, I)
 	// (glide-text2im's upsample_temp; the per-step noise is not scaled).
@@ -90,7 +89,11 @@ func (p *Pipeline) IsUpsampler() bool {
 // image bilinearly to its output size; Upsample insists on this one.
 func (p *Pipeline) LowResSize() (int, error) {
 	if !p.IsUpsampler() {
-		return 0, fmt.Errorf("pipeline: the model is %s, not a super-resolution model (guided-diffusion's 64_256_upsampler.pt, glide-text2im's upsample.pt)", p.kindName())
+		what := p.kindName()
+		if p.IsText() {
+			what = "GLIDE's " + string(p.OpenAI.Kind())
+		}
+		return 0, fmt.Errorf("pipeline: the model is %s, not a super-resolution model (guided-diffusion's 64_256_upsampler.pt, glide-text2im's upsample.pt)", what)
 	}
 	cfg := p.OpenAI.Config()
 	if cfg.SmallSize > 0 {
@@ -165,12 +168,12 @@ func CheckUpsample(up *Pipeline, n, size int, o UpsampleOptions) error {
 //     resizes it to H x W itself (bilinear, adm.Bilinear).
 //   - a GLIDE upsampler takes o.Prompts without guidance; a
 //     class-conditional guided-diffusion one o.Labels.
-//   - the process is respaced to o.Steps evenly spaced timesteps
-//     (improved-diffusion's space_timesteps(T, "Steps"), which keeps 0 and
-//     T-1). With the default 27 steps it is glide-text2im's "fast27"
-//     (sections "10,10,3,2,2" with T-3 in place of T-1) when
-//     schedule.SectionTimesteps(T, "fast27") knows that string, else the
-//     27 evenly spaced ones.
+//   - with the default 27 steps the process is respaced to glide-text2im's
+//     "fast27" timesteps (schedule.SectionTimesteps: sections
+//     "10,10,3,2,2" with T-3 in place of T-1), or, where T is too small
+//     for them (T < 50), 27 evenly spaced ones; with other counts to
+//     o.Steps evenly spaced timesteps (improved-diffusion's
+//     space_timesteps(T, "Steps"), which keeps 0 and T-1).
 //   - x_T is o.Temp times standard-normal noise (upsample_temp).
 //
 // The checks are CheckUpsample's, with h = w = size and N = n.
@@ -252,8 +255,8 @@ func Upsample(ctx context.Context, up *Pipeline, low diffusion.Batch, o Upsample
 
 // upsampleSpacing returns diffusion.Options' Steps and Spacing for steps
 // (0: UpsampleSteps) over T timesteps: "fast27" for 27 steps where
-// schedule.SectionTimesteps accepts it, else the section string "steps"
-// (steps evenly spaced timesteps from 0 to T-1).
+// schedule.SectionTimesteps accepts it (T >= 50), else the section string
+// "steps" (steps evenly spaced timesteps from 0 to T-1).
 func upsampleSpacing(T, steps int) (int, string) {
 	if steps == 0 {
 		steps = UpsampleSteps

@@ -4,12 +4,14 @@ import (
 	"context"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/ddpm-go/ddpm/adm"
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/kernels"
+	"github.com/ddpm-go/ddpm/schedule"
 )
 
 // Small random-weight networks for the upsampling tests, built with adm's
@@ -241,12 +243,15 @@ func TestQuantize8(t *testing.T) {
 	}
 }
 
-// TestUpsampleSpacing: 27 steps are fast27 where schedule knows it, else
-// 27 evenly spaced; other counts are section strings.
+// TestUpsampleSpacing: 27 steps are fast27 (27 evenly spaced where T is
+// too small for it); other counts are section strings.
 func TestUpsampleSpacing(t *testing.T) {
 	steps, sp := upsampleSpacing(1000, 0)
-	if steps != 27 || (sp != "fast27" && sp != "27") {
-		t.Errorf("default: %d, %q", steps, sp)
+	if steps != 27 || sp != "fast27" {
+		t.Errorf("default: %d, %q; want 27, fast27", steps, sp)
+	}
+	if steps, sp := upsampleSpacing(40, 27); steps != 27 || sp != "27" {
+		t.Errorf("T = 40: %d, %q; want 27, \"27\"", steps, sp)
 	}
 	if steps, sp := upsampleSpacing(1000, 5); steps != 5 || sp != "5" {
 		t.Errorf("5 steps: %d, %q", steps, sp)
@@ -259,7 +264,11 @@ func TestUpsampleSpacing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.T() != 27 {
-		t.Errorf("respaced to %d steps, want 27", r.T())
+	want, err := schedule.SectionTimesteps(1000, "fast27")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Schedule().Timesteps; !slices.Equal(got, want) {
+		t.Errorf("respaced timesteps %v, want fast27's %v", got, want)
 	}
 }

@@ -533,7 +533,7 @@ func glideModel(m *pipeline.Pipeline, o sampleOptions) (diffusion.Model, *pipeli
 	case len(o.prompts) != 1 && len(o.prompts) != o.n:
 		return nil, nil, usageError{fmt.Sprintf("sample: --prompt given %d times for %d images: give one per image or one for all", len(o.prompts), o.n)}
 	case kind == adm.SuperResText2Im || kind == adm.SuperResInpaintText2Im:
-		return nil, nil, usageError{fmt.Sprintf("sample: the model is a GLIDE upsampler (%s): sample does not take low-resolution images yet (ddpm predict --low-res runs it)", kind)}
+		return nil, nil, usageError{fmt.Sprintf("sample: the model is a GLIDE upsampler (%s): give its base model with --model and it with --upsample (ddpm predict --low-res runs it alone)", kind)}
 	}
 	var text *pipeline.TextInputs
 	if kind == adm.InpaintText2Im && o.initImage != "" && o.mask != "" {

@@ -33,7 +33,7 @@ func (u *upsampleFlags) register(fs *flag.FlagSet) {
 		"glide-text2im's upsample.pt (64 -> 256, the same --prompt, no guidance) after base.pt, or\n"+
 		"guided-diffusion's 64_256_upsampler.pt (the same --class) after 64x64_diffusion.pt; the\n"+
 		"upsampled images are the output (PNGs and --raw)")
-	fs.Func("upsample-steps", fmt.Sprintf("ancestral steps of the --upsample stage (default %d: glide-text2im's fast27 where\nknown, else evenly spaced)", pipeline.UpsampleSteps), func(s string) error {
+	fs.Func("upsample-steps", fmt.Sprintf("ancestral steps of the --upsample stage (default %d: glide-text2im's fast27 timesteps;\nother counts evenly spaced)", pipeline.UpsampleSteps), func(s string) error {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
 			return fmt.Errorf("%q: want an integer >= 1", s)
@@ -111,7 +111,7 @@ func prepareUpsample(ctx context.Context, o sampleOptions, m *pipeline.Pipeline,
 	case up.Classes() > 0:
 		s.o.Labels = so.Labels
 		if s.o.Labels == nil && o.class != "" { // an unconditional base steered by --classifier
-			if s.o.Labels, err = parseLabels(o.class, o.n, up.Classes()); err != nil {
+			if s.o.Labels, err = parseClassLabels(o.class, o.n, up.Classes(), pipeline.ClassLookup(up.Source, up.Classes())); err != nil {
 				return fail(usageError{err.Error()})
 			}
 		}
