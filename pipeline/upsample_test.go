@@ -272,3 +272,42 @@ func TestUpsampleSpacing(t *testing.T) {
 		t.Errorf("respaced timesteps %v, want fast27's %v", got, want)
 	}
 }
+
+// TestUpsampleGLIDEInpaint runs the inpainting upsampler
+// (upsample_inpaint.pt) with a known image and mask at its size: the
+// result keeps the known region exactly, as the inpaint notebook does.
+// The plain upsampler refuses them.
+func TestUpsampleGLIDEInpaint(t *testing.T) {
+	up := openTiny(t, tinyGlideUpFlags+" --inpaint True", 6)
+	if up.OpenAI.Kind() != adm.SuperResInpaintText2Im {
+		t.Fatalf("kind %v", up.OpenAI.Kind())
+	}
+	known := lowImages(1, 32, 0.3)
+	mask := diffusion.NewBatch(1, 1, 32, 32)
+	for i := range mask.Data {
+		if i%32 < 16 {
+			mask.Data[i] = 1
+		}
+	}
+	in := &TextInputs{InpaintImage: &known, InpaintMask: &mask}
+	ctx := context.Background()
+	out, err := Upsample(ctx, up, lowImages(2, 8, 0), UpsampleOptions{Prompts: []string{"a"}, Steps: 2, Seed: 1, Inpaint: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw := 32 * 32
+	for i := range 2 {
+		for c := range 3 {
+			for p := range hw {
+				j := (i*3+c)*hw + p
+				if mask.Data[p] == 1 && out.Data[j] != known.Data[c*hw+p] {
+					t.Fatalf("image %d channel %d pixel %d: %v, want the known %v", i, c, p, out.Data[j], known.Data[c*hw+p])
+				}
+			}
+		}
+	}
+	plain := openTiny(t, tinyGlideUpFlags, 7)
+	if _, err := Upsample(ctx, plain, lowImages(1, 8, 0), UpsampleOptions{Prompts: []string{"a"}, Inpaint: in}); err == nil || !strings.Contains(err.Error(), "does not inpaint") {
+		t.Errorf("inpainting inputs on the plain upsampler: %v, want an error", err)
+	}
+}
