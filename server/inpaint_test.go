@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/server/redistest"
 )
 
 // pngB64 encodes im as a base64 PNG.
@@ -480,6 +481,58 @@ func TestInpaintPageServed(t *testing.T) {
 	for _, want := range []string{`id="inpaint"`, `id="canvas"`, "init_image", "mask"} {
 		if !strings.Contains(w.Body.String(), want) {
 			t.Errorf("page lacks %q", want)
+		}
+	}
+}
+
+// TestClusterInpaint: through Redis (split api and worker replicas) an
+// inpainting job reaches the worker with its known image bit for bit, and
+// its images keep the init image where the mask is white.
+func TestClusterInpaint(t *testing.T) {
+	rs := redistest.Start(t)
+	f := NewFakeGenerator(8, 3, nil)
+	rec := &knownRecorder{FakeGenerator: f}
+	api := newClusterTest(t, rs, nil, Options{}, ClusterOptions{Role: RoleAPI, Model: f.Info()})
+	newClusterTest(t, rs, rec, Options{}, ClusterOptions{Role: RoleWorker})
+	ha := api.Handler()
+	init := randomRGB(8, 8, 31)
+	mask := halfMask(8, 8)
+	want, err := parseKnown(pngB64(t, init), pngB64(t, mask), f.Info())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]any{"n": 2, "steps": 2, "seed": 1, "init_image": pngB64(t, init), "mask": pngB64(t, mask)})
+	w := do(t, ha, "POST", "/v1/jobs", string(body))
+	if w.Code != 202 {
+		t.Fatalf("create: %d %s", w.Code, w.Body)
+	}
+	st := waitJob(t, ha, decodeStatus(t, w).ID)
+	if st.State != StateSucceeded || st.Result == nil || len(st.Result.Data) != 2 {
+		t.Fatalf("job: %+v", st)
+	}
+	rec.mu.Lock()
+	known := rec.known
+	rec.mu.Unlock()
+	if len(known) != 2 || known[0] == nil || !reflect.DeepEqual(*known[0], *want) {
+		t.Fatalf("the worker got known images %v, want the request's", known)
+	}
+	for i, d := range st.Result.Data {
+		raw, _ := base64.StdEncoding.DecodeString(d.B64JSON)
+		im, err := png.Decode(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for y := range 8 {
+			for x := range 8 {
+				if mask.GrayAt(x, y).Y != 255 {
+					continue
+				}
+				r, g, b, _ := im.At(x, y).RGBA()
+				wr, wg, wb, _ := init.At(x, y).RGBA()
+				if r != wr || g != wg || b != wb {
+					t.Fatalf("image %d: kept pixel (%d, %d) differs from the init image", i, x, y)
+				}
+			}
 		}
 	}
 }
