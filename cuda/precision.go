@@ -3,6 +3,8 @@ package cuda
 import (
 	"fmt"
 	"strings"
+
+	"github.com/ddpm-go/ddpm/kernels"
 )
 
 // Precision is the arithmetic of the GEMMs and convolutions (the tensor
@@ -73,22 +75,31 @@ func ParsePrecision(s string) (Precision, error) {
 
 // PrecisionFlagHelp is the --precision flag's help text, shared by the
 // commands.
-const PrecisionFlagHelp = "GPU arithmetic of GEMMs and convolutions: fp32, tf32 (default), bf16 or fp16 " +
+const PrecisionFlagHelp = "arithmetic of GEMMs and convolutions: fp32, tf32 (GPU default), bf16 or fp16 " +
 	"(16-bit compute with fp32 storage and accumulation; fp16 training uses dynamic loss scaling). " +
-	"The CPU computes in fp32 and refuses bf16/fp16"
+	"The CPU computes in fp32, or with bf16 its convolutions for inference on CPUs with AVX512_BF16 or AMX; it refuses fp16"
 
 // CPUPrecision checks a --precision value for a command that runs on the
-// CPU: fp32 (what the CPU computes) and the default pass silently, an
-// explicit tf32 passes with a note for the log, and bf16 and fp16 are
-// errors until the CPU backend has 16-bit kernels.
-func CPUPrecision(s string) (note string, err error) {
+// CPU and applies it to opts: fp32 and the default pass silently, an
+// explicit tf32 passes with a note for the log, bf16 sets opts.BF16
+// (bf16 convolutions, for inference only: opts.ConstWeights must be set,
+// and the CPU must have AVX512_BF16 or AMX-BF16), and fp16 is an error.
+func CPUPrecision(s string, opts *kernels.CPUOptions) (note string, err error) {
 	p, err := ParsePrecision(s)
 	if err != nil {
 		return "", err
 	}
 	switch p {
-	case BF16, FP16:
-		return "", fmt.Errorf("--precision %s: not supported on the CPU backend yet (it computes in fp32; use --device cuda or --precision fp32)", p)
+	case FP16:
+		return "", fmt.Errorf("--precision fp16: not supported on the CPU backend (use bf16 for inference, fp32, or --device cuda)")
+	case BF16:
+		if !opts.ConstWeights {
+			return "", fmt.Errorf("--precision bf16: on the CPU it is for inference (sampling, serving, bench without --train); training computes in fp32")
+		}
+		if err := kernels.BF16Supported(); err != nil {
+			return "", fmt.Errorf("--precision bf16: %v; use --precision fp32", err)
+		}
+		opts.BF16 = true
 	case TF32:
 		if strings.TrimSpace(s) != "" {
 			return "--precision tf32 applies to the GPU only: the CPU computes in fp32", nil

@@ -109,7 +109,7 @@ func Select(flag string, opts SelectOptions) (*Backend, error) {
 			// under auto: silently running 100x slower hides it.
 			return nil, fmt.Errorf("--device auto: a GPU is present but failed to open (use --device cpu to skip it): %w", err)
 		default:
-			if err := cpuPrecision(opts.GPU.Precision, logf); err != nil {
+			if err := cpuPrecision(opts.GPU.Precision, &opts.CPU, logf); err != nil {
 				return nil, err
 			}
 			c, cerr := kernels.NewCPU(opts.CPU)
@@ -121,7 +121,7 @@ func Select(flag string, opts SelectOptions) (*Backend, error) {
 			return &Backend{CPU: c, Reason: reason}, nil
 		}
 	}
-	if err := cpuPrecision(opts.GPU.Precision, logf); err != nil {
+	if err := cpuPrecision(opts.GPU.Precision, &opts.CPU, logf); err != nil {
 		return nil, err
 	}
 	c, err := kernels.NewCPU(opts.CPU)
@@ -133,8 +133,8 @@ func Select(flag string, opts SelectOptions) (*Backend, error) {
 }
 
 // cpuPrecision applies CPUPrecision to a run that ends up on the CPU.
-func cpuPrecision(prec string, logf func(string, ...any)) error {
-	note, err := CPUPrecision(prec)
+func cpuPrecision(prec string, opts *kernels.CPUOptions, logf func(string, ...any)) error {
+	note, err := CPUPrecision(prec, opts)
 	if err != nil {
 		return err
 	}

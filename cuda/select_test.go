@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/ddpm-go/ddpm/kernels"
 )
 
 func TestParseDevice(t *testing.T) {
@@ -80,9 +82,27 @@ func TestSelectBadOptions(t *testing.T) {
 			t.Errorf("Select(%s, fp8): %v", flag, err)
 		}
 	}
+	if _, err := Select("cpu", SelectOptions{GPU: Options{Precision: "fp16"}}); err == nil ||
+		!strings.Contains(err.Error(), "--precision fp16: not supported on the CPU backend") {
+		t.Errorf("Select(cpu, fp16): %v", err)
+	}
 	if _, err := Select("cpu", SelectOptions{GPU: Options{Precision: "bf16"}}); err == nil ||
-		!strings.Contains(err.Error(), "--precision bf16: not supported on the CPU backend yet") {
-		t.Errorf("Select(cpu, bf16): %v", err)
+		!strings.Contains(err.Error(), "--precision bf16: on the CPU it is for inference") {
+		t.Errorf("Select(cpu, bf16) for training: %v", err)
+	}
+	b16, err := Select("cpu", SelectOptions{CPU: kernels.CPUOptions{ConstWeights: true}, GPU: Options{Precision: "bf16"}})
+	switch {
+	case kernels.BF16Supported() != nil:
+		if err == nil || !strings.Contains(err.Error(), "AVX512_BF16") {
+			t.Errorf("Select(cpu, bf16) on a CPU without bf16: %v", err)
+		}
+	case err != nil:
+		t.Errorf("Select(cpu, bf16) for inference: %v", err)
+	default:
+		if !b16.CPU.BF16() {
+			t.Errorf("Select(cpu, bf16): %s does not compute in bf16", b16.CPU.Name())
+		}
+		b16.Close()
 	}
 	var notes []string
 	b, err := Select("cpu", SelectOptions{GPU: Options{Precision: "tf32"}, Logf: func(f string, a ...any) { notes = append(notes, fmt.Sprintf(f, a...)) }})

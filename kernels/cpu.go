@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/ddpm-go/ddpm/kernels/internal/blas"
+	"golang.org/x/sys/cpu"
 )
 
 // BLASLibrary picks the sgemm library of the CPU backend.
@@ -124,6 +125,25 @@ type CPUOptions struct {
 	// noticed through 8 sampled values (an optimiser step changes them
 	// all), not guaranteed.
 	ConstWeights bool
+	// BF16 runs the forward convolutions (the bulk of a UNet's
+	// arithmetic) in bfloat16 with fp32 accumulation and fp32 outputs,
+	// through oneDNN's bf16 kernels: activations and weights are rounded
+	// to bf16 on the way in (about 3 significant digits). Everything else
+	// (linear layers, attention and its softmax, GroupNorm and its
+	// statistics) stays fp32, as do the backward passes. For inference
+	// only: it needs ConstWeights, oneDNN and a CPU with AVX512_BF16 or
+	// AMX-BF16 (NewCPU says which is missing; BF16Supported asks first).
+	BF16 bool
+}
+
+// BF16Supported reports whether this CPU has bf16 dot-product
+// instructions (AVX512_BF16 or AMX-BF16) for CPUOptions.BF16, and if not,
+// why.
+func BF16Supported() error {
+	if cpu.X86.HasAVX512BF16 || cpu.X86.HasAMXBF16 {
+		return nil
+	}
+	return fmt.Errorf("this CPU has neither AVX512_BF16 nor AMX-BF16 (see the flags in /proc/cpuinfo): bf16 would be emulated, slower than fp32")
 }
 
 // CPU implements Ops[[]float32] on the host. Buffers are plain Go slices;
@@ -141,6 +161,7 @@ type CPU struct {
 	ws      wsPool
 	dconv   *dnnlConvs // oneDNN convolution primitives, or nil for im2col
 	constW  bool       // CPUOptions.ConstWeights
+	bf16    bool       // CPUOptions.BF16
 
 	mu  sync.Mutex
 	err error
@@ -162,12 +183,21 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernels: CPUOptions.BLAS: %w", err)
 	}
+	if opts.BF16 {
+		if !opts.ConstWeights {
+			return nil, fmt.Errorf("kernels: CPUOptions.BF16 is for inference: it needs ConstWeights (weights that do not change)")
+		}
+		if err := BF16Supported(); err != nil {
+			return nil, fmt.Errorf("kernels: CPUOptions.BF16: %w", err)
+		}
+	}
 	c := &CPU{gemm: g, threads: th, constW: opts.ConstWeights}
+	mode := convMode{inference: opts.ConstWeights, bf16: opts.BF16}
 	switch opts.Conv {
 	case ConvAuto:
 		if g.Name() == "dnnl" {
 			if api, err := loadDNNLAPI(); err == nil {
-				c.dconv = &dnnlConvs{api: api, m: map[dnnlKey]*dnnlConv{}}
+				c.dconv = &dnnlConvs{api: api, mode: mode, m: map[dnnlKey]*dnnlConv{}}
 			}
 		}
 	case ConvDNNL:
@@ -175,11 +205,15 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kernels: CPUOptions.Conv = %s: %w", opts.Conv, err)
 		}
-		c.dconv = &dnnlConvs{api: api, m: map[dnnlKey]*dnnlConv{}}
+		c.dconv = &dnnlConvs{api: api, mode: mode, m: map[dnnlKey]*dnnlConv{}}
 	case ConvIm2col:
 	default:
 		return nil, fmt.Errorf("kernels: CPUOptions.Conv = %v: allowed are auto, dnnl, im2col", opts.Conv)
 	}
+	if opts.BF16 && c.dconv == nil {
+		return nil, fmt.Errorf("kernels: CPUOptions.BF16 needs oneDNN's convolutions (libdnnl.so.2, with BLAS auto or dnnl and Conv auto or dnnl)")
+	}
+	c.bf16 = opts.BF16
 	return c, nil
 }
 
@@ -194,13 +228,20 @@ func NewCPUWith(g blas.Sgemm, threads int) *CPU {
 	return &CPU{gemm: g, threads: threads}
 }
 
-// Name returns "cpu (<blas>[, dnnl conv], <n> threads)".
+// Name returns "cpu (<blas>[, dnnl conv | dnnl bf16 conv], <n> threads)".
 func (c *CPU) Name() string {
+	if c.bf16 {
+		return fmt.Sprintf("cpu (%s, dnnl bf16 conv, %d threads)", c.gemm.Name(), c.threads)
+	}
 	if c.dconv != nil {
 		return fmt.Sprintf("cpu (%s, dnnl conv, %d threads)", c.gemm.Name(), c.threads)
 	}
 	return fmt.Sprintf("cpu (%s, %d threads)", c.gemm.Name(), c.threads)
 }
+
+// BF16 reports whether the forward convolutions compute in bf16
+// (CPUOptions.BF16).
+func (c *CPU) BF16() bool { return c.bf16 }
 
 // BLAS returns the sgemm the ops use.
 func (c *CPU) BLAS() blas.Sgemm { return c.gemm }

@@ -18,14 +18,17 @@ import (
 // oneDNN 2.6 C API constants (dnnl_types.h).
 const (
 	dnnlSuccess          = 0
+	dnnlBF16             = 2
 	dnnlF32              = 3
 	dnnlTagAny           = 1
 	dnnlTagA             = 2 // x
 	dnnlTagABCD          = 5 // nchw, oihw
 	dnnlForwardTraining  = 64
+	dnnlForwardInference = 96
 	dnnlBackwardData     = 160
 	dnnlBackwardWeights  = 192
 	dnnlConvDirect       = 1
+	dnnlConvWinograd     = 2
 	dnnlCPU              = 1
 	dnnlStreamDefault    = 1
 	dnnlArgSrc           = 1
@@ -229,8 +232,10 @@ type dnnlConv struct {
 	userX, userW, userB, userY memDesc
 	strides, padL, padR        dims
 
-	fwdPD [2]uintptr // [bias]
-	fwd   [2]*dnnlStep
+	mode   convMode
+	fwdPD  [2]uintptr // [bias]
+	hintPD [2]uintptr // [bias]: fp32 direct training forward, the backward passes' hint, when fwdPD is not one
+	fwd    [2]*dnnlStep
 	bwdD  *dnnlStep
 	bwdW  [2]*dnnlStep
 	impl  string // implementation name of the forward primitive
@@ -267,12 +272,35 @@ type weightKey struct {
 	n   int
 }
 
+// convMode is how forward convolutions compute (the backward passes are
+// always fp32 direct convolutions).
+type convMode struct {
+	// inference: the weights are constant (CPUOptions.ConstWeights), so
+	// the forward pass may use forward-inference primitives: oneDNN's
+	// Winograd F(4x4, 3x3) kernel where winogradFaster says so.
+	inference bool
+	// bf16: source and weights in bf16, accumulation and output in fp32
+	// (CPUOptions.BF16; implies inference).
+	bf16 bool
+}
+
+// winogradFaster reports whether oneDNN's Winograd kernel measured faster
+// than its direct one for the chunk shape d, on this machine's AMD EPYC
+// (AVX-512; DDPM CIFAR-10 UNet, batch 4 and 16): 3x3 stride-1 convs with
+// at least 64 channels in and out and at least 512 output positions in the
+// chunk (1.5-2.5x at 16x16 and 32x32; 0.7-0.9x at 4x4 and 8x8 with batch
+// 4, and with 3 channels in or out).
+func winogradFaster(d ConvDims) bool {
+	return d.R == 3 && d.S == 3 && d.StrideH == 1 && d.StrideW == 1 &&
+		d.C >= 64 && d.K >= 64 && d.N*d.OutH()*d.OutW() >= 512
+}
+
 // newDNNLConv prepares the user memory descriptors and the forward
 // primitive descriptor; it fails when oneDNN rejects the shape. yStrideK
 // is the channel count between images in the user's y (and dy) buffer:
 // d.K, or more when d covers a slice of a larger output's channels.
-func newDNNLConv(api *dnnlAPI, d ConvDims, yStrideK int) (*dnnlConv, error) {
-	c := &dnnlConv{api: api, d: d}
+func newDNNLConv(api *dnnlAPI, d ConvDims, yStrideK int, mode convMode) (*dnnlConv, error) {
+	c := &dnnlConv{api: api, d: d, mode: mode}
 	if st := api.streamCreate(&c.stream, api.engine, dnnlStreamDefault); st != dnnlSuccess {
 		return nil, fmt.Errorf("dnnl_stream_create: status %d", st)
 	}
@@ -351,17 +379,45 @@ func (c *dnnlConv) anyDescs() (x, w, y memDesc, err error) {
 	return
 }
 
+// fwdDesc returns the forward primitive descriptor of c's mode: fp32
+// direct (training), fp32 Winograd where faster and oneDNN accepts it
+// (inference), or bf16 direct.
 func (c *dnnlConv) fwdDesc(bias bool) (uintptr, error) {
+	switch {
+	case c.mode.bf16:
+		return c.fwdDescWith(bias, dnnlConvDirect, dnnlForwardInference, dnnlBF16)
+	case c.mode.inference && winogradFaster(c.d):
+		if pd, err := c.fwdDescWith(bias, dnnlConvWinograd, dnnlForwardInference, dnnlF32); err == nil {
+			return pd, nil
+		}
+	}
+	return c.fwdDescWith(bias, dnnlConvDirect, dnnlForwardTraining, dnnlF32)
+}
+
+// fwdDescWith creates a forward primitive descriptor with the given
+// algorithm, propagation kind and data type of the source and weights
+// (the bias and destination are fp32).
+func (c *dnnlConv) fwdDescWith(bias bool, alg, prop, dt int32) (uintptr, error) {
 	x, w, y, err := c.anyDescs()
 	if err != nil {
 		return 0, err
+	}
+	if dt != dnnlF32 {
+		d := c.d
+		xd, wd := dims{int64(d.N), int64(d.C), int64(d.H), int64(d.W)}, dims{int64(d.K), int64(d.C), int64(d.R), int64(d.S)}
+		if st := c.api.mdInitByTag(&x, 4, &xd, dt, dnnlTagAny); st != dnnlSuccess {
+			return 0, fmt.Errorf("dnnl_memory_desc_init_by_tag(src, type %d): status %d", dt, st)
+		}
+		if st := c.api.mdInitByTag(&w, 4, &wd, dt, dnnlTagAny); st != dnnlSuccess {
+			return 0, fmt.Errorf("dnnl_memory_desc_init_by_tag(weights, type %d): status %d", dt, st)
+		}
 	}
 	var cd convDesc
 	var b *memDesc
 	if bias {
 		b = &c.userB
 	}
-	if st := c.api.convFwdInit(&cd, dnnlForwardTraining, dnnlConvDirect, &x, &w, b, &y, &c.strides, &c.padL, &c.padR); st != dnnlSuccess {
+	if st := c.api.convFwdInit(&cd, prop, alg, &x, &w, b, &y, &c.strides, &c.padL, &c.padR); st != dnnlSuccess {
 		return 0, fmt.Errorf("dnnl_convolution_forward_desc_init: status %d", st)
 	}
 	var pd uintptr
@@ -369,6 +425,23 @@ func (c *dnnlConv) fwdDesc(bias bool) (uintptr, error) {
 		return 0, fmt.Errorf("dnnl_primitive_desc_create(conv fwd): status %d", st)
 	}
 	return pd, nil
+}
+
+// hint returns the forward primitive descriptor the backward passes are
+// created from: fp32 direct training, which fwdPD is unless c's mode
+// chose otherwise (then one is made once).
+func (c *dnnlConv) hint(bias int) (uintptr, error) {
+	if !c.mode.inference && !c.mode.bf16 {
+		return c.fwdPD[bias], nil
+	}
+	if c.hintPD[bias] == 0 {
+		pd, err := c.fwdDescWith(bias == 1, dnnlConvDirect, dnnlForwardTraining, dnnlF32)
+		if err != nil {
+			return 0, err
+		}
+		c.hintPD[bias] = pd
+	}
+	return c.hintPD[bias], nil
 }
 
 // tensor makes the memory objects for argument query of pd, with user
@@ -580,8 +653,12 @@ func (c *dnnlConv) backwardData(dx, dy, w []float32, threads int) error {
 		if st := c.api.convBwdDInit(&cd, dnnlConvDirect, &x, &wd, &y, &c.strides, &c.padL, &c.padR); st != dnnlSuccess {
 			return fmt.Errorf("dnnl_convolution_backward_data_desc_init: status %d", st)
 		}
+		h, err := c.hint(0)
+		if err != nil {
+			return err
+		}
 		var pd uintptr
-		if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), c.api.attr, c.api.engine, c.fwdPD[0]); st != dnnlSuccess {
+		if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), c.api.attr, c.api.engine, h); st != dnnlSuccess {
 			return fmt.Errorf("dnnl_primitive_desc_create(conv bwd data): status %d", st)
 		}
 		s, err := c.step(pd, []argSpec{{dnnlArgDiffDst, dnnlQueryDiffDstMD, &c.userY, true},
@@ -616,8 +693,12 @@ func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32, threads int) error {
 		if st := c.api.convBwdWInit(&cd, dnnlConvDirect, &x, &wd, b, &y, &c.strides, &c.padL, &c.padR); st != dnnlSuccess {
 			return fmt.Errorf("dnnl_convolution_backward_weights_desc_init: status %d", st)
 		}
+		h, err := c.hint(bi)
+		if err != nil {
+			return err
+		}
 		var pd uintptr
-		if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), c.api.attr, c.api.engine, c.fwdPD[bi]); st != dnnlSuccess {
+		if st := c.api.pdCreate(&pd, unsafe.Pointer(&cd), c.api.attr, c.api.engine, h); st != dnnlSuccess {
 			return fmt.Errorf("dnnl_primitive_desc_create(conv bwd weights): status %d", st)
 		}
 		specs := []argSpec{{dnnlArgSrc, dnnlQuerySrcMD, &c.userX, true}, {dnnlArgDiffDst, dnnlQueryDiffDstMD, &c.userY, true},
@@ -642,8 +723,9 @@ func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32, threads int) error {
 
 // dnnlConvs caches dnnlConv values by shape and worker for one CPU.
 type dnnlConvs struct {
-	api *dnnlAPI
-	mu  sync.Mutex
+	api  *dnnlAPI
+	mode convMode
+	mu   sync.Mutex
 	m   map[dnnlKey]*dnnlConv // nil value: oneDNN rejected the shape
 }
 
@@ -662,7 +744,7 @@ func (p *dnnlConvs) get(d ConvDims, worker, yStrideK int) *dnnlConv {
 	if c, ok := p.m[k]; ok {
 		return c
 	}
-	c, err := newDNNLConv(p.api, d, yStrideK)
+	c, err := newDNNLConv(p.api, d, yStrideK, p.mode)
 	if err != nil {
 		c = nil
 	}

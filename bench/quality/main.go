@@ -28,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/data"
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/img/plot"
@@ -78,6 +79,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	clfSampler := fs.String("classifier-sampler", "ddpm", "sampler of the classifier-guidance rows")
 	clfSteps := fs.Int("classifier-steps", 50, "steps of the classifier-guidance rows")
 	only := fs.Bool("classifier-only", false, "only the classifier-guidance rows")
+	precision := fs.String("precision", "fp32", "CPU arithmetic: fp32, or bf16 (convolutions in bf16; needs AVX512_BF16 or AMX)")
 	merge := fs.Bool("merge", false, "with -out: keep the rows of -out's results.json that this run does not measure again")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -97,7 +99,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if *samplers != "all" {
 		names = strings.Split(*samplers, ",")
 	}
-	p, err := pipeline.Open(ctx, *model, pipeline.Options{Device: "cpu"})
+	p, err := pipeline.Open(ctx, *model, pipeline.Options{Device: "cpu", GPU: cuda.Options{Precision: *precision}})
 	if err != nil {
 		return err
 	}

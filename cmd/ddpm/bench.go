@@ -31,6 +31,9 @@ type benchOptions struct {
 	Precision   string
 	NoGraphs    bool
 	SampleSteps int
+	// Profile prints the forward pass's time per kind of op (one extra
+	// run that waits for the device after every op) to stderr.
+	Profile bool
 }
 
 // benchResult is the one JSON line `ddpm bench --json` prints.
@@ -47,7 +50,7 @@ type benchResult struct {
 	Warmup            int     `json:"warmup"`
 	TrainStepIncludes string  `json:"train_step_includes,omitempty"`
 	ConstWeights      bool    `json:"const_weights"`          // forward timed with kernels.CPUOptions.ConstWeights
-	Precision         string  `json:"precision,omitempty"`    // GPU arithmetic (--precision)
+	Precision         string  `json:"precision,omitempty"`    // arithmetic of the GEMMs and convolutions (--precision)
 	Graphs            bool    `json:"graphs,omitempty"`       // GPU forward through cuda.GraphOps
 	SampleSteps       int     `json:"sample_steps,omitempty"` // --sample-steps: DDIM steps of the timed sampling run
 	SampleMS          float64 `json:"sample_ms,omitempty"`    // one sampling run of the batch
@@ -71,6 +74,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.Device, "device", "auto", "auto, cpu or cuda[:N]")
 	fs.StringVar(&o.Precision, "precision", "", precisionHelp)
 	fs.BoolVar(&o.NoGraphs, "no-graphs", false, "GPU: queue every kernel of the forward pass (default: replay it as a CUDA graph)")
+	fs.BoolVar(&o.Profile, "profile", false, "also print the forward pass's time per kind of op to stderr (one more run, waiting after every op)")
 	fs.IntVar(&o.SampleSteps, "sample-steps", 0, "also time one DDIM sampling run of the batch with this many steps (after a 3-step warm-up run)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -90,7 +94,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case o.SampleSteps < 0:
 		return usageError{fmt.Sprintf("bench: --sample-steps %d: must be >= 0", o.SampleSteps)}
 	}
-	return bench(ctx, o, stdout)
+	return bench(ctx, o, stdout, stderr)
 }
 
 // medianMS is the median of d in milliseconds.
@@ -105,7 +109,7 @@ func medianMS(d []time.Duration) float64 {
 	return float64(m) / float64(time.Millisecond)
 }
 
-func bench(ctx context.Context, o benchOptions, stdout io.Writer) error {
+func bench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) error {
 	// Without --train the weights never change: let oneDNN cache its
 	// reordered convolution weights, as sampling and serving do.
 	be, err := cuda.Select(o.Device, cuda.SelectOptions{CPU: kernels.CPUOptions{ConstWeights: !o.Train},
@@ -116,15 +120,15 @@ func bench(ctx context.Context, o benchOptions, stdout io.Writer) error {
 	if be.GPU != nil {
 		defer be.GPU.Close()
 		if o.NoGraphs {
-			return benchOn[cuda.Ptr](ctx, be.GPU, o, stdout)
+			return benchOn[cuda.Ptr](ctx, be.GPU, o, stdout, stderr)
 		}
-		return benchOn[cuda.Ptr](ctx, cuda.NewGraphOps(be.GPU), o, stdout)
+		return benchOn[cuda.Ptr](ctx, cuda.NewGraphOps(be.GPU), o, stdout, stderr)
 	}
-	return benchOn[[]float32](ctx, be.CPU, o, stdout)
+	return benchOn[[]float32](ctx, be.CPU, o, stdout, stderr)
 }
 
 // benchOn times the UNet on one backend.
-func benchOn[B any](ctx context.Context, ops kernels.Ops[B], o benchOptions, stdout io.Writer) error {
+func benchOn[B any](ctx context.Context, ops kernels.Ops[B], o benchOptions, stdout, stderr io.Writer) error {
 	var m *unet.Net[B]
 	name := o.Model
 	if o.Preset != "" {
@@ -179,8 +183,19 @@ func benchOn[B any](ctx context.Context, ops kernels.Ops[B], o benchOptions, std
 	}
 	res.ForwardMSMedian = medianMS(times)
 	res.ImagesPerSec = float64(o.Batch) / (res.ForwardMSMedian / 1000)
-	if g, ok := any(ops).(interface{ Precision() cuda.Precision }); ok {
+	switch g := any(ops).(type) {
+	case interface{ Precision() cuda.Precision }:
 		res.Precision = g.Precision().String()
+	case *kernels.CPU:
+		res.Precision = "fp32"
+		if g.BF16() {
+			res.Precision = "bf16"
+		}
+	}
+	if o.Profile {
+		if err := benchProfile(ctx, m, x, ts, ys, stderr); err != nil {
+			return err
+		}
 	}
 	if o.SampleSteps > 0 {
 		if err := benchSample(ctx, m, x, ys, o, &res); err != nil {
@@ -288,6 +303,28 @@ func benchSample[B any](ctx context.Context, m *unet.Net[B], x diffusion.Batch, 
 	if g, ok := any(m.Engine().Ops()).(*cuda.GraphOps); ok {
 		res.Graphs = true
 		res.GraphStats = fmt.Sprintf("%+v", g.Stats())
+	}
+	return nil
+}
+
+// benchProfile prints one profiled forward pass: the time per kind of op,
+// largest first, with its share of the total.
+func benchProfile[B any](ctx context.Context, m *unet.Net[B], x diffusion.Batch, ts []float64, ys []int, w io.Writer) error {
+	in, err := m.Inputs(x, ts, ys)
+	if err != nil {
+		return fmt.Errorf("bench: profile: %w", err)
+	}
+	prof, err := m.Engine().ProfileForward(ctx, unet.Key(x), in)
+	if err != nil {
+		return fmt.Errorf("bench: profile: %w", err)
+	}
+	var total time.Duration
+	for _, p := range prof {
+		total += p.Time
+	}
+	fmt.Fprintf(w, "forward profile, batch %d: %.1f ms in all\n", x.N, float64(total)/float64(time.Millisecond))
+	for _, p := range prof {
+		fmt.Fprintf(w, "%-24s %4d nodes %9.2f ms %5.1f%%\n", p.Op, p.Count, float64(p.Time)/float64(time.Millisecond), 100*float64(p.Time)/float64(total))
 	}
 	return nil
 }

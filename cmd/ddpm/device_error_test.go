@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ddpm-go/ddpm/cuda"
+	"github.com/ddpm-go/ddpm/kernels"
 )
 
 // TestSampleDeviceCUDAWithoutDriver: `ddpm sample --device cuda` on a
@@ -35,18 +36,32 @@ func TestSampleDeviceCUDAWithoutDriver(t *testing.T) {
 	}
 }
 
-// TestPrecisionFlag: --precision is checked once for every command; bf16
-// on the CPU is refused, tf32 on the CPU is noted.
+// TestPrecisionFlag: --precision is checked once for every command; on
+// the CPU fp16 and training in bf16 are refused, tf32 is noted, and bf16
+// inference runs where the CPU has it and is refused clearly elsewhere.
 func TestPrecisionFlag(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"bench", "--preset", "mnist", "--device", "cpu", "--precision", "fp8"}, &stdout, &stderr)
 	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), `--precision "fp8": allowed are fp32, tf32, bf16, fp16`) {
 		t.Errorf("bench --precision fp8: %v (exit %d)", err, exitCode(err))
 	}
-	err = run(context.Background(), []string{"sample", "--device", "cpu", "--precision", "bf16", "--n", "1", "--steps", "1",
+	err = run(context.Background(), []string{"sample", "--device", "cpu", "--precision", "fp16", "--n", "1", "--steps", "1",
 		"--seed", "1", "--out", t.TempDir() + "/x.png"}, &stdout, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "--precision bf16: not supported on the CPU backend yet") {
-		t.Errorf("sample --precision bf16 on the CPU: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "--precision fp16: not supported on the CPU backend") {
+		t.Errorf("sample --precision fp16 on the CPU: %v", err)
+	}
+	err = run(context.Background(), []string{"bench", "--preset", "mnist", "--device", "cpu", "--precision", "bf16", "--train", "--batch", "1", "--iters", "1", "--warmup", "0"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "--precision bf16: on the CPU it is for inference") {
+		t.Errorf("bench --train --precision bf16 on the CPU: %v", err)
+	}
+	stdout.Reset()
+	err = run(context.Background(), []string{"bench", "--preset", "mnist", "--device", "cpu", "--precision", "bf16", "--batch", "2", "--iters", "1", "--warmup", "0", "--json"}, &stdout, &stderr)
+	if kernels.BF16Supported() != nil {
+		if err == nil || !strings.Contains(err.Error(), "AVX512_BF16") {
+			t.Errorf("bench --precision bf16 on a CPU without bf16: %v", err)
+		}
+	} else if err != nil || !strings.Contains(stdout.String(), `"precision":"bf16"`) {
+		t.Errorf("bench --precision bf16 --json: %v, %s: want a run reporting precision bf16", err, stdout.String())
 	}
 	stdout.Reset()
 	err = run(context.Background(), []string{"bench", "--preset", "mnist", "--device", "cpu", "--precision", "tf32", "--batch", "1", "--iters", "1", "--warmup", "0"}, &stdout, &stderr)
