@@ -6,13 +6,23 @@
 //
 // The server runs a model through the small Generator interface, one worker
 // per device: DiffusionGenerator for a diffusion.Model sampled by package
-// diffusion, FakeGenerator for tests. Requests with equal Settings (steps, sampler, eta, guidance)
-// are batched dynamically into one model batch of at most Options.MaxBatch
+// diffusion, FakeGenerator for tests. Requests with equal Settings (steps,
+// sampler, eta, guidance, classifier scale, and the same known image when
+// they inpaint) are batched dynamically into one model batch of at most Options.MaxBatch
 // images; the queue is bounded (a full queue answers 429 with Retry-After);
 // every request has a timeout; a client that goes away, or a cancelled job,
 // drops out of its batch without stopping the others. Serve drains on
 // shutdown: readiness flips, new work is refused, jobs get
 // Options.DrainTimeout to finish and are cancelled after that.
+//
+// A request may inpaint (ModelInfo.Inpaint; every DiffusionGenerator
+// does): init_image and mask are PNGs as base64 or data URLs, checked from
+// their header (at most MaxInputSide pixels a side) before their pixels
+// are decoded, and fitted to the model's size as "ddpm sample
+// --init-image --mask" fits them; mask white keeps init_image, black is
+// generated. The sampler keeps the known region (diffusion.Options Image
+// and Mask), or on GLIDE's inpainting model the model does
+// (DiffusionGenerator.SetTextInpaint). Bad ones are 400s naming the field.
 //
 // Errors use the OpenAI shape {"error": {"message", "type", "param",
 // "code"}}: 400 for a body that does not parse, 422 for a value out of
@@ -47,7 +57,8 @@
 // Files: server.go (Server, routes, the handler wrapper), options.go,
 // middleware.go (metrics, auth, CORS, body reading, client address),
 // conns.go (connection caps), images.go and jobs.go (the endpoints),
-// request.go (decoding and validation), scheduler.go (queue and batching),
+// request.go (decoding and validation), inpaint.go (init_image and
+// mask), scheduler.go (queue and batching),
 // generator.go and diffusiongen.go (the Generator and its real and fake
 // implementations), metrics.go, errors.go; cluster.go (NewCluster, roles,
 // options, metrics), redis_store.go (keys and Lua scripts), cluster_api.go

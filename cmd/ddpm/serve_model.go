@@ -155,8 +155,9 @@ type unetConfigKeys struct {
 // serveInfo describes src for the server: square image size, channels and
 // classes from the UNet config, class names from the model file. Of
 // guided-diffusion's networks it serves GLIDE's text-to-image models
-// (Text; glide-text2im's base.pt, and base_inpaint.pt without a known
-// image), not its upsamplers or classifiers.
+// (Text; glide-text2im's base.pt, and base_inpaint.pt, whose requests'
+// init_image and mask are its known image), not its upsamplers or
+// classifiers.
 func serveInfo(src *weights.Source, name string) (server.ModelInfo, error) {
 	if adm.IsConfig(src.UNetConfig) {
 		cfg, err := adm.ParseArgs(src.UNetConfig)
