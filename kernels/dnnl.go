@@ -232,23 +232,35 @@ type dnnlConv struct {
 	userX, userW, userB, userY memDesc
 	strides, padL, padR        dims
 
-	mode   convMode
-	fwdPD  [2]uintptr // [bias]
-	hintPD [2]uintptr // [bias]: fp32 direct training forward, the backward passes' hint, when fwdPD is not one
-	fwd    [2]*dnnlStep
-	bwdD  *dnnlStep
-	bwdW  [2]*dnnlStep
-	impl  string // implementation name of the forward primitive
+	mode    convMode
+	wcaches *[2]*weightCache // [bias]: shared by the workers' dnnlConv of one shape
+	threads int              // the CPU's threads: OpenMP threads of a weight cache reorder, while the other workers wait for it
+	fwdPD   [2]uintptr       // [bias]
+	hintPD  [2]uintptr       // [bias]: fp32 direct training forward, the backward passes' hint, when fwdPD is not one
+	fwd     [2]*dnnlStep
+	bwdD    *dnnlStep
+	bwdW    [2]*dnnlStep
+	impl    string // implementation name of the forward primitive
 }
 
 // dnnlStep is one primitive with its tensors.
 type dnnlStep struct {
 	prim    dnnlPrim
 	tensors map[int32]*dnnlTensor // by DNNL_ARG_*
-	// wcache holds reordered copies of constant weight buffers, by the
-	// user buffer's address and length (CPUOptions.ConstWeights). The key
-	// keeps the Go buffer alive, so its address cannot be reused.
-	wcache map[weightKey]cachedWeight
+	// wcache holds reordered copies of constant weight buffers
+	// (CPUOptions.ConstWeights), shared by the workers' primitives of one
+	// chunk shape, which want the same layout.
+	wcache *weightCache
+}
+
+// weightCache maps a weight buffer (address and length; the key keeps the
+// Go buffer alive, so its address cannot be reused) to its reordered
+// copy. The mutex is held while a copy is made, so a second worker waits
+// for it instead of making its own: oneDNN's Winograd weight transform is
+// reference code (70 ms per DDPM CIFAR-10 conv).
+type weightCache struct {
+	mu sync.Mutex
+	m  map[weightKey]cachedWeight
 }
 
 type cachedWeight struct {
@@ -280,7 +292,7 @@ type convMode struct {
 	// Winograd F(4x4, 3x3) kernel where winogradFaster says so.
 	inference bool
 	// bf16: source and weights in bf16, accumulation and output in fp32
-	// (CPUOptions.BF16; implies inference).
+	// (CPUOptions.BF16; set only with inference).
 	bf16 bool
 }
 
@@ -385,7 +397,12 @@ func (c *dnnlConv) anyDescs() (x, w, y memDesc, err error) {
 func (c *dnnlConv) fwdDesc(bias bool) (uintptr, error) {
 	switch {
 	case c.mode.bf16:
-		return c.fwdDescWith(bias, dnnlConvDirect, dnnlForwardInference, dnnlBF16)
+		// Asked for training, oneDNN picks its jit_bf16 kernels on the
+		// blocked layout (nChw16c); for inference its brgconv kernels on
+		// NHWC, whose transposes in and out of NCHW cost more than they
+		// gain: 219 against 279 thread-ms of convolutions and reorders
+		// per DDPM CIFAR-10 forward at batch 4.
+		return c.fwdDescWith(bias, dnnlConvDirect, dnnlForwardTraining, dnnlBF16)
 	case c.mode.inference && winogradFaster(c.d):
 		if pd, err := c.fwdDescWith(bias, dnnlConvWinograd, dnnlForwardInference, dnnlF32); err == nil {
 			return pd, nil
@@ -583,6 +600,7 @@ func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool) error
 		if err != nil {
 			return err
 		}
+		s.wcache = c.wcaches[bi]
 		c.fwd[bi] = s
 	}
 	bufs := map[int32][]float32{dnnlArgSrc: x, dnnlArgWeights: w, dnnlArgDst: y}
@@ -592,7 +610,7 @@ func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool) error
 	var wmem uintptr
 	if constW {
 		var err error
-		if wmem, err = c.cachedWeights(c.fwd[bi], w, threads); err != nil {
+		if wmem, err = c.cachedWeights(c.fwd[bi], w, c.threads); err != nil {
 			return err
 		}
 	}
@@ -608,7 +626,9 @@ func (c *dnnlConv) cachedWeights(s *dnnlStep, w []float32, threads int) (uintptr
 	}
 	k := weightKey{&w[0], len(w)}
 	fp := fingerprint(w)
-	cw, ok := s.wcache[k]
+	s.wcache.mu.Lock()
+	defer s.wcache.mu.Unlock()
+	cw, ok := s.wcache.m[k]
 	if ok && cw.fp == fp {
 		return cw.mem, nil
 	}
@@ -633,10 +653,7 @@ func (c *dnnlConv) cachedWeights(s *dnnlStep, w []float32, threads int) (uintptr
 		return 0, fmt.Errorf("dnnl_stream_wait: status %d", st)
 	}
 	runtime.KeepAlive(w)
-	if s.wcache == nil {
-		s.wcache = map[weightKey]cachedWeight{}
-	}
-	s.wcache[k] = cachedWeight{mem: m, fp: fp}
+	s.wcache.m[k] = cachedWeight{mem: m, fp: fp}
 	return m, nil
 }
 
@@ -723,10 +740,12 @@ func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32, threads int) error {
 
 // dnnlConvs caches dnnlConv values by shape and worker for one CPU.
 type dnnlConvs struct {
-	api  *dnnlAPI
-	mode convMode
-	mu   sync.Mutex
-	m   map[dnnlKey]*dnnlConv // nil value: oneDNN rejected the shape
+	api     *dnnlAPI
+	mode    convMode
+	threads int // the CPU's
+	mu      sync.Mutex
+	m       map[dnnlKey]*dnnlConv // nil value: oneDNN rejected the shape
+	wcaches map[dnnlKey]*[2]*weightCache
 }
 
 type dnnlKey struct {
@@ -747,6 +766,16 @@ func (p *dnnlConvs) get(d ConvDims, worker, yStrideK int) *dnnlConv {
 	c, err := newDNNLConv(p.api, d, yStrideK, p.mode)
 	if err != nil {
 		c = nil
+	} else {
+		wk := dnnlKey{d: d, yStrideK: yStrideK}
+		if p.wcaches[wk] == nil {
+			if p.wcaches == nil {
+				p.wcaches = map[dnnlKey]*[2]*weightCache{}
+			}
+			p.wcaches[wk] = &[2]*weightCache{{m: map[weightKey]cachedWeight{}}, {m: map[weightKey]cachedWeight{}}}
+		}
+		c.wcaches = p.wcaches[wk]
+		c.threads = p.threads
 	}
 	p.m[k] = c
 	return c

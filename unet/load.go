@@ -50,7 +50,7 @@ func FromSourceOn[B any](src *weights.Source, ops kernels.Ops[B]) (*Net[B], erro
 	if err := cfg.checkWeights(tensors); err != nil {
 		return nil, fmt.Errorf("unet: %w", err)
 	}
-	m, err := NewOn[B](cfg, ops, 0)
+	m, err := newEmptyOn[B](cfg, ops)
 	if err != nil {
 		return nil, err
 	}
