@@ -124,10 +124,9 @@ type CPUOptions struct {
 	// conv weights (one copy per layout, shared by the threads), the first
 	// forward pass takes longer (oneDNN's Winograd weight transform is
 	// slow: 2.5 s for the DDPM CIFAR-10 UNet), and it keeps every weight
-	// buffer seen alive. Do not
-	// set it when training: a weight buffer changed in place is only
-	// noticed through 8 sampled values (an optimiser step changes them
-	// all), not guaranteed.
+	// buffer seen alive. Do not set it when training: a weight buffer
+	// changed in place is only noticed through 8 sampled values (an
+	// optimiser step changes them all), not guaranteed.
 	ConstWeights bool
 	// BF16 runs the forward convolutions (the bulk of a UNet's
 	// arithmetic) in bfloat16 with fp32 accumulation and fp32 outputs,
