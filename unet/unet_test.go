@@ -43,20 +43,10 @@ func relL2(got, want []float32) float64 {
 	return math.Sqrt(num / den)
 }
 
-// TestFixture runs diffusers' own small UNet2DModel and compares with the
-// output diffusers computed (relative L2 error < 1e-4).
-func TestFixture(t *testing.T) {
-	dir := fixtureDir(t)
-	m, src, err := Load(dir, newCPU(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := m.NumParams(); got != 1112801 {
-		t.Errorf("NumParams = %d, want 1112801", got)
-	}
-	if len(src.Tensors) != 182 {
-		t.Errorf("fixture has %d tensors, want 182", len(src.Tensors))
-	}
+// fixtureCase reads the fixture's input batch, timesteps and diffusers'
+// output.
+func fixtureCase(t testing.TB, dir string) (diffusion.Batch, []float64, []float32) {
+	t.Helper()
 	xa, err := npy.ReadFile(filepath.Join(dir, "x.npy"))
 	if err != nil {
 		t.Fatal(err)
@@ -78,11 +68,29 @@ func TestFixture(t *testing.T) {
 	for i, v := range ts64 {
 		ts[i] = float64(v)
 	}
+	return x, ts, oa.Float32s()
+}
+
+// TestFixture runs diffusers' own small UNet2DModel and compares with the
+// output diffusers computed (relative L2 error < 1e-4).
+func TestFixture(t *testing.T) {
+	dir := fixtureDir(t)
+	m, src, err := Load(dir, newCPU(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.NumParams(); got != 1112801 {
+		t.Errorf("NumParams = %d, want 1112801", got)
+	}
+	if len(src.Tensors) != 182 {
+		t.Errorf("fixture has %d tensors, want 182", len(src.Tensors))
+	}
+	x, ts, want := fixtureCase(t, dir)
 	out, err := m.Predict(context.Background(), x, ts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := relL2(out.Data, oa.Float32s()); e > 1e-4 {
+	if e := relL2(out.Data, want); e > 1e-4 {
 		t.Fatalf("relative L2 error against diffusers = %.3g, want < 1e-4", e)
 	} else {
 		t.Logf("relative L2 error against diffusers: %.3g", e)
