@@ -20,7 +20,7 @@ import (
 // asked class at least as often as unguided ones, and well above chance.
 // (DDIM at guidance 3 once gave saturated blobs read as the asked class
 // 8.5% of the time, because epsilon was not re-derived from the clipped
-// x_0.) 30 images per case: 3 of each digit, 20 steps.
+// x_0.) 30 images per case: 3 of each digit, 10 steps.
 func TestGuidanceJudged(t *testing.T) {
 	if testing.Short() {
 		t.Skip("samples 120 digits; skipped with -short")
@@ -41,7 +41,7 @@ func TestGuidanceJudged(t *testing.T) {
 	for _, sampler := range []string{"ddim", "ddpm"} {
 		for _, g := range []string{"0", "3"} {
 			dir := filepath.Join(t.TempDir(), sampler+g)
-			args := []string{"sample", "--n", "30", "--steps", "20", "--seed", "1", "--sampler", sampler,
+			args := []string{"sample", "--n", "30", "--steps", "10", "--seed", "1", "--sampler", sampler,
 				"--guidance", g, "--class", strings.Join(classes, ","), "--out-dir", dir}
 			var so, se bytes.Buffer
 			if err := run(context.Background(), args, &so, &se); err != nil {

@@ -192,7 +192,7 @@ func TestDataParallelKilledRank(t *testing.T) {
 func TestDataParallelBadSetups(t *testing.T) {
 	bin, cfg := mpiSetup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel) // after the parallel subtests, which run after this function returns
 	for _, tc := range []struct {
 		name string
 		cmd  *exec.Cmd
@@ -203,6 +203,7 @@ func TestDataParallelBadSetups(t *testing.T) {
 			trainArgs(cfg, filepath.Join(t.TempDir(), "a"), "2")...), ":", "-np", "1", bin), append(trainArgs(cfg, filepath.Join(t.TempDir(), "a"), "2"), "--lr", "1e-3")...)...), "ranks disagree"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // mostly waiting for mpirun to start its ranks
 			out, err := tc.cmd.CombinedOutput()
 			if err == nil || !strings.Contains(string(out), tc.want) {
 				t.Fatalf("err %v, output:\n%s\nwant a failure saying %q", err, out, tc.want)
@@ -210,6 +211,7 @@ func TestDataParallelBadSetups(t *testing.T) {
 		})
 	}
 	t.Run("no-libmpi", func(t *testing.T) {
+		t.Parallel()
 		cmd := exec.CommandContext(ctx, "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "DDPM_LIBMPI=/nonexistent/libmpi.so.40", bin)
 		cmd.Args = append(cmd.Args, trainArgs(cfg, t.TempDir(), "2")...)
 		out, err := cmd.CombinedOutput()
