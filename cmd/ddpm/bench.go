@@ -55,7 +55,11 @@ type benchResult struct {
 	SampleSteps       int     `json:"sample_steps,omitempty"` // --sample-steps: DDIM steps of the timed sampling run
 	SampleMS          float64 `json:"sample_ms,omitempty"`    // one sampling run of the batch
 	SampleImagesPerS  float64 `json:"sample_images_per_sec,omitempty"`
-	GraphStats        string  `json:"graph_stats,omitempty"` // cuda.GraphStats after the runs
+	// SampleOutsideModel is the share of the sampling run's time spent
+	// outside the UNet's Predict calls (the sampler's own arithmetic), in
+	// percent.
+	SampleOutsideModel float64 `json:"sample_outside_model_pct,omitempty"`
+	GraphStats         string  `json:"graph_stats,omitempty"` // cuda.GraphStats after the runs
 }
 
 const benchExamples = `  ddpm bench --model google/ddpm-cifar10-32 --batch 16 --iters 10 --train --json
@@ -217,7 +221,7 @@ func benchOn[B any](ctx context.Context, ops kernels.Ops[B], o benchOptions, std
 	}
 	fmt.Fprintf(stdout, "%s on %s, batch %d: forward %.1f ms (%.1f images/s)", name, res.Device, o.Batch, res.ForwardMSMedian, res.ImagesPerSec)
 	if o.SampleSteps > 0 {
-		fmt.Fprintf(stdout, ", sampling %d DDIM steps %.1f ms (%.1f images/s)", o.SampleSteps, res.SampleMS, res.SampleImagesPerS)
+		fmt.Fprintf(stdout, ", sampling %d DDIM steps %.1f ms (%.1f images/s, %.2f%% outside the UNet)", o.SampleSteps, res.SampleMS, res.SampleImagesPerS, res.SampleOutsideModel)
 	}
 	if o.Train {
 		fmt.Fprintf(stdout, ", train step %.1f ms (%.1f images/s)", res.TrainStepMSMedian, res.TrainImagesPerSec)
@@ -292,13 +296,15 @@ func benchSample[B any](ctx context.Context, m *unet.Net[B], x diffusion.Batch, 
 		return fmt.Errorf("bench: sampling warm-up: %w", err)
 	}
 	so.Steps = o.SampleSteps
+	tm := &timedModel{m: m}
 	start := time.Now()
-	if _, err := d.Sample(ctx, m, so); err != nil {
+	if _, err := d.Sample(ctx, tm, so); err != nil {
 		return fmt.Errorf("bench: sampling: %w", err)
 	}
 	el := time.Since(start)
 	res.SampleSteps = o.SampleSteps
 	res.SampleMS = float64(el) / float64(time.Millisecond)
+	res.SampleOutsideModel = 100 * float64(el-tm.in) / float64(el)
 	res.SampleImagesPerS = float64(x.N) / el.Seconds()
 	if g, ok := any(m.Engine().Ops()).(*cuda.GraphOps); ok {
 		res.Graphs = true
@@ -327,4 +333,18 @@ func benchProfile[B any](ctx context.Context, m *unet.Net[B], x diffusion.Batch,
 		fmt.Fprintf(w, "%-24s %4d nodes %9.2f ms %5.1f%%\n", p.Op, p.Count, float64(p.Time)/float64(time.Millisecond), 100*float64(p.Time)/float64(total))
 	}
 	return nil
+}
+
+// timedModel adds up the time its model's Predict calls take.
+type timedModel struct {
+	m  diffusion.Model
+	in time.Duration
+}
+
+// Predict calls the model and adds the call's time.
+func (t *timedModel) Predict(ctx context.Context, x diffusion.Batch, ts []float64, y []int) (diffusion.Batch, error) {
+	start := time.Now()
+	out, err := t.m.Predict(ctx, x, ts, y)
+	t.in += time.Since(start)
+	return out, err
 }
