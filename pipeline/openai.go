@@ -83,7 +83,10 @@ func openOpenAI(p *Pipeline, src *weights.Source, be *cuda.Backend) (*Pipeline, 
 		p.Config.OutChannels = 6
 	}
 	if cfg.ClassCond && cfg.Kind != adm.Classifier {
-		k := adm.NumClasses
+		k := adm.NumClasses // guided-diffusion's NUM_CLASSES, unless num_classes says otherwise
+		if cfg.NumClasses > 0 {
+			k = cfg.NumClasses
+		}
 		p.Config.NumClassEmbeds = &k
 	}
 	return p, nil
