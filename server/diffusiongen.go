@@ -146,6 +146,29 @@ func (g *DiffusionGenerator) Info() ModelInfo { return g.info }
 
 // Generate implements Generator.
 func (g *DiffusionGenerator) Generate(ctx context.Context, s Settings, items []Item, progress func(step, total int)) ([]image.Image, error) {
+	xs, err := g.Samples(ctx, s, items, progress)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]image.Image, len(items))
+	for i, x := range xs {
+		if x == nil {
+			continue
+		}
+		imgs, err := img.ToImages(*x)
+		if err != nil {
+			return nil, fmt.Errorf("generate image %d (seed %d): %w", i, items[i].Seed, err)
+		}
+		out[i] = imgs[0]
+	}
+	return out, nil
+}
+
+// Samples is Generate before the conversion to images: item i's final
+// sample (1, C, H, W) in [-1, 1] as the sampler returns it, nil for an
+// item whose Done closed. A later stage (ddpm serve --upsample) takes
+// them at full precision, as "ddpm sample" passes its samples on.
+func (g *DiffusionGenerator) Samples(ctx context.Context, s Settings, items []Item, progress func(step, total int)) ([]*diffusion.Batch, error) {
 	model := g.model
 	var known *Known
 	if len(items) > 0 {
@@ -195,7 +218,7 @@ func (g *DiffusionGenerator) Generate(ctx context.Context, s Settings, items []I
 			}
 		}
 	}
-	out := make([]image.Image, len(items))
+	out := make([]*diffusion.Batch, len(items))
 	errs := make([]error, len(items))
 	var wg sync.WaitGroup
 	for i, it := range items {
@@ -242,12 +265,7 @@ func (g *DiffusionGenerator) Generate(ctx context.Context, s Settings, items []I
 				errs[i] = err
 				return
 			}
-			imgs, err := img.ToImages(x)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			out[i] = imgs[0]
+			out[i] = &x
 		}()
 	}
 	wg.Wait()

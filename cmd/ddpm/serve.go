@@ -28,6 +28,10 @@ type serveOptions struct {
 	server     server.Options
 	logJSON    bool
 
+	// up is --upsample and its flags: the cascade's second stage, which
+	// every image goes through (serve_upsample.go).
+	up upsampleFlags
+
 	// Serving on many machines: with --redis the queue and jobs live in
 	// Redis and --role says what this replica does.
 	cluster server.ClusterOptions
@@ -41,12 +45,13 @@ type serveOptions struct {
 	testFakeImageDelay time.Duration
 }
 
-const serveSynopsis = "serve [--model PATH] [--addr :8080] [--max-batch N] [--queue N] [--timeout D] [--api-key K] [--device auto|cpu|cuda] [--trusted-proxy CIDR]... [--cors-origin URL]... [--redis URL --role all|api|worker]"
+const serveSynopsis = "serve [--model PATH [--upsample PATH]] [--addr :8080] [--max-batch N] [--queue N] [--timeout D] [--api-key K] [--device auto|cpu|cuda] [--trusted-proxy CIDR]... [--cors-origin URL]... [--redis URL --role all|api|worker]"
 
 const serveExamples = `  ddpm serve                                   # the embedded default model on :8080
   ddpm serve --model ./ddpm-cifar10 --addr 127.0.0.1:9000 --max-batch 16
   DDPM_API_KEY=secret ddpm serve --queue 128 --timeout 2m
   ddpm serve --trusted-proxy 10.0.0.0/8 --cors-origin https://app.example.com
+  ddpm serve --model base.pt --upsample upsample.pt   # GLIDE 64 -> 256: every image upsampled
 
   # one api and two workers sharing a Redis queue
   ddpm serve --redis redis://127.0.0.1:6379/0 --role api --addr :8080
@@ -103,6 +108,7 @@ func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	fs := newFlagSet("serve", serveSynopsis, serveExamples, stderr)
 	fs.StringVar(&o.model, "model", "", "model `path`: a diffusers folder or checkpoint, or GLIDE's text-to-image base.pt\n(requests' prompt is its text) (default: the embedded model)")
 	fs.StringVar(&o.classifier, "classifier", "", "noisy classifier `path` (guided-diffusion .pt or ddpm train-classifier checkpoint) that\nguides requests with classifier_scale towards their class (class-conditional models)")
+	o.up.registerServe(fs)
 	fs.StringVar(&o.addr, "addr", ":8080", "listen `address`")
 	fs.StringVar(&o.device, "device", "auto", "device: auto (CUDA when present, else CPU), cpu or cuda")
 	fs.StringVar(&o.prec, "precision", "", precisionHelp)
@@ -170,6 +176,9 @@ func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	}
 	if o.testFake && o.model != "" {
 		return o, usageError{"serve: --test-fake-model and --model exclude each other"}
+	}
+	if err := o.up.checkServe(o); err != nil {
+		return o, err
 	}
 	if o.cluster.RedisURL == "" {
 		o.cluster.RedisURL = os.Getenv("DDPM_REDIS_URL")

@@ -81,6 +81,15 @@ func loadServeModel(ctx context.Context, o serveOptions, log *slog.Logger) (serv
 	}
 	log.Info("model loaded", "model", info.Name, "path", p.Source.Path, "format", p.Source.Format.String(),
 		"params", p.Source.NumParams(), "size", info.ImageSize, "classes", info.NumClasses, "text", text, "T", p.Diffusion.T(), "device", p.Device)
+	if o.up.model != "" { // every image goes through the upsampler
+		ug, closeUp, err := wrapServeUpsample(ctx, o, gen, gen.Info(), log)
+		if err != nil {
+			release()
+			return nil, nil, err
+		}
+		base := release
+		return ug, func() { closeUp(); base() }, nil
+	}
 	return gen, release, nil
 }
 
@@ -128,7 +137,11 @@ func serveModelInfo(ctx context.Context, o serveOptions, log *slog.Logger) (serv
 		}
 		info.Classifier = modelName(o.classifier)
 	}
-	return server.DiffusionInfo(d, info)
+	info, err = server.DiffusionInfo(d, info)
+	if err != nil || o.up.model == "" {
+		return info, err
+	}
+	return serveUpsampleInfo(ctx, o, info, log)
 }
 
 // modelName is the model id /v1/models shows for a path: the file or
