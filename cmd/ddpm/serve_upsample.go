@@ -31,8 +31,9 @@ func (u *upsampleFlags) registerServe(fs *flag.FlagSet) {
 	u.steps = pipeline.UpsampleSteps
 	fs.StringVar(&u.model, "upsample", "", "upsample every image with this super-resolution model `path` before answering:\n"+
 		"glide-text2im's upsample.pt (64 -> 256, the request's prompt, no guidance) after base.pt, or\n"+
-		"guided-diffusion's 64_256_upsampler.pt (the request's class_label); /v1/models then reports\n"+
-		"the upsampler's size and inpainting requests are refused")
+		"guided-diffusion's 64_256_upsampler.pt after a class-conditional 64x64 diffusers model (the\n"+
+		"request's class_label); /v1/models then reports the upsampler's size, and inpainting requests\n"+
+		"are refused")
 	fs.Func("upsample-steps", fmt.Sprintf("ancestral steps of the --upsample stage (default %d: glide-text2im's fast27 timesteps;\nother counts evenly spaced)", pipeline.UpsampleSteps), func(s string) error {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
