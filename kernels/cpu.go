@@ -143,10 +143,22 @@ type CPUOptions struct {
 // instructions (AVX512_BF16 or AMX-BF16) for CPUOptions.BF16, and if not,
 // why.
 func BF16Supported() error {
-	if cpu.X86.HasAVX512BF16 || cpu.X86.HasAMXBF16 {
-		return nil
+	if !cpu.X86.HasAVX512BF16 && !cpu.X86.HasAMXBF16 {
+		return fmt.Errorf("this CPU has neither AVX512_BF16 nor AMX-BF16 (see the flags in /proc/cpuinfo): bf16 would be emulated, slower than fp32")
 	}
-	return fmt.Errorf("this CPU has neither AVX512_BF16 nor AMX-BF16 (see the flags in /proc/cpuinfo): bf16 would be emulated, slower than fp32")
+	api, err := loadDNNLAPI()
+	if err != nil {
+		return fmt.Errorf("bf16 convolutions need oneDNN: %w", err)
+	}
+	d := ConvDims{N: 1, C: 16, H: 8, W: 8, K: 16, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1}
+	c, err := newDNNLConv(api, d, d.K, convMode{inference: true, bf16: true})
+	if err != nil {
+		return fmt.Errorf("oneDNN offers no bf16 convolution on this CPU (is DNNL_MAX_CPU_ISA set below AVX512_CORE_BF16?): %w", err)
+	}
+	if !strings.Contains(c.impl, "bf16") {
+		return fmt.Errorf("oneDNN offers no native bf16 convolution on this CPU (it picked %q; is DNNL_MAX_CPU_ISA set below AVX512_CORE_BF16?)", c.impl)
+	}
+	return nil
 }
 
 // CPU implements Ops[[]float32] on the host. Buffers are plain Go slices;
