@@ -47,7 +47,12 @@
 //
 // For sampling and serving, CPUOptions{ConstWeights: true} keeps oneDNN's
 // reordered copy of every conv weight buffer instead of redoing it per
-// call (up to 2x on one-image convs at 8x8 and 4x4); never when training.
+// call (up to 2x on one-image convs at 8x8 and 4x4), one copy shared by
+// the threads, and runs 3x3 convolutions on oneDNN's Winograd kernels
+// where they measured faster (winogradFaster; about 1.5x on the DDPM
+// CIFAR-10 UNet's convolutions); never when training. CPUOptions{BF16:
+// true} (with ConstWeights, on CPUs with AVX512_BF16 or AMX) runs the
+// forward convolutions in bf16 with fp32 accumulation.
 //
 // A CPU is safe for concurrent use. Scratch memory (im2col columns,
 // attention scores, partial gradients) comes from a pool inside the CPU
