@@ -25,9 +25,11 @@ type Options struct {
 	// present, else the CPU), "cpu", "cuda" or "cuda:N"; empty means auto.
 	Device string
 	// CPU configures the CPU backend (Open sets ConstWeights: the weights
-	// never change while sampling).
+	// never change while sampling). BF16 runs its convolutions in bf16.
 	CPU kernels.CPUOptions
-	// GPU configures the GPU backend (Precision: the --precision flag).
+	// GPU configures the GPU backend. Its Precision is the --precision
+	// flag for either device: on the CPU, "bf16" sets CPU.BF16 and "fp16"
+	// is an error (cuda.CPUPrecision).
 	GPU cuda.Options
 	// NoGraphs turns off CUDA graphs on the GPU. By default the model runs
 	// through cuda.GraphOps, which replays each repeated forward pass (one
