@@ -43,3 +43,20 @@ func ExampleNewCPU() {
 	// db = [1.0000 0.5201]
 	// true
 }
+
+// An inference backend that runs its convolutions in bf16 where the CPU
+// has bf16 dot products, and in fp32 (with Winograd kernels where faster)
+// elsewhere.
+func ExampleBF16Supported() {
+	opts := kernels.CPUOptions{ConstWeights: true} // sampling: the weights never change
+	if err := kernels.BF16Supported(); err == nil {
+		opts.BF16 = true
+	} else {
+		fmt.Println("fp32:", err)
+	}
+	cpu, err := kernels.NewCPU(opts)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(cpu.Name())
+}
