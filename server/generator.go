@@ -36,6 +36,12 @@ type ModelInfo struct {
 	// text of each of its images, guidance_scale is classifier-free
 	// guidance against the empty prompt, and NumClasses is 0.
 	Text bool
+	// NoNullClass marks a class-conditional model without a null class
+	// (guided-diffusion's ImageNet models, a diffusers UNet without
+	// ddpm_null_class): it has no unconditional output, so requests for
+	// classifier-free guidance (guidance_scale other than 0 and 1) are
+	// refused; classifier_scale (Classifier) still guides it.
+	NoNullClass bool
 	// Inpaint marks a generator that takes a request's init_image and
 	// mask (Item.Known): every DiffusionGenerator does.
 	Inpaint bool
@@ -60,6 +66,8 @@ func (m ModelInfo) Check() error {
 		return fmt.Errorf("server: model info: DefaultSteps %d outside [1, TrainSteps=%d]", m.DefaultSteps, m.TrainSteps)
 	case m.Text && (m.NumClasses != 0 || m.Classifier != ""):
 		return fmt.Errorf("server: model info: a text model has no classes (NumClasses %d) and no classifier (%q)", m.NumClasses, m.Classifier)
+	case m.NoNullClass && m.DefaultGuidance != 0 && m.DefaultGuidance != 1:
+		return fmt.Errorf("server: model info: DefaultGuidance %g on a model without a null class (NoNullClass)", m.DefaultGuidance)
 	}
 	if _, err := parseSampler(m.DefaultSampler); err != nil {
 		return fmt.Errorf("server: model info: DefaultSampler: %w", err)

@@ -287,6 +287,9 @@ func validate(req ImageRequest, info ModelInfo, sampler diffusion.Sampler, lim l
 		if info.NumClasses == 0 && !info.Text && w != 0 {
 			return g, invalid("guidance_scale", "guidance_scale needs a class-conditional or text model; %q is unconditional", info.Name)
 		}
+		if info.NoNullClass && w != 0 && w != 1 {
+			return g, invalid("guidance_scale", "guidance_scale = %g: %q has no null class (no unconditional output), so it takes no classifier-free guidance: leave guidance_scale 0, or guide with classifier_scale on a server started with --classifier", w, info.Name)
+		}
 		if !(w >= 0 && w <= lim.maxGuidance) {
 			return g, invalid("guidance_scale", "guidance_scale = %g: allowed range is 0 to %g", w, lim.maxGuidance)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/ddpm-go/ddpm/adm"
 	"github.com/ddpm-go/ddpm/cuda"
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/imagenet"
 	"github.com/ddpm-go/ddpm/pipeline"
 	"github.com/ddpm-go/ddpm/server"
 	"github.com/ddpm-go/ddpm/weights"
@@ -167,20 +168,36 @@ type unetConfigKeys struct {
 
 // serveInfo describes src for the server: square image size, channels and
 // classes from the UNet config, class names from the model file. Of
-// guided-diffusion's networks it serves GLIDE's text-to-image models
-// (Text; glide-text2im's base.pt, and base_inpaint.pt, whose requests'
-// init_image and mask are its known image), not its upsamplers or
-// classifiers.
+// guided-diffusion's networks it serves the diffusion models (UNetModel:
+// 64x64_diffusion.pt and the other class-conditional ImageNet models,
+// whose 1000 classes are named by package imagenet; the unconditional
+// 256x256_diffusion_uncond.pt and the LSUN models) and GLIDE's
+// text-to-image models (Text; glide-text2im's base.pt, and
+// base_inpaint.pt, whose requests' init_image and mask are its known
+// image); not their upsamplers (ddpm serve --upsample) or classifiers
+// (--classifier).
 func serveInfo(src *weights.Source, name string) (server.ModelInfo, error) {
 	if adm.IsConfig(src.UNetConfig) {
 		cfg, err := adm.ParseArgs(src.UNetConfig)
 		if err != nil {
 			return server.ModelInfo{}, fmt.Errorf("model %s: %w", src.Path, err)
 		}
-		if cfg.Kind != adm.Text2Im && cfg.Kind != adm.InpaintText2Im {
-			return server.ModelInfo{}, fmt.Errorf("model %s is guided-diffusion's %s: of guided-diffusion's networks, ddpm serve takes GLIDE's text-to-image models (glide-text2im's base.pt); sample the others with ddpm sample", src.Path, cfg.Kind)
+		switch cfg.Kind {
+		case adm.Text2Im, adm.InpaintText2Im:
+			return server.ModelInfo{Name: name, ImageSize: cfg.ImageSize, Channels: 3, Text: true}, nil
+		case adm.UNet:
+			return admServeInfo(src, cfg, name), nil
 		}
-		return server.ModelInfo{Name: name, ImageSize: cfg.ImageSize, Channels: 3, Text: true}, nil
+		hint := "sample it with ddpm sample"
+		switch {
+		case cfg.Kind == adm.Classifier:
+			hint = "give it to a class-conditional model with --classifier"
+		case cfg.Kind == adm.SuperRes || cfg.Kind.IsText():
+			hint = "put it after its base model with --upsample"
+		}
+		return server.ModelInfo{}, fmt.Errorf("model %s is guided-diffusion's %s: ddpm serve --model takes guided-diffusion's diffusion models "+
+			"(UNetModel: 64x64_diffusion.pt, 256x256_diffusion_uncond.pt, the LSUN models) and GLIDE's text-to-image models "+
+			"(glide-text2im's base.pt, base_inpaint.pt); %s", src.Path, cfg.Kind, hint)
 	}
 	var k unetConfigKeys
 	if err := json.Unmarshal(src.UNetConfig, &k); err != nil {
@@ -199,10 +216,41 @@ func serveInfo(src *weights.Source, name string) (server.ModelInfo, error) {
 		info.NumClasses = *k.NumClassEmbeds
 		if k.NullClass != nil {
 			info.NumClasses-- // the null class of classifier-free guidance is no class
+		} else {
+			info.NoNullClass = true // no unconditional output to guide against
 		}
 	}
 	if info.ClassNames != nil && len(info.ClassNames) != info.NumClasses {
 		info.ClassNames = nil // names that do not match the embedding are not trusted
 	}
 	return info, nil
+}
+
+// admServeInfo describes guided-diffusion's UNetModel: RGB images (or
+// ddpm's in_channels), and when class_cond its classes, as pipeline.Open
+// counts them (num_classes, else ImageNet's 1000), named by the model
+// file's names when it has one per class, else by package imagenet's
+// first lemmas for 1000 classes ("golden retriever" is 207), else by
+// index. The released models were trained without a null class:
+// NoNullClass refuses classifier-free guidance, and classifier guidance
+// (--classifier) is what steers them.
+func admServeInfo(src *weights.Source, cfg adm.Config, name string) server.ModelInfo {
+	info := server.ModelInfo{Name: name, ImageSize: cfg.ImageSize, Channels: 3}
+	if cfg.InChannels > 0 {
+		info.Channels = cfg.InChannels
+	}
+	if !cfg.ClassCond {
+		return info
+	}
+	info.NumClasses, info.NoNullClass = adm.NumClasses, true
+	if cfg.NumClasses > 0 {
+		info.NumClasses = cfg.NumClasses
+	}
+	switch {
+	case len(src.ClassNames) == info.NumClasses:
+		info.ClassNames = src.ClassNames
+	case info.NumClasses == imagenet.NumClasses:
+		info.ClassNames = imagenet.Names()
+	}
+	return info
 }
