@@ -42,6 +42,9 @@ type ModelMeta struct {
 	Classifier      string   `json:"classifier,omitempty"` // the noisy classifier of classifier_scale
 	Text            bool     `json:"text"`                 // a text-to-image model: the prompt is its text
 	Inpaint         bool     `json:"inpaint"`              // requests may inpaint: init_image and mask
+	// NoNullClass: a class-conditional model without the null class of
+	// classifier-free guidance (guidance_scale must be 0 or 1).
+	NoNullClass bool `json:"no_null_class,omitempty"`
 }
 
 func (s *Server) modelObject() ModelObject {
@@ -50,7 +53,7 @@ func (s *Server) modelObject() ModelObject {
 		DDPM: ModelMeta{ImageSize: i.ImageSize, Channels: i.Channels, NumClasses: i.NumClasses, ClassNames: i.ClassNames,
 			TrainSteps: i.TrainSteps, MaxSteps: min(s.opts.MaxSteps, i.TrainSteps), MaxN: s.opts.MaxN, MaxBatch: s.opts.MaxBatch,
 			MaxGuidance: s.opts.MaxGuidance, DefaultSteps: i.DefaultSteps, DefaultSampler: s.defaultSampler.String(),
-			DefaultGuidance: i.DefaultGuidance, Device: i.Device, Classifier: i.Classifier, Text: i.Text, Inpaint: i.Inpaint}}
+			DefaultGuidance: i.DefaultGuidance, Device: i.Device, Classifier: i.Classifier, Text: i.Text, Inpaint: i.Inpaint, NoNullClass: i.NoNullClass}}
 }
 
 func (s *Server) models(c echo.Context) (any, error) {

@@ -96,9 +96,9 @@ func TestServeADMClassCond(t *testing.T) {
 	defer s.Close()
 	meta := serveModelsMeta(t, s.Handler())
 	names, _ := meta["class_names"].([]any)
-	if meta["image_size"] != 16.0 || meta["channels"] != 3.0 || meta["num_classes"] != 1000.0 || len(names) != 1000 || names[207] != "golden retriever" {
-		t.Errorf("/v1/models: image_size %v, channels %v, num_classes %v, %d class names; want 16, 3, 1000 and ImageNet's names",
-			meta["image_size"], meta["channels"], meta["num_classes"], len(names))
+	if meta["image_size"] != 16.0 || meta["channels"] != 3.0 || meta["num_classes"] != 1000.0 || len(names) != 1000 || names[207] != "golden retriever" || meta["no_null_class"] != true {
+		t.Errorf("/v1/models: image_size %v, channels %v, num_classes %v, %d class names, no_null_class %v; want 16, 3, 1000, ImageNet's names, true",
+			meta["image_size"], meta["channels"], meta["num_classes"], len(names), meta["no_null_class"])
 	}
 	code, msg := postServe(t, s.Handler(), map[string]any{"steps": 2, "class_label": 207, "guidance_scale": 3})
 	if code != 422 || !strings.Contains(msg, "guidance_scale") || !strings.Contains(msg, "no null class") {
