@@ -28,10 +28,7 @@ func mpiSetup(t *testing.T) (bin, cfg string) {
 		t.Skip("mpirun not installed (Debian's openmpi-bin; CI installs it)")
 	}
 	dir := t.TempDir()
-	bin = filepath.Join(dir, "ddpm")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin = buildDDPM(t)
 	cfg = filepath.Join(dir, "tiny.json")
 	os.WriteFile(cfg, []byte(`{"sample_size": 16, "in_channels": 1, "out_channels": 1, "block_out_channels": [8, 8],
 		"layers_per_block": 1, "norm_num_groups": 4, "attention_head_dim": null, "dropout": 0.1,

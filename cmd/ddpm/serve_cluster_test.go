@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -241,15 +240,6 @@ func killBusy(t *testing.T, rdb *redis.Client, w *replica, ids []string, minHeld
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-func buildDDPM(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "ddpm")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // TestServeCluster runs redis-server, one api and two worker processes of

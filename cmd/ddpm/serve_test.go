@@ -140,10 +140,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary; skipped with -short")
 	}
-	bin := filepath.Join(t.TempDir(), "ddpm")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildDDPM(t)
 	t.Run("real model", func(t *testing.T) {
 		// A tiny random class-conditional UNet (8x8, classes "a" and "b").
 		serveE2E(t, bin, curl, 8, "b", 1, "--model", tinyModelFile(t), "--device", "cpu")
