@@ -24,10 +24,11 @@ func mnist(t *testing.T, split data.Split, size int) data.Dataset {
 	return ds
 }
 
-// TestTrainAndSave trains from scratch and checks test-set accuracy >=
-// 98% and an exact save/load round trip. It trains one epoch (about 20 s
-// on 2 cores); with MNISTCLF_WRITE=1 it trains the committed recipe (5
-// epochs, about 2 minutes) and overwrites clf.bin:
+// TestTrainAndSave trains from scratch and checks test-set accuracy and
+// an exact save/load round trip. It trains one epoch over the first
+// 30,000 training digits (about 10 s on 2 cores; 97.2%, bound 96.5%); with
+// MNISTCLF_WRITE=1 it trains the committed recipe (5 epochs over all
+// 60,000, about 2 minutes; >= 98%) and overwrites clf.bin:
 //
 //	MNISTCLF_WRITE=1 go test -run TestTrainAndSave -v ./quality/mnistclf
 func TestTrainAndSave(t *testing.T) {
@@ -41,6 +42,10 @@ func TestTrainAndSave(t *testing.T) {
 	}
 	train := mnist(t, data.Train, 32)
 	test := mnist(t, data.Test, 32)
+	minAcc := 0.98
+	if !write {
+		train, minAcc = data.Head(train, 30000), 0.965
+	}
 	start := time.Now()
 	opts.Progress = func(step, steps int, loss float64) {
 		if step%500 == 0 {
@@ -57,8 +62,8 @@ func TestTrainAndSave(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("test accuracy %.4f", acc)
-	if acc < 0.98 {
-		t.Fatalf("test accuracy %.4f < 0.98", acc)
+	if acc < minAcc {
+		t.Fatalf("test accuracy %.4f < %.3f", acc, minAcc)
 	}
 	path := filepath.Join(t.TempDir(), "clf.bin")
 	if write {
