@@ -212,7 +212,7 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 	case ConvAuto:
 		if g.Name() == "dnnl" {
 			if api, err := loadDNNLAPI(); err == nil {
-				c.dconv = &dnnlConvs{api: api, mode: mode, threads: th, m: map[dnnlKey]*dnnlConv{}}
+				c.dconv = &dnnlConvs{api: api, mode: mode, m: map[dnnlKey]*dnnlConv{}}
 			}
 		}
 	case ConvDNNL:
@@ -220,7 +220,7 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kernels: CPUOptions.Conv = %s: %w", opts.Conv, err)
 		}
-		c.dconv = &dnnlConvs{api: api, mode: mode, threads: th, m: map[dnnlKey]*dnnlConv{}}
+		c.dconv = &dnnlConvs{api: api, mode: mode, m: map[dnnlKey]*dnnlConv{}}
 	case ConvIm2col:
 	default:
 		return nil, fmt.Errorf("kernels: CPUOptions.Conv = %v: allowed are auto, dnnl, im2col", opts.Conv)

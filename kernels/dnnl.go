@@ -234,7 +234,6 @@ type dnnlConv struct {
 
 	mode    convMode
 	wcaches *[2]*weightCache // [bias]: shared by the workers' dnnlConv of one shape
-	threads int              // the CPU's threads: OpenMP threads of a weight cache reorder, while the other workers wait for it
 	fwdPD   [2]uintptr       // [bias]
 	hintPD  [2]uintptr       // [bias]: fp32 direct training forward, the backward passes' hint, when fwdPD is not one
 	fwd     [2]*dnnlStep
@@ -610,7 +609,7 @@ func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool) error
 	var wmem uintptr
 	if constW {
 		var err error
-		if wmem, err = c.cachedWeights(c.fwd[bi], w, c.threads); err != nil {
+		if wmem, err = c.cachedWeights(c.fwd[bi], w, threads); err != nil {
 			return err
 		}
 	}
@@ -742,7 +741,6 @@ func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32, threads int) error {
 type dnnlConvs struct {
 	api     *dnnlAPI
 	mode    convMode
-	threads int // the CPU's
 	mu      sync.Mutex
 	m       map[dnnlKey]*dnnlConv // nil value: oneDNN rejected the shape
 	wcaches map[dnnlKey]*[2]*weightCache
@@ -775,7 +773,6 @@ func (p *dnnlConvs) get(d ConvDims, worker, yStrideK int) *dnnlConv {
 			p.wcaches[wk] = &[2]*weightCache{{m: map[weightKey]cachedWeight{}}, {m: map[weightKey]cachedWeight{}}}
 		}
 		c.wcaches = p.wcaches[wk]
-		c.threads = p.threads
 	}
 	p.m[k] = c
 	return c
