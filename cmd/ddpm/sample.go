@@ -96,7 +96,7 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 	fs.StringVar(&o.raw, "raw", "", "also write the final sample as a float32 (N, C, H, W) .npy file, before any clamping or\nquantising (then no PNG unless --out or --out-dir is given)")
 	fs.StringVar(&o.device, "device", "auto", "auto, cpu or cuda[:N]")
 	fs.StringVar(&o.precision, "precision", "", precisionHelp)
-	o.up.register(fs) // --upsample, --upsample-steps, --upsample-temp
+	o.up.register(fs, upsampleHelp) // --upsample, --upsample-steps, --upsample-temp
 	if err := parseFlags(fs, args); err != nil {
 		return o, err
 	}

@@ -26,13 +26,17 @@ type upsampleFlags struct {
 	temp     float64 // --upsample-temp (0: the upsampler's default)
 }
 
-// register adds the flags to fs.
-func (u *upsampleFlags) register(fs *flag.FlagSet) {
+// upsampleHelp is "ddpm sample"'s help of --upsample.
+const upsampleHelp = "upsample the samples with this super-resolution model, as the second stage of a cascade:\n" +
+	"glide-text2im's upsample.pt (64 -> 256, the same --prompt, no guidance) after base.pt, or\n" +
+	"guided-diffusion's 64_256_upsampler.pt (the same --class) after 64x64_diffusion.pt; the\n" +
+	"upsampled images are the output (PNGs and --raw)"
+
+// register adds --upsample (with the command's help text) and the second
+// stage's --upsample-steps and --upsample-temp to fs.
+func (u *upsampleFlags) register(fs *flag.FlagSet, help string) {
 	u.steps = pipeline.UpsampleSteps
-	fs.StringVar(&u.model, "upsample", "", "upsample the samples with this super-resolution model, as the second stage of a cascade:\n"+
-		"glide-text2im's upsample.pt (64 -> 256, the same --prompt, no guidance) after base.pt, or\n"+
-		"guided-diffusion's 64_256_upsampler.pt (the same --class) after 64x64_diffusion.pt; the\n"+
-		"upsampled images are the output (PNGs and --raw)")
+	fs.StringVar(&u.model, "upsample", "", help)
 	fs.Func("upsample-steps", fmt.Sprintf("ancestral steps of the --upsample stage (default %d: glide-text2im's fast27 timesteps;\nother counts evenly spaced)", pipeline.UpsampleSteps), func(s string) error {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -42,6 +46,19 @@ func (u *upsampleFlags) register(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.Float64Var(&u.temp, "upsample-temp", 0, fmt.Sprintf("scale of the --upsample stage's starting noise (glide-text2im's upsample_temp;\n0: %g for GLIDE, 1 for guided-diffusion)", pipeline.GlideUpsampleTemp))
+}
+
+// check reports the flag errors both commands share (cmd names the
+// command in the message): the second stage's flags without --upsample,
+// and a bad --upsample-temp.
+func (u *upsampleFlags) check(cmd string) error {
+	switch {
+	case u.model == "" && (u.stepsSet || u.temp != 0):
+		return usageError{cmd + ": --upsample-steps and --upsample-temp need --upsample"}
+	case u.model != "" && (!(u.temp >= 0) || math.IsInf(u.temp, 0)):
+		return usageError{fmt.Sprintf("%s: --upsample-temp %v: must be a finite number >= 0", cmd, u.temp)}
+	}
+	return nil
 }
 
 // upsampleStage is an opened --upsample model and its options.
@@ -58,14 +75,8 @@ type upsampleStage struct {
 // class-conditional one. Close the result.
 func prepareUpsample(ctx context.Context, o sampleOptions, m *pipeline.Pipeline, so diffusion.Options, stderr io.Writer) (*upsampleStage, error) {
 	u := o.up
-	if u.model == "" {
-		if u.stepsSet || u.temp != 0 {
-			return nil, usageError{"sample: --upsample-steps and --upsample-temp need --upsample"}
-		}
-		return nil, nil
-	}
-	if !(u.temp >= 0) || math.IsInf(u.temp, 0) {
-		return nil, usageError{fmt.Sprintf("sample: --upsample-temp %v: must be a finite number >= 0", u.temp)}
+	if err := u.check("sample"); err != nil || u.model == "" {
+		return nil, err
 	}
 	if c := m.Config.InChannels; c != 3 {
 		return nil, usageError{fmt.Sprintf("sample: --upsample: the base model makes %d-channel images; the upsamplers take RGB", c)}

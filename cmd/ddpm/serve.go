@@ -108,7 +108,7 @@ func parseServe(args []string, stderr io.Writer) (serveOptions, error) {
 	fs := newFlagSet("serve", serveSynopsis, serveExamples, stderr)
 	fs.StringVar(&o.model, "model", "", "model `path`: a diffusers folder or checkpoint, guided-diffusion's UNet (64x64_diffusion.pt,\n256x256_diffusion_uncond.pt, the LSUN models), or GLIDE's base.pt / base_inpaint.pt\n(requests' prompt is its text) (default: the embedded model)")
 	fs.StringVar(&o.classifier, "classifier", "", "noisy classifier `path` (guided-diffusion .pt or ddpm train-classifier checkpoint) that\nguides requests with classifier_scale towards their class (class-conditional models)")
-	o.up.registerServe(fs)
+	o.up.register(fs, serveUpsampleHelp)
 	fs.StringVar(&o.addr, "addr", ":8080", "listen `address`")
 	fs.StringVar(&o.device, "device", "auto", "device: auto (CUDA when present, else CPU), cpu or cuda")
 	fs.StringVar(&o.prec, "precision", "", precisionHelp)

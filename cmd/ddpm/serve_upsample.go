@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"image"
 	"log/slog"
-	"math"
-	"strconv"
 
 	"github.com/ddpm-go/ddpm/adm"
 	"github.com/ddpm-go/ddpm/cuda"
@@ -26,37 +23,21 @@ import (
 // Inpainting requests are refused: the base stage would need init_image
 // fitted to its own size, which the server does not keep.
 
-// registerServe adds the flags of the second stage to ddpm serve's fs.
-func (u *upsampleFlags) registerServe(fs *flag.FlagSet) {
-	u.steps = pipeline.UpsampleSteps
-	fs.StringVar(&u.model, "upsample", "", "upsample every image with this super-resolution model `path` before answering:\n"+
-		"glide-text2im's upsample.pt (64 -> 256, the request's prompt, no guidance) after base.pt, or\n"+
-		"guided-diffusion's 64_256_upsampler.pt after a class-conditional 64x64 diffusers model (the\n"+
-		"request's class_label); /v1/models then reports the upsampler's size, and inpainting requests\n"+
-		"are refused")
-	fs.Func("upsample-steps", fmt.Sprintf("ancestral steps of the --upsample stage (default %d: glide-text2im's fast27 timesteps;\nother counts evenly spaced)", pipeline.UpsampleSteps), func(s string) error {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			return fmt.Errorf("%q: want an integer >= 1", s)
-		}
-		u.steps, u.stepsSet = n, true
-		return nil
-	})
-	fs.Float64Var(&u.temp, "upsample-temp", 0, fmt.Sprintf("scale of the --upsample stage's starting noise (glide-text2im's upsample_temp;\n0: %g for GLIDE, 1 for guided-diffusion)", pipeline.GlideUpsampleTemp))
-}
+// serveUpsampleHelp is "ddpm serve"'s help of --upsample.
+const serveUpsampleHelp = "upsample every image with this super-resolution model `path` before answering:\n" +
+	"glide-text2im's upsample.pt (64 -> 256, the request's prompt, no guidance) after base.pt, or\n" +
+	"guided-diffusion's 64_256_upsampler.pt after a class-conditional 64x64 diffusers model (the\n" +
+	"request's class_label); /v1/models then reports the upsampler's size, and inpainting requests\n" +
+	"are refused"
 
 // checkServe reports flag errors of the second stage, before any model
 // is read.
 func (u *upsampleFlags) checkServe(o serveOptions) error {
-	switch {
-	case u.model == "" && (u.stepsSet || u.temp != 0):
-		return usageError{"serve: --upsample-steps and --upsample-temp need --upsample"}
-	case u.model == "":
-		return nil
-	case o.testFake:
+	if err := u.check("serve"); err != nil {
+		return err
+	}
+	if u.model != "" && o.testFake {
 		return usageError{"serve: --upsample and --test-fake-model exclude each other"}
-	case !(u.temp >= 0) || math.IsInf(u.temp, 0):
-		return usageError{fmt.Sprintf("serve: --upsample-temp %v: must be a finite number >= 0", u.temp)}
 	}
 	return nil
 }
