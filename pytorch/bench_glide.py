@@ -55,6 +55,9 @@ _libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
 import numpy as np  # noqa: E402
 import torch as th  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from adm_step_server import GoSide  # noqa: E402
+
 PROMPT = "an oil painting of a corgi"
 
 
@@ -66,30 +69,6 @@ def torch_step(model, inp, nt):
         t0 = time.perf_counter()
         model(x, t, tokens=tokens, mask=mask)
         return (time.perf_counter() - t0) * 1000
-
-
-class GoSide:
-    """adm's TestStepServer in its own process (GOMAXPROCS threads)."""
-
-    def __init__(self, binary, tmp, nt):
-        env = dict(os.environ, DDPM_ADM_BENCH=tmp, GOMAXPROCS=str(nt))
-        self.p = subprocess.Popen([binary, "-test.run", "^TestStepServer$", "-test.timeout", "0"], env=env,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="adm")
-        line = self.p.stdout.readline()
-        if line.strip() != "ready":
-            raise SystemExit(f"go side (GOMAXPROCS={nt}) did not start: {line!r}")
-
-    def step(self, n):
-        self.p.stdin.write(f"{n}\n")
-        self.p.stdin.flush()
-        f = self.p.stdout.readline().split()
-        if len(f) != 4 or f[0] != "ms":
-            raise SystemExit(f"go side: {f!r}")
-        return float(f[1]), float(f[3])
-
-    def close(self):
-        self.p.stdin.close()
-        self.p.wait()
 
 
 def main():
