@@ -235,7 +235,7 @@ type dnnlConv struct {
 	mode    convMode
 	wcaches *[2]*weightCache // [bias]: shared by the workers' dnnlConv of one shape
 	fwdPD   [2]uintptr       // [bias]
-	hintPD  [2]uintptr       // [bias]: fp32 direct training forward, the backward passes' hint, when fwdPD is not one
+	hintPD  [2]uintptr       // [bias]: fp32 direct training forward, the backward passes' hint: fwdPD when the mode chose that, else made on first use
 	fwd     [2]*dnnlStep
 	bwdD    *dnnlStep
 	bwdW    [2]*dnnlStep
@@ -407,7 +407,19 @@ func (c *dnnlConv) fwdDesc(bias bool) (uintptr, error) {
 			return pd, nil
 		}
 	}
-	return c.fwdDescWith(bias, dnnlConvDirect, dnnlForwardTraining, dnnlF32)
+	pd, err := c.fwdDescWith(bias, dnnlConvDirect, dnnlForwardTraining, dnnlF32)
+	if err == nil {
+		c.hintPD[boolIndex(bias)] = pd
+	}
+	return pd, err
+}
+
+// boolIndex is 1 for true, 0 for false.
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // fwdDescWith creates a forward primitive descriptor with the given
@@ -444,12 +456,9 @@ func (c *dnnlConv) fwdDescWith(bias bool, alg, prop, dt int32) (uintptr, error) 
 }
 
 // hint returns the forward primitive descriptor the backward passes are
-// created from: fp32 direct training, which fwdPD is unless c's mode
-// chose otherwise (then one is made once).
+// created from: fp32 direct training (fwdPD when c's mode chose it, else
+// one made once).
 func (c *dnnlConv) hint(bias int) (uintptr, error) {
-	if !c.mode.inference && !c.mode.bf16 {
-		return c.fwdPD[bias], nil
-	}
 	if c.hintPD[bias] == 0 {
 		pd, err := c.fwdDescWith(bias == 1, dnnlConvDirect, dnnlForwardTraining, dnnlF32)
 		if err != nil {
