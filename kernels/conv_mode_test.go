@@ -15,6 +15,7 @@ import (
 var inferenceConvCases = []ConvDims{
 	{N: 4, C: 64, H: 16, W: 16, K: 64, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
 	{N: 4, C: 96, H: 16, W: 24, K: 80, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
+	{N: 4, C: 32, H: 16, W: 32, K: 48, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
 	{N: 1, C: 64, H: 8, W: 8, K: 64, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1},
 }
 
@@ -100,7 +101,7 @@ func TestConvWinograd(t *testing.T) {
 	if err != nil {
 		t.Skipf("oneDNN not available: %v", err)
 	}
-	want := 2
+	want := 3
 	if !winogradAvailable() {
 		want = 0
 	}

@@ -297,13 +297,16 @@ type convMode struct {
 
 // winogradFaster reports whether oneDNN's Winograd kernel measured faster
 // than its direct one for the chunk shape d, on this machine's AMD EPYC
-// (AVX-512; DDPM CIFAR-10 UNet, batch 4 and 16): 3x3 stride-1 convs with
-// at least 64 channels in and out and at least 512 output positions in the
-// chunk (1.5-2.5x at 16x16 and 32x32; 0.7-0.9x at 4x4 and 8x8 with batch
-// 4, and with 3 channels in or out).
+// (AVX-512): 3x3 stride-1 convs with at least 32 channels in and out and
+// at least 512 output positions in the chunk. Measured per layer with
+// DNNL_VERBOSE: 1.5-2.5x at 16x16 and 32x32 with 64-256 channels (DDPM
+// CIFAR-10 UNet, batch 4 and 16), 1.3-2.3x with 32 (the diffusers fixture
+// and the default MNIST model at batch 16: 32 to 32 channels 7.4 -> 5.1
+// ms, 96 to 32 5.6 -> 3.2 ms); 0.7-0.9x at 4x4 and 8x8 with batch 4, and
+// with 3 channels in or out.
 func winogradFaster(d ConvDims) bool {
 	return d.R == 3 && d.S == 3 && d.StrideH == 1 && d.StrideW == 1 &&
-		d.C >= 64 && d.K >= 64 && d.N*d.OutH()*d.OutW() >= 512
+		d.C >= 32 && d.K >= 32 && d.N*d.OutH()*d.OutW() >= 512
 }
 
 // newDNNLConv prepares the user memory descriptors and the forward
