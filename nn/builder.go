@@ -55,6 +55,7 @@ type Builder[B any] struct {
 	set    *paramSet
 	state  *State
 	train  bool
+	fused  bool
 	err    error
 	inputs map[string]*G.Node
 	params map[string]*G.Node
@@ -63,6 +64,11 @@ type Builder[B any] struct {
 
 // Train reports whether this is a training graph (dropout active).
 func (b *Builder[B]) Train() bool { return b.train }
+
+// Fused reports whether the graph only runs forward (no gradients are
+// taken through it), so the layer methods that have a fused op
+// (TokenLinear, LinearToMap, GroupNormBias) use it.
+func (b *Builder[B]) Fused() bool { return b.fused }
 
 // Err returns the first error of the build.
 func (b *Builder[B]) Err() error { return b.err }
@@ -161,10 +167,13 @@ func (b *Builder[B]) Linear(name string, x *G.Node, out int) *G.Node {
 		return nil
 	}
 	s := x.Shape()
-	in := s[len(s)-1]
-	w := b.Param(name+".weight", []int{out, in}, Uniform, in)
-	bias := b.Param(name+".bias", []int{out}, Uniform, in)
+	w, bias := b.linearParams(name, s[len(s)-1], out)
 	return b.op(newLinear[B](s, out), x, w, bias)
+}
+
+// linearParams declares Linear's name.weight (out, in) and name.bias (out).
+func (b *Builder[B]) linearParams(name string, in, out int) (w, bias *G.Node) {
+	return b.Param(name+".weight", []int{out, in}, Uniform, in), b.Param(name+".bias", []int{out}, Uniform, in)
 }
 
 // GroupNorm normalises x (N, C, H, W) over groups of channels with
@@ -173,14 +182,19 @@ func (b *Builder[B]) GroupNorm(name string, x *G.Node, groups int, eps float64, 
 	if b.err != nil {
 		return nil
 	}
+	gamma, beta := b.normParams(name, x, groups)
+	return b.op(newGroupNorm[B](x.Shape(), groups, float32(eps), silu), x, gamma, beta)
+}
+
+// normParams checks that x's channels split into groups and declares
+// GroupNorm's name.weight and name.bias (C); nil after a failure.
+func (b *Builder[B]) normParams(name string, x *G.Node, groups int) (gamma, beta *G.Node) {
 	s := x.Shape()
 	if groups < 1 || s[1]%groups != 0 {
 		b.Fail(fmt.Errorf("nn: %s: %d channels do not split into %d groups", name, s[1], groups))
-		return nil
+		return nil, nil
 	}
-	gamma := b.Param(name+".weight", []int{s[1]}, Ones, 0)
-	beta := b.Param(name+".bias", []int{s[1]}, Zeros, 0)
-	return b.op(newGroupNorm[B](s, groups, float32(eps), silu), x, gamma, beta)
+	return b.Param(name+".weight", []int{s[1]}, Ones, 0), b.Param(name+".bias", []int{s[1]}, Zeros, 0)
 }
 
 // SiLU is y = x sigmoid(x).

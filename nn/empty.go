@@ -14,7 +14,7 @@ import (
 func NewEmpty[B any](ops kernels.Ops[B], build BuildFunc[B], probe Key) (*Net[B], error) {
 	n := &Net[B]{ops: ops, build: build, progs: map[progKey]*program[B]{},
 		set: &paramSet{byName: map[string]int{}, open: true}}
-	b := n.builder(false)
+	b := n.builder(false, false)
 	if _, err := build(b, probe); err != nil {
 		return nil, err
 	}

@@ -72,7 +72,7 @@ func New[B any](ops kernels.Ops[B], build BuildFunc[B], probe Key, seed uint64) 
 	r := rand.New(rand.NewPCG(seed, 0x756e6574))
 	n := &Net[B]{ops: ops, build: build, progs: map[progKey]*program[B]{},
 		set: &paramSet{byName: map[string]int{}, open: true, draw: drawer(r.Float64, r.NormFloat64)}}
-	b := n.builder(false)
+	b := n.builder(false, false)
 	if _, err := build(b, probe); err != nil {
 		return nil, err
 	}
@@ -92,8 +92,10 @@ func New[B any](ops kernels.Ops[B], build BuildFunc[B], probe Key, seed uint64) 
 	return n, nil
 }
 
-func (n *Net[B]) builder(train bool) *Builder[B] {
-	return &Builder[B]{g: G.NewGraph(), set: n.set, state: &n.state, train: train,
+// builder starts a graph: a training graph when train, and one that may
+// use fused inference ops when fused (see Builder.Fused).
+func (n *Net[B]) builder(train, fused bool) *Builder[B] {
+	return &Builder[B]{g: G.NewGraph(), set: n.set, state: &n.state, train: train, fused: fused,
 		inputs: map[string]*G.Node{}, params: map[string]*G.Node{}}
 }
 
@@ -148,7 +150,7 @@ func (n *Net[B]) program(pk progKey) (*program[B], error) {
 		p.lastUse = n.uses
 		return p, nil
 	}
-	b := n.builder(pk.train)
+	b := n.builder(pk.train, !pk.train && pk.vjp == "")
 	out, err := n.build(b, pk.Key)
 	if err == nil {
 		err = b.Err()

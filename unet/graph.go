@@ -114,8 +114,7 @@ func (u *unetBuilder[B]) resnet(name string, x, semb *G.Node, cout int) *G.Node 
 	}
 	h := u.norm(name+".norm1", x, true)
 	h = b.Conv(name+".conv1", h, cout, 3, 1, 1)
-	h = b.AddChannelBias(h, b.Linear(name+".time_emb_proj", semb, cout))
-	h = u.norm(name+".norm2", h, true)
+	h = b.GroupNormBias(name+".norm2", h, b.Linear(name+".time_emb_proj", semb, cout), u.cfg.NormNumGroups, u.cfg.NormEps, true)
 	h = b.Dropout(h, u.cfg.Dropout)
 	h = b.Conv(name+".conv2", h, cout, 3, 1, 1)
 	sc := x
@@ -136,13 +135,10 @@ func (u *unetBuilder[B]) attention(name string, x *G.Node, ch int) *G.Node {
 	s := x.Shape()
 	n, c, hw := s[0], s[1], s[2]*s[3]
 	h := u.norm(name+".group_norm", x, false)
-	tok := b.Transpose(h, n, c, hw, n, hw, c)
-	q := b.Linear(name+".to_q", tok, c)
-	k := b.Linear(name+".to_k", tok, c)
-	v := b.Linear(name+".to_v", tok, c)
+	q := b.TokenLinear(name+".to_q", h, c)
+	k := b.TokenLinear(name+".to_k", h, c)
+	v := b.TokenLinear(name+".to_v", h, c)
 	heads, dim := u.cfg.heads(ch)
 	a := b.Attention(q, k, v, kernels.AttnDims{B: n, T: hw, Heads: heads, HeadDim: dim, Scale: float32(1 / math.Sqrt(float64(dim)))})
-	o := b.Linear(name+".to_out.0", a, c)
-	back := b.Transpose(o, n, hw, c, []int(s)...)
-	return b.Add(back, x)
+	return b.LinearToMap(name+".to_out.0", a, c, x)
 }
