@@ -12,7 +12,9 @@ func (c *CPU) checkAttn(op string, d AttnDims) bool {
 // (Vaswani et al. 2017), softmax over keys in float32. q, k, v, o are
 // (B, T, Heads*HeadDim); head h uses columns h*HeadDim..(h+1)*HeadDim-1.
 // Each (batch, head) pair is two GEMMs around a row softmax of its (T, T)
-// scores, the pairs split over the threads. o must not alias q, k or v.
+// scores, the pairs split over the threads; the softmax's division by the
+// row sums is applied to o's HeadDim columns instead of the T scores. o
+// must not alias q, k or v.
 func (c *CPU) Attention(o, q, k, v []float32, d AttnDims) {
 	const op = "Attention"
 	if !c.checkAttn(op, d) {
@@ -26,12 +28,23 @@ func (c *CPU) Attention(o, q, k, v []float32, d AttnDims) {
 	pairs := d.B * d.Heads
 	serial := pairs < c.threads
 	c.images(pairs, serial, func(_, lo, hi int) {
-		p := c.ws.get(d.T * d.T)
-		defer c.ws.put(p)
+		buf := c.ws.get(d.T*d.T + d.T)
+		defer c.ws.put(buf)
+		p, inv := buf[:d.T*d.T], buf[d.T*d.T:]
 		for i := lo; i < hi; i++ {
 			off := (i/d.Heads)*d.T*hd + (i%d.Heads)*d.HeadDim
-			c.scores(serial, p, q[off:], k[off:], d)
+			c.mm(serial, false, true, d.T, d.T, d.HeadDim, d.Scale, q[off:], hd, k[off:], hd, 0, p, d.T)
+			for t := 0; t < d.T; t++ {
+				r := p[t*d.T : (t+1)*d.T]
+				inv[t] = 1 / expSum(r, maxOf(r))
+			}
 			c.mm(serial, false, false, d.T, d.HeadDim, d.T, 1, p, d.T, v[off:], hd, 0, o[off:], hd)
+			for t := 0; t < d.T; t++ {
+				row := o[off+t*hd : off+t*hd+d.HeadDim]
+				for j := range row {
+					row[j] *= inv[t]
+				}
+			}
 		}
 	})
 }
@@ -48,16 +61,25 @@ func (c *CPU) scores(par bool, p, qh, kh []float32, d AttnDims) {
 
 // softmaxRow replaces r by exp(r - max r) / sum exp(r - max r).
 func softmaxRow(r []float32) {
-	m := r[0]
-	for _, v := range r[1:] {
-		if v > m {
-			m = v
-		}
-	}
-	inv := 1 / expSum(r, m)
+	inv := 1 / expSum(r, maxOf(r))
 	for j := range r {
 		r[j] *= inv
 	}
+}
+
+// maxOf returns the largest value of r (len(r) >= 1), with four running
+// maxima so the comparisons do not wait on each other.
+func maxOf(r []float32) float32 {
+	m0 := r[0]
+	m1, m2, m3 := m0, m0, m0
+	i := 0
+	for ; i+4 <= len(r); i += 4 {
+		m0, m1, m2, m3 = max(m0, r[i]), max(m1, r[i+1]), max(m2, r[i+2]), max(m3, r[i+3])
+	}
+	for ; i < len(r); i++ {
+		m0 = max(m0, r[i])
+	}
+	return max(max(m0, m1), max(m2, m3))
 }
 
 // AttentionBackward computes dq, dk, dv of Attention given do, recomputing

@@ -123,23 +123,31 @@ func BenchmarkGroupNormSiLU(b *testing.B) {
 func BenchmarkAttention(b *testing.B) {
 	c := benchCPU(b)
 	r := rand.New(rand.NewPCG(3, 3))
-	d := AttnDims{B: 4, T: 256, Heads: 1, HeadDim: 256, Scale: 1.0 / 16}
-	n := d.B * d.T * d.Heads * d.HeadDim
-	q, k, v, o, do := rnd(r, n), rnd(r, n), rnd(r, n), make([]float32, n), rnd(r, n)
-	dq, dk, dv := make([]float32, n), make([]float32, n), make([]float32, n)
-	flops := 4 * float64(d.B*d.Heads*d.T*d.T*d.HeadDim)
-	b.Run("fwd", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			c.Attention(o, q, k, v, d)
-		}
-		b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-	})
-	b.Run("bwd", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			c.AttentionBackward(dq, dk, dv, do, q, k, v, d)
-		}
-		b.ReportMetric(2.5*flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-	})
+	for _, bc := range []struct {
+		name string
+		d    AttnDims
+	}{
+		{"cifar10-b4", AttnDims{B: 4, T: 256, Heads: 1, HeadDim: 256, Scale: 1.0 / 16}},
+		{"fixture-b16", AttnDims{B: 16, T: 256, Heads: 1, HeadDim: 64, Scale: 1.0 / 8}},
+	} {
+		d := bc.d
+		n := d.B * d.T * d.Heads * d.HeadDim
+		q, k, v, o, do := rnd(r, n), rnd(r, n), rnd(r, n), make([]float32, n), rnd(r, n)
+		dq, dk, dv := make([]float32, n), make([]float32, n), make([]float32, n)
+		flops := 4 * float64(d.B*d.Heads*d.T*d.T*d.HeadDim)
+		b.Run(bc.name+"/fwd", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				c.Attention(o, q, k, v, d)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run(bc.name+"/bwd", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				c.AttentionBackward(dq, dk, dv, do, q, k, v, d)
+			}
+			b.ReportMetric(2.5*flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
 }
 
 // BenchmarkConvThenGroupNorm times a 3x3 conv (128 channels, 32x32)
