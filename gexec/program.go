@@ -471,7 +471,11 @@ func (p *Program[B]) exec(st *step[B]) error {
 	}
 	c := &Ctx[B]{Ops: p.ops, p: p, node: st.node.ID()}
 	err := st.op.Exec(c, p.bufs[st.out], in)
-	for _, t := range c.tmp {
+	// Back to the pools last-taken first, so that the next run's Temp
+	// calls get the same buffers in the same order (a GPU replays a
+	// captured graph only for the same kernel arguments).
+	for i := len(c.tmp) - 1; i >= 0; i-- {
+		t := c.tmp[i]
 		p.temps[t.n] = append(p.temps[t.n], t.b)
 	}
 	return err

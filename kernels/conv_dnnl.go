@@ -1,5 +1,7 @@
 package kernels
 
+import "unsafe"
+
 // Convolutions through oneDNN, planned so that no OpenMP team spans the
 // cores: each chunk of the work runs its own primitives on its own OS
 // thread with one OpenMP thread. (OpenMP teams spin-wait at their barriers
@@ -138,22 +140,68 @@ func (c *CPU) dnnlRun(op string, d ConvDims, p dnnlPlan, fn func(i, lo, hi int, 
 }
 
 func (c *CPU) dnnlForward(y, x, wt, b []float32, d ConvDims) bool {
+	return c.dnnlForwardFrom(y, x, nil, 0, nil, wt, b, d)
+}
+
+// dnnlForwardFrom is dnnlForward reading the source, when xb is not nil,
+// from xb: d's input in nChw16c with elem bytes per value (see
+// blockedSource), which fill(lo, hi) writes for images lo..hi-1. Each
+// chunk of images fills its own images just before its convolution, on
+// the same thread, so they are still in that core's cache; split by
+// output channels, the whole source is filled first, over the threads.
+func (c *CPU) dnnlForwardFrom(y, x []float32, xb unsafe.Pointer, elem int, fill func(lo, hi int), wt, b []float32, d ConvDims) bool {
 	p, ok := c.planDNNL(d, passForward)
 	if !ok {
 		return false
 	}
 	chw, kohw, crs := d.C*d.H*d.W, d.K*d.OutH()*d.OutW(), d.C*d.R*d.S
+	if xb != nil && p.byK {
+		c.parallel(d.N, 1, func(_, lo, hi int) { fill(lo, hi) })
+	}
 	c.dnnlRun("Conv2D", d, p, func(_, lo, hi int, prims *dnnlConv) error {
 		if p.byK { // output channels lo..hi-1 of every image
 			var bk []float32
 			if b != nil {
 				bk = b[lo:hi]
 			}
-			return prims.forward(yChunk(y, d, lo, hi), x[:d.N*chw], wt[lo*crs:hi*crs], bk, p.omp, c.constW)
+			var xs []float32
+			if xb == nil {
+				xs = x[:d.N*chw]
+			}
+			return prims.forward(yChunk(y, d, lo, hi), xs, wt[lo*crs:hi*crs], bk, p.omp, c.constW, xb)
 		}
-		return prims.forward(y[lo*kohw:hi*kohw], x[lo*chw:hi*chw], wt, b, p.omp, c.constW)
+		var xs []float32
+		var src unsafe.Pointer
+		if xb == nil {
+			xs = x[lo*chw : hi*chw]
+		} else {
+			fill(lo, hi)
+			src = unsafe.Add(xb, lo*chw*elem)
+		}
+		return prims.forward(y[lo*kohw:hi*kohw], xs, wt, b, p.omp, c.constW, src)
 	})
 	return true
+}
+
+// blockedSource reports whether the forward convolution d (with bias
+// when bias) can read its source in nChw16c, and the bytes per value: 2
+// in bf16 mode, else 4. It asks every chunk's primitive (acceptsBlocked).
+func (c *CPU) blockedSource(d ConvDims, bias bool) (elem int, ok bool) {
+	p, ok := c.planDNNL(d, passForward)
+	if !ok || d.C%16 != 0 {
+		return 0, false
+	}
+	ys := p.yStride(d)
+	for i := 0; i < p.w; i++ {
+		cd, _, _ := p.chunk(d, i)
+		if !c.dconv.get(cd, i, ys).acceptsBlocked(bias) {
+			return 0, false
+		}
+	}
+	if c.bf16 {
+		return 2, true
+	}
+	return 4, true
 }
 
 func (c *CPU) dnnlBackwardData(dx, dy, wt []float32, d ConvDims) bool {

@@ -21,8 +21,9 @@ const (
 	dnnlBF16             = 2
 	dnnlF32              = 3
 	dnnlTagAny           = 1
-	dnnlTagA             = 2 // x
-	dnnlTagABCD          = 5 // nchw, oihw
+	dnnlTagA             = 2  // x
+	dnnlTagABCD          = 5  // nchw, oihw
+	dnnlTagABcd16b       = 69 // nChw16c (oneDNN 2.6's dnnl_aBcd16b)
 	dnnlForwardTraining  = 64
 	dnnlForwardInference = 96
 	dnnlBackwardData     = 160
@@ -237,6 +238,7 @@ type dnnlConv struct {
 	fwdPD   [2]uintptr       // [bias]
 	hintPD  [2]uintptr       // [bias]: fp32 direct training forward, the backward passes' hint: fwdPD when the mode chose that, else made on first use
 	fwd     [2]*dnnlStep
+	blocked [2]int8 // [bias]: whether fwd reads src as nChw16c (1) or not (-1); 0 not asked yet
 	bwdD    *dnnlStep
 	bwdW    [2]*dnnlStep
 	impl    string // implementation name of the forward primitive
@@ -537,22 +539,31 @@ func (c *dnnlConv) step(pd uintptr, specs []argSpec) (*dnnlStep, error) {
 
 // run binds the user buffers (by argument), reorders inputs in, executes
 // the primitive, reorders outputs out and waits. wmem, when not 0, is an
-// already reordered weights memory used instead of bufs' weights.
-func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, threads int, wmem uintptr) error {
+// already reordered weights memory used instead of bufs' weights; src,
+// when not nil, is the source already in the primitive's layout (see
+// acceptsBlocked), bound instead of reordering bufs' source.
+func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, threads int, wmem uintptr, src unsafe.Pointer) error {
 	api := c.api
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if api.ompSetThreads != nil {
 		api.ompSetThreads(int32(threads))
 	}
+	pre := func(arg int32) bool {
+		return (arg == dnnlArgWeights && wmem != 0) || (arg == dnnlArgSrc && src != nil)
+	}
 	args := make([]execArg, 0, len(s.tensors))
 	for arg, t := range s.tensors {
-		if arg == dnnlArgWeights && wmem != 0 {
+		switch {
+		case arg == dnnlArgWeights && wmem != 0:
 			args = append(args, execArg{arg: arg, mem: wmem})
 			continue
+		case arg == dnnlArgSrc && src != nil:
+			api.memSetHandle(t.internal, src)
+		default:
+			b := bufs[arg]
+			api.memSetHandle(t.user, unsafe.Pointer(&b[0]))
 		}
-		b := bufs[arg]
-		api.memSetHandle(t.user, unsafe.Pointer(&b[0]))
 		args = append(args, execArg{arg: arg, mem: t.mem()})
 	}
 	isOut := func(a int32) bool {
@@ -564,7 +575,7 @@ func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, t
 		return false
 	}
 	for arg, t := range s.tensors {
-		if t.reorder.p != 0 && !isOut(arg) && !(arg == dnnlArgWeights && wmem != 0) {
+		if t.reorder.p != 0 && !isOut(arg) && !pre(arg) {
 			ra := []execArg{{arg: dnnlArgSrc, mem: t.user}, {arg: dnnlArgDst, mem: t.internal}}
 			if st := api.exec(t.reorder, c.stream, ra); st != dnnlSuccess {
 				return fmt.Errorf("reorder in: status %d", st)
@@ -592,15 +603,9 @@ func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, t
 	return nil
 }
 
-// forward runs y = conv(x, w) + b (b may be nil). With constW the
-// reordered weights are cached by w's address (see CPUOptions.ConstWeights).
-func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	bi := 0
-	if b != nil {
-		bi = 1
-	}
+// fwdStep returns the forward step (with bias when bi is 1), made on
+// first use. The caller holds c.mu.
+func (c *dnnlConv) fwdStep(bi int) (*dnnlStep, error) {
 	if c.fwd[bi] == nil {
 		specs := []argSpec{{dnnlArgSrc, dnnlQuerySrcMD, &c.userX, true}, {dnnlArgWeights, dnnlQueryWeightsMD, &c.userW, true},
 			{dnnlArgDst, dnnlQueryDstMD, &c.userY, false}}
@@ -609,10 +614,56 @@ func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool) error
 		}
 		s, err := c.step(c.fwdPD[bi], specs)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		s.wcache = c.wcaches[bi]
 		c.fwd[bi] = s
+	}
+	return c.fwd[bi], nil
+}
+
+// acceptsBlocked reports whether the forward primitive (with bias when
+// bias) reads its source in oneDNN's nChw16c layout, of bf16 values in
+// bf16 mode and float32 otherwise, so that forwardBlocked can take a
+// source written that way (by groupNormBlocked) instead of reordering
+// an NCHW one.
+func (c *dnnlConv) acceptsBlocked(bias bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bi := boolIndex(bias)
+	if c.blocked[bi] == 0 {
+		c.blocked[bi] = -1
+		if s, err := c.fwdStep(bi); err == nil && c.d.C%16 == 0 {
+			t := s.tensors[dnnlArgSrc]
+			dt := int32(dnnlF32)
+			if c.mode.bf16 {
+				dt = dnnlBF16
+			}
+			var md memDesc
+			xd := dims{int64(c.d.N), int64(c.d.C), int64(c.d.H), int64(c.d.W)}
+			if t.internalMD != nil && c.api.mdInitByTag(&md, 4, &xd, dt, dnnlTagABcd16b) == dnnlSuccess &&
+				c.api.mdEqual(unsafe.Pointer(&md), t.internalMD) != 0 {
+				c.blocked[bi] = 1
+			}
+		}
+	}
+	return c.blocked[bi] == 1
+}
+
+// forward runs y = conv(x, w) + b (b may be nil). With constW the
+// reordered weights are cached by w's address (see CPUOptions.ConstWeights).
+// src, when not nil, is the source in nChw16c (acceptsBlocked must have
+// said yes) and x is not read.
+func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool, src unsafe.Pointer) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bi := 0
+	if b != nil {
+		bi = 1
+	}
+	s, err := c.fwdStep(bi)
+	if err != nil {
+		return err
 	}
 	bufs := map[int32][]float32{dnnlArgSrc: x, dnnlArgWeights: w, dnnlArgDst: y}
 	if bi == 1 {
@@ -620,12 +671,11 @@ func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool) error
 	}
 	var wmem uintptr
 	if constW {
-		var err error
-		if wmem, err = c.cachedWeights(c.fwd[bi], w, threads); err != nil {
+		if wmem, err = c.cachedWeights(s, w, threads); err != nil {
 			return err
 		}
 	}
-	return c.run(c.fwd[bi], bufs, []int32{dnnlArgDst}, threads, wmem)
+	return c.run(s, bufs, []int32{dnnlArgDst}, threads, wmem, src)
 }
 
 // cachedWeights returns s's reordered copy of the weight buffer w, making
@@ -697,7 +747,7 @@ func (c *dnnlConv) backwardData(dx, dy, w []float32, threads int) error {
 		c.bwdD = s
 	}
 	return c.run(c.bwdD, map[int32][]float32{dnnlArgDiffDst: dy, dnnlArgWeights: w, dnnlArgDiffSrc: dx},
-		[]int32{dnnlArgDiffSrc}, threads, 0)
+		[]int32{dnnlArgDiffSrc}, threads, 0, nil)
 }
 
 // backwardWeights runs dw (and db when not nil) from dy and x.
@@ -746,7 +796,7 @@ func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32, threads int) error {
 		bufs[dnnlArgDiffBias] = db
 		outs = append(outs, dnnlArgDiffBias)
 	}
-	return c.run(c.bwdW[bi], bufs, outs, threads, 0)
+	return c.run(c.bwdW[bi], bufs, outs, threads, 0, nil)
 }
 
 // dnnlConvs caches dnnlConv values by shape and worker for one CPU.

@@ -1,6 +1,10 @@
 package kernels
 
-import "math"
+import (
+	"math"
+	"runtime"
+	"unsafe"
+)
 
 // Fused is implemented by backends with fused inference kernels: each
 // method does the work of a short sequence of Ops calls, named in its
@@ -17,10 +21,11 @@ type Fused[B any] interface {
 	// channels(x w^T + b) + r for tokens x (N, T, In); r (N, Out, T) (a
 	// residual) or zero.
 	LinearToChannels(y, x, w, b, r B, n, t, in, out int)
-	// GroupNormChannelBias is AddChannelBias then GroupNorm: the
-	// GroupNorm of x[n,c,p] + bias[n,c], bias (N, C); mean and rstd as in
-	// GroupNorm.
-	GroupNormChannelBias(y, mean, rstd, x, bias, gamma, beta B, d GroupNormDims)
+	// GroupNormConv2D is GroupNorm of x, or of x[n,c,p] + bias[n,c] when
+	// bias (N, C) is not zero (AddChannelBias first), then Conv2D: y = conv(norm(x), w) + b with dn the norm's
+	// dims and dc the convolution's (dn.N, dn.C, dn.HW = dc.N, dc.C,
+	// dc.H*dc.W).
+	GroupNormConv2D(y, x, bias, gamma, beta, w, b B, dn GroupNormDims, dc ConvDims)
 }
 
 var _ Fused[[]float32] = (*CPU)(nil)
@@ -109,16 +114,7 @@ func (c *CPU) GroupNormChannelBias(y, mean, rstd, x, bias, gamma, beta []float32
 		for i := lo; i < hi; i++ {
 			xs := x[i*cnt : (i+1)*cnt]
 			bs := bias[i*cg : (i+1)*cg] // (n, group) i holds channels i*cg.. of the (N*C) bias rows
-			var sum float64
-			for j := 0; j < cg; j++ {
-				sum += blockSum(xs[j*d.HW:(j+1)*d.HW]) + float64(bs[j])*float64(d.HW)
-			}
-			mu := sum / float64(cnt)
-			var sq float64
-			for j := 0; j < cg; j++ {
-				sq += blockSqDev(xs[j*d.HW:(j+1)*d.HW], float32(mu-float64(bs[j])))
-			}
-			rs := 1 / math.Sqrt(sq/float64(cnt)+float64(d.Eps))
+			mu, rs := groupStats(xs, bs, d.HW, d.Eps)
 			mean[i], rstd[i] = float32(mu), float32(rs)
 			g0 := (i % d.Groups) * cg
 			for j := 0; j < cg; j++ {
@@ -143,4 +139,157 @@ func (c *CPU) GroupNormChannelBias(y, mean, rstd, x, bias, gamma, beta []float32
 			}
 		}
 	})
+}
+
+// groupStats returns the mean and 1/sqrt(variance + eps) of one group's
+// channels xs (len(xs)/hw rows of hw values), each row plus its bias
+// bs[j] when bs is not nil: two passes, float32 blocks carried in float64.
+func groupStats(xs, bs []float32, hw int, eps float32) (mu, rs float64) {
+	rows := len(xs) / hw
+	var sum float64
+	for j := 0; j < rows; j++ {
+		sum += blockSum(xs[j*hw : (j+1)*hw])
+		if bs != nil {
+			sum += float64(bs[j]) * float64(hw)
+		}
+	}
+	mu = sum / float64(len(xs))
+	var sq float64
+	for j := 0; j < rows; j++ {
+		m := mu
+		if bs != nil {
+			m -= float64(bs[j])
+		}
+		sq += blockSqDev(xs[j*hw:(j+1)*hw], float32(m))
+	}
+	return mu, 1 / math.Sqrt(sq/float64(len(xs))+float64(eps))
+}
+
+// GroupNormConv2D is GroupNorm (AddChannelBias then GroupNorm when bias,
+// (N, C), is not nil), then Conv2D with w and b: a resnet block's norm,
+// SiLU and convolution. Where oneDNN runs the convolution on nChw16c
+// (blockedSource), the normalised values are written straight into that
+// layout (float32, or bf16 in bf16 mode) instead of NCHW plus oneDNN's
+// reorder; otherwise it is the two ops.
+func (c *CPU) GroupNormConv2D(y, x, bias, gamma, beta, w, b []float32, dn GroupNormDims, dc ConvDims) {
+	const op = "GroupNormConv2D"
+	if !c.checkGN(op, dn) {
+		return
+	}
+	if dn.N != dc.N || dn.C != dc.C || dn.HW != dc.H*dc.W {
+		c.fail("%s: GroupNorm dims %+v do not match the convolution's input %+v", op, dn, dc)
+		return
+	}
+	total, ng := dn.N*dn.C*dn.HW, dn.N*dn.Groups
+	if !c.has(op, "x", x, total) || !c.opt(op, "bias", bias, dn.N*dn.C) || !c.opt(op, "gamma", gamma, dn.C) ||
+		!c.opt(op, "beta", beta, dn.C) {
+		return
+	}
+	stats := c.ws.get(2 * ng)
+	defer c.ws.put(stats)
+	mean, rstd := stats[:ng], stats[ng:]
+	elem, ok := 0, false
+	if dc.Validate() == nil {
+		elem, ok = c.blockedSource(dc, b != nil)
+	}
+	if !ok {
+		h := c.ws.get(total)
+		defer c.ws.put(h)
+		if bias != nil {
+			c.GroupNormChannelBias(h, mean, rstd, x, bias, gamma, beta, dn)
+		} else {
+			c.GroupNorm(h, mean, rstd, x, gamma, beta, dn)
+		}
+		c.Conv2D(y, h, w, b, dc)
+		return
+	}
+	if !c.has(op, "y", y, dc.N*dc.K*dc.OutH()*dc.OutW()) || !c.has(op, "w", w, dc.K*dc.C*dc.R*dc.S) || !c.opt(op, "b", b, dc.K) {
+		return
+	}
+	buf := c.ws.get((total*elem + 3) / 4)
+	defer c.ws.put(buf)
+	var buf16 []uint16
+	if elem == 2 {
+		buf16 = unsafe.Slice((*uint16)(unsafe.Pointer(&buf[0])), total)
+	}
+	c.groupNormStats(mean, rstd, x, bias, dn)
+	fill := func(lo, hi int) {
+		tile := c.ws.get(16 * blockPixels)
+		defer c.ws.put(tile)
+		normBlocked(buf, buf16, tile, lo, hi, mean, rstd, x, bias, gamma, beta, dn)
+	}
+	c.dnnlForwardFrom(y, nil, unsafe.Pointer(&buf[0]), elem, fill, w, b, dc)
+	runtime.KeepAlive(buf)
+}
+
+// blockPixels is how many pixels groupNormBlocked normalises into its
+// (16, blockPixels) tile before gathering them into nChw16c.
+const blockPixels = 256
+
+// groupNormStats sets mean and rstd (N*Groups) to GroupNorm's statistics
+// of x (N, C, HW), plus bias[n,c] when bias is not nil.
+func (c *CPU) groupNormStats(mean, rstd, x, bias []float32, d GroupNormDims) {
+	cg := d.C / d.Groups
+	cnt := cg * d.HW
+	c.parallel(d.N*d.Groups, max(1, elemGrain/cnt), func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			var bs []float32
+			if bias != nil {
+				bs = bias[i*cg : (i+1)*cg]
+			}
+			mu, rs := groupStats(x[i*cnt:(i+1)*cnt], bs, d.HW, d.Eps)
+			mean[i], rstd[i] = float32(mu), float32(rs)
+		}
+	})
+}
+
+// normBlocked writes images lo..hi-1 of GroupNorm(x + bias) (SiLU when
+// d.SiLU), from the statistics mean and rstd, in oneDNN's nChw16c layout
+// (C a multiple of 16): value (n, c, p) at ((n*C/16 + c/16)*HW + p)*16 +
+// c%16 of dst, or of dst16 in bf16 when dst16 is not nil. Each
+// 16-channel block is normalised channel by channel into tile (16 *
+// blockPixels values; the vectorised affine+SiLU of GroupNorm) and
+// transposed from there into the block.
+func normBlocked(dst []float32, dst16 []uint16, tile []float32, lo, hi int, mean, rstd, x, bias, gamma, beta []float32, d GroupNormDims) {
+	cg := d.C / d.Groups
+	var a, sh [16]float32
+	for blk := lo * d.C / 16; blk < hi*d.C/16; blk++ {
+		n, c0 := blk/(d.C/16), (blk%(d.C/16))*16
+		for j := 0; j < 16; j++ {
+			ch := c0 + j
+			g := n*d.Groups + ch/cg
+			a[j] = rstd[g]
+			if gamma != nil {
+				a[j] *= gamma[ch]
+			}
+			m := float64(mean[g])
+			if bias != nil {
+				m -= float64(bias[n*d.C+ch])
+			}
+			sh[j] = -float32(m) * a[j]
+			if beta != nil {
+				sh[j] += beta[ch]
+			}
+		}
+		xb := x[(n*d.C+c0)*d.HW:]
+		for p0 := 0; p0 < d.HW; p0 += blockPixels {
+			np := min(blockPixels, d.HW-p0)
+			for j := 0; j < 16; j++ {
+				src, row := xb[j*d.HW+p0:j*d.HW+p0+np], tile[j*blockPixels:j*blockPixels+np]
+				if d.SiLU {
+					siluAffine(row, src, a[j], sh[j])
+				} else {
+					for p, v := range src {
+						row[p] = v*a[j] + sh[j]
+					}
+				}
+			}
+			off := (blk*d.HW + p0) * 16
+			if dst16 != nil {
+				blockRowsBF16(dst16[off:], tile, np, blockPixels)
+			} else {
+				blockRows(dst[off:], tile, np, blockPixels)
+			}
+		}
+	}
 }

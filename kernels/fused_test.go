@@ -115,3 +115,76 @@ func TestGroupNormChannelBias(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupNormConv2D: the fused norm and convolution against the float64
+// twin of GroupNorm (with and without the channel bias) then Conv2D, on
+// the pure-Go backend, oneDNN (training primitives, then inference ones
+// with Winograd), and oneDNN bf16 where the CPU has it; shapes where the
+// source goes to oneDNN in nChw16c (channels a multiple of 16, pixel
+// counts that are not, one image split by output channels, a 1x1 and a
+// stride-2 conv) and where it cannot (24 channels).
+func TestGroupNormConv2D(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	type cfg struct {
+		o   CPUOptions
+		tol float64
+	}
+	cfgs := []cfg{
+		{CPUOptions{BLAS: BLASGonum, Threads: 2}, 1e-5},
+		{CPUOptions{BLAS: BLASDNNL, Conv: ConvDNNL, Threads: 2}, 1e-5},
+		{CPUOptions{BLAS: BLASDNNL, Conv: ConvDNNL, Threads: 2, ConstWeights: true}, 2e-6},
+	}
+	if BF16Supported() == nil {
+		cfgs = append(cfgs, cfg{CPUOptions{BLAS: BLASDNNL, Conv: ConvDNNL, Threads: 2, ConstWeights: true, BF16: true}, 1e-2})
+	}
+	conv := func(n, c, h, w, k, rs, stride, pad int) ConvDims {
+		return ConvDims{N: n, C: c, H: h, W: w, K: k, R: rs, S: rs, StrideH: stride, StrideW: stride,
+			PadTop: pad, PadLeft: pad, PadBottom: pad, PadRight: pad}
+	}
+	shapes := []ConvDims{
+		conv(4, 32, 16, 16, 48, 3, 1, 1), // Winograd with ConstWeights
+		conv(2, 64, 5, 7, 32, 3, 1, 1),   // 35 pixels
+		conv(1, 32, 8, 8, 64, 3, 1, 1),   // one image: split by output channels
+		conv(2, 32, 8, 8, 16, 1, 1, 0),   // 1x1
+		conv(2, 32, 9, 9, 32, 3, 2, 0),   // stride 2
+		conv(2, 24, 6, 6, 16, 3, 1, 1),   // 24 channels: the unfused path
+	}
+	for _, cf := range cfgs {
+		c, err := NewCPU(cf.o)
+		if err != nil {
+			t.Logf("skipping %+v: %v", cf.o, err)
+			continue
+		}
+		for _, dc := range shapes {
+			dn := GroupNormDims{N: dc.N, C: dc.C, HW: dc.H * dc.W, Groups: 8, Eps: 1e-5, SiLU: true}
+			x, w, b := rnd(r, dc.N*dc.C*dc.H*dc.W), rnd(r, dc.K*dc.C*dc.R*dc.S), rnd(r, dc.K)
+			gamma, beta, bias := rnd(r, dc.C), rnd(r, dc.C), rnd(r, dc.N*dc.C)
+			for _, withBias := range []bool{false, true} {
+				in := f64(x)
+				var bb []float32
+				if withBias {
+					bb = bias
+					for i := range in {
+						in[i] += float64(bias[i/dn.HW])
+					}
+				}
+				h, _, _ := refGroupNorm(in, f64(gamma), f64(beta), dn)
+				want := refConv(h, f64(w), f64(b), dc)
+				y := newOut(len(want))
+				for rep := 0; rep < 2; rep++ { // the second run reuses primitives and cached weights
+					c.GroupNormConv2D(y.v(), x, bb, gamma, beta, w, b, dn, dc)
+				}
+				if err := c.Sync(); err != nil {
+					t.Fatalf("%s %+v: %v", c.Name(), dc, err)
+				}
+				if e := relL2(y.v(), want); e > cf.tol {
+					t.Errorf("%s %+v bias %v: relative L2 error %.3g > %.3g", c.Name(), dc, withBias, e, cf.tol)
+				}
+				y.checkGuard(t, "GroupNormConv2D y")
+			}
+			if elem, ok := c.blockedSource(dc, true); ok != (c.dconv != nil && dc.C%16 == 0) {
+				t.Errorf("%s %+v: blockedSource = %d, %v", c.Name(), dc, elem, ok)
+			}
+		}
+	}
+}

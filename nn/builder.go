@@ -67,7 +67,7 @@ func (b *Builder[B]) Train() bool { return b.train }
 
 // Fused reports whether the graph only runs forward (no gradients are
 // taken through it), so the layer methods that have a fused op
-// (TokenLinear, LinearToMap, GroupNormBias) use it.
+// (TokenLinear, LinearToMap, NormConv) use it.
 func (b *Builder[B]) Fused() bool { return b.fused }
 
 // Err returns the first error of the build.
@@ -154,10 +154,15 @@ func (b *Builder[B]) ConvDims(name string, x *G.Node, d kernels.ConvDims) *G.Nod
 		b.Fail(fmt.Errorf("nn: %s: %w", name, err))
 		return nil
 	}
-	fan := d.C * d.R * d.S
-	w := b.Param(name+".weight", []int{d.K, d.C, d.R, d.S}, Uniform, fan)
-	bias := b.Param(name+".bias", []int{d.K}, Uniform, fan)
+	w, bias := b.convParams(name, d)
 	return b.op(newConv2D[B](d), x, w, bias)
+}
+
+// convParams declares a convolution's name.weight (K, C, R, S) and
+// name.bias (K).
+func (b *Builder[B]) convParams(name string, d kernels.ConvDims) (w, bias *G.Node) {
+	fan := d.C * d.R * d.S
+	return b.Param(name+".weight", []int{d.K, d.C, d.R, d.S}, Uniform, fan), b.Param(name+".bias", []int{d.K}, Uniform, fan)
 }
 
 // Linear is y = x w^T + b over x's last axis (name.weight (out, in),

@@ -54,20 +54,54 @@ func (b *Builder[B]) LinearToMap(name string, x *G.Node, out int, res *G.Node) *
 	return b.op(op, x, w, bias, res)
 }
 
-// GroupNormBias is GroupNorm (name.weight, name.bias) of x (N, C, H, W)
-// plus the per-example channel bias bias (N, C), then SiLU when silu: a
-// resnet block's time embedding and second norm.
-func (b *Builder[B]) GroupNormBias(name string, x, bias *G.Node, groups int, eps float64, silu bool) *G.Node {
+// Norm is a GroupNorm layer before NormConv's convolution: its name
+// (name.weight and name.bias, (C)), groups and eps, SiLU after it, a
+// per-example channel bias (N, C) added to its input when Bias is not
+// nil (a resnet block's time embedding), and dropout after it in training
+// graphs.
+type Norm struct {
+	Name    string
+	Groups  int
+	Eps     float64
+	SiLU    bool
+	Bias    *G.Node
+	Dropout float64
+}
+
+// NormConv is Conv(conv, Dropout(GroupNorm(x + Bias))) with a k x k
+// kernel from x's C channels to cout, stride and padding pad on every
+// side: a resnet block's norm, activation and convolution.
+func (b *Builder[B]) NormConv(n Norm, x *G.Node, conv string, cout, k, stride, pad int) *G.Node {
 	if b.err != nil {
 		return nil
 	}
 	if !b.fused {
-		return b.GroupNorm(name, b.AddChannelBias(x, bias), groups, eps, silu)
+		h := x
+		if n.Bias != nil {
+			h = b.AddChannelBias(h, n.Bias)
+		}
+		h = b.Dropout(b.GroupNorm(n.Name, h, n.Groups, n.Eps, n.SiLU), n.Dropout)
+		return b.Conv(conv, h, cout, k, stride, pad)
 	}
-	gamma, beta := b.normParams(name, x, groups)
+	gamma, beta := b.normParams(n.Name, x, n.Groups)
 	s := x.Shape()
-	d := kernels.GroupNormDims{N: s[0], C: s[1], HW: s.TotalSize() / (s[0] * s[1]), Groups: groups, Eps: float32(eps), SiLU: silu}
-	return b.op(&groupNormBias[B]{newBase(fmt.Sprintf("GroupNormBias%+v", d), s, 4), d}, x, bias, gamma, beta)
+	dn := kernels.GroupNormDims{N: s[0], C: s[1], HW: s.TotalSize() / (s[0] * s[1]), Groups: n.Groups, Eps: float32(n.Eps), SiLU: n.SiLU}
+	dc := kernels.ConvDims{N: s[0], C: s[1], H: s[2], W: s[3], K: cout, R: k, S: k,
+		StrideH: stride, StrideW: stride, PadTop: pad, PadLeft: pad, PadBottom: pad, PadRight: pad}
+	if err := dc.Validate(); err != nil {
+		b.Fail(fmt.Errorf("nn: %s: %w", conv, err))
+		return nil
+	}
+	w, cb := b.convParams(conv, dc)
+	if b.err != nil {
+		return nil
+	}
+	op := &groupNormConv[B]{newBase(fmt.Sprintf("NormConv%+v%+v", dn, dc), tensor.Shape{dc.N, dc.K, dc.OutH(), dc.OutW()}, 5), dn, dc, n.Bias != nil}
+	if n.Bias != nil {
+		op.arity = 6
+		return b.op(op, x, gamma, beta, w, cb, n.Bias)
+	}
+	return b.op(op, x, gamma, beta, w, cb)
 }
 
 // fusedOps returns the backend's fused kernels, if it has them.
@@ -114,23 +148,34 @@ func (o *linearToChannels[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
 	return nil
 }
 
-// groupNormBias is GroupNorm(AddChannelBias(x, bias)) from (x, bias,
-// gamma, beta).
-type groupNormBias[B any] struct {
+// groupNormConv is Conv2D(GroupNorm(x [+ bias])) from (x, gamma, beta,
+// w, b[, bias]).
+type groupNormConv[B any] struct {
 	base
-	d kernels.GroupNormDims
+	dn      kernels.GroupNormDims
+	dc      kernels.ConvDims
+	hasBias bool
 }
 
-func (o *groupNormBias[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
-	d := o.d
-	ng := d.N * d.Groups
-	mean, rstd := c.Temp(ng), c.Temp(ng)
+func (o *groupNormConv[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
+	var bias B
+	if o.hasBias {
+		bias = in[5]
+	}
 	if f, ok := fusedOps(c); ok {
-		f.GroupNormChannelBias(out, mean, rstd, in[0], in[1], in[2], in[3], d)
+		f.GroupNormConv2D(out, in[0], bias, in[1], in[2], in[3], in[4], o.dn, o.dc)
 		return nil
 	}
-	sum := c.Temp(d.N * d.C * d.HW)
-	c.Ops.AddChannelBias(sum, in[0], in[1], d.N, d.C, d.HW)
-	c.Ops.GroupNorm(out, mean, rstd, sum, in[2], in[3], d)
+	d := o.dn
+	ng, total := d.N*d.Groups, d.N*d.C*d.HW
+	mean, rstd, h := c.Temp(ng), c.Temp(ng), c.Temp(total)
+	x := in[0]
+	if o.hasBias {
+		sum := c.Temp(total)
+		c.Ops.AddChannelBias(sum, x, bias, d.N, d.C, d.HW)
+		x = sum
+	}
+	c.Ops.GroupNorm(h, mean, rstd, x, in[1], in[2], d)
+	c.Ops.Conv2D(out, h, in[3], in[4], o.dc)
 	return nil
 }

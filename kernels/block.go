@@ -1,0 +1,51 @@
+package kernels
+
+import "math"
+
+// blockRows writes 16 rows of src, stride apart, n values each, as n
+// groups of 16 (dst[p*16+c] = src[c*stride+p]): one 16-channel block of
+// n pixels in oneDNN's nChw16c layout.
+func blockRows(dst, src []float32, n, stride int) {
+	if n == 0 {
+		return
+	}
+	_, _ = dst[16*n-1], src[15*stride+n-1]
+	p := 0
+	if useAVX512 && n >= 16 {
+		p = n &^ 15
+		blockRowsAVX512(&dst[0], &src[0], p, stride)
+	}
+	for ; p < n; p++ {
+		for c := 0; c < 16; c++ {
+			dst[p*16+c] = src[c*stride+p]
+		}
+	}
+}
+
+// blockRowsBF16 is blockRows converting to bf16 (round to nearest even).
+func blockRowsBF16(dst []uint16, src []float32, n, stride int) {
+	if n == 0 {
+		return
+	}
+	_, _ = dst[16*n-1], src[15*stride+n-1]
+	p := 0
+	if useAVX512BF16 && n >= 16 {
+		p = n &^ 15
+		blockRowsBF16AVX512(&dst[0], &src[0], p, stride)
+	}
+	for ; p < n; p++ {
+		for c := 0; c < 16; c++ {
+			dst[p*16+c] = toBF16(src[c*stride+p])
+		}
+	}
+}
+
+// toBF16 rounds v to bfloat16 (nearest, ties to even; NaN stays NaN),
+// as VCVTNEPS2BF16 does for normal numbers.
+func toBF16(v float32) uint16 {
+	b := math.Float32bits(v)
+	if b&0x7fffffff > 0x7f800000 {
+		return uint16(b>>16) | 0x40
+	}
+	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
+}
