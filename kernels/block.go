@@ -49,3 +49,35 @@ func toBF16(v float32) uint16 {
 	}
 	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
 }
+
+// unblockRows is blockRows backwards, adding a residual: 16 rows of dst,
+// stride apart, get n values each from n groups of 16 of src (dst[c*stride
+// +p] = src[p*16+c] + res[c*stride+p], without res when it is nil): one
+// 16-channel block of n pixels out of nChw16c into NCHW.
+func unblockRows(dst, src, res []float32, n, stride int) {
+	if n == 0 {
+		return
+	}
+	_, _ = dst[15*stride+n-1], src[16*n-1]
+	if res != nil {
+		_ = res[15*stride+n-1]
+	}
+	p := 0
+	if useAVX512 && n >= 16 {
+		p = n &^ 15
+		var rp *float32
+		if res != nil {
+			rp = &res[0]
+		}
+		unblockRowsAVX512(&dst[0], &src[0], rp, p, stride)
+	}
+	for ; p < n; p++ {
+		for c := 0; c < 16; c++ {
+			v := src[p*16+c]
+			if res != nil {
+				v += res[c*stride+p]
+			}
+			dst[c*stride+p] = v
+		}
+	}
+}

@@ -6,9 +6,10 @@ import (
 	"testing"
 )
 
-// TestBlockRows: the nChw16c gathers (AVX-512 where present) against the
-// index formula, float32 exactly and bf16 against toBF16's rounding of
-// each value, for odd pixel counts and strides.
+// TestBlockRows: the nChw16c transposes (AVX-512 where present) against
+// the index formula, float32 exactly and bf16 against toBF16's rounding
+// of each value, and unblockRows back (with a residual), for odd pixel
+// counts and strides.
 func TestBlockRows(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, s := range []struct{ n, stride int }{{1, 1}, {5, 7}, {16, 16}, {37, 40}, {256, 1024}} {
@@ -25,6 +26,27 @@ func TestBlockRows(t *testing.T) {
 				}
 				if got := dst16[p*16+c]; got != toBF16(want) {
 					t.Fatalf("%+v: bf16 dst[%d,%d] = %#x, want %#x (%v)", s, p, c, got, toBF16(want), want)
+				}
+			}
+		}
+		// And back, with and without a residual.
+		res := rnd(r, len(src))
+		for _, withRes := range []bool{false, true} {
+			back := make([]float32, len(src))
+			rr := res
+			if !withRes {
+				rr = nil
+			}
+			unblockRows(back, dst, rr, s.n, s.stride)
+			for p := 0; p < s.n; p++ {
+				for c := 0; c < 16; c++ {
+					want := src[c*s.stride+p]
+					if withRes {
+						want += res[c*s.stride+p]
+					}
+					if got := back[c*s.stride+p]; got != want {
+						t.Fatalf("%+v residual %v: unblocked [%d,%d] = %v, want %v", s, withRes, c, p, got, want)
+					}
 				}
 			}
 		}

@@ -140,23 +140,35 @@ func (c *CPU) dnnlRun(op string, d ConvDims, p dnnlPlan, fn func(i, lo, hi int, 
 }
 
 func (c *CPU) dnnlForward(y, x, wt, b []float32, d ConvDims) bool {
-	return c.dnnlForwardFrom(y, x, nil, 0, nil, wt, b, d)
+	return c.dnnlForwardIO(y, x, wt, b, d, convIO{})
 }
 
-// dnnlForwardFrom is dnnlForward reading the source, when xb is not nil,
-// from xb: d's input in nChw16c with elem bytes per value (see
-// blockedSource), which fill(lo, hi) writes for images lo..hi-1. Each
-// chunk of images fills its own images just before its convolution, on
-// the same thread, so they are still in that core's cache; split by
-// output channels, the whole source is filled first, over the threads.
-func (c *CPU) dnnlForwardFrom(y, x []float32, xb unsafe.Pointer, elem int, fill func(lo, hi int), wt, b []float32, d ConvDims) bool {
+// convIO gives a forward convolution its source and takes its output in
+// nChw16c buffers instead of NCHW ones (see blockedConv): fill(lo, hi)
+// writes images lo..hi-1 of the source into src (elem bytes per value)
+// before their convolution, and drain(lo, hi) reads their output from
+// dst after it. Zero fields: x is reordered from NCHW, y into it.
+type convIO struct {
+	src   unsafe.Pointer
+	elem  int
+	fill  func(lo, hi int)
+	dst   unsafe.Pointer
+	drain func(lo, hi int)
+}
+
+// dnnlForwardIO is dnnlForward with io. Each chunk of images fills and
+// drains its own images just before and after its convolution, on the
+// same thread, so they are still in that core's cache; split by output
+// channels (no dst then), the whole source is filled first, over the
+// threads.
+func (c *CPU) dnnlForwardIO(y, x, wt, b []float32, d ConvDims, io convIO) bool {
 	p, ok := c.planDNNL(d, passForward)
-	if !ok {
+	if !ok || (p.byK && io.dst != nil) {
 		return false
 	}
 	chw, kohw, crs := d.C*d.H*d.W, d.K*d.OutH()*d.OutW(), d.C*d.R*d.S
-	if xb != nil && p.byK {
-		c.parallel(d.N, 1, func(_, lo, hi int) { fill(lo, hi) })
+	if io.src != nil && p.byK {
+		c.parallel(d.N, 1, func(_, lo, hi int) { io.fill(lo, hi) })
 	}
 	c.dnnlRun("Conv2D", d, p, func(_, lo, hi int, prims *dnnlConv) error {
 		if p.byK { // output channels lo..hi-1 of every image
@@ -165,43 +177,57 @@ func (c *CPU) dnnlForwardFrom(y, x []float32, xb unsafe.Pointer, elem int, fill 
 				bk = b[lo:hi]
 			}
 			var xs []float32
-			if xb == nil {
+			if io.src == nil {
 				xs = x[:d.N*chw]
 			}
-			return prims.forward(yChunk(y, d, lo, hi), xs, wt[lo*crs:hi*crs], bk, p.omp, c.constW, xb)
+			return prims.forward(yChunk(y, d, lo, hi), xs, wt[lo*crs:hi*crs], bk, p.omp, c.constW, io.src, nil)
 		}
-		var xs []float32
-		var src unsafe.Pointer
-		if xb == nil {
+		var xs, ys []float32
+		var src, dst unsafe.Pointer
+		if io.src == nil {
 			xs = x[lo*chw : hi*chw]
 		} else {
-			fill(lo, hi)
-			src = unsafe.Add(xb, lo*chw*elem)
+			io.fill(lo, hi)
+			src = unsafe.Add(io.src, lo*chw*io.elem)
 		}
-		return prims.forward(y[lo*kohw:hi*kohw], xs, wt, b, p.omp, c.constW, src)
+		if io.dst == nil {
+			ys = y[lo*kohw : hi*kohw]
+		} else {
+			dst = unsafe.Add(io.dst, lo*kohw*4)
+		}
+		if err := prims.forward(ys, xs, wt, b, p.omp, c.constW, src, dst); err != nil {
+			return err
+		}
+		if io.dst != nil {
+			io.drain(lo, hi)
+		}
+		return nil
 	})
 	return true
 }
 
-// blockedSource reports whether the forward convolution d (with bias
-// when bias) can read its source in nChw16c, and the bytes per value: 2
-// in bf16 mode, else 4. It asks every chunk's primitive (acceptsBlocked).
-func (c *CPU) blockedSource(d ConvDims, bias bool) (elem int, ok bool) {
+// blockedConv reports whether the forward convolution d (with bias when
+// bias) can read its source in nChw16c, with the bytes per value (2 in
+// bf16 mode, else 4), and whether it can also leave its output in
+// nChw16c (float32; chunks of images only). It asks every chunk's
+// primitive (blockedIO).
+func (c *CPU) blockedConv(d ConvDims, bias bool) (elem int, src, dst bool) {
 	p, ok := c.planDNNL(d, passForward)
-	if !ok || d.C%16 != 0 {
-		return 0, false
+	if !ok {
+		return 0, false, false
 	}
+	src, dst = true, !p.byK
 	ys := p.yStride(d)
 	for i := 0; i < p.w; i++ {
 		cd, _, _ := p.chunk(d, i)
-		if !c.dconv.get(cd, i, ys).acceptsBlocked(bias) {
-			return 0, false
-		}
+		s, o := c.dconv.get(cd, i, ys).blockedIO(bias)
+		src, dst = src && s, dst && o
 	}
+	elem = 4
 	if c.bf16 {
-		return 2, true
+		elem = 2
 	}
-	return 4, true
+	return elem, src, dst
 }
 
 func (c *CPU) dnnlBackwardData(dx, dy, wt []float32, d ConvDims) bool {

@@ -238,7 +238,7 @@ type dnnlConv struct {
 	fwdPD   [2]uintptr       // [bias]
 	hintPD  [2]uintptr       // [bias]: fp32 direct training forward, the backward passes' hint: fwdPD when the mode chose that, else made on first use
 	fwd     [2]*dnnlStep
-	blocked [2]int8 // [bias]: whether fwd reads src as nChw16c (1) or not (-1); 0 not asked yet
+	blocked [2]int8 // [bias]: fwd's nChw16c source (bit 1) and destination (bit 2) (see blockedIO); -1 neither; 0 not asked yet
 	bwdD    *dnnlStep
 	bwdW    [2]*dnnlStep
 	impl    string // implementation name of the forward primitive
@@ -539,10 +539,10 @@ func (c *dnnlConv) step(pd uintptr, specs []argSpec) (*dnnlStep, error) {
 
 // run binds the user buffers (by argument), reorders inputs in, executes
 // the primitive, reorders outputs out and waits. wmem, when not 0, is an
-// already reordered weights memory used instead of bufs' weights; src,
-// when not nil, is the source already in the primitive's layout (see
-// acceptsBlocked), bound instead of reordering bufs' source.
-func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, threads int, wmem uintptr, src unsafe.Pointer) error {
+// already reordered weights memory used instead of bufs' weights; direct
+// holds arguments given already in the primitive's layout (see
+// blockedIO), bound without reordering.
+func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, threads int, wmem uintptr, direct map[int32]unsafe.Pointer) error {
 	api := c.api
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -550,7 +550,7 @@ func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, t
 		api.ompSetThreads(int32(threads))
 	}
 	pre := func(arg int32) bool {
-		return (arg == dnnlArgWeights && wmem != 0) || (arg == dnnlArgSrc && src != nil)
+		return (arg == dnnlArgWeights && wmem != 0) || direct[arg] != nil
 	}
 	args := make([]execArg, 0, len(s.tensors))
 	for arg, t := range s.tensors {
@@ -558,8 +558,8 @@ func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, t
 		case arg == dnnlArgWeights && wmem != 0:
 			args = append(args, execArg{arg: arg, mem: wmem})
 			continue
-		case arg == dnnlArgSrc && src != nil:
-			api.memSetHandle(t.internal, src)
+		case direct[arg] != nil:
+			api.memSetHandle(t.internal, direct[arg])
 		default:
 			b := bufs[arg]
 			api.memSetHandle(t.user, unsafe.Pointer(&b[0]))
@@ -587,7 +587,7 @@ func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, t
 	}
 	for _, arg := range outputs {
 		t := s.tensors[arg]
-		if t != nil && t.reorder.p != 0 {
+		if t != nil && t.reorder.p != 0 && !pre(arg) {
 			ra := []execArg{{arg: dnnlArgSrc, mem: t.internal}, {arg: dnnlArgDst, mem: t.user}}
 			if st := api.exec(t.reorder, c.stream, ra); st != dnnlSuccess {
 				return fmt.Errorf("reorder out: status %d", st)
@@ -622,39 +622,57 @@ func (c *dnnlConv) fwdStep(bi int) (*dnnlStep, error) {
 	return c.fwd[bi], nil
 }
 
-// acceptsBlocked reports whether the forward primitive (with bias when
-// bias) reads its source in oneDNN's nChw16c layout, of bf16 values in
-// bf16 mode and float32 otherwise, so that forwardBlocked can take a
-// source written that way (by groupNormBlocked) instead of reordering
-// an NCHW one.
-func (c *dnnlConv) acceptsBlocked(bias bool) bool {
+// blockedIO reports whether the forward primitive (with bias when bias)
+// reads its source and writes its destination in oneDNN's nChw16c
+// layout (the source of bf16 values in bf16 mode, else float32; the
+// destination float32), so that forward can take a source written that
+// way (by normBlocked) and leave its output that way (for unblockRows)
+// instead of reordering from and to NCHW.
+func (c *dnnlConv) blockedIO(bias bool) (src, dst bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	bi := boolIndex(bias)
 	if c.blocked[bi] == 0 {
-		c.blocked[bi] = -1
-		if s, err := c.fwdStep(bi); err == nil && c.d.C%16 == 0 {
-			t := s.tensors[dnnlArgSrc]
+		c.blocked[bi] = -1 // known, neither
+		if s, err := c.fwdStep(bi); err == nil {
 			dt := int32(dnnlF32)
 			if c.mode.bf16 {
 				dt = dnnlBF16
 			}
-			var md memDesc
-			xd := dims{int64(c.d.N), int64(c.d.C), int64(c.d.H), int64(c.d.W)}
-			if t.internalMD != nil && c.api.mdInitByTag(&md, 4, &xd, dt, dnnlTagABcd16b) == dnnlSuccess &&
-				c.api.mdEqual(unsafe.Pointer(&md), t.internalMD) != 0 {
-				c.blocked[bi] = 1
+			var v int8
+			if c.d.C%16 == 0 && c.isBlocked(s.tensors[dnnlArgSrc], c.d.N, c.d.C, c.d.H, c.d.W, dt) {
+				v |= 1
+			}
+			if c.d.K%16 == 0 && c.isBlocked(s.tensors[dnnlArgDst], c.d.N, c.d.K, c.d.OutH(), c.d.OutW(), dnnlF32) {
+				v |= 2
+			}
+			if v != 0 {
+				c.blocked[bi] = v
 			}
 		}
 	}
-	return c.blocked[bi] == 1
+	v := c.blocked[bi]
+	return v > 0 && v&1 != 0, v > 0 && v&2 != 0
+}
+
+// isBlocked reports whether t's primitive layout is nChw16c of type dt
+// for dims (n, ch, h, w).
+func (c *dnnlConv) isBlocked(t *dnnlTensor, n, ch, h, w int, dt int32) bool {
+	if t == nil || t.internalMD == nil {
+		return false
+	}
+	var md memDesc
+	d := dims{int64(n), int64(ch), int64(h), int64(w)}
+	return c.api.mdInitByTag(&md, 4, &d, dt, dnnlTagABcd16b) == dnnlSuccess &&
+		c.api.mdEqual(unsafe.Pointer(&md), t.internalMD) != 0
 }
 
 // forward runs y = conv(x, w) + b (b may be nil). With constW the
 // reordered weights are cached by w's address (see CPUOptions.ConstWeights).
-// src, when not nil, is the source in nChw16c (acceptsBlocked must have
-// said yes) and x is not read.
-func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool, src unsafe.Pointer) error {
+// src, when not nil, is the source in nChw16c (blockedIO must have said
+// yes) and x is not read; dst, when not nil, receives the output in
+// nChw16c and y is not written.
+func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool, src, dst unsafe.Pointer) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	bi := 0
@@ -675,7 +693,11 @@ func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool, src u
 			return err
 		}
 	}
-	return c.run(s, bufs, []int32{dnnlArgDst}, threads, wmem, src)
+	var direct map[int32]unsafe.Pointer
+	if src != nil || dst != nil {
+		direct = map[int32]unsafe.Pointer{dnnlArgSrc: src, dnnlArgDst: dst}
+	}
+	return c.run(s, bufs, []int32{dnnlArgDst}, threads, wmem, direct)
 }
 
 // cachedWeights returns s's reordered copy of the weight buffer w, making

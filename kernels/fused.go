@@ -22,10 +22,11 @@ type Fused[B any] interface {
 	// residual) or zero.
 	LinearToChannels(y, x, w, b, r B, n, t, in, out int)
 	// GroupNormConv2D is GroupNorm of x, or of x[n,c,p] + bias[n,c] when
-	// bias (N, C) is not zero (AddChannelBias first), then Conv2D: y = conv(norm(x), w) + b with dn the norm's
-	// dims and dc the convolution's (dn.N, dn.C, dn.HW = dc.N, dc.C,
-	// dc.H*dc.W).
-	GroupNormConv2D(y, x, bias, gamma, beta, w, b B, dn GroupNormDims, dc ConvDims)
+	// bias (N, C) is not zero (AddChannelBias first), then Conv2D, then
+	// Add of res (N, K, OutH, OutW) when it is not zero: y = conv(norm(x),
+	// w) + b + res, with dn the norm's dims and dc the convolution's
+	// (dn.N, dn.C, dn.HW = dc.N, dc.C, dc.H*dc.W).
+	GroupNormConv2D(y, x, bias, gamma, beta, w, b, res B, dn GroupNormDims, dc ConvDims)
 }
 
 var _ Fused[[]float32] = (*CPU)(nil)
@@ -166,12 +167,14 @@ func groupStats(xs, bs []float32, hw int, eps float32) (mu, rs float64) {
 }
 
 // GroupNormConv2D is GroupNorm (AddChannelBias then GroupNorm when bias,
-// (N, C), is not nil), then Conv2D with w and b: a resnet block's norm,
-// SiLU and convolution. Where oneDNN runs the convolution on nChw16c
-// (blockedSource), the normalised values are written straight into that
+// (N, C), is not nil), then Conv2D with w and b, then the residual res
+// added when it is not nil: a resnet block's norm, SiLU, convolution and
+// skip connection. Where oneDNN runs the convolution on nChw16c
+// (blockedConv), the normalised values are written straight into that
 // layout (float32, or bf16 in bf16 mode) instead of NCHW plus oneDNN's
-// reorder; otherwise it is the two ops.
-func (c *CPU) GroupNormConv2D(y, x, bias, gamma, beta, w, b []float32, dn GroupNormDims, dc ConvDims) {
+// reorder, and the output, with res, read back from it; otherwise it is
+// the ops one after the other.
+func (c *CPU) GroupNormConv2D(y, x, bias, gamma, beta, w, b, res []float32, dn GroupNormDims, dc ConvDims) {
 	const op = "GroupNormConv2D"
 	if !c.checkGN(op, dn) {
 		return
@@ -180,19 +183,21 @@ func (c *CPU) GroupNormConv2D(y, x, bias, gamma, beta, w, b []float32, dn GroupN
 		c.fail("%s: GroupNorm dims %+v do not match the convolution's input %+v", op, dn, dc)
 		return
 	}
-	total, ng := dn.N*dn.C*dn.HW, dn.N*dn.Groups
+	if err := dc.Validate(); err != nil {
+		c.fail("%s: %v", op, err)
+		return
+	}
+	total, ng, ytotal := dn.N*dn.C*dn.HW, dn.N*dn.Groups, dc.N*dc.K*dc.OutH()*dc.OutW()
 	if !c.has(op, "x", x, total) || !c.opt(op, "bias", bias, dn.N*dn.C) || !c.opt(op, "gamma", gamma, dn.C) ||
-		!c.opt(op, "beta", beta, dn.C) {
+		!c.opt(op, "beta", beta, dn.C) || !c.has(op, "y", y, ytotal) || !c.has(op, "w", w, dc.K*dc.C*dc.R*dc.S) ||
+		!c.opt(op, "b", b, dc.K) || !c.opt(op, "res", res, ytotal) {
 		return
 	}
 	stats := c.ws.get(2 * ng)
 	defer c.ws.put(stats)
 	mean, rstd := stats[:ng], stats[ng:]
-	elem, ok := 0, false
-	if dc.Validate() == nil {
-		elem, ok = c.blockedSource(dc, b != nil)
-	}
-	if !ok {
+	elem, blkSrc, blkDst := c.blockedConv(dc, b != nil)
+	if !blkSrc {
 		h := c.ws.get(total)
 		defer c.ws.put(h)
 		if bias != nil {
@@ -201,9 +206,9 @@ func (c *CPU) GroupNormConv2D(y, x, bias, gamma, beta, w, b []float32, dn GroupN
 			c.GroupNorm(h, mean, rstd, x, gamma, beta, dn)
 		}
 		c.Conv2D(y, h, w, b, dc)
-		return
-	}
-	if !c.has(op, "y", y, dc.N*dc.K*dc.OutH()*dc.OutW()) || !c.has(op, "w", w, dc.K*dc.C*dc.R*dc.S) || !c.opt(op, "b", b, dc.K) {
+		if res != nil {
+			c.Add(y, y, res, ytotal)
+		}
 		return
 	}
 	buf := c.ws.get((total*elem + 3) / 4)
@@ -213,13 +218,31 @@ func (c *CPU) GroupNormConv2D(y, x, bias, gamma, beta, w, b []float32, dn GroupN
 		buf16 = unsafe.Slice((*uint16)(unsafe.Pointer(&buf[0])), total)
 	}
 	c.groupNormStats(mean, rstd, x, bias, dn)
-	fill := func(lo, hi int) {
+	io := convIO{src: unsafe.Pointer(&buf[0]), elem: elem, fill: func(lo, hi int) {
 		tile := c.ws.get(16 * blockPixels)
 		defer c.ws.put(tile)
 		normBlocked(buf, buf16, tile, lo, hi, mean, rstd, x, bias, gamma, beta, dn)
+	}}
+	var out []float32
+	if blkDst && res != nil {
+		out = c.ws.get(ytotal)
+		defer c.ws.put(out)
+		kohw, ohw := dc.K*dc.OutH()*dc.OutW(), dc.OutH()*dc.OutW()
+		io.dst = unsafe.Pointer(&out[0])
+		io.drain = func(lo, hi int) {
+			for blk := lo * dc.K / 16; blk < hi*dc.K/16; blk++ {
+				n, k0 := blk/(dc.K/16), (blk%(dc.K/16))*16
+				at := n*kohw + k0*ohw
+				unblockRows(y[at:], out[blk*16*ohw:], res[at:], ohw, ohw)
+			}
+		}
 	}
-	c.dnnlForwardFrom(y, nil, unsafe.Pointer(&buf[0]), elem, fill, w, b, dc)
+	c.dnnlForwardIO(y, nil, w, b, dc, io)
+	if res != nil && io.dst == nil {
+		c.Add(y, y, res, ytotal)
+	}
 	runtime.KeepAlive(buf)
+	runtime.KeepAlive(out)
 }
 
 // blockPixels is how many pixels groupNormBlocked normalises into its

@@ -149,16 +149,19 @@ func TestGroupNormConv2D(t *testing.T) {
 		conv(2, 32, 9, 9, 32, 3, 2, 0),   // stride 2
 		conv(2, 24, 6, 6, 16, 3, 1, 1),   // 24 channels: the unfused path
 	}
+	blkDst, sawDNNL := 0, false
 	for _, cf := range cfgs {
 		c, err := NewCPU(cf.o)
 		if err != nil {
 			t.Logf("skipping %+v: %v", cf.o, err)
 			continue
 		}
+		sawDNNL = sawDNNL || c.dconv != nil
 		for _, dc := range shapes {
 			dn := GroupNormDims{N: dc.N, C: dc.C, HW: dc.H * dc.W, Groups: 8, Eps: 1e-5, SiLU: true}
 			x, w, b := rnd(r, dc.N*dc.C*dc.H*dc.W), rnd(r, dc.K*dc.C*dc.R*dc.S), rnd(r, dc.K)
 			gamma, beta, bias := rnd(r, dc.C), rnd(r, dc.C), rnd(r, dc.N*dc.C)
+			res := rnd(r, dc.N*dc.K*dc.OutH()*dc.OutW())
 			for _, withBias := range []bool{false, true} {
 				in := f64(x)
 				var bb []float32
@@ -170,21 +173,40 @@ func TestGroupNormConv2D(t *testing.T) {
 				}
 				h, _, _ := refGroupNorm(in, f64(gamma), f64(beta), dn)
 				want := refConv(h, f64(w), f64(b), dc)
-				y := newOut(len(want))
-				for rep := 0; rep < 2; rep++ { // the second run reuses primitives and cached weights
-					c.GroupNormConv2D(y.v(), x, bb, gamma, beta, w, b, dn, dc)
+				for _, withRes := range []bool{false, true} {
+					var rr []float32
+					wantR := want
+					if withRes {
+						rr = res
+						wantR = make([]float64, len(want))
+						for i := range want {
+							wantR[i] = want[i] + float64(res[i])
+						}
+					}
+					y := newOut(len(want))
+					for rep := 0; rep < 2; rep++ { // the second run reuses primitives and cached weights
+						c.GroupNormConv2D(y.v(), x, bb, gamma, beta, w, b, rr, dn, dc)
+					}
+					if err := c.Sync(); err != nil {
+						t.Fatalf("%s %+v: %v", c.Name(), dc, err)
+					}
+					if e := relL2(y.v(), wantR); e > cf.tol {
+						t.Errorf("%s %+v bias %v residual %v: relative L2 error %.3g > %.3g", c.Name(), dc, withBias, withRes, e, cf.tol)
+					}
+					y.checkGuard(t, "GroupNormConv2D y")
 				}
-				if err := c.Sync(); err != nil {
-					t.Fatalf("%s %+v: %v", c.Name(), dc, err)
-				}
-				if e := relL2(y.v(), want); e > cf.tol {
-					t.Errorf("%s %+v bias %v: relative L2 error %.3g > %.3g", c.Name(), dc, withBias, e, cf.tol)
-				}
-				y.checkGuard(t, "GroupNormConv2D y")
 			}
-			if elem, ok := c.blockedSource(dc, true); ok != (c.dconv != nil && dc.C%16 == 0) {
-				t.Errorf("%s %+v: blockedSource = %d, %v", c.Name(), dc, elem, ok)
+			elem, src, dst := c.blockedConv(dc, true)
+			if src != (c.dconv != nil && dc.C%16 == 0) {
+				t.Errorf("%s %+v: blockedConv = %d, %v, %v: want the nChw16c source exactly with oneDNN and channels a multiple of 16", c.Name(), dc, elem, src, dst)
 			}
+			if dst && (dc.N == 1 || dc.K%16 != 0) {
+				t.Errorf("%s %+v: nChw16c output with one image (split by output channels) or %d output channels", c.Name(), dc, dc.K)
+			}
+			blkDst += boolIndex(dst)
 		}
+	}
+	if blkDst == 0 && sawDNNL {
+		t.Error("no shape left its output in nChw16c: the residual path went untested")
 	}
 }

@@ -68,10 +68,19 @@ type Norm struct {
 	Dropout float64
 }
 
-// NormConv is Conv(conv, Dropout(GroupNorm(x + Bias))) with a k x k
-// kernel from x's C channels to cout, stride and padding pad on every
-// side: a resnet block's norm, activation and convolution.
-func (b *Builder[B]) NormConv(n Norm, x *G.Node, conv string, cout, k, stride, pad int) *G.Node {
+// ConvLayer is NormConv's convolution: name (name.weight (Out, C, Kernel,
+// Kernel) and name.bias), Out channels, a Kernel x Kernel kernel, Stride,
+// the same padding Pad on every side, and a Residual (N, Out, OutH, OutW)
+// added to its output when not nil (a resnet block's skip connection).
+type ConvLayer struct {
+	Name                     string
+	Out, Kernel, Stride, Pad int
+	Residual                 *G.Node
+}
+
+// NormConv is Conv(Dropout(GroupNorm(x + n.Bias))) + Residual: a resnet
+// block's norm, activation, convolution and skip connection.
+func (b *Builder[B]) NormConv(n Norm, x *G.Node, cv ConvLayer) *G.Node {
 	if b.err != nil {
 		return nil
 	}
@@ -81,27 +90,42 @@ func (b *Builder[B]) NormConv(n Norm, x *G.Node, conv string, cout, k, stride, p
 			h = b.AddChannelBias(h, n.Bias)
 		}
 		h = b.Dropout(b.GroupNorm(n.Name, h, n.Groups, n.Eps, n.SiLU), n.Dropout)
-		return b.Conv(conv, h, cout, k, stride, pad)
+		h = b.Conv(cv.Name, h, cv.Out, cv.Kernel, cv.Stride, cv.Pad)
+		if cv.Residual != nil {
+			h = b.Add(cv.Residual, h)
+		}
+		return h
 	}
 	gamma, beta := b.normParams(n.Name, x, n.Groups)
 	s := x.Shape()
 	dn := kernels.GroupNormDims{N: s[0], C: s[1], HW: s.TotalSize() / (s[0] * s[1]), Groups: n.Groups, Eps: float32(n.Eps), SiLU: n.SiLU}
-	dc := kernels.ConvDims{N: s[0], C: s[1], H: s[2], W: s[3], K: cout, R: k, S: k,
-		StrideH: stride, StrideW: stride, PadTop: pad, PadLeft: pad, PadBottom: pad, PadRight: pad}
+	dc := kernels.ConvDims{N: s[0], C: s[1], H: s[2], W: s[3], K: cv.Out, R: cv.Kernel, S: cv.Kernel,
+		StrideH: cv.Stride, StrideW: cv.Stride, PadTop: cv.Pad, PadLeft: cv.Pad, PadBottom: cv.Pad, PadRight: cv.Pad}
 	if err := dc.Validate(); err != nil {
-		b.Fail(fmt.Errorf("nn: %s: %w", conv, err))
+		b.Fail(fmt.Errorf("nn: %s: %w", cv.Name, err))
 		return nil
 	}
-	w, cb := b.convParams(conv, dc)
+	w, cb := b.convParams(cv.Name, dc)
 	if b.err != nil {
 		return nil
 	}
-	op := &groupNormConv[B]{newBase(fmt.Sprintf("NormConv%+v%+v", dn, dc), tensor.Shape{dc.N, dc.K, dc.OutH(), dc.OutW()}, 5), dn, dc, n.Bias != nil}
-	if n.Bias != nil {
-		op.arity = 6
-		return b.op(op, x, gamma, beta, w, cb, n.Bias)
+	out := tensor.Shape{dc.N, dc.K, dc.OutH(), dc.OutW()}
+	if cv.Residual != nil && !cv.Residual.Shape().Eq(out) {
+		b.Fail(fmt.Errorf("nn: %s: residual of shape %v for an output of shape %v", cv.Name, cv.Residual.Shape(), out))
+		return nil
 	}
-	return b.op(op, x, gamma, beta, w, cb)
+	in := []*G.Node{x, gamma, beta, w, cb}
+	op := &groupNormConv[B]{dn: dn, dc: dc, bias: -1, res: -1}
+	if n.Bias != nil {
+		op.bias = len(in)
+		in = append(in, n.Bias)
+	}
+	if cv.Residual != nil {
+		op.res = len(in)
+		in = append(in, cv.Residual)
+	}
+	op.base = newBase(fmt.Sprintf("NormConv%+v%+v(bias %v, residual %v)", dn, dc, op.bias >= 0, op.res >= 0), out, len(in))
+	return b.op(op, in...)
 }
 
 // fusedOps returns the backend's fused kernels, if it has them.
@@ -148,34 +172,41 @@ func (o *linearToChannels[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
 	return nil
 }
 
-// groupNormConv is Conv2D(GroupNorm(x [+ bias])) from (x, gamma, beta,
-// w, b[, bias]).
+// groupNormConv is Conv2D(GroupNorm(x [+ bias])) [+ res] from (x, gamma,
+// beta, w, b[, bias][, res]); bias and res are operand indices, -1 when
+// absent.
 type groupNormConv[B any] struct {
 	base
-	dn      kernels.GroupNormDims
-	dc      kernels.ConvDims
-	hasBias bool
+	dn        kernels.GroupNormDims
+	dc        kernels.ConvDims
+	bias, res int
 }
 
 func (o *groupNormConv[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
-	var bias B
-	if o.hasBias {
-		bias = in[5]
+	var bias, res B
+	if o.bias >= 0 {
+		bias = in[o.bias]
+	}
+	if o.res >= 0 {
+		res = in[o.res]
 	}
 	if f, ok := fusedOps(c); ok {
-		f.GroupNormConv2D(out, in[0], bias, in[1], in[2], in[3], in[4], o.dn, o.dc)
+		f.GroupNormConv2D(out, in[0], bias, in[1], in[2], in[3], in[4], res, o.dn, o.dc)
 		return nil
 	}
 	d := o.dn
 	ng, total := d.N*d.Groups, d.N*d.C*d.HW
 	mean, rstd, h := c.Temp(ng), c.Temp(ng), c.Temp(total)
 	x := in[0]
-	if o.hasBias {
+	if o.bias >= 0 {
 		sum := c.Temp(total)
 		c.Ops.AddChannelBias(sum, x, bias, d.N, d.C, d.HW)
 		x = sum
 	}
 	c.Ops.GroupNorm(h, mean, rstd, x, in[1], in[2], d)
 	c.Ops.Conv2D(out, h, in[3], in[4], o.dc)
+	if o.res >= 0 {
+		c.Ops.Add(out, out, res, o.dc.N*o.dc.K*o.dc.OutH()*o.dc.OutW())
+	}
 	return nil
 }

@@ -73,7 +73,8 @@ func build[B any](cfg Config, b *nn.Builder[B], k nn.Key) (*G.Node, error) {
 			h = b.Conv(fmt.Sprintf("up_blocks.%d.upsamplers.0.conv", i), b.Upsample2x(h), ch, 3, 1, 1)
 		}
 	}
-	h = b.NormConv(nn.Norm{Name: "conv_norm_out", Groups: cfg.NormNumGroups, Eps: cfg.NormEps, SiLU: true}, h, "conv_out", cfg.OutChannels, 3, 1, 1)
+	h = b.NormConv(nn.Norm{Name: "conv_norm_out", Groups: cfg.NormNumGroups, Eps: cfg.NormEps, SiLU: true}, h,
+		nn.ConvLayer{Name: "conv_out", Out: cfg.OutChannels, Kernel: 3, Stride: 1, Pad: 1})
 	if err := b.Err(); err != nil {
 		return nil, fmt.Errorf("unet: build graph for batch %d at %dx%d: %w", k.N, k.H, k.W, err)
 	}
@@ -112,14 +113,14 @@ func (u *unetBuilder[B]) resnet(name string, x, semb *G.Node, cout int) *G.Node 
 		return nil
 	}
 	g, eps := u.cfg.NormNumGroups, u.cfg.NormEps
-	h := b.NormConv(nn.Norm{Name: name + ".norm1", Groups: g, Eps: eps, SiLU: true}, x, name+".conv1", cout, 3, 1, 1)
+	h := b.NormConv(nn.Norm{Name: name + ".norm1", Groups: g, Eps: eps, SiLU: true}, x, nn.ConvLayer{Name: name + ".conv1", Out: cout, Kernel: 3, Stride: 1, Pad: 1})
 	temb := b.Linear(name+".time_emb_proj", semb, cout)
-	h = b.NormConv(nn.Norm{Name: name + ".norm2", Groups: g, Eps: eps, SiLU: true, Bias: temb, Dropout: u.cfg.Dropout}, h, name+".conv2", cout, 3, 1, 1)
 	sc := x
 	if x.Shape()[1] != cout {
 		sc = b.Conv(name+".conv_shortcut", x, cout, 1, 1, 0)
 	}
-	return b.Add(sc, h)
+	return b.NormConv(nn.Norm{Name: name + ".norm2", Groups: g, Eps: eps, SiLU: true, Bias: temb, Dropout: u.cfg.Dropout}, h,
+		nn.ConvLayer{Name: name + ".conv2", Out: cout, Kernel: 3, Stride: 1, Pad: 1, Residual: sc})
 }
 
 // attention is diffusers' Attention on a feature map: group_norm, tokens
