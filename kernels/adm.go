@@ -1,7 +1,5 @@
 package kernels
 
-import "math"
-
 // The layers of OpenAI's ADM networks (Dhariwal & Nichol 2021,
 // openai/guided-diffusion guided_diffusion/unet.py) that the diffusers
 // UNet does not have: GroupNorm with FiLM scale-shift conditioning, 2x2
@@ -76,8 +74,7 @@ func (c *CPU) GroupNormScaleShift(y, mean, rstd, x, gamma, beta, ss []float32, d
 	c.parallel(ng, max(1, elemGrain/cnt), func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
 			xs := x[i*cnt : (i+1)*cnt]
-			mu := blockSum(xs) / float64(cnt)
-			rs := 1 / math.Sqrt(blockSqDev(xs, float32(mu))/float64(cnt)+float64(d.Eps))
+			mu, rs := groupStats(xs, nil, d.HW, d.Eps)
 			mean[i], rstd[i] = float32(mu), float32(rs)
 			n, g0 := i/d.Groups, (i%d.Groups)*cg
 			for j := 0; j < cg; j++ {
@@ -85,15 +82,7 @@ func (c *CPU) GroupNormScaleShift(y, mean, rstd, x, gamma, beta, ss []float32, d
 				ga, be := affineAt(gamma, beta, ss, n, ch, d.C)
 				a := float32(rs) * ga
 				bb := be - float32(mu)*a
-				xr := xs[j*d.HW : (j+1)*d.HW]
-				yr := y[i*cnt+j*d.HW : i*cnt+(j+1)*d.HW]
-				if d.SiLU {
-					siluAffine(yr, xr, a, bb)
-				} else {
-					for p, v := range xr {
-						yr[p] = v*a + bb
-					}
-				}
+				affineRow(y[i*cnt+j*d.HW:i*cnt+(j+1)*d.HW], xs[j*d.HW:(j+1)*d.HW], a, bb, d.SiLU)
 			}
 		}
 	})

@@ -54,6 +54,23 @@
 // true} (with ConstWeights, on CPUs with AVX512_BF16 or AMX) runs the
 // forward convolutions in bf16 with fp32 accumulation.
 //
+// # Fused inference kernels
+//
+// Fused is the optional interface of fused forward-only kernels; the CPU
+// implements it, and package nn's forward-only graphs call it where a
+// backend has it and the unfused Ops sequence otherwise:
+//
+//   - LinearFromChannels and LinearToChannels: an attention block's
+//     projections straight from and back to the feature map, GEMMs that
+//     read it transposed (no transposed copies), the residual added.
+//   - GroupNormConv2D: a resnet block's GroupNorm (with the time-embedding
+//     bias), SiLU, convolution and skip connection. With oneDNN the norm
+//     writes the convolution's nChw16c source itself (float32, or bf16 in
+//     bf16 mode) through a 16x16 AVX-512 transpose (block512_amd64.s), and
+//     the output is transposed back with the residual added, each chunk of
+//     images just before and after its convolution on the same thread;
+//     no oneDNN reorder and no separate norm, add or bias pass remain.
+//
 // A CPU is safe for concurrent use. Scratch memory (im2col columns,
 // attention scores, partial gradients) comes from a pool inside the CPU
 // that grows to the largest request and is then reused; oneDNN primitives

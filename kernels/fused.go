@@ -128,15 +128,7 @@ func (c *CPU) GroupNormChannelBias(y, mean, rstd, x, bias, gamma, beta []float32
 				if beta != nil {
 					bb += beta[ch]
 				}
-				xr := xs[j*d.HW : (j+1)*d.HW]
-				yr := y[i*cnt+j*d.HW : i*cnt+(j+1)*d.HW]
-				if d.SiLU {
-					siluAffine(yr, xr, a, bb)
-				} else {
-					for p, v := range xr {
-						yr[p] = v*a + bb
-					}
-				}
+				affineRow(y[i*cnt+j*d.HW:i*cnt+(j+1)*d.HW], xs[j*d.HW:(j+1)*d.HW], a, bb, d.SiLU)
 			}
 		}
 	})
@@ -144,26 +136,36 @@ func (c *CPU) GroupNormChannelBias(y, mean, rstd, x, bias, gamma, beta []float32
 
 // groupStats returns the mean and 1/sqrt(variance + eps) of one group's
 // channels xs (len(xs)/hw rows of hw values), each row plus its bias
-// bs[j] when bs is not nil: two passes, float32 blocks carried in float64.
+// bs[j] when bs is not nil: two passes, float32 blocks carried in float64
+// (without biases, over the group as one run, as GroupNorm always has).
 func groupStats(xs, bs []float32, hw int, eps float32) (mu, rs float64) {
+	if bs == nil {
+		mu = blockSum(xs) / float64(len(xs))
+		return mu, 1 / math.Sqrt(blockSqDev(xs, float32(mu))/float64(len(xs))+float64(eps))
+	}
 	rows := len(xs) / hw
 	var sum float64
 	for j := 0; j < rows; j++ {
-		sum += blockSum(xs[j*hw : (j+1)*hw])
-		if bs != nil {
-			sum += float64(bs[j]) * float64(hw)
-		}
+		sum += blockSum(xs[j*hw:(j+1)*hw]) + float64(bs[j])*float64(hw)
 	}
 	mu = sum / float64(len(xs))
 	var sq float64
 	for j := 0; j < rows; j++ {
-		m := mu
-		if bs != nil {
-			m -= float64(bs[j])
-		}
-		sq += blockSqDev(xs[j*hw:(j+1)*hw], float32(m))
+		sq += blockSqDev(xs[j*hw:(j+1)*hw], float32(mu-float64(bs[j])))
 	}
 	return mu, 1 / math.Sqrt(sq/float64(len(xs))+float64(eps))
+}
+
+// affineRow sets y = a*x + b, then z*sigmoid(z) of that when silu: one
+// channel row of a normalisation.
+func affineRow(y, x []float32, a, b float32, silu bool) {
+	if silu {
+		siluAffine(y, x, a, b)
+		return
+	}
+	for p, v := range x {
+		y[p] = v*a + b
+	}
 }
 
 // GroupNormConv2D is GroupNorm (AddChannelBias then GroupNorm when bias,
@@ -298,14 +300,7 @@ func normBlocked(dst []float32, dst16 []uint16, tile []float32, lo, hi int, mean
 		for p0 := 0; p0 < d.HW; p0 += blockPixels {
 			np := min(blockPixels, d.HW-p0)
 			for j := 0; j < 16; j++ {
-				src, row := xb[j*d.HW+p0:j*d.HW+p0+np], tile[j*blockPixels:j*blockPixels+np]
-				if d.SiLU {
-					siluAffine(row, src, a[j], sh[j])
-				} else {
-					for p, v := range src {
-						row[p] = v*a[j] + sh[j]
-					}
-				}
+				affineRow(tile[j*blockPixels:j*blockPixels+np], xb[j*d.HW+p0:j*d.HW+p0+np], a[j], sh[j], d.SiLU)
 			}
 			off := (blk*d.HW + p0) * 16
 			if dst16 != nil {

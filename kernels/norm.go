@@ -1,7 +1,5 @@
 package kernels
 
-import "math"
-
 func (c *CPU) checkGN(op string, d GroupNormDims) bool {
 	if d.N < 1 || d.C < 1 || d.HW < 1 || d.Groups < 1 || d.C%d.Groups != 0 {
 		c.fail("%s: dims %+v: N, C, HW, Groups must be >= 1 and Groups must divide C", op, d)
@@ -36,8 +34,7 @@ func (c *CPU) GroupNorm(y, mean, rstd, x, gamma, beta []float32, d GroupNormDims
 	c.parallel(ng, max(1, elemGrain/cnt), func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
 			xs := x[i*cnt : (i+1)*cnt]
-			mu := blockSum(xs) / float64(cnt)
-			rs := 1 / math.Sqrt(blockSqDev(xs, float32(mu))/float64(cnt)+float64(d.Eps))
+			mu, rs := groupStats(xs, nil, d.HW, d.Eps)
 			mean[i], rstd[i] = float32(mu), float32(rs)
 			g0 := (i % d.Groups) * cg
 			for j := 0; j < cg; j++ {
@@ -50,15 +47,7 @@ func (c *CPU) GroupNorm(y, mean, rstd, x, gamma, beta []float32, d GroupNormDims
 				if beta != nil {
 					bb += beta[ch]
 				}
-				xr := xs[j*d.HW : (j+1)*d.HW]
-				yr := y[i*cnt+j*d.HW : i*cnt+(j+1)*d.HW]
-				if d.SiLU {
-					siluAffine(yr, xr, a, bb)
-				} else {
-					for p, v := range xr {
-						yr[p] = v*a + bb
-					}
-				}
+				affineRow(y[i*cnt+j*d.HW:i*cnt+(j+1)*d.HW], xs[j*d.HW:(j+1)*d.HW], a, bb, d.SiLU)
 			}
 		}
 	})

@@ -12,6 +12,14 @@
 // gexec.Grad differentiates whole graphs. Ops carry their dimensions
 // explicitly (no Gorgonia Reshape: DESIGN.md fact 2).
 //
+// A few layers are a sequence of ops in graphs that take gradients and
+// one fused op in forward-only graphs (Builder.Fused: Forward's, not
+// TrainStep's or VJP's): NormConv (GroupNorm, SiLU, convolution, skip
+// connection), TokenLinear and LinearToMap (attention projections without
+// transposed copies). A fused op runs the backend's kernels.Fused method
+// when it has one and the sequence otherwise, so models are still written
+// once and every device runs every graph.
+//
 // Net[B] keeps the parameters in one flat buffer on the device (and the
 // gradients, once trained, in another, laid out the same way, so an
 // optimiser updates them with one call each), compiles one graph per
