@@ -88,7 +88,10 @@ func TestPredictOpenAI(t *testing.T) {
 }
 
 // TestPredictLowRes runs a SuperRes model file through `ddpm predict
-// --low-res` and compares with adm's PredictLowRes.
+// --low-res` and compares with adm's PredictLowRes: within 5e-6 relative
+// L2, as the command's inference CPU runs the 3x3 convolutions with 32 or
+// more channels on oneDNN's Winograd kernels (up to 2e-6 per conv, see
+// kernels.TestConvWinograd) and the library call here on the direct ones.
 func TestPredictLowRes(t *testing.T) {
 	cfg, err := adm.ParseFlags("--large_size 64 --small_size 16 --num_channels 32 --num_res_blocks 1 --attention_resolutions 16 --num_heads 2")
 	if err != nil {
@@ -136,8 +139,8 @@ func TestPredictLowRes(t *testing.T) {
 	if log, err := runCLI(t, "predict", "--device", "cpu", "--model", model, "--input", xs, "--low-res", ls, "--timesteps", "3", "--output", out); err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}
-	if e := relL2NPY(t, out, ws); e > 1e-6 {
-		t.Errorf("relative L2 %.3g", e)
+	if e := relL2NPY(t, out, ws); e > 5e-6 {
+		t.Errorf("relative L2 %.3g > 5e-6", e)
 	}
 	if _, err := runCLI(t, "predict", "--device", "cpu", "--model", model, "--input", xs, "--timesteps", "3", "--output", out); err == nil || !strings.Contains(err.Error(), "--low-res") {
 		t.Errorf("no --low-res: error %v", err)
