@@ -224,30 +224,34 @@ func (u *builder[B]) resBlock(name string, x, semb *G.Node, cout, updown int) *G
 	if b.Err() != nil {
 		return nil
 	}
-	h := b.GroupNorm(name+".in_layers.0", x, normGroups, normEps, true)
+	var h *G.Node
+	in := nn.Norm{Name: name + ".in_layers.0", Groups: normGroups, Eps: normEps, SiLU: true}
+	conv1 := nn.ConvLayer{Name: name + ".in_layers.2", Out: cout, Kernel: 3, Stride: 1, Pad: 1}
 	switch updown {
-	case -1:
-		h, x = b.AvgPool2x(h), b.AvgPool2x(x)
-	case 1:
-		h, x = b.Upsample2x(h), b.Upsample2x(x)
+	case 0:
+		h = b.NormConv(in, x, conv1)
+	case -1, 1:
+		h = b.GroupNorm(in.Name, x, normGroups, normEps, true)
+		if updown < 0 {
+			h, x = b.AvgPool2x(h), b.AvgPool2x(x)
+		} else {
+			h, x = b.Upsample2x(h), b.Upsample2x(x)
+		}
+		h = b.Conv(conv1.Name, h, cout, 3, 1, 1)
 	}
-	h = b.Conv(name+".in_layers.2", h, cout, 3, 1, 1)
+	out := nn.Norm{Name: name + ".out_layers.0", Groups: normGroups, Eps: normEps, SiLU: true, Dropout: a.dropout}
 	if a.scaleShift {
-		e := b.Linear(name+".emb_layers.1", semb, 2*cout)
-		h = b.GroupNormScaleShift(name+".out_layers.0", h, e, normGroups, normEps, true)
+		out.ScaleShift = b.Linear(name+".emb_layers.1", semb, 2*cout)
 	} else {
-		e := b.Linear(name+".emb_layers.1", semb, cout)
-		h = b.GroupNorm(name+".out_layers.0", b.AddChannelBias(h, e), normGroups, normEps, true)
+		out.Bias = b.Linear(name+".emb_layers.1", semb, cout)
 	}
-	h = b.Dropout(h, a.dropout)
-	h = b.Conv(name+".out_layers.3", h, cout, 3, 1, 1)
 	if b.Err() != nil {
 		return nil
 	}
 	if x.Shape()[1] != cout {
 		x = b.Conv(name+".skip_connection", x, cout, 1, 1, 0)
 	}
-	return b.Add(x, h)
+	return b.NormConv(out, h, nn.ConvLayer{Name: name + ".out_layers.3", Out: cout, Kernel: 3, Stride: 1, Pad: 1, Residual: x})
 }
 
 // attention declares AttentionBlock: norm, the fused qkv 1x1 convolution,

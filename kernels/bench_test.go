@@ -348,7 +348,7 @@ func BenchmarkGroupNormConv(b *testing.B) {
 			name := fmt.Sprintf("bf16=%v/N%d_C%d_%dx%d", bf16, dc.N, dc.C, dc.H, dc.W)
 			b.Run(name+"/fused", func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
-					c.GroupNormConv2D(y, x, nil, g, be, w, bb, nil, dn, dc)
+					c.GroupNormConv2D(y, x, nil, nil, g, be, w, bb, nil, dn, dc)
 				}
 			})
 			b.Run(name+"/two-ops", func(b *testing.B) {

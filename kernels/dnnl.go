@@ -210,6 +210,10 @@ type dnnlTensor struct {
 	internal   uintptr        // memory with the primitive's layout, or 0 if the same
 	internalMD unsafe.Pointer // its descriptor (owned by the primitive descriptor)
 	reorder    dnnlPrim       // user->internal (inputs) or internal->user (outputs)
+	// direct has the primitive's layout and no buffer of its own: it
+	// binds a caller's buffer already in that layout (run's direct), so
+	// that internal keeps its own buffer for the calls that reorder.
+	direct uintptr
 }
 
 // mem returns the memory object the primitive reads or writes.
@@ -559,7 +563,14 @@ func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, t
 			args = append(args, execArg{arg: arg, mem: wmem})
 			continue
 		case direct[arg] != nil:
-			api.memSetHandle(t.internal, direct[arg])
+			if t.direct == 0 {
+				if st := api.memCreate(&t.direct, t.internalMD, api.engine, 0); st != dnnlSuccess {
+					return fmt.Errorf("dnnl_memory_create(direct): status %d", st)
+				}
+			}
+			api.memSetHandle(t.direct, direct[arg])
+			args = append(args, execArg{arg: arg, mem: t.direct})
+			continue
 		default:
 			b := bufs[arg]
 			api.memSetHandle(t.user, unsafe.Pointer(&b[0]))

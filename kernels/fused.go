@@ -21,12 +21,13 @@ type Fused[B any] interface {
 	// channels(x w^T + b) + r for tokens x (N, T, In); r (N, Out, T) (a
 	// residual) or zero.
 	LinearToChannels(y, x, w, b, r B, n, t, in, out int)
-	// GroupNormConv2D is GroupNorm of x, or of x[n,c,p] + bias[n,c] when
-	// bias (N, C) is not zero (AddChannelBias first), then Conv2D, then
-	// Add of res (N, K, OutH, OutW) when it is not zero: y = conv(norm(x),
-	// w) + b + res, with dn the norm's dims and dc the convolution's
-	// (dn.N, dn.C, dn.HW = dc.N, dc.C, dc.H*dc.W).
-	GroupNormConv2D(y, x, bias, gamma, beta, w, b, res B, dn GroupNormDims, dc ConvDims)
+	// GroupNormConv2D is a normalisation, then Conv2D, then Add of res
+	// (N, K, OutH, OutW) when it is not zero: y = conv(norm(x), w) + b +
+	// res, with dn the norm's dims and dc the convolution's (dn.N, dn.C,
+	// dn.HW = dc.N, dc.C, dc.H*dc.W). norm is GroupNorm of x, or of
+	// x[n,c,p] + bias[n,c] when bias (N, C) is not zero (AddChannelBias
+	// first), or GroupNormScaleShift with ss (N, 2C) when ss is not zero.
+	GroupNormConv2D(y, x, bias, ss, gamma, beta, w, b, res B, dn GroupNormDims, dc ConvDims)
 }
 
 var _ Fused[[]float32] = (*CPU)(nil)
@@ -169,14 +170,15 @@ func affineRow(y, x []float32, a, b float32, silu bool) {
 }
 
 // GroupNormConv2D is GroupNorm (AddChannelBias then GroupNorm when bias,
-// (N, C), is not nil), then Conv2D with w and b, then the residual res
-// added when it is not nil: a resnet block's norm, SiLU, convolution and
-// skip connection. Where oneDNN runs the convolution on nChw16c
+// (N, C), is not nil; with guided-diffusion's scale-shift conditioning
+// when ss, (N, 2C), is not nil), then Conv2D with w and b, then the
+// residual res added when it is not nil: a resnet block's norm, SiLU,
+// convolution and skip connection. Where oneDNN runs the convolution on nChw16c
 // (blockedConv), the normalised values are written straight into that
 // layout (float32, or bf16 in bf16 mode) instead of NCHW plus oneDNN's
 // reorder, and the output, with res, read back from it; otherwise it is
 // the ops one after the other.
-func (c *CPU) GroupNormConv2D(y, x, bias, gamma, beta, w, b, res []float32, dn GroupNormDims, dc ConvDims) {
+func (c *CPU) GroupNormConv2D(y, x, bias, ss, gamma, beta, w, b, res []float32, dn GroupNormDims, dc ConvDims) {
 	const op = "GroupNormConv2D"
 	if !c.checkGN(op, dn) {
 		return
@@ -192,7 +194,7 @@ func (c *CPU) GroupNormConv2D(y, x, bias, gamma, beta, w, b, res []float32, dn G
 	total, ng, ytotal := dn.N*dn.C*dn.HW, dn.N*dn.Groups, dc.N*dc.K*dc.OutH()*dc.OutW()
 	if !c.has(op, "x", x, total) || !c.opt(op, "bias", bias, dn.N*dn.C) || !c.opt(op, "gamma", gamma, dn.C) ||
 		!c.opt(op, "beta", beta, dn.C) || !c.has(op, "y", y, ytotal) || !c.has(op, "w", w, dc.K*dc.C*dc.R*dc.S) ||
-		!c.opt(op, "b", b, dc.K) || !c.opt(op, "res", res, ytotal) {
+		!c.opt(op, "b", b, dc.K) || !c.opt(op, "res", res, ytotal) || !c.opt(op, "ss", ss, 2*dn.N*dn.C) {
 		return
 	}
 	stats := c.ws.get(2 * ng)
@@ -202,9 +204,18 @@ func (c *CPU) GroupNormConv2D(y, x, bias, gamma, beta, w, b, res []float32, dn G
 	if !blkSrc {
 		h := c.ws.get(total)
 		defer c.ws.put(h)
-		if bias != nil {
+		switch {
+		case ss != nil:
+			in := x
+			if bias != nil {
+				in = c.ws.get(total)
+				defer c.ws.put(in)
+				c.AddChannelBias(in, x, bias, dn.N, dn.C, dn.HW)
+			}
+			c.GroupNormScaleShift(h, mean, rstd, in, gamma, beta, ss, dn)
+		case bias != nil:
 			c.GroupNormChannelBias(h, mean, rstd, x, bias, gamma, beta, dn)
-		} else {
+		default:
 			c.GroupNorm(h, mean, rstd, x, gamma, beta, dn)
 		}
 		c.Conv2D(y, h, w, b, dc)
@@ -223,7 +234,7 @@ func (c *CPU) GroupNormConv2D(y, x, bias, gamma, beta, w, b, res []float32, dn G
 	io := convIO{src: unsafe.Pointer(&buf[0]), elem: elem, fill: func(lo, hi int) {
 		tile := c.ws.get(16 * blockPixels)
 		defer c.ws.put(tile)
-		normBlocked(buf, buf16, tile, lo, hi, mean, rstd, x, bias, gamma, beta, dn)
+		normBlocked(buf, buf16, tile, lo, hi, mean, rstd, x, bias, ss, gamma, beta, dn)
 	}}
 	var out []float32
 	if blkDst && res != nil {
@@ -268,14 +279,14 @@ func (c *CPU) groupNormStats(mean, rstd, x, bias []float32, d GroupNormDims) {
 	})
 }
 
-// normBlocked writes images lo..hi-1 of GroupNorm(x + bias) (SiLU when
-// d.SiLU), from the statistics mean and rstd, in oneDNN's nChw16c layout
-// (C a multiple of 16): value (n, c, p) at ((n*C/16 + c/16)*HW + p)*16 +
-// c%16 of dst, or of dst16 in bf16 when dst16 is not nil. Each
-// 16-channel block is normalised channel by channel into tile (16 *
-// blockPixels values; the vectorised affine+SiLU of GroupNorm) and
-// transposed from there into the block.
-func normBlocked(dst []float32, dst16 []uint16, tile []float32, lo, hi int, mean, rstd, x, bias, gamma, beta []float32, d GroupNormDims) {
+// normBlocked writes images lo..hi-1 of GroupNorm(x + bias) (with the
+// scale-shift ss when not nil; SiLU when d.SiLU), from the statistics
+// mean and rstd, in oneDNN's nChw16c layout (C a multiple of 16): value
+// (n, c, p) at ((n*C/16 + c/16)*HW + p)*16 + c%16 of dst, or of dst16 in
+// bf16 when dst16 is not nil. Each 16-channel block is normalised channel
+// by channel into tile (16 * blockPixels values; the vectorised
+// affine+SiLU of GroupNorm) and transposed from there into the block.
+func normBlocked(dst []float32, dst16 []uint16, tile []float32, lo, hi int, mean, rstd, x, bias, ss, gamma, beta []float32, d GroupNormDims) {
 	cg := d.C / d.Groups
 	var a, sh [16]float32
 	for blk := lo * d.C / 16; blk < hi*d.C/16; blk++ {
@@ -283,18 +294,23 @@ func normBlocked(dst []float32, dst16 []uint16, tile []float32, lo, hi int, mean
 		for j := 0; j < 16; j++ {
 			ch := c0 + j
 			g := n*d.Groups + ch/cg
-			a[j] = rstd[g]
-			if gamma != nil {
-				a[j] *= gamma[ch]
+			ga, be := float32(1), float32(0)
+			if ss != nil {
+				ga, be = affineAt(gamma, beta, ss, n, ch, d.C)
+			} else {
+				if gamma != nil {
+					ga = gamma[ch]
+				}
+				if beta != nil {
+					be = beta[ch]
+				}
 			}
+			a[j] = rstd[g] * ga
 			m := float64(mean[g])
 			if bias != nil {
 				m -= float64(bias[n*d.C+ch])
 			}
-			sh[j] = -float32(m) * a[j]
-			if beta != nil {
-				sh[j] += beta[ch]
-			}
+			sh[j] = be - float32(m)*a[j]
 		}
 		xb := x[(n*d.C+c0)*d.HW:]
 		for p0 := 0; p0 < d.HW; p0 += blockPixels {

@@ -117,7 +117,8 @@ func TestGroupNormChannelBias(t *testing.T) {
 }
 
 // TestGroupNormConv2D: the fused norm and convolution against the float64
-// twin of GroupNorm (with and without the channel bias) then Conv2D, on
+// twin of GroupNorm (plain, with the channel bias before it, with the
+// scale-shift after it, with both) then Conv2D and the residual, on
 // the pure-Go backend, oneDNN (training primitives, then inference ones
 // with Winograd), and oneDNN bf16 where the CPU has it; shapes where the
 // source goes to oneDNN in nChw16c (channels a multiple of 16, pixel
@@ -162,16 +163,25 @@ func TestGroupNormConv2D(t *testing.T) {
 			x, w, b := rnd(r, dc.N*dc.C*dc.H*dc.W), rnd(r, dc.K*dc.C*dc.R*dc.S), rnd(r, dc.K)
 			gamma, beta, bias := rnd(r, dc.C), rnd(r, dc.C), rnd(r, dc.N*dc.C)
 			res := rnd(r, dc.N*dc.K*dc.OutH()*dc.OutW())
-			for _, withBias := range []bool{false, true} {
+			ss := rnd(r, 2*dc.N*dc.C)
+			// cond: 0 plain GroupNorm, 1 the channel bias first, 2 the
+			// scale-shift after, 3 both.
+			for cond := 0; cond < 4; cond++ {
 				in := f64(x)
-				var bb []float32
-				if withBias {
+				var bb, sc []float32
+				if cond&1 != 0 {
 					bb = bias
 					for i := range in {
 						in[i] += float64(bias[i/dn.HW])
 					}
 				}
-				h, _, _ := refGroupNorm(in, f64(gamma), f64(beta), dn)
+				var h []float64
+				if cond&2 != 0 {
+					sc = ss
+					h = refGroupNormSS(in, f64(gamma), f64(beta), f64(ss), dn)
+				} else {
+					h, _, _ = refGroupNorm(in, f64(gamma), f64(beta), dn)
+				}
 				want := refConv(h, f64(w), f64(b), dc)
 				for _, withRes := range []bool{false, true} {
 					var rr []float32
@@ -185,13 +195,13 @@ func TestGroupNormConv2D(t *testing.T) {
 					}
 					y := newOut(len(want))
 					for rep := 0; rep < 2; rep++ { // the second run reuses primitives and cached weights
-						c.GroupNormConv2D(y.v(), x, bb, gamma, beta, w, b, rr, dn, dc)
+						c.GroupNormConv2D(y.v(), x, bb, sc, gamma, beta, w, b, rr, dn, dc)
 					}
 					if err := c.Sync(); err != nil {
 						t.Fatalf("%s %+v: %v", c.Name(), dc, err)
 					}
 					if e := relL2(y.v(), wantR); e > cf.tol {
-						t.Errorf("%s %+v bias %v residual %v: relative L2 error %.3g > %.3g", c.Name(), dc, withBias, withRes, e, cf.tol)
+						t.Errorf("%s %+v conditioning %d residual %v: relative L2 error %.3g > %.3g", c.Name(), dc, cond, withRes, e, cf.tol)
 					}
 					y.checkGuard(t, "GroupNormConv2D y")
 				}

@@ -57,15 +57,17 @@ func (b *Builder[B]) LinearToMap(name string, x *G.Node, out int, res *G.Node) *
 // Norm is a GroupNorm layer before NormConv's convolution: its name
 // (name.weight and name.bias, (C)), groups and eps, SiLU after it, a
 // per-example channel bias (N, C) added to its input when Bias is not
-// nil (a resnet block's time embedding), and dropout after it in training
-// graphs.
+// nil (a resnet block's time embedding), guided-diffusion's scale-shift
+// conditioning (N, 2C) after it when ScaleShift is not nil (see
+// GroupNormScaleShift), and dropout after it in training graphs.
 type Norm struct {
-	Name    string
-	Groups  int
-	Eps     float64
-	SiLU    bool
-	Bias    *G.Node
-	Dropout float64
+	Name       string
+	Groups     int
+	Eps        float64
+	SiLU       bool
+	Bias       *G.Node
+	ScaleShift *G.Node
+	Dropout    float64
 }
 
 // ConvLayer is NormConv's convolution: name (name.weight (Out, C, Kernel,
@@ -89,7 +91,12 @@ func (b *Builder[B]) NormConv(n Norm, x *G.Node, cv ConvLayer) *G.Node {
 		if n.Bias != nil {
 			h = b.AddChannelBias(h, n.Bias)
 		}
-		h = b.Dropout(b.GroupNorm(n.Name, h, n.Groups, n.Eps, n.SiLU), n.Dropout)
+		if n.ScaleShift != nil {
+			h = b.GroupNormScaleShift(n.Name, h, n.ScaleShift, n.Groups, n.Eps, n.SiLU)
+		} else {
+			h = b.GroupNorm(n.Name, h, n.Groups, n.Eps, n.SiLU)
+		}
+		h = b.Dropout(h, n.Dropout)
 		h = b.Conv(cv.Name, h, cv.Out, cv.Kernel, cv.Stride, cv.Pad)
 		if cv.Residual != nil {
 			h = b.Add(cv.Residual, h)
@@ -115,16 +122,20 @@ func (b *Builder[B]) NormConv(n Norm, x *G.Node, cv ConvLayer) *G.Node {
 		return nil
 	}
 	in := []*G.Node{x, gamma, beta, w, cb}
-	op := &groupNormConv[B]{dn: dn, dc: dc, bias: -1, res: -1}
+	op := &groupNormConv[B]{dn: dn, dc: dc, bias: -1, ss: -1, res: -1}
 	if n.Bias != nil {
 		op.bias = len(in)
 		in = append(in, n.Bias)
+	}
+	if n.ScaleShift != nil {
+		op.ss = len(in)
+		in = append(in, n.ScaleShift)
 	}
 	if cv.Residual != nil {
 		op.res = len(in)
 		in = append(in, cv.Residual)
 	}
-	op.base = newBase(fmt.Sprintf("NormConv%+v%+v(bias %v, residual %v)", dn, dc, op.bias >= 0, op.res >= 0), out, len(in))
+	op.base = newBase(fmt.Sprintf("NormConv%+v%+v(bias %v, scale-shift %v, residual %v)", dn, dc, op.bias >= 0, op.ss >= 0, op.res >= 0), out, len(in))
 	return b.op(op, in...)
 }
 
@@ -172,26 +183,29 @@ func (o *linearToChannels[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
 	return nil
 }
 
-// groupNormConv is Conv2D(GroupNorm(x [+ bias])) [+ res] from (x, gamma,
-// beta, w, b[, bias][, res]); bias and res are operand indices, -1 when
-// absent.
+// groupNormConv is Conv2D(GroupNorm(x [+ bias]) [scale-shift ss]) [+ res]
+// from (x, gamma, beta, w, b[, bias][, ss][, res]); bias, ss and res are
+// operand indices, -1 when absent.
 type groupNormConv[B any] struct {
 	base
-	dn        kernels.GroupNormDims
-	dc        kernels.ConvDims
-	bias, res int
+	dn            kernels.GroupNormDims
+	dc            kernels.ConvDims
+	bias, ss, res int
 }
 
 func (o *groupNormConv[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
-	var bias, res B
+	var bias, ss, res B
 	if o.bias >= 0 {
 		bias = in[o.bias]
+	}
+	if o.ss >= 0 {
+		ss = in[o.ss]
 	}
 	if o.res >= 0 {
 		res = in[o.res]
 	}
 	if f, ok := fusedOps(c); ok {
-		f.GroupNormConv2D(out, in[0], bias, in[1], in[2], in[3], in[4], res, o.dn, o.dc)
+		f.GroupNormConv2D(out, in[0], bias, ss, in[1], in[2], in[3], in[4], res, o.dn, o.dc)
 		return nil
 	}
 	d := o.dn
@@ -203,7 +217,11 @@ func (o *groupNormConv[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
 		c.Ops.AddChannelBias(sum, x, bias, d.N, d.C, d.HW)
 		x = sum
 	}
-	c.Ops.GroupNorm(h, mean, rstd, x, in[1], in[2], d)
+	if o.ss >= 0 {
+		c.Ops.GroupNormScaleShift(h, mean, rstd, x, in[1], in[2], ss, d)
+	} else {
+		c.Ops.GroupNorm(h, mean, rstd, x, in[1], in[2], d)
+	}
 	c.Ops.Conv2D(out, h, in[3], in[4], o.dc)
 	if o.res >= 0 {
 		c.Ops.Add(out, out, res, o.dc.N*o.dc.K*o.dc.OutH()*o.dc.OutW())

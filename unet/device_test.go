@@ -126,3 +126,49 @@ func abs64(v float64) float64 {
 	}
 	return v
 }
+
+// TestFusedRepeatedBlocks: a model whose resnet blocks repeat one shape
+// (two per level, 16 and 32 channels: the nChw16c paths of the fused
+// NormConv) predicts on oneDNN, with the inference options sampling uses,
+// what the pure-Go CPU (the same ops without oneDNN's layouts) predicts,
+// within 1e-5 relative L2: consecutive convolutions of one shape share
+// oneDNN primitives, some binding the caller's nChw16c buffers and some
+// reordering into their own.
+func TestFusedRepeatedBlocks(t *testing.T) {
+	fast, err := kernels.NewCPU(kernels.CPUOptions{BLAS: kernels.BLASDNNL, Conv: kernels.ConvDNNL, ConstWeights: true})
+	if err != nil {
+		t.Skipf("oneDNN not available: %v", err)
+	}
+	plain, err := kernels.NewCPU(kernels.CPUOptions{BLAS: kernels.BLASGonum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := tinyConfig()
+	cfg.BlockOutChannels = []int{16, 32}
+	cfg.LayersPerBlock = 2
+	cfg.SampleSize = 16
+	r := rand.New(rand.NewPCG(21, 22))
+	x := diffusion.NewBatch(4, 2, 16, 16)
+	for i := range x.Data {
+		x.Data[i] = float32(r.NormFloat64())
+	}
+	ts, ys := []float64{3, 250, 600, 999}, []int{0, 1, 2, -1}
+	var outs [2][]float32
+	for i, c := range []*kernels.CPU{plain, fast} {
+		m, err := New(cfg, c, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rep := 0; rep < 2; rep++ {
+			out, err := m.Predict(context.Background(), x, ts, ys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			outs[i] = out.Data
+		}
+		m.Close()
+	}
+	if e := relL2(outs[1], outs[0]); e > 1e-5 {
+		t.Errorf("oneDNN against pure Go: relative L2 %.3g > 1e-5", e)
+	}
+}
