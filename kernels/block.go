@@ -5,19 +5,24 @@ import "math"
 // blockRows writes 16 rows of src, stride apart, n values each, as n
 // groups of 16 (dst[p*16+c] = src[c*stride+p]): one 16-channel block of
 // n pixels in oneDNN's nChw16c layout.
-func blockRows(dst, src []float32, n, stride int) {
+func blockRows(dst, src []float32, n, stride int) { blockRowsTo(dst, src, n, stride, 16) }
+
+// blockRowsTo is blockRows with the groups ld apart (dst[p*ld+c] =
+// src[c*stride+p], ld >= 16): 16 channels of n pixels of an NHWC (token
+// major) tensor with ld channels.
+func blockRowsTo(dst, src []float32, n, stride, ld int) {
 	if n == 0 {
 		return
 	}
-	_, _ = dst[16*n-1], src[15*stride+n-1]
+	_, _ = dst[(n-1)*ld+15], src[15*stride+n-1]
 	p := 0
 	if useAVX512 && n >= 16 {
 		p = n &^ 15
-		blockRowsAVX512(&dst[0], &src[0], p, stride)
+		blockRowsAVX512(&dst[0], &src[0], p, stride, ld)
 	}
 	for ; p < n; p++ {
 		for c := 0; c < 16; c++ {
-			dst[p*16+c] = src[c*stride+p]
+			dst[p*ld+c] = src[c*stride+p]
 		}
 	}
 }

@@ -3,7 +3,8 @@
 #include "textflag.h"
 
 // 16x16 float32 transposes between 16 channel rows (NCHW) and oneDNN's
-// blocked nChw16c layout, where each pixel's 16 channels are contiguous:
+// blocked nChw16c layout, where each pixel's 16 channels are contiguous
+// (or, for float32, into NHWC rows of any length ld):
 // 16 loads, the in-register transpose TRANSPOSE16, 16 stores; to nChw16c
 // as float32 or, converted with round-to-nearest-even (VCVTNEPS2BF16), as
 // bf16; and back, adding a residual. See block.go.
@@ -77,14 +78,18 @@
 	VSHUFF32X4 $0x88, Z31, Z23, Z7; \
 	VSHUFF32X4 $0xdd, Z31, Z23, Z15
 
-// func blockRowsAVX512(dst, src *float32, n, stride int)
-// dst[p*16+c] = src[c*stride+p] for c < 16, p < n; n a multiple of 16.
-TEXT ·blockRowsAVX512(SB), NOSPLIT, $0-32
+// func blockRowsAVX512(dst, src *float32, n, stride, ld int)
+// dst[p*ld+c] = src[c*stride+p] for c < 16, p < n; n a multiple of 16.
+TEXT ·blockRowsAVX512(SB), NOSPLIT, $0-40
 	MOVQ dst+0(FP), DI
 	MOVQ src+8(FP), SI
 	MOVQ n+16(FP), CX
 	MOVQ stride+24(FP), BX
 	SHLQ $2, BX
+	MOVQ ld+32(FP), R10
+	SHLQ $2, R10
+	MOVQ R10, R12
+	SHLQ $4, R12
 blockRowsAVX512_loop:
 	CMPQ CX, $16
 	JL blockRowsAVX512_done
@@ -121,24 +126,40 @@ blockRowsAVX512_loop:
 	ADDQ BX, R8
 	VMOVUPS (R8), Z15
 	TRANSPOSE16
-	VMOVUPS Z0, 0(DI)
-	VMOVUPS Z1, 64(DI)
-	VMOVUPS Z2, 128(DI)
-	VMOVUPS Z3, 192(DI)
-	VMOVUPS Z4, 256(DI)
-	VMOVUPS Z5, 320(DI)
-	VMOVUPS Z6, 384(DI)
-	VMOVUPS Z7, 448(DI)
-	VMOVUPS Z8, 512(DI)
-	VMOVUPS Z9, 576(DI)
-	VMOVUPS Z10, 640(DI)
-	VMOVUPS Z11, 704(DI)
-	VMOVUPS Z12, 768(DI)
-	VMOVUPS Z13, 832(DI)
-	VMOVUPS Z14, 896(DI)
-	VMOVUPS Z15, 960(DI)
+	MOVQ DI, R11
+	VMOVUPS Z0, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z1, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z2, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z3, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z4, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z5, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z6, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z7, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z8, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z9, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z10, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z11, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z12, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z13, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z14, (R11)
+	ADDQ R10, R11
+	VMOVUPS Z15, (R11)
 	ADDQ $64, SI
-	ADDQ $1024, DI
+	ADDQ R12, DI
 	SUBQ $16, CX
 	JMP blockRowsAVX512_loop
 blockRowsAVX512_done:

@@ -29,6 +29,16 @@ func TestBlockRows(t *testing.T) {
 				}
 			}
 		}
+		// Into token-major rows of 40.
+		tok := make([]float32, 40*s.n)
+		blockRowsTo(tok, src, s.n, s.stride, 40)
+		for p := 0; p < s.n; p++ {
+			for c := 0; c < 16; c++ {
+				if tok[p*40+c] != src[c*s.stride+p] {
+					t.Fatalf("%+v: token-major [%d,%d] = %v, want %v", s, p, c, tok[p*40+c], src[c*s.stride+p])
+				}
+			}
+		}
 		// And back, with and without a residual.
 		res := rnd(r, len(src))
 		for _, withRes := range []bool{false, true} {

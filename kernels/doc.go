@@ -60,9 +60,11 @@
 // implements it, and package nn's forward-only graphs call it where a
 // backend has it and the unfused Ops sequence otherwise:
 //
-//   - LinearFromChannels and LinearToChannels: an attention block's
-//     projections straight from and back to the feature map, GEMMs that
-//     read it transposed (no transposed copies), the residual added.
+//   - GroupNormTokens and LinearToChannels: an attention block's norm
+//     written in token order for its projections (the same tiles and
+//     transposes as below, rows C apart), and its output projection
+//     straight back to the feature map, a GEMM that reads the tokens
+//     transposed, the residual added: no transposed copies.
 //   - GroupNormConv2D: a resnet block's GroupNorm (with the time-embedding
 //     bias), SiLU, convolution and skip connection. With oneDNN the norm
 //     writes the convolution's nChw16c source itself (float32, or bf16 in

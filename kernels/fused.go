@@ -13,10 +13,6 @@ import (
 // and run the sequence otherwise, so a backend gains a fusion by adding
 // the method, and each method is tested against its sequence.
 type Fused[B any] interface {
-	// LinearFromChannels is Transpose12 then Linear: y (N, T, Out) =
-	// tokens(x) w^T + b for x channel-major (N, In, T), such as a feature
-	// map's (N, C, H*W); w (Out, In), b (Out) or zero.
-	LinearFromChannels(y, x, w, b B, n, t, in, out int)
 	// LinearToChannels is Linear, Transpose12, then Add: y (N, Out, T) =
 	// channels(x w^T + b) + r for tokens x (N, T, In); r (N, Out, T) (a
 	// residual) or zero.
@@ -28,34 +24,13 @@ type Fused[B any] interface {
 	// x[n,c,p] + bias[n,c] when bias (N, C) is not zero (AddChannelBias
 	// first), or GroupNormScaleShift with ss (N, 2C) when ss is not zero.
 	GroupNormConv2D(y, x, bias, ss, gamma, beta, w, b, res B, dn GroupNormDims, dc ConvDims)
+	// GroupNormTokens is GroupNorm then Transpose12: y (N, HW, C) is the
+	// token-major GroupNorm of x (N, C, HW), such as an attention block's
+	// input to its projections.
+	GroupNormTokens(y, x, gamma, beta B, d GroupNormDims)
 }
 
 var _ Fused[[]float32] = (*CPU)(nil)
-
-// LinearFromChannels sets y (N, T, Out) = x_n^T w^T + b per example n of
-// x (N, In, T): one GEMM per example that reads x transposed, so the
-// tokens are never copied out. The examples are split over the threads.
-func (c *CPU) LinearFromChannels(y, x, w, b []float32, n, t, in, out int) {
-	const op = "LinearFromChannels"
-	if !c.sizes(op, n, t, in, out) || !c.has(op, "y", y, n*t*out) || !c.has(op, "x", x, n*in*t) ||
-		!c.has(op, "w", w, out*in) || !c.opt(op, "b", b, out) {
-		return
-	}
-	serial := n < c.threads
-	c.images(n, serial, func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			yi := y[i*t*out : (i+1)*t*out]
-			beta := float32(0)
-			if b != nil {
-				for r := 0; r < t; r++ {
-					copy(yi[r*out:(r+1)*out], b[:out])
-				}
-				beta = 1
-			}
-			c.mm(serial, true, true, t, out, in, 1, x[i*in*t:], t, w, in, beta, yi, out)
-		}
-	})
-}
 
 // LinearToChannels sets y (N, Out, T) = w x_n^T + b + r_n per example n of
 // the tokens x (N, T, In): the residual and bias are written first and
@@ -234,7 +209,7 @@ func (c *CPU) GroupNormConv2D(y, x, bias, ss, gamma, beta, w, b, res []float32, 
 	io := convIO{src: unsafe.Pointer(&buf[0]), elem: elem, fill: func(lo, hi int) {
 		tile := c.ws.get(16 * blockPixels)
 		defer c.ws.put(tile)
-		normBlocked(buf, buf16, tile, lo, hi, mean, rstd, x, bias, ss, gamma, beta, dn)
+		normBlocked(buf, buf16, false, tile, lo*dn.C/16, hi*dn.C/16, mean, rstd, x, bias, ss, gamma, beta, dn)
 	}}
 	var out []float32
 	if blkDst && res != nil {
@@ -258,6 +233,38 @@ func (c *CPU) GroupNormConv2D(y, x, bias, ss, gamma, beta, w, b, res []float32, 
 	runtime.KeepAlive(out)
 }
 
+// GroupNormTokens sets y (N, HW, C) to GroupNorm of x (N, C, HW) moved to
+// token-major order: with C a multiple of 16, written in that order from
+// the normalised tiles (16 channels at a time, the transpose of
+// GroupNormConv2D's nChw16c path with rows C apart); otherwise GroupNorm
+// then Transpose12.
+func (c *CPU) GroupNormTokens(y, x, gamma, beta []float32, d GroupNormDims) {
+	const op = "GroupNormTokens"
+	if !c.checkGN(op, d) {
+		return
+	}
+	total, ng := d.N*d.C*d.HW, d.N*d.Groups
+	if !c.has(op, "y", y, total) || !c.has(op, "x", x, total) || !c.opt(op, "gamma", gamma, d.C) || !c.opt(op, "beta", beta, d.C) {
+		return
+	}
+	stats := c.ws.get(2 * ng)
+	defer c.ws.put(stats)
+	mean, rstd := stats[:ng], stats[ng:]
+	if d.C%16 != 0 {
+		h := c.ws.get(total)
+		defer c.ws.put(h)
+		c.GroupNorm(h, mean, rstd, x, gamma, beta, d)
+		c.Transpose12(y, h, d.N, d.C, d.HW)
+		return
+	}
+	c.groupNormStats(mean, rstd, x, nil, d)
+	c.parallel(d.N*d.C/16, max(1, elemGrain/(16*d.HW)), func(_, lo, hi int) {
+		tile := c.ws.get(16 * blockPixels)
+		defer c.ws.put(tile)
+		normBlocked(y, nil, true, tile, lo, hi, mean, rstd, x, nil, nil, gamma, beta, d)
+	})
+}
+
 // blockPixels is how many pixels groupNormBlocked normalises into its
 // (16, blockPixels) tile before gathering them into nChw16c.
 const blockPixels = 256
@@ -279,17 +286,19 @@ func (c *CPU) groupNormStats(mean, rstd, x, bias []float32, d GroupNormDims) {
 	})
 }
 
-// normBlocked writes images lo..hi-1 of GroupNorm(x + bias) (with the
+// normBlocked writes blocks lo..hi-1 (block i: channels 16*(i%(C/16))..
+// +15 of image i/(C/16)) of GroupNorm(x + bias) (with the
 // scale-shift ss when not nil; SiLU when d.SiLU), from the statistics
 // mean and rstd, in oneDNN's nChw16c layout (C a multiple of 16): value
 // (n, c, p) at ((n*C/16 + c/16)*HW + p)*16 + c%16 of dst, or of dst16 in
-// bf16 when dst16 is not nil. Each 16-channel block is normalised channel
-// by channel into tile (16 * blockPixels values; the vectorised
-// affine+SiLU of GroupNorm) and transposed from there into the block.
-func normBlocked(dst []float32, dst16 []uint16, tile []float32, lo, hi int, mean, rstd, x, bias, ss, gamma, beta []float32, d GroupNormDims) {
+// bf16 when dst16 is not nil; or, when tokens, token-major (N, HW, C) in
+// dst. Each 16-channel block is normalised channel by channel into tile
+// (16 * blockPixels values; the vectorised affine+SiLU of GroupNorm) and
+// transposed from there into the block.
+func normBlocked(dst []float32, dst16 []uint16, tokens bool, tile []float32, lo, hi int, mean, rstd, x, bias, ss, gamma, beta []float32, d GroupNormDims) {
 	cg := d.C / d.Groups
 	var a, sh [16]float32
-	for blk := lo * d.C / 16; blk < hi*d.C/16; blk++ {
+	for blk := lo; blk < hi; blk++ {
 		n, c0 := blk/(d.C/16), (blk%(d.C/16))*16
 		for j := 0; j < 16; j++ {
 			ch := c0 + j
@@ -319,9 +328,12 @@ func normBlocked(dst []float32, dst16 []uint16, tile []float32, lo, hi int, mean
 				affineRow(tile[j*blockPixels:j*blockPixels+np], xb[j*d.HW+p0:j*d.HW+p0+np], a[j], sh[j], d.SiLU)
 			}
 			off := (blk*d.HW + p0) * 16
-			if dst16 != nil {
+			switch {
+			case tokens:
+				blockRowsTo(dst[(n*d.HW+p0)*d.C+c0:], tile, np, blockPixels, d.C)
+			case dst16 != nil:
 				blockRowsBF16(dst16[off:], tile, np, blockPixels)
-			} else {
+			default:
 				blockRows(dst[off:], tile, np, blockPixels)
 			}
 		}

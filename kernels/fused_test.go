@@ -18,33 +18,20 @@ func transpose64(x []float64, n, i, j int) []float64 {
 	return y
 }
 
-// TestFusedLinears: LinearFromChannels and LinearToChannels against the
-// float64 twins of the sequences they replace (Transpose12 then Linear;
-// Linear, Transpose12, then Add), with and without bias and residual, on
-// odd sizes and on every backend.
-func TestFusedLinears(t *testing.T) {
+// TestLinearToChannels: LinearToChannels against the float64 twin of the
+// sequence it replaces (Linear, Transpose12, then Add), with and without
+// bias and residual, on odd sizes and on every backend.
+func TestLinearToChannels(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	for _, c := range backends(t) {
 		for _, s := range []struct{ n, t, in, out int }{{1, 5, 3, 4}, {3, 17, 24, 33}, {4, 64, 32, 48}} {
-			x, w, b := rnd(r, s.n*s.in*s.t), rnd(r, s.out*s.in), rnd(r, s.out)
+			tok, w, b := rnd(r, s.n*s.t*s.in), rnd(r, s.out*s.in), rnd(r, s.out)
 			res := rnd(r, s.n*s.out*s.t)
 			for _, withB := range []bool{true, false} {
 				bb, b64 := b, f64(b)
 				if !withB {
 					bb, b64 = nil, make([]float64, s.out)
 				}
-				// LinearFromChannels: x is (N, In, T).
-				y := newOut(s.n * s.t * s.out)
-				c.LinearFromChannels(y.v(), x, w, bb, s.n, s.t, s.in, s.out)
-				if err := c.Sync(); err != nil {
-					t.Fatal(err)
-				}
-				want := refLinear(transpose64(f64(x), s.n, s.in, s.t), f64(w), b64, s.n*s.t, s.in, s.out)
-				near(t, c.Name()+" LinearFromChannels", y.v(), want, 1e-5, 1e-5)
-				y.checkGuard(t, "LinearFromChannels y")
-
-				// LinearToChannels: tokens (N, T, In), with and without r.
-				tok := x // reuse the values as (N, T, In)
 				for _, withR := range []bool{true, false} {
 					rr := res
 					if !withR {
@@ -218,5 +205,41 @@ func TestGroupNormConv2D(t *testing.T) {
 	}
 	if blkDst == 0 && sawDNNL {
 		t.Error("no shape left its output in nChw16c: the residual path went untested")
+	}
+}
+
+// TestGroupNormTokens: the token-major norm against the float64 twin of
+// GroupNorm then Transpose12, with channels a multiple of 16 (written in
+// token order from the tiles) and not (the two ops), with and without
+// SiLU and affine, on every backend.
+func TestGroupNormTokens(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, c := range backends(t) {
+		for _, d := range []GroupNormDims{
+			{N: 3, C: 32, HW: 35, Groups: 8, Eps: 1e-5},
+			{N: 2, C: 64, HW: 256, Groups: 32, Eps: 1e-6, SiLU: true},
+			{N: 2, C: 12, HW: 20, Groups: 4, Eps: 1e-5},
+		} {
+			x, gamma, beta := rnd(r, d.N*d.C*d.HW), rnd(r, d.C), rnd(r, d.C)
+			for _, affine := range []bool{true, false} {
+				g, be, g64, be64 := gamma, beta, f64(gamma), f64(beta)
+				if !affine {
+					g, be = nil, nil
+					g64, be64 = make([]float64, d.C), make([]float64, d.C)
+					for i := range g64 {
+						g64[i] = 1
+					}
+				}
+				h, _, _ := refGroupNorm(f64(x), g64, be64, d)
+				want := transpose64(h, d.N, d.C, d.HW)
+				y := newOut(len(x))
+				c.GroupNormTokens(y.v(), x, g, be, d)
+				if err := c.Sync(); err != nil {
+					t.Fatal(err)
+				}
+				near(t, c.Name()+" GroupNormTokens", y.v(), want, 2e-5, 2e-5)
+				y.checkGuard(t, "GroupNormTokens y")
+			}
+		}
 	}
 }

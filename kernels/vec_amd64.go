@@ -39,7 +39,7 @@ func expSumAVX512(r *float32, n int, m float32) float32
 var useAVX512BF16 = useAVX512 && cpu.X86.HasAVX512BF16
 
 //go:noescape
-func blockRowsAVX512(dst, src *float32, n, stride int)
+func blockRowsAVX512(dst, src *float32, n, stride, ld int)
 
 //go:noescape
 func blockRowsBF16AVX512(dst *uint16, src *float32, n, stride int)

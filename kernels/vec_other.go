@@ -30,7 +30,7 @@ func expSumAVX512(r *float32, n int, m float32) float32 { panic("unreachable") }
 
 const useAVX512BF16 = false
 
-func blockRowsAVX512(dst, src *float32, n, stride int) { panic("unreachable") }
+func blockRowsAVX512(dst, src *float32, n, stride, ld int) { panic("unreachable") }
 
 func blockRowsBF16AVX512(dst *uint16, src *float32, n, stride int) { panic("unreachable") }
 

@@ -67,7 +67,7 @@ func (b *Builder[B]) Train() bool { return b.train }
 
 // Fused reports whether the graph only runs forward (no gradients are
 // taken through it), so the layer methods that have a fused op
-// (TokenLinear, LinearToMap, NormConv) use it.
+// (NormConv, NormTokens, LinearToMap) use it.
 func (b *Builder[B]) Fused() bool { return b.fused }
 
 // Err returns the first error of the build.

@@ -15,8 +15,8 @@
 // A few layers are a sequence of ops in graphs that take gradients and
 // one fused op in forward-only graphs (Builder.Fused: Forward's, not
 // TrainStep's or VJP's): NormConv (GroupNorm, SiLU, convolution, skip
-// connection), TokenLinear and LinearToMap (attention projections without
-// transposed copies). A fused op runs the backend's kernels.Fused method
+// connection), NormTokens and LinearToMap (attention's norm and output
+// projection without transposed copies). A fused op runs the backend's kernels.Fused method
 // when it has one and the sequence otherwise, so models are still written
 // once and every device runs every graph.
 //

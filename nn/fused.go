@@ -15,21 +15,25 @@ import (
 // the sequence otherwise, so every backend runs every graph; the fused
 // ops have no derivative, which is why only forward-only graphs hold them.
 
-// TokenLinear is Linear over the positions of a feature map x (N, C, H,
-// W): the tokens (N, H*W, C) times name.weight^T plus name.bias, shaped
-// (N, H*W, out), as an attention block's projections.
-func (b *Builder[B]) TokenLinear(name string, x *G.Node, out int) *G.Node {
+// NormTokens is the GroupNorm n (no Bias, ScaleShift or Dropout) of a
+// feature map x (N, C, H, W) as tokens (N, H*W, C): an attention block's
+// norm, in the order its projections read.
+func (b *Builder[B]) NormTokens(n Norm, x *G.Node) *G.Node {
 	if b.err != nil {
 		return nil
 	}
-	s := x.Shape()
-	n, c, t := s[0], s[1], s.TotalSize()/(s[0]*s[1])
-	if !b.fused {
-		return b.Linear(name, b.Transpose(x, n, c, t, n, t, c), out)
+	if n.Bias != nil || n.ScaleShift != nil || n.Dropout != 0 {
+		b.Fail(fmt.Errorf("nn: %s: NormTokens takes a plain GroupNorm", n.Name))
+		return nil
 	}
-	w, bias := b.linearParams(name, c, out)
-	op := &linearFromChannels[B]{newBase(fmt.Sprintf("TokenLinear(%v->%d)", s, out), tensor.Shape{n, t, out}, 3), n, t, c, out}
-	return b.op(op, x, w, bias)
+	s := x.Shape()
+	c, t := s[1], s.TotalSize()/(s[0]*s[1])
+	if !b.fused {
+		return b.Transpose(b.GroupNorm(n.Name, x, n.Groups, n.Eps, n.SiLU), s[0], c, t, s[0], t, c)
+	}
+	gamma, beta := b.normParams(n.Name, x, n.Groups)
+	d := kernels.GroupNormDims{N: s[0], C: c, HW: t, Groups: n.Groups, Eps: float32(n.Eps), SiLU: n.SiLU}
+	return b.op(&groupNormTokens[B]{newBase(fmt.Sprintf("NormTokens%+v", d), tensor.Shape{s[0], t, c}, 3), d}, x, gamma, beta)
 }
 
 // LinearToMap is Linear of tokens x (N, T, In) to out channels, moved back
@@ -145,21 +149,22 @@ func fusedOps[B any](c *gexec.Ctx[B]) (kernels.Fused[B], bool) {
 	return f, ok
 }
 
-// linearFromChannels is y (N, T, Out) = Linear(Transpose12(x)) from
-// (x (N, In, T), w, b).
-type linearFromChannels[B any] struct {
+// groupNormTokens is Transpose12(GroupNorm(x)) from (x, gamma, beta).
+type groupNormTokens[B any] struct {
 	base
-	n, t, in, outN int
+	d kernels.GroupNormDims
 }
 
-func (o *linearFromChannels[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
+func (o *groupNormTokens[B]) Exec(c *gexec.Ctx[B], out B, in []B) error {
 	if f, ok := fusedOps(c); ok {
-		f.LinearFromChannels(out, in[0], in[1], in[2], o.n, o.t, o.in, o.outN)
+		f.GroupNormTokens(out, in[0], in[1], in[2], o.d)
 		return nil
 	}
-	tok := c.Temp(o.n * o.t * o.in)
-	c.Ops.Transpose12(tok, in[0], o.n, o.in, o.t)
-	c.Ops.Linear(out, tok, in[1], in[2], o.n*o.t, o.in, o.outN)
+	d := o.d
+	ng := d.N * d.Groups
+	mean, rstd, h := c.Temp(ng), c.Temp(ng), c.Temp(d.N*d.C*d.HW)
+	c.Ops.GroupNorm(h, mean, rstd, in[0], in[1], in[2], d)
+	c.Ops.Transpose12(out, h, d.N, d.C, d.HW)
 	return nil
 }
 

@@ -133,10 +133,10 @@ func (u *unetBuilder[B]) attention(name string, x *G.Node, ch int) *G.Node {
 	}
 	s := x.Shape()
 	n, c, hw := s[0], s[1], s[2]*s[3]
-	h := u.norm(name+".group_norm", x, false)
-	q := b.TokenLinear(name+".to_q", h, c)
-	k := b.TokenLinear(name+".to_k", h, c)
-	v := b.TokenLinear(name+".to_v", h, c)
+	tok := b.NormTokens(nn.Norm{Name: name + ".group_norm", Groups: u.cfg.NormNumGroups, Eps: u.cfg.NormEps}, x)
+	q := b.Linear(name+".to_q", tok, c)
+	k := b.Linear(name+".to_k", tok, c)
+	v := b.Linear(name+".to_v", tok, c)
 	heads, dim := u.cfg.heads(ch)
 	a := b.Attention(q, k, v, kernels.AttnDims{B: n, T: hw, Heads: heads, HeadDim: dim, Scale: float32(1 / math.Sqrt(float64(dim)))})
 	return b.LinearToMap(name+".to_out.0", a, c, x)
