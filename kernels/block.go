@@ -59,11 +59,17 @@ func toBF16(v float32) uint16 {
 // stride apart, get n values each from n groups of 16 of src (dst[c*stride
 // +p] = src[p*16+c] + res[c*stride+p], without res when it is nil): one
 // 16-channel block of n pixels out of nChw16c into NCHW.
-func unblockRows(dst, src, res []float32, n, stride int) {
+func unblockRows(dst, src, res []float32, n, stride int) { unblockRowsFrom(dst, src, res, n, stride, 16) }
+
+// unblockRowsFrom is unblockRows with the groups ld apart in src
+// (dst[c*stride+p] = src[p*ld+c] (+ res[c*stride+p]), ld >= 16): 16
+// channels of n pixels out of an NHWC (token-major) tensor with ld
+// channels.
+func unblockRowsFrom(dst, src, res []float32, n, stride, ld int) {
 	if n == 0 {
 		return
 	}
-	_, _ = dst[15*stride+n-1], src[16*n-1]
+	_, _ = dst[15*stride+n-1], src[(n-1)*ld+15]
 	if res != nil {
 		_ = res[15*stride+n-1]
 	}
@@ -74,11 +80,11 @@ func unblockRows(dst, src, res []float32, n, stride int) {
 		if res != nil {
 			rp = &res[0]
 		}
-		unblockRowsAVX512(&dst[0], &src[0], rp, p, stride)
+		unblockRowsAVX512(&dst[0], &src[0], rp, p, stride, ld)
 	}
 	for ; p < n; p++ {
 		for c := 0; c < 16; c++ {
-			v := src[p*16+c]
+			v := src[p*ld+c]
 			if res != nil {
 				v += res[c*stride+p]
 			}

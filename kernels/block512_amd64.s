@@ -4,7 +4,7 @@
 
 // 16x16 float32 transposes between 16 channel rows (NCHW) and oneDNN's
 // blocked nChw16c layout, where each pixel's 16 channels are contiguous
-// (or, for float32, into NHWC rows of any length ld):
+// (or, for float32, NHWC rows of any length ld):
 // 16 loads, the in-register transpose TRANSPOSE16, 16 stores; to nChw16c
 // as float32 or, converted with round-to-nearest-even (VCVTNEPS2BF16), as
 // bf16; and back, adding a residual. See block.go.
@@ -250,35 +250,55 @@ blockRowsBF16AVX512_done:
 	VZEROUPPER
 	RET
 
-// func unblockRowsAVX512(dst, src, res *float32, n, stride int)
-// dst[c*stride+p] = src[p*16+c] (+ res[c*stride+p] when res is not nil)
+// func unblockRowsAVX512(dst, src, res *float32, n, stride, ld int)
+// dst[c*stride+p] = src[p*ld+c] (+ res[c*stride+p] when res is not nil)
 // for c < 16, p < n; n a multiple of 16.
-TEXT ·unblockRowsAVX512(SB), NOSPLIT, $0-40
+TEXT ·unblockRowsAVX512(SB), NOSPLIT, $0-48
 	MOVQ dst+0(FP), DI
 	MOVQ src+8(FP), SI
 	MOVQ res+16(FP), DX
 	MOVQ n+24(FP), CX
 	MOVQ stride+32(FP), BX
 	SHLQ $2, BX
+	MOVQ ld+40(FP), R10
+	SHLQ $2, R10
+	MOVQ R10, R12
+	SHLQ $4, R12
 unblockRowsAVX512_loop:
 	CMPQ CX, $16
 	JL unblockRowsAVX512_done
-	VMOVUPS 0(SI), Z0
-	VMOVUPS 64(SI), Z1
-	VMOVUPS 128(SI), Z2
-	VMOVUPS 192(SI), Z3
-	VMOVUPS 256(SI), Z4
-	VMOVUPS 320(SI), Z5
-	VMOVUPS 384(SI), Z6
-	VMOVUPS 448(SI), Z7
-	VMOVUPS 512(SI), Z8
-	VMOVUPS 576(SI), Z9
-	VMOVUPS 640(SI), Z10
-	VMOVUPS 704(SI), Z11
-	VMOVUPS 768(SI), Z12
-	VMOVUPS 832(SI), Z13
-	VMOVUPS 896(SI), Z14
-	VMOVUPS 960(SI), Z15
+	MOVQ SI, R11
+	VMOVUPS (R11), Z0
+	ADDQ R10, R11
+	VMOVUPS (R11), Z1
+	ADDQ R10, R11
+	VMOVUPS (R11), Z2
+	ADDQ R10, R11
+	VMOVUPS (R11), Z3
+	ADDQ R10, R11
+	VMOVUPS (R11), Z4
+	ADDQ R10, R11
+	VMOVUPS (R11), Z5
+	ADDQ R10, R11
+	VMOVUPS (R11), Z6
+	ADDQ R10, R11
+	VMOVUPS (R11), Z7
+	ADDQ R10, R11
+	VMOVUPS (R11), Z8
+	ADDQ R10, R11
+	VMOVUPS (R11), Z9
+	ADDQ R10, R11
+	VMOVUPS (R11), Z10
+	ADDQ R10, R11
+	VMOVUPS (R11), Z11
+	ADDQ R10, R11
+	VMOVUPS (R11), Z12
+	ADDQ R10, R11
+	VMOVUPS (R11), Z13
+	ADDQ R10, R11
+	VMOVUPS (R11), Z14
+	ADDQ R10, R11
+	VMOVUPS (R11), Z15
 	TRANSPOSE16
 	MOVQ DI, R8
 	MOVQ DX, R9
@@ -347,7 +367,7 @@ unblockRowsAVX512_store:
 	VMOVUPS Z14, (R8)
 	ADDQ BX, R8
 	VMOVUPS Z15, (R8)
-	ADDQ $1024, SI
+	ADDQ R12, SI
 	ADDQ $64, DI
 	TESTQ DX, DX
 	JZ unblockRowsAVX512_next

@@ -39,6 +39,15 @@ func TestBlockRows(t *testing.T) {
 				}
 			}
 		}
+		back := make([]float32, len(src))
+		unblockRowsFrom(back, tok, nil, s.n, s.stride, 40)
+		for p := 0; p < s.n; p++ {
+			for c := 0; c < 16; c++ {
+				if back[c*s.stride+p] != src[c*s.stride+p] {
+					t.Fatalf("%+v: from token-major [%d,%d] = %v, want %v", s, c, p, back[c*s.stride+p], src[c*s.stride+p])
+				}
+			}
+		}
 		// And back, with and without a residual.
 		res := rnd(r, len(src))
 		for _, withRes := range []bool{false, true} {

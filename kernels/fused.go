@@ -33,12 +33,32 @@ type Fused[B any] interface {
 var _ Fused[[]float32] = (*CPU)(nil)
 
 // LinearToChannels sets y (N, Out, T) = w x_n^T + b + r_n per example n of
-// the tokens x (N, T, In): the residual and bias are written first and
-// one GEMM per example, reading x transposed, adds into them.
+// the tokens x (N, T, In). With Out a multiple of 16: one GEMM over the
+// batch into token-major scratch, then 16 channels at a time transposed
+// into y with the residual added (unblockRowsFrom). Otherwise per
+// example: the residual and bias are written first and a GEMM reading x
+// transposed adds into them.
 func (c *CPU) LinearToChannels(y, x, w, b, r []float32, n, t, in, out int) {
 	const op = "LinearToChannels"
 	if !c.sizes(op, n, t, in, out) || !c.has(op, "y", y, n*out*t) || !c.has(op, "x", x, n*t*in) ||
 		!c.has(op, "w", w, out*in) || !c.opt(op, "b", b, out) || !c.opt(op, "r", r, n*out*t) {
+		return
+	}
+	if out%16 == 0 {
+		tok := c.ws.get(n * t * out)
+		defer c.ws.put(tok)
+		c.Linear(tok, x, w, b, n*t, in, out)
+		c.parallel(n*out/16, max(1, elemGrain/(16*t)), func(_, lo, hi int) {
+			for blk := lo; blk < hi; blk++ {
+				i, o0 := blk/(out/16), (blk%(out/16))*16
+				at := i*out*t + o0*t
+				var rr []float32
+				if r != nil {
+					rr = r[at:]
+				}
+				unblockRowsFrom(y[at:], tok[i*t*out+o0:], rr, t, t, out)
+			}
+		})
 		return
 	}
 	serial := n < c.threads

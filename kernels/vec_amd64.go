@@ -45,4 +45,4 @@ func blockRowsAVX512(dst, src *float32, n, stride, ld int)
 func blockRowsBF16AVX512(dst *uint16, src *float32, n, stride int)
 
 //go:noescape
-func unblockRowsAVX512(dst, src, res *float32, n, stride int)
+func unblockRowsAVX512(dst, src, res *float32, n, stride, ld int)

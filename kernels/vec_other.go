@@ -34,4 +34,4 @@ func blockRowsAVX512(dst, src *float32, n, stride, ld int) { panic("unreachable"
 
 func blockRowsBF16AVX512(dst *uint16, src *float32, n, stride int) { panic("unreachable") }
 
-func unblockRowsAVX512(dst, src, res *float32, n, stride int) { panic("unreachable") }
+func unblockRowsAVX512(dst, src, res *float32, n, stride, ld int) { panic("unreachable") }
