@@ -59,7 +59,9 @@ func toBF16(v float32) uint16 {
 // stride apart, get n values each from n groups of 16 of src (dst[c*stride
 // +p] = src[p*16+c] + res[c*stride+p], without res when it is nil): one
 // 16-channel block of n pixels out of nChw16c into NCHW.
-func unblockRows(dst, src, res []float32, n, stride int) { unblockRowsFrom(dst, src, res, n, stride, 16) }
+func unblockRows(dst, src, res []float32, n, stride int) {
+	unblockRowsFrom(dst, src, res, n, stride, 16)
+}
 
 // unblockRowsFrom is unblockRows with the groups ld apart in src
 // (dst[c*stride+p] = src[p*ld+c] (+ res[c*stride+p]), ld >= 16): 16
