@@ -3,7 +3,8 @@
 # it) against ONNX Runtime and PyTorch on the same UNet, in one run,
 # alternating the engines round by round, printing a markdown table of the
 # median forward time over ROUNDS rounds (each round's figure is itself
-# the median of --iters passes) and the ratios.
+# the median of --iters passes) and the ratios, and a row of the best
+# round of each engine (on a shared host, the least disturbed one).
 #
 #   bash bench/ort/side_by_side.sh [ROUNDS]
 #
@@ -31,6 +32,7 @@ bf16=yes
 "$tmp/ddpm" bench --preset mnist --device cpu --precision bf16 --batch 1 --iters 1 --warmup 0 >/dev/null 2>&1 || bf16=no
 ms() { $py -c "import json,sys; print(json.loads(sys.stdin.readline())['forward_ms_median'])"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+best() { sort -g | head -1; }
 echo "| config | batch | ddpm fp32 ms | ddpm bf16 ms | ONNX Runtime ms | PyTorch ms | fp32 vs ORT | fp32 vs PyTorch | bf16 vs fp32 |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for spec in "small:16" "ddpm-cifar10:4"; do
@@ -54,14 +56,18 @@ print(c.get('in_channels',3), c.get('sample_size',32))" "$cfg")
 		o+=("$(node bench/ort/bench.js "$tmp/$name.onnx" --batch "$batch" --channels "$ch" --size "$size" --iters 6 | ms)")
 		p+=("$($py bench/unet_cpu.py --config "$cfg" --batch "$batch" --iters 6 | ms)")
 	done
-	F=$(printf '%s\n' "${f[@]}" | median) O=$(printf '%s\n' "${o[@]}" | median) P=$(printf '%s\n' "${p[@]}" | median)
-	B=nan
-	[ $bf16 = yes ] && B=$(printf '%s\n' "${b[@]}" | median)
-	$py -c "
+	for stat in median best; do
+		pick=median label=""
+		[ $stat = best ] && pick=best label=", best round"
+		F=$(printf '%s\n' "${f[@]}" | $pick) O=$(printf '%s\n' "${o[@]}" | $pick) P=$(printf '%s\n' "${p[@]}" | $pick)
+		B=nan
+		[ $bf16 = yes ] && B=$(printf '%s\n' "${b[@]}" | $pick)
+		$py -c "
 F,B,O,P=$F,float('$B'),$O,$P
 bs = '%.1f' % B if B == B else 'n/a'
 rb = '%.2fx' % (F/B) if B == B else 'n/a'
-print('| $name | $batch | %.1f | %s | %.1f | %.1f | %.2fx | %.2fx | %s |' % (F, bs, O, P, O/F, P/F, rb))"
+print('| $name$label | $batch | %.1f | %s | %.1f | %.1f | %.2fx | %.2fx | %s |' % (F, bs, O, P, O/F, P/F, rb))"
+	done
 done
 echo
 echo "Ratios are speed-ups of ddpm (time of the peer / time of ddpm; bf16 vs fp32: fp32 time / bf16 time); $rounds rounds, $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores."
