@@ -9,6 +9,42 @@
 // as float32 or, converted with round-to-nearest-even (VCVTNEPS2BF16), as
 // bf16; and back, adding a residual. See block.go.
 
+// LOAD16ROWS loads Z0..Z15 from 16 rows BX bytes apart starting at SI
+// (R8 is scratch).
+#define LOAD16ROWS \
+	MOVQ SI, R8; \
+	VMOVUPS (R8), Z0; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z1; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z2; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z3; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z4; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z5; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z6; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z7; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z8; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z9; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z10; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z11; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z12; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z13; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z14; \
+	ADDQ BX, R8; \
+	VMOVUPS (R8), Z15
+
 // TRANSPOSE16 transposes the 16x16 matrix whose rows are Z0..Z15 in place,
 // with Z16..Z31 as scratch: 32-bit unpacks, 64-bit unpacks, then two
 // rounds of 128-bit lane shuffles.
@@ -93,38 +129,7 @@ TEXT ·blockRowsAVX512(SB), NOSPLIT, $0-40
 blockRowsAVX512_loop:
 	CMPQ CX, $16
 	JL blockRowsAVX512_done
-	MOVQ SI, R8
-	VMOVUPS (R8), Z0
-	ADDQ BX, R8
-	VMOVUPS (R8), Z1
-	ADDQ BX, R8
-	VMOVUPS (R8), Z2
-	ADDQ BX, R8
-	VMOVUPS (R8), Z3
-	ADDQ BX, R8
-	VMOVUPS (R8), Z4
-	ADDQ BX, R8
-	VMOVUPS (R8), Z5
-	ADDQ BX, R8
-	VMOVUPS (R8), Z6
-	ADDQ BX, R8
-	VMOVUPS (R8), Z7
-	ADDQ BX, R8
-	VMOVUPS (R8), Z8
-	ADDQ BX, R8
-	VMOVUPS (R8), Z9
-	ADDQ BX, R8
-	VMOVUPS (R8), Z10
-	ADDQ BX, R8
-	VMOVUPS (R8), Z11
-	ADDQ BX, R8
-	VMOVUPS (R8), Z12
-	ADDQ BX, R8
-	VMOVUPS (R8), Z13
-	ADDQ BX, R8
-	VMOVUPS (R8), Z14
-	ADDQ BX, R8
-	VMOVUPS (R8), Z15
+	LOAD16ROWS
 	TRANSPOSE16
 	MOVQ DI, R11
 	VMOVUPS Z0, (R11)
@@ -177,38 +182,7 @@ TEXT ·blockRowsBF16AVX512(SB), NOSPLIT, $0-32
 blockRowsBF16AVX512_loop:
 	CMPQ CX, $16
 	JL blockRowsBF16AVX512_done
-	MOVQ SI, R8
-	VMOVUPS (R8), Z0
-	ADDQ BX, R8
-	VMOVUPS (R8), Z1
-	ADDQ BX, R8
-	VMOVUPS (R8), Z2
-	ADDQ BX, R8
-	VMOVUPS (R8), Z3
-	ADDQ BX, R8
-	VMOVUPS (R8), Z4
-	ADDQ BX, R8
-	VMOVUPS (R8), Z5
-	ADDQ BX, R8
-	VMOVUPS (R8), Z6
-	ADDQ BX, R8
-	VMOVUPS (R8), Z7
-	ADDQ BX, R8
-	VMOVUPS (R8), Z8
-	ADDQ BX, R8
-	VMOVUPS (R8), Z9
-	ADDQ BX, R8
-	VMOVUPS (R8), Z10
-	ADDQ BX, R8
-	VMOVUPS (R8), Z11
-	ADDQ BX, R8
-	VMOVUPS (R8), Z12
-	ADDQ BX, R8
-	VMOVUPS (R8), Z13
-	ADDQ BX, R8
-	VMOVUPS (R8), Z14
-	ADDQ BX, R8
-	VMOVUPS (R8), Z15
+	LOAD16ROWS
 	TRANSPOSE16
 	BYTE $0x62; BYTE $0xe2; BYTE $0x7e; BYTE $0x48; BYTE $0x72; BYTE $0xc0 // VCVTNEPS2BF16 Z0, Y16
 	VMOVDQU32 Y16, 0(DI)

@@ -105,12 +105,22 @@ func (c *CPU) GroupNormChannelBias(y, mean, rstd, x, bias, gamma, beta []float32
 		!c.opt(op, "beta", beta, d.C) {
 		return
 	}
+	c.groupNorm(y, mean, rstd, x, bias, gamma, beta, d)
+}
+
+// groupNorm is GroupNorm of x, plus bias[n,c] when bias is not nil, for
+// checked arguments: per (n, group), the statistics (groupStats), then
+// each channel row's affine step with the bias folded into its shift.
+func (c *CPU) groupNorm(y, mean, rstd, x, bias, gamma, beta []float32, d GroupNormDims) {
 	cg := d.C / d.Groups
 	cnt := cg * d.HW
-	c.parallel(ng, max(1, elemGrain/cnt), func(_, lo, hi int) {
+	c.parallel(d.N*d.Groups, max(1, elemGrain/cnt), func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
 			xs := x[i*cnt : (i+1)*cnt]
-			bs := bias[i*cg : (i+1)*cg] // (n, group) i holds channels i*cg.. of the (N*C) bias rows
+			var bs []float32
+			if bias != nil {
+				bs = bias[i*cg : (i+1)*cg] // (n, group) i holds channels i*cg.. of the (N*C) bias rows
+			}
 			mu, rs := groupStats(xs, bs, d.HW, d.Eps)
 			mean[i], rstd[i] = float32(mu), float32(rs)
 			g0 := (i % d.Groups) * cg
@@ -120,7 +130,10 @@ func (c *CPU) GroupNormChannelBias(y, mean, rstd, x, bias, gamma, beta []float32
 				if gamma != nil {
 					a *= gamma[ch]
 				}
-				bb := float32(float64(bs[j])-mu) * a
+				bb := -float32(mu) * a
+				if bs != nil {
+					bb = float32(float64(bs[j])-mu) * a
+				}
 				if beta != nil {
 					bb += beta[ch]
 				}

@@ -29,28 +29,7 @@ func (c *CPU) GroupNorm(y, mean, rstd, x, gamma, beta []float32, d GroupNormDims
 		!c.has(op, "rstd", rstd, ng) || !c.opt(op, "gamma", gamma, d.C) || !c.opt(op, "beta", beta, d.C) {
 		return
 	}
-	cg := d.C / d.Groups
-	cnt := cg * d.HW
-	c.parallel(ng, max(1, elemGrain/cnt), func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			xs := x[i*cnt : (i+1)*cnt]
-			mu, rs := groupStats(xs, nil, d.HW, d.Eps)
-			mean[i], rstd[i] = float32(mu), float32(rs)
-			g0 := (i % d.Groups) * cg
-			for j := 0; j < cg; j++ {
-				ch := g0 + j
-				a := float32(rs)
-				if gamma != nil {
-					a *= gamma[ch]
-				}
-				bb := -float32(mu) * a
-				if beta != nil {
-					bb += beta[ch]
-				}
-				affineRow(y[i*cnt+j*d.HW:i*cnt+(j+1)*d.HW], xs[j*d.HW:(j+1)*d.HW], a, bb, d.SiLU)
-			}
-		}
-	})
+	c.groupNorm(y, mean, rstd, x, nil, gamma, beta, d)
 }
 
 // GroupNormBackward computes dx, dgamma and dbeta of GroupNorm given dy and
