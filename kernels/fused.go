@@ -298,7 +298,7 @@ func (c *CPU) GroupNormTokens(y, x, gamma, beta []float32, d GroupNormDims) {
 	})
 }
 
-// blockPixels is how many pixels groupNormBlocked normalises into its
+// blockPixels is how many pixels normBlocked normalises into its
 // (16, blockPixels) tile before gathering them into nChw16c.
 const blockPixels = 256
 
