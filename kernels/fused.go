@@ -299,7 +299,7 @@ func (c *CPU) GroupNormTokens(y, x, gamma, beta []float32, d GroupNormDims) {
 }
 
 // blockPixels is how many pixels normBlocked normalises into its
-// (16, blockPixels) tile before gathering them into nChw16c.
+// (16, blockPixels) tile before transposing them into nChw16c (or tokens).
 const blockPixels = 256
 
 // groupNormStats sets mean and rstd (N*Groups) to GroupNorm's statistics
