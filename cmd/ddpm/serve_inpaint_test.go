@@ -10,8 +10,6 @@ import (
 	"image/png"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -62,20 +60,12 @@ func serveImages(t *testing.T, gen server.Generator, body map[string]any) [][]by
 		t.Fatal(err)
 	}
 	defer s.Close()
-	ts := httptest.NewServer(s.Handler())
-	defer ts.Close()
-	b, _ := json.Marshal(body)
-	r, err := http.Post(ts.URL+"/v1/images/generations", "application/json", bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Body.Close()
-	out, _ := io.ReadAll(r.Body)
-	if r.StatusCode != 200 {
-		t.Fatalf("status %d: %s", r.StatusCode, out)
+	code, out := postServe(t, s.Handler(), body)
+	if code != 200 {
+		t.Fatalf("status %d: %s", code, out)
 	}
 	var resp server.ImageResponse
-	if err := json.Unmarshal(out, &resp); err != nil {
+	if err := json.Unmarshal([]byte(out), &resp); err != nil {
 		t.Fatal(err)
 	}
 	var pngs [][]byte

@@ -133,18 +133,10 @@ func TestServeUpsampleMatchesSample(t *testing.T) {
 	if meta["image_size"] != 32.0 || meta["inpaint"] != false || meta["id"] != info.Name {
 		t.Errorf("/v1/models: %v: want image_size 32, inpaint false, id %q", meta, info.Name)
 	}
-	ts := httptest.NewServer(s.Handler())
-	defer ts.Close()
 	_, _, initB64, maskB64 := inpaintInputs(t, t.TempDir(), 32)
-	b, _ := json.Marshal(map[string]any{"prompt": "a corgi", "steps": 2, "init_image": initB64, "mask": maskB64})
-	r, err := http.Post(ts.URL+"/v1/images/generations", "application/json", bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, _ := io.ReadAll(r.Body)
-	r.Body.Close()
-	if r.StatusCode != 422 || !strings.Contains(string(msg), "does not inpaint") {
-		t.Errorf("inpainting request: status %d: %s; want 422 saying the server does not inpaint", r.StatusCode, msg)
+	code, msg := postServe(t, s.Handler(), map[string]any{"prompt": "a corgi", "steps": 2, "init_image": initB64, "mask": maskB64})
+	if code != 422 || !strings.Contains(msg, "does not inpaint") {
+		t.Errorf("inpainting request: status %d: %s; want 422 saying the server does not inpaint", code, msg)
 	}
 
 	ri, err := serveModelInfo(ctx, o, log)
