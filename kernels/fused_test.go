@@ -57,6 +57,20 @@ func TestLinearToChannels(t *testing.T) {
 	}
 }
 
+// affineParams returns GroupNorm's gamma and beta as given to the kernel
+// and to the float64 twin: themselves, or (affine false) nil for the
+// kernel and ones and zeros for the twin.
+func affineParams(gamma, beta []float32, affine bool) (g, be []float32, g64, be64 []float64) {
+	if affine {
+		return gamma, beta, f64(gamma), f64(beta)
+	}
+	g64, be64 = make([]float64, len(gamma)), make([]float64, len(beta))
+	for i := range g64 {
+		g64[i] = 1
+	}
+	return nil, nil, g64, be64
+}
+
 // TestGroupNormChannelBias: the fused kernel against the float64 twin of
 // AddChannelBias then GroupNorm (with and without SiLU and affine), and
 // its statistics against the twin's; a large common offset in the biases
@@ -75,14 +89,7 @@ func TestGroupNormChannelBias(t *testing.T) {
 			}
 			gamma, beta := rnd(r, d.C), rnd(r, d.C)
 			for _, affine := range []bool{true, false} {
-				g, be, g64, be64 := gamma, beta, f64(gamma), f64(beta)
-				if !affine {
-					g, be = nil, nil
-					g64, be64 = make([]float64, d.C), make([]float64, d.C)
-					for i := range g64 {
-						g64[i] = 1
-					}
-				}
+				g, be, g64, be64 := affineParams(gamma, beta, affine)
 				sum := f64(x)
 				for i := range sum {
 					sum[i] += float64(bias[i/d.HW])
@@ -223,14 +230,7 @@ func TestGroupNormTokens(t *testing.T) {
 		} {
 			x, gamma, beta := rnd(r, d.N*d.C*d.HW), rnd(r, d.C), rnd(r, d.C)
 			for _, affine := range []bool{true, false} {
-				g, be, g64, be64 := gamma, beta, f64(gamma), f64(beta)
-				if !affine {
-					g, be = nil, nil
-					g64, be64 = make([]float64, d.C), make([]float64, d.C)
-					for i := range g64 {
-						g64[i] = 1
-					}
-				}
+				g, be, g64, be64 := affineParams(gamma, beta, affine)
 				h, _, _ := refGroupNorm(f64(x), g64, be64, d)
 				want := transpose64(h, d.N, d.C, d.HW)
 				y := newOut(len(x))
