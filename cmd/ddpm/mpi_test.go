@@ -27,14 +27,7 @@ func mpiSetup(t *testing.T) (bin, cfg string) {
 	if _, err := exec.LookPath("mpirun"); err != nil {
 		t.Skip("mpirun not installed (Debian's openmpi-bin; CI installs it)")
 	}
-	dir := t.TempDir()
-	bin = buildDDPM(t)
-	cfg = filepath.Join(dir, "tiny.json")
-	os.WriteFile(cfg, []byte(`{"sample_size": 16, "in_channels": 1, "out_channels": 1, "block_out_channels": [8, 8],
-		"layers_per_block": 1, "norm_num_groups": 4, "attention_head_dim": null, "dropout": 0.1,
-		"down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-		"num_class_embeds": 11, "ddpm_null_class": 10}`), 0o644)
-	return bin, cfg
+	return buildDDPM(t), tinyTrainConfig(t, 0.1)
 }
 
 // trainArgs are the flags of the equivalence runs: MNIST at 16x16, global

@@ -23,6 +23,7 @@ import (
 
 const trainExamples = `  ddpm train --dataset mnist --preset mnist --steps 20000 --batch 32 --out runs/mnist
   ddpm train --dataset mnist --preset mnist --out runs/mnist --resume      # continue after a stop
+  ddpm train --dataset mnist --init embedded:default --steps 5000 --lr 1e-4 --loss hybrid --schedule cosine --out runs/tuned
   ddpm train --dataset folder:./faces --size 32 --config unet.json --out runs/faces`
 
 func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -34,6 +35,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	config := fs.String("config", "", "diffusers UNet2DModel config.json to train instead of a preset")
 	out := fs.String("out", "runs/ddpm", "directory for checkpoint.safetensors, log.jsonl and sample grids")
 	resume := fs.Bool("resume", false, "continue from --out's checkpoint")
+	initFrom := fs.String("init", "", "start from this model's weights (a model file, checkpoint, diffusers folder, Hub id or embedded:default)\nwith a fresh optimiser: fine-tuning; its UNet config replaces --preset (ignored when --resume finds a checkpoint)")
 	loss := fs.String("loss", "simple", "loss: simple, vlb or hybrid")
 	variance := fs.String("variance", "", "reverse-process variance: fixed_small, fixed_large, learned or learned_range\n(default: fixed_small for --loss simple, learned_range for vlb and hybrid)")
 	sched := fs.String("schedule", "linear", "beta schedule: linear, cosine, scaled_linear or sigmoid")
@@ -67,7 +69,18 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	var cfg unet.Config
-	if *config != "" {
+	var initModel *weights.Source
+	if *initFrom != "" {
+		if *config != "" {
+			return usageError{"train: --init and --config both give the model: the model of --init is trained (drop --config)"}
+		}
+		if initModel, err = weights.Open(*initFrom); err != nil {
+			return fmt.Errorf("train: --init: %w", err)
+		}
+		if cfg, err = unet.ParseConfig(initModel.UNetConfig); err != nil {
+			return fmt.Errorf("train: --init %s: %w", *initFrom, err)
+		}
+	} else if *config != "" {
 		b, err := os.ReadFile(*config)
 		if err != nil {
 			return fmt.Errorf("train: --config: %w", err)
@@ -114,6 +127,11 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if dcfg.Variance.IsLearned() {
 		cfg.OutChannels = 2 * cfg.InChannels
 	}
+	if initModel != nil {
+		if err := checkInitModel(initModel, cfg, dcfg, stderr); err != nil {
+			return err
+		}
+	}
 	if o.WarmupSteps > o.Steps {
 		fmt.Fprintf(stderr, "train: warning: --warmup %d is more than --steps %d: the learning rate never reaches --lr\n", o.WarmupSteps, o.Steps)
 	}
@@ -158,6 +176,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		o.LossScale.Enabled = true // fp16 gradients need it (train.LossScale)
 	}
 	job := trainJob{o: o, cfg: cfg, d: d, dcfg: dcfg, ds: ds, dataset: *dataset, out: *out, resume: *resume, overwrite: *overwrite, comm: comm}
+	if initModel != nil {
+		job.init = initModel.Tensors
+	}
 	if be.GPU != nil {
 		defer be.GPU.Close()
 		reduce, closeNCCL, rerr := ncclReducer(be.GPU, comm, *collTimeout, stderr)
@@ -183,6 +204,33 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+// checkInitModel checks that --init's model fits the run: its output
+// channels must match the variance the flags chose, and a diffusion config
+// other than the flags' is said on stderr (fine-tuning to another schedule
+// or loss is allowed, but rarely meant).
+func checkInitModel(src *weights.Source, cfg unet.Config, dcfg diffusion.Config, stderr io.Writer) error {
+	from, err := unet.ParseConfig(src.UNetConfig)
+	if err != nil {
+		return fmt.Errorf("train: --init %s: %w", src.Path, err)
+	}
+	if from.OutChannels != cfg.OutChannels {
+		return usageError{fmt.Sprintf("train: --init %s has out_channels = %d, the flags' variance %s needs %d (set --loss and --variance as the model was trained)",
+			src.Path, from.OutChannels, dcfg.Variance, cfg.OutChannels)}
+	}
+	if len(src.DiffusionConfig) == 0 {
+		return nil
+	}
+	var was diffusion.Config
+	if err := json.Unmarshal(src.DiffusionConfig, &was); err != nil {
+		return fmt.Errorf("train: --init %s: diffusion config: %w", src.Path, err)
+	}
+	if was.Schedule != dcfg.Schedule || was.Timesteps != dcfg.Timesteps || was.Prediction != dcfg.Prediction || was.Variance != dcfg.Variance {
+		fmt.Fprintf(stderr, "train: note: --init %s was trained with schedule %s, %d steps, prediction %s, variance %s; this run uses %s, %d, %s, %s\n",
+			src.Path, was.Schedule, was.Timesteps, was.Prediction, was.Variance, dcfg.Schedule, dcfg.Timesteps, dcfg.Prediction, dcfg.Variance)
+	}
+	return nil
+}
+
 // trainJob is what runTrain resolved from the flags.
 type trainJob struct {
 	o                 train.Options
@@ -192,6 +240,7 @@ type trainJob struct {
 	ds                data.Dataset
 	dataset, out      string
 	resume, overwrite bool
+	init              map[string]weights.Tensor // --init's weights, or nil for a fresh initialisation
 	comm              dist.Comm
 	reduceGPU         func(g cuda.Ptr, n int) error // NCCL, for a GPU run over several ranks
 }
@@ -232,6 +281,13 @@ func trainOn[B any](ctx context.Context, ops kernels.Ops[B], job trainJob, stder
 		return err
 	}
 	defer net.Close()
+	if job.init != nil {
+		// Run copies these into the EMA as well; a checkpoint found by
+		// --resume replaces both.
+		if err := net.SetTensors(job.init); err != nil {
+			return fmt.Errorf("train: --init: %w", err)
+		}
+	}
 	dj, _ := json.Marshal(job.dcfg)
 	tr := &train.Trainer[B]{Options: job.o, Net: net, Diffusion: job.d, Data: job.ds, Dir: job.out, Overwrite: job.overwrite, Comm: job.comm,
 		Progress: stderr, Meta: train.Meta{UNetConfig: job.cfg.JSON(), DiffusionConfig: dj, ClassNames: job.ds.ClassNames()}}
