@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -204,54 +203,7 @@ func TestGLIDEParamGradientsFiniteDifference(t *testing.T) {
 			}
 			m.tok.IDs, m.tok.Mask = in.Tokens, in.Mask
 			e := m.Engine()
-			ctx := context.Background()
-			size, err := e.OutputSize(Key(x))
-			if err != nil {
-				t.Fatal(err)
-			}
-			seed := make([]float32, size)
-			for i := range seed {
-				seed[i] = float32(r.NormFloat64())
-			}
-			if _, err := e.VJP(ctx, Key(x), feeds, seed, []string{inputX}, true); err != nil {
-				t.Fatal(err)
-			}
-			gb, _ := e.GradBuffer()
-			grads := make([]float32, e.NumParams())
-			copy(grads, gb)
-			flat := make([]float32, e.NumParams())
-			if err := e.ReadParams(flat); err != nil {
-				t.Fatal(err)
-			}
-			out := make([]float32, size)
-			loss := func() float64 {
-				if err := e.WriteParams(flat); err != nil {
-					t.Fatal(err)
-				}
-				if err := e.Forward(ctx, Key(x), feeds, out); err != nil {
-					t.Fatal(err)
-				}
-				s := 0.0
-				for i, v := range out {
-					s += float64(v) * float64(seed[i])
-				}
-				return s
-			}
-			check := func(name string, i int) {
-				old := flat[i]
-				const h = 1e-2
-				flat[i] = old + h
-				lp := loss()
-				flat[i] = old - h
-				lm := loss()
-				flat[i] = old
-				fd := (lp - lm) / (2 * h)
-				g := float64(grads[i])
-				// float32 network, float64 sums: abs 1e-3 + rel 3e-2.
-				if math.Abs(g-fd) > 1e-3+3e-2*math.Max(math.Abs(g), math.Abs(fd)) {
-					t.Errorf("%s[%d]: gradient %.6g, finite difference %.6g", name, i, g, fd)
-				}
-			}
+			check := fdChecker(t, e, Key(x), feeds, r)
 			byName := map[string]int{}
 			for _, p := range e.Params() {
 				byName[p.Name] = p.Offset

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/nn"
 	"github.com/ddpm-go/ddpm/weights"
 )
 
@@ -67,42 +68,9 @@ func TestParamGradientsFiniteDifference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e := m.Engine()
-			ctx := context.Background()
-			size, err := e.OutputSize(Key(x))
-			if err != nil {
-				t.Fatal(err)
-			}
-			seed := make([]float32, size)
-			for i := range seed {
-				seed[i] = float32(r.NormFloat64())
-			}
-			if _, err := e.VJP(ctx, Key(x), in, seed, []string{inputX}, true); err != nil {
-				t.Fatal(err)
-			}
-			gb, _ := e.GradBuffer()
-			grads := make([]float32, e.NumParams())
-			copy(grads, gb)
-			flat := make([]float32, e.NumParams())
-			if err := e.ReadParams(flat); err != nil {
-				t.Fatal(err)
-			}
-			out := make([]float32, size)
-			loss := func() float64 {
-				if err := e.WriteParams(flat); err != nil {
-					t.Fatal(err)
-				}
-				if err := e.Forward(ctx, Key(x), in, out); err != nil {
-					t.Fatal(err)
-				}
-				s := 0.0
-				for i, v := range out {
-					s += float64(v) * float64(seed[i])
-				}
-				return s
-			}
+			check := fdChecker(t, m.Engine(), Key(x), in, r)
 			checked := 0
-			for _, p := range e.Params() {
+			for _, p := range m.Engine().Params() {
 				want := false
 				for _, s := range tc.pick {
 					want = want || strings.HasPrefix(p.Name, s)
@@ -110,25 +78,69 @@ func TestParamGradientsFiniteDifference(t *testing.T) {
 				if !want {
 					continue
 				}
-				i := p.Offset + r.IntN(p.Size)
-				old := flat[i]
-				const h = 1e-2
-				flat[i] = old + h
-				lp := loss()
-				flat[i] = old - h
-				lm := loss()
-				flat[i] = old
-				fd := (lp - lm) / (2 * h)
-				g := float64(grads[i])
-				// float32 network, float64 sums: abs 1e-3 + rel 3e-2.
-				if math.Abs(g-fd) > 1e-3+3e-2*math.Max(math.Abs(g), math.Abs(fd)) {
-					t.Errorf("%s[%d]: gradient %.6g, finite difference %.6g", p.Name, i-p.Offset, g, fd)
-				}
+				check(p.Name, p.Offset+r.IntN(p.Size))
 				checked++
 			}
 			if checked < len(tc.pick) {
 				t.Fatalf("checked %d parameters for %d patterns", checked, len(tc.pick))
 			}
 		})
+	}
+}
+
+// fdChecker runs one VJP of e at the given feeds with a random seed on
+// the output and returns check, which compares the gradient of
+// L = <output, seed> with respect to flat parameter i (named name in
+// errors) with a central difference of the forward pass (h = 1e-2).
+func fdChecker(t *testing.T, e *nn.Net[[]float32], k nn.Key, feeds map[string][]float32, r *rand.Rand) (check func(name string, i int)) {
+	t.Helper()
+	ctx := context.Background()
+	size, err := e.OutputSize(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := make([]float32, size)
+	for i := range seed {
+		seed[i] = float32(r.NormFloat64())
+	}
+	if _, err := e.VJP(ctx, k, feeds, seed, []string{inputX}, true); err != nil {
+		t.Fatal(err)
+	}
+	gb, _ := e.GradBuffer()
+	grads := make([]float32, e.NumParams())
+	copy(grads, gb)
+	flat := make([]float32, e.NumParams())
+	if err := e.ReadParams(flat); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float32, size)
+	loss := func() float64 {
+		if err := e.WriteParams(flat); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Forward(ctx, k, feeds, out); err != nil {
+			t.Fatal(err)
+		}
+		s := 0.0
+		for i, v := range out {
+			s += float64(v) * float64(seed[i])
+		}
+		return s
+	}
+	return func(name string, i int) {
+		t.Helper()
+		old := flat[i]
+		const h = 1e-2
+		flat[i] = old + h
+		lp := loss()
+		flat[i] = old - h
+		lm := loss()
+		flat[i] = old
+		fd := (lp - lm) / (2 * h)
+		g := float64(grads[i])
+		// float32 network, float64 sums: abs 1e-3 + rel 3e-2.
+		if math.Abs(g-fd) > 1e-3+3e-2*math.Max(math.Abs(g), math.Abs(fd)) {
+			t.Errorf("%s (flat %d): gradient %.6g, finite difference %.6g", name, i, g, fd)
+		}
 	}
 }
