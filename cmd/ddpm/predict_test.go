@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -39,25 +38,7 @@ func TestPredictFixture(t *testing.T) {
 	if err != nil {
 		t.Fatalf("predict: %v\n%s", err, se.String())
 	}
-	got, err := npy.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := npy.ReadFile(filepath.Join(dir, "out.npy"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, w := got.Float32s(), want.Float32s()
-	if len(g) != len(w) {
-		t.Fatalf("output has %d values, want %d", len(g), len(w))
-	}
-	var num, den float64
-	for i := range w {
-		d := float64(g[i] - w[i])
-		num += d * d
-		den += float64(w[i]) * float64(w[i])
-	}
-	if e := math.Sqrt(num / den); e > 1e-4 {
+	if e := relL2NPY(t, out, filepath.Join(dir, "out.npy")); e > 1e-4 {
 		t.Fatalf("relative L2 error against diffusers = %.3g", e)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -58,25 +57,7 @@ func TestPredictGLIDE(t *testing.T) {
 			if err := run(context.Background(), args, &so, &se); err != nil {
 				t.Fatalf("predict: %v\n%s", err, se.String())
 			}
-			got, err := npy.ReadFile(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := npy.ReadFile(filepath.Join(dir, "out.npy"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			g, w := got.Float32s(), want.Float32s()
-			if len(g) != len(w) {
-				t.Fatalf("output has %d values, want %d", len(g), len(w))
-			}
-			var num, den float64
-			for i := range w {
-				d := float64(g[i] - w[i])
-				num += d * d
-				den += float64(w[i]) * float64(w[i])
-			}
-			e := math.Sqrt(num / den)
+			e := relL2NPY(t, out, filepath.Join(dir, "out.npy"))
 			t.Logf("%s: relative L2 %.3g", name, e)
 			if e > 1e-4 {
 				t.Fatalf("relative L2 error against glide-text2im = %.3g", e)
