@@ -16,6 +16,7 @@ import (
 	"github.com/ddpm-go/ddpm/dist"
 	"github.com/ddpm-go/ddpm/img"
 	"github.com/ddpm-go/ddpm/kernels"
+	"github.com/ddpm-go/ddpm/pipeline"
 	"github.com/ddpm-go/ddpm/train"
 	"github.com/ddpm-go/ddpm/unet"
 	"github.com/ddpm-go/ddpm/weights"
@@ -124,13 +125,8 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		dcfg.Variance = diffusion.LearnedRange
 		fmt.Fprintf(stderr, "train: --loss %s learns the variance: --variance learned_range (set --variance to choose)\n", dcfg.Loss)
 	}
-	if dcfg.Variance.IsLearned() {
+	if dcfg.Variance.IsLearned() && initModel == nil {
 		cfg.OutChannels = 2 * cfg.InChannels
-	}
-	if initModel != nil {
-		if err := checkInitModel(initModel, cfg, dcfg, stderr); err != nil {
-			return err
-		}
 	}
 	if o.WarmupSteps > o.Steps {
 		fmt.Fprintf(stderr, "train: warning: --warmup %d is more than --steps %d: the learning rate never reaches --lr\n", o.WarmupSteps, o.Steps)
@@ -138,6 +134,11 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	d, err := diffusion.New(dcfg)
 	if err != nil {
 		return err
+	}
+	if initModel != nil {
+		if err := checkInitModel(initModel, cfg, d, stderr); err != nil {
+			return err
+		}
 	}
 	spec, err := cuda.ParseDevice(*device)
 	if err != nil {
@@ -204,29 +205,23 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// checkInitModel checks that --init's model fits the run: its output
-// channels must match the variance the flags chose, and a diffusion config
-// other than the flags' is said on stderr (fine-tuning to another schedule
-// or loss is allowed, but rarely meant).
-func checkInitModel(src *weights.Source, cfg unet.Config, dcfg diffusion.Config, stderr io.Writer) error {
-	from, err := unet.ParseConfig(src.UNetConfig)
-	if err != nil {
-		return fmt.Errorf("train: --init %s: %w", src.Path, err)
-	}
-	if from.OutChannels != cfg.OutChannels {
+// checkInitModel checks that --init's model (cfg, its UNet config) fits
+// the run's diffusion d: its output channels must be the ones d's
+// variance needs, and a process other than the model's own is said on
+// stderr (fine-tuning to another schedule is allowed, but rarely meant).
+func checkInitModel(src *weights.Source, cfg unet.Config, d *diffusion.Diffusion, stderr io.Writer) error {
+	now := d.Config()
+	if want := d.OutChannels(cfg.InChannels); cfg.OutChannels != want {
 		return usageError{fmt.Sprintf("train: --init %s has out_channels = %d, the flags' variance %s needs %d (set --loss and --variance as the model was trained)",
-			src.Path, from.OutChannels, dcfg.Variance, cfg.OutChannels)}
+			src.Path, cfg.OutChannels, now.Variance, want)}
 	}
-	if len(src.DiffusionConfig) == 0 {
-		return nil
+	own, err := pipeline.DiffusionFor(src)
+	if err != nil {
+		return fmt.Errorf("train: --init: %w", err)
 	}
-	var was diffusion.Config
-	if err := json.Unmarshal(src.DiffusionConfig, &was); err != nil {
-		return fmt.Errorf("train: --init %s: diffusion config: %w", src.Path, err)
-	}
-	if was.Schedule != dcfg.Schedule || was.Timesteps != dcfg.Timesteps || was.Prediction != dcfg.Prediction || was.Variance != dcfg.Variance {
+	if was := own.Config(); was.Schedule != now.Schedule || was.Timesteps != now.Timesteps || was.Prediction != now.Prediction || was.Variance != now.Variance {
 		fmt.Fprintf(stderr, "train: note: --init %s was trained with schedule %s, %d steps, prediction %s, variance %s; this run uses %s, %d, %s, %s\n",
-			src.Path, was.Schedule, was.Timesteps, was.Prediction, was.Variance, dcfg.Schedule, dcfg.Timesteps, dcfg.Prediction, dcfg.Variance)
+			src.Path, was.Schedule, was.Timesteps, was.Prediction, was.Variance, now.Schedule, now.Timesteps, now.Prediction, now.Variance)
 	}
 	return nil
 }

@@ -72,8 +72,11 @@ func TestTrainInit(t *testing.T) {
 		{[]string{"--init", from, "--config", cfg}, "--init and --config"},
 		{[]string{"--init", from, "--loss", "hybrid"}, "out_channels = 1"},
 		{[]string{"--init", filepath.Join(first, "missing.safetensors")}, "--init"},
+		// The embedded model learned its variance (2 output channels), L_simple fixes it.
+		{[]string{"--init", weights.DefaultPath, "--loss", "simple", "--size", "32"}, "out_channels = 2"},
 	} {
-		out, err := runCLI(t, append(append([]string{"train", "--steps", "1", "--out", t.TempDir()}, c.args...), common...)...)
+		// Flags given twice: the case's (last) value wins.
+		out, err := runCLI(t, append(append([]string{"train", "--steps", "1", "--out", t.TempDir()}, common...), c.args...)...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("train %v: error %v, want one naming %q\n%s", c.args, err, c.want, out)
 		}
