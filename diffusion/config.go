@@ -157,6 +157,20 @@ func (d *Diffusion) Schedule() *schedule.Schedule { return d.s }
 // 0-indexed timesteps are 0..T()-1.
 func (d *Diffusion) T() int { return d.s.T() }
 
+// DefaultSampling is the sampler and step count for a caller that names
+// neither (ddpm sample and ddpm serve): for a model that learned its
+// variance, ancestral sampling (the only sampler that uses the variance)
+// at 100 respaced steps, where Nichol & Dhariwal (2021, fig. 8) find the
+// learned sigmas close to full-length quality and glide-text2im samples its
+// base model; otherwise DDIM at 50 steps, diffusers' pipeline default.
+// The count is at most T.
+func (d *Diffusion) DefaultSampling() (Sampler, int) {
+	if d.cfg.Variance.IsLearned() {
+		return SamplerDDPM, min(100, d.T())
+	}
+	return SamplerDDIM, min(50, d.T())
+}
+
 // OutChannels is the number of channels the network must output for
 // images with c channels: c, or 2c when the variance is learned.
 func (d *Diffusion) OutChannels(c int) int {

@@ -302,3 +302,32 @@ func TestBatchCheck(t *testing.T) {
 		t.Errorf("valid batch: %v", err)
 	}
 }
+
+// TestDefaultSampling: ancestral sampling at 100 steps for a learned
+// variance (the only sampler that uses it), DDIM at 50 otherwise, never
+// more steps than the process has.
+func TestDefaultSampling(t *testing.T) {
+	for _, c := range []struct {
+		v     Variance
+		T     int
+		want  Sampler
+		steps int
+	}{
+		{FixedSmall, 1000, SamplerDDIM, 50},
+		{FixedLarge, 1000, SamplerDDIM, 50},
+		{Learned, 1000, SamplerDDPM, 100},
+		{LearnedRange, 4000, SamplerDDPM, 100},
+		{LearnedRange, 60, SamplerDDPM, 60},
+		{FixedSmall, 20, SamplerDDIM, 20},
+	} {
+		cfg := DefaultConfig()
+		cfg.Variance, cfg.Timesteps = c.v, c.T
+		d, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, n := d.DefaultSampling(); s != c.want || n != c.steps {
+			t.Errorf("%v over %d timesteps: %v at %d steps, want %v at %d", c.v, c.T, s, n, c.want, c.steps)
+		}
+	}
+}

@@ -115,25 +115,23 @@ func NewDiffusionGenerator(model diffusion.Model, d *diffusion.Diffusion, info M
 }
 
 // DiffusionInfo completes info for a model sampled with the process d as
-// NewDiffusionGenerator does (TrainSteps is d.T(); DefaultSteps, when 0,
-// min(50, T); DefaultSampler, when empty, "ddpm" for a model that learned
-// its variance, which only ancestral sampling uses, else "ddim"; Inpaint
-// true) and checks it. A
-// cluster's api replica, which runs no model, describes it with this.
+// NewDiffusionGenerator does (TrainSteps is d.T(); DefaultSampler and
+// DefaultSteps, when unset, from d.DefaultSampling: ddpm at 100 steps for a
+// model that learned its variance, else ddim at 50; Inpaint true) and
+// checks it. A cluster's api replica, which runs no model, describes it
+// with this.
 func DiffusionInfo(d *diffusion.Diffusion, info ModelInfo) (ModelInfo, error) {
 	if d == nil {
 		return info, errors.New("server: DiffusionInfo: nil diffusion")
 	}
 	info.TrainSteps = d.T()
 	info.Inpaint = true // diffusion.Options.Image and Mask, on every model
+	sampler, steps := d.DefaultSampling()
 	if info.DefaultSteps == 0 {
-		info.DefaultSteps = min(50, d.T())
+		info.DefaultSteps = steps
 	}
 	if info.DefaultSampler == "" {
-		info.DefaultSampler = "ddim"
-		if d.Config().Variance.IsLearned() {
-			info.DefaultSampler = "ddpm"
-		}
+		info.DefaultSampler = sampler.String()
 	}
 	if err := info.Check(); err != nil {
 		return info, err

@@ -285,3 +285,34 @@ func TestDiffusionGeneratorClassifier(t *testing.T) {
 		t.Error("a classifier on an unconditional model: no error")
 	}
 }
+
+// TestDiffusionInfoDefaults: an unset default sampler and step count come
+// from the process (ddpm at 100 steps for a learned variance, ddim at 50
+// otherwise); set ones are kept.
+func TestDiffusionInfoDefaults(t *testing.T) {
+	learned := diffusion.DefaultConfig()
+	learned.Variance = diffusion.LearnedRange
+	for _, c := range []struct {
+		cfg     diffusion.Config
+		in      ModelInfo
+		sampler string
+		steps   int
+	}{
+		{diffusion.DefaultConfig(), ModelInfo{}, "ddim", 50},
+		{learned, ModelInfo{}, "ddpm", 100},
+		{learned, ModelInfo{DefaultSampler: "dpm++2m", DefaultSteps: 20}, "dpm++2m", 20},
+	} {
+		d, err := diffusion.New(c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.in.Name, c.in.ImageSize, c.in.Channels, c.in.Device = "x", 2, 1, "cpu"
+		info, err := DiffusionInfo(d, c.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.DefaultSampler != c.sampler || info.DefaultSteps != c.steps {
+			t.Errorf("%v: default %s at %d steps, want %s at %d", c.cfg.Variance, info.DefaultSampler, info.DefaultSteps, c.sampler, c.steps)
+		}
+	}
+}

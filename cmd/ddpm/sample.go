@@ -72,7 +72,7 @@ func parseSample(args []string, stderr io.Writer) (sampleOptions, error) {
 	fs := newFlagSet("sample", "sample [flags]", sampleExamples, stderr)
 	fs.StringVar(&o.model, "model", "", "model: diffusers folder or pipeline, ddpm model file or checkpoint, Hub id (default: the embedded model)")
 	fs.IntVar(&o.n, "n", 16, "number of images (1..1024; with --noise: the file's N)")
-	fs.IntVar(&o.steps, "steps", 50, "denoising steps (1..T; Heun and dpm2 call the model about twice per step)")
+	fs.IntVar(&o.steps, "steps", 50, "denoising steps (1..T; Heun and dpm2 call the model about twice per step;\n100 when a model that learned its variance is sampled with its default, ddpm)")
 	fs.StringVar(&o.respacing, "respacing", "", "timesteps as OpenAI's timestep_respacing picks them, instead of --steps (ddpm and ddim only):\na count (100), section counts (10,15,20), ddimN (ddim50) or GLIDE's fast27")
 	fs.StringVar(&o.sampler, "sampler", "", samplerHelp)
 	fs.BoolVar(&o.karras, "karras", false, "Karras et al. 2022 noise levels (use_karras_sigmas): dpm++2m, dpm++3m, dpm++2m-sde, dpm++2s,\nunipc, deis, euler, heun, lms")
@@ -293,12 +293,19 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for i := range o.n {
 		so.Seeds = append(so.Seeds, o.seed+uint64(i))
 	}
-	if o.sampler == "" && m.Scheduler == nil && m.Diffusion.Config().Variance.IsLearned() {
-		// A learned variance is used by ancestral sampling only (DDIM
-		// ignores it); glide-text2im's notebooks and improved-diffusion
-		// sample these models with p_sample_loop too.
-		o.sampler = "ddpm"
-		fmt.Fprintf(stderr, "sample: ddpm (ancestral sampling with the model's learned variance; --sampler overrides it)\n")
+	if o.sampler == "" && m.Scheduler == nil {
+		// The model's own default (Diffusion.DefaultSampling, as ddpm
+		// serve): a learned variance is used by ancestral sampling only
+		// (DDIM ignores it), which glide-text2im and improved-diffusion
+		// run at 100 respaced steps.
+		sampler, steps := m.Diffusion.DefaultSampling()
+		o.sampler = sampler.String()
+		if !o.stepsSet && o.respacing == "" {
+			so.Steps = steps
+		}
+		if sampler == diffusion.SamplerDDPM {
+			fmt.Fprintf(stderr, "sample: ddpm, %d steps (ancestral sampling with the model's learned variance; --sampler and --steps override them)\n", so.Steps)
+		}
 	}
 	if err := solverOptions(&so, o, m.Scheduler); err != nil {
 		return err

@@ -68,7 +68,7 @@ func TestSampleGLIDE(t *testing.T) {
 	dir := t.TempDir()
 	out1 := filepath.Join(dir, "one")
 	se := runSampleArgs(t, "sample", "--model", base, "--device", "cpu", "--prompt", "a corgi", "--guidance", "3", "--steps", "5", "--n", "2", "--seed", "1", "--out-dir", out1)
-	if !strings.Contains(se, "ddpm (ancestral sampling") {
+	if !strings.Contains(se, "sample: ddpm, 5 steps (ancestral sampling") {
 		t.Errorf("stderr %q does not say GLIDE samples with ddpm by default", se)
 	}
 	out2 := filepath.Join(dir, "two")
