@@ -35,7 +35,7 @@ func (cl *cluster) enqueue(ctx context.Context, id string, g genRequest) (create
 		deadline = created.Add(s.opts.Timeout)
 	}
 	chunks := (len(g.seeds) + s.opts.MaxBatch - 1) / s.opts.MaxBatch
-	ok, queued, err := cl.st.enqueue(ctx, id, g, chunks*g.settings.Steps, created, deadline, s.info.Name,
+	ok, queued, err := cl.st.enqueue(ctx, id, g, chunks*s.info.batchSteps(g.settings), created, deadline, s.info.Name,
 		s.opts.QueueSize, cl.st.activeTTL())
 	if err != nil {
 		cl.redisError("enqueue", err)
@@ -72,7 +72,7 @@ func (cl *cluster) createJob(c echo.Context) (any, error) {
 	pos := max(queued-1, 0)
 	chunks := (len(g.seeds) + s.opts.MaxBatch - 1) / s.opts.MaxBatch
 	st := JobStatus{ID: id, Object: "job", Created: created.Unix(), State: StateQueued,
-		TotalSteps: chunks * g.settings.Steps, QueuePosition: &pos}
+		TotalSteps: chunks * s.info.batchSteps(g.settings), QueuePosition: &pos}
 	return result{status: http.StatusAccepted, body: st, headers: map[string]string{"Location": "/v1/jobs/" + id}}, nil
 }
 

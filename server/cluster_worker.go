@@ -274,7 +274,7 @@ func (w *worker) adopt(ctx context.Context, id, entry string, res startResult, d
 	if !res.created.IsZero() {
 		j.created = res.created
 	}
-	lj := &localJob{j: j, entry: entry, attempts: res.attempts, total: j.chunks * g.settings.Steps}
+	lj := &localJob{j: j, entry: entry, attempts: res.attempts, total: j.chunks * w.s.info.batchSteps(g.settings)}
 	w.mu.Lock()
 	w.inflight[id] = lj
 	w.mu.Unlock()

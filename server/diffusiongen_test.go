@@ -316,3 +316,35 @@ func TestDiffusionInfoDefaults(t *testing.T) {
 		}
 	}
 }
+
+// TestDiffusionGeneratorProgressCountsSteps: samplers that call the model
+// more than once per step (Heun, dpm2, PNDM's warm-up) still report the
+// request's steps: increasing, out of s.Steps, ending at s.Steps.
+func TestDiffusionGeneratorProgressCountsSteps(t *testing.T) {
+	for _, sm := range []diffusion.Sampler{diffusion.SamplerHeun, diffusion.SamplerDPM2, diffusion.SamplerPNDM} {
+		t.Run(sm.String(), func(t *testing.T) {
+			g, m := newToyGen(t, 0)
+			set := Settings{Steps: 6, Sampler: sm}
+			var steps []int
+			if _, err := g.Generate(context.Background(), set, []Item{{Seed: 1, Class: -1}}, func(step, total int) {
+				steps = append(steps, step)
+				if total != set.Steps {
+					t.Errorf("total %d, want the request's %d steps", total, set.Steps)
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(m.sizes) <= set.Steps {
+				t.Fatalf("%d model calls for %d steps: want more (the case under test)", len(m.sizes), set.Steps)
+			}
+			for i := 1; i < len(steps); i++ {
+				if steps[i] <= steps[i-1] {
+					t.Errorf("progress %v does not increase", steps)
+				}
+			}
+			if len(steps) == 0 || steps[len(steps)-1] != set.Steps {
+				t.Errorf("progress %v: want it to end at %d", steps, set.Steps)
+			}
+		})
+	}
+}

@@ -45,7 +45,16 @@ type ModelInfo struct {
 	// Inpaint marks a generator that takes a request's init_image and
 	// mask (Item.Known): every DiffusionGenerator does.
 	Inpaint bool
+	// UpsampleSteps is the number of model calls of a second stage that
+	// runs on every batch after its denoising steps (ddpm serve
+	// --upsample's upsampler): Generate reports them as steps
+	// Steps+1 .. Steps+UpsampleSteps, and a job's total_steps counts them.
+	UpsampleSteps int
 }
+
+// batchSteps is the number of steps Generate reports for one batch with
+// settings s: the denoising steps and the upsampling stage's.
+func (m ModelInfo) batchSteps(s Settings) int { return s.Steps + m.UpsampleSteps }
 
 // Check reports an inconsistent ModelInfo.
 func (m ModelInfo) Check() error {
@@ -66,6 +75,8 @@ func (m ModelInfo) Check() error {
 		return fmt.Errorf("server: model info: DefaultSteps %d outside [1, TrainSteps=%d]", m.DefaultSteps, m.TrainSteps)
 	case m.Text && (m.NumClasses != 0 || m.Classifier != ""):
 		return fmt.Errorf("server: model info: a text model has no classes (NumClasses %d) and no classifier (%q)", m.NumClasses, m.Classifier)
+	case m.UpsampleSteps < 0:
+		return fmt.Errorf("server: model info: UpsampleSteps %d is negative", m.UpsampleSteps)
 	case m.NoNullClass && m.DefaultGuidance != 0 && m.DefaultGuidance != 1:
 		return fmt.Errorf("server: model info: DefaultGuidance %g on a model without a null class (NoNullClass)", m.DefaultGuidance)
 	}
@@ -133,9 +144,10 @@ type Generator interface {
 	Info() ModelInfo
 	// Generate samples len(items) images as one batch with settings s,
 	// calling progress(step, total) after each denoising step (step counts
-	// from 1 to total). It returns one image per item, nil for items whose
-	// Done closed before they finished, or an error when ctx ends or the
-	// model fails. Settings arrive validated against Info.
+	// from 1 to total: s.Steps plus Info().UpsampleSteps). It returns one
+	// image per item, nil for items whose Done closed before they
+	// finished, or an error when ctx ends or the model fails. Settings
+	// arrive validated against Info.
 	Generate(ctx context.Context, s Settings, items []Item, progress func(step, total int)) ([]image.Image, error)
 }
 
@@ -178,7 +190,8 @@ func (f *FakeGenerator) Generate(ctx context.Context, s Settings, items []Item, 
 		default:
 		}
 	}
-	for step := 1; step <= s.Steps; step++ {
+	total := f.Model.batchSteps(s) // an upsampling stage's steps follow the denoising ones
+	for step := 1; step <= total; step++ {
 		live := 0
 		for _, it := range items {
 			if !it.dead() {
@@ -190,14 +203,14 @@ func (f *FakeGenerator) Generate(ctx context.Context, s Settings, items []Item, 
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil, fmt.Errorf("fake generator: step %d of %d: %w", step, s.Steps, context.Cause(ctx))
+				return nil, fmt.Errorf("fake generator: step %d of %d: %w", step, total, context.Cause(ctx))
 			case <-t.C:
 			}
 		} else if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("fake generator: step %d of %d: %w", step, s.Steps, context.Cause(ctx))
+			return nil, fmt.Errorf("fake generator: step %d of %d: %w", step, total, context.Cause(ctx))
 		}
 		if progress != nil {
-			progress(step, s.Steps)
+			progress(step, total)
 		}
 	}
 	if f.Fail != nil {

@@ -45,6 +45,9 @@ type ModelMeta struct {
 	// NoNullClass: a class-conditional model without the null class of
 	// classifier-free guidance (guidance_scale must be 0 or 1).
 	NoNullClass bool `json:"no_null_class,omitempty"`
+	// UpsampleSteps: the steps of an upsampling stage after the denoising
+	// ones (ddpm serve --upsample), counted in a job's total_steps.
+	UpsampleSteps int `json:"upsample_steps,omitempty"`
 }
 
 func (s *Server) modelObject() ModelObject {
@@ -53,7 +56,8 @@ func (s *Server) modelObject() ModelObject {
 		DDPM: ModelMeta{ImageSize: i.ImageSize, Channels: i.Channels, NumClasses: i.NumClasses, ClassNames: i.ClassNames,
 			TrainSteps: i.TrainSteps, MaxSteps: min(s.opts.MaxSteps, i.TrainSteps), MaxN: s.opts.MaxN, MaxBatch: s.opts.MaxBatch,
 			MaxGuidance: s.opts.MaxGuidance, DefaultSteps: i.DefaultSteps, DefaultSampler: s.defaultSampler.String(),
-			DefaultGuidance: i.DefaultGuidance, Device: i.Device, Classifier: i.Classifier, Text: i.Text, Inpaint: i.Inpaint, NoNullClass: i.NoNullClass}}
+			DefaultGuidance: i.DefaultGuidance, Device: i.Device, Classifier: i.Classifier, Text: i.Text, Inpaint: i.Inpaint, NoNullClass: i.NoNullClass,
+			UpsampleSteps: i.UpsampleSteps}}
 }
 
 func (s *Server) models(c echo.Context) (any, error) {

@@ -258,7 +258,7 @@ func (s *scheduler) status(j *job) JobStatus {
 
 func (s *scheduler) statusLocked(j *job) JobStatus {
 	st := JobStatus{ID: j.id, Object: "job", Created: j.created.Unix(), State: j.state, Step: j.step,
-		TotalSteps: j.chunks * j.gen.settings.Steps}
+		TotalSteps: j.chunks * s.gen.Info().batchSteps(j.gen.settings)}
 	if j.state == StateQueued {
 		pos := 0
 		for _, q := range s.queue {
@@ -463,7 +463,7 @@ func (s *scheduler) runBatch(ctx context.Context, parts []part, set Settings) {
 		}
 		j.finished += p.n
 		s.m.images.Add(float64(p.n))
-		j.step = j.chunkStart + set.Steps
+		j.step = j.chunkStart + s.gen.Info().batchSteps(set)
 		if j.finished == len(j.gen.seeds) {
 			s.finishLocked(j, StateSucceeded, nil)
 		} else {

@@ -407,6 +407,26 @@ func TestJobLifecycle(t *testing.T) {
 	}
 }
 
+// TestJobCountsUpsampleSteps: a generator with an upsampling stage
+// (ModelInfo.UpsampleSteps, ddpm serve --upsample) has its steps counted
+// in a job's total_steps, once per batch, and a finished job's step
+// reaches that total.
+func TestJobCountsUpsampleSteps(t *testing.T) {
+	f, _ := slowFake(time.Millisecond)
+	f.Model.UpsampleSteps = 3
+	h := newTest(t, f, Options{MaxBatch: 1}).Handler()
+	w := do(t, h, "POST", "/v1/jobs", `{"n":2,"steps":5,"seed":9}`)
+	var st JobStatus
+	if err := json.Unmarshal(w.Body.Bytes(), &st); err != nil || w.Code != http.StatusAccepted || st.TotalSteps != 2*(5+3) {
+		t.Fatalf("create: %d %s: want total_steps 16 (2 batches of 5 denoising and 3 upsampling steps)", w.Code, w.Body)
+	}
+	w = do(t, h, "GET", "/v1/jobs/"+st.ID+"?wait=10", "")
+	st = JobStatus{}
+	if err := json.Unmarshal(w.Body.Bytes(), &st); err != nil || st.State != StateSucceeded || st.Step != 16 || st.TotalSteps != 16 {
+		t.Errorf("finished job: %s; want succeeded at step 16 of 16", w.Body)
+	}
+}
+
 func TestJobCancelAndQueuePosition(t *testing.T) {
 	f, calls := slowFake(20 * time.Millisecond)
 	s := newTest(t, f, Options{MaxBatch: 1})

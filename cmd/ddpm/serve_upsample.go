@@ -107,6 +107,7 @@ func (c upsampleChain) describe(base server.ModelInfo, u upsampleFlags) (server.
 	info.Name = base.Name + "+" + modelName(c.path)
 	info.ImageSize = c.size
 	info.Inpaint = false // see the file comment
+	info.UpsampleSteps = u.steps
 	return info, info.Check()
 }
 
@@ -181,14 +182,21 @@ func (g *upsampleGenerator) Info() server.ModelInfo { return g.info }
 // items (server.DiffusionGenerator.Samples, at full precision) go through
 // pipeline.Upsample as one batch, item i with the seed upsampleSeed(its
 // seed), its prompt (GLIDE) or class label, as "ddpm sample --upsample"
-// passes image i's.
+// passes image i's. Progress counts the base stage's steps, then the
+// upsampler's (info.UpsampleSteps).
 func (g *upsampleGenerator) Generate(ctx context.Context, s server.Settings, items []server.Item, progress func(step, total int)) ([]image.Image, error) {
 	for i, it := range items {
 		if it.Known != nil {
 			return nil, fmt.Errorf("generate: item %d inpaints: the server upsamples (--upsample), which does not inpaint", i)
 		}
 	}
-	xs, err := g.base.Samples(ctx, s, items, progress)
+	total := s.Steps + g.info.UpsampleSteps // the base stage's steps, then the upsampler's
+	report := func(step int) {
+		if progress != nil {
+			progress(min(step, total), total)
+		}
+	}
+	xs, err := g.base.Samples(ctx, s, items, func(step, _ int) { report(step) }) // steps 1..s.Steps
 	if err != nil {
 		return nil, err
 	}
@@ -217,6 +225,7 @@ func (g *upsampleGenerator) Generate(ctx context.Context, s server.Settings, ite
 		}
 	}
 	o.Seed = o.Seeds[0] // unused: every image has its seed
+	o.Progress = func(p diffusion.Progress) { report(s.Steps + p.Step*g.info.UpsampleSteps/max(p.Total, 1)) }
 	hi, err := pipeline.Upsample(ctx, g.up, low, o)
 	if err != nil {
 		return nil, fmt.Errorf("generate: upsample: %w", err)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -82,7 +83,8 @@ func serveModelsMeta(t *testing.T, h http.Handler) map[string]any {
 // sample --upsample's PNGs for the same model, prompt, seed and steps;
 // an image does not depend on its batch (a request for the second seed
 // alone gives the second image); inpainting requests are a 422; a
-// cluster's api replica describes the chain without loading it.
+// cluster's api replica describes the chain without loading it; progress
+// counts the upsampler's steps after the base model's.
 func TestServeUpsampleMatchesSample(t *testing.T) {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -130,8 +132,8 @@ func TestServeUpsampleMatchesSample(t *testing.T) {
 	}
 	defer s.Close()
 	meta := serveModelsMeta(t, s.Handler())
-	if meta["image_size"] != 32.0 || meta["inpaint"] != false || meta["id"] != info.Name {
-		t.Errorf("/v1/models: %v: want image_size 32, inpaint false, id %q", meta, info.Name)
+	if meta["image_size"] != 32.0 || meta["inpaint"] != false || meta["id"] != info.Name || meta["upsample_steps"] != 3.0 {
+		t.Errorf("/v1/models: %v: want image_size 32, inpaint false, upsample_steps 3, id %q", meta, info.Name)
 	}
 	_, _, initB64, maskB64 := inpaintInputs(t, t.TempDir(), 32)
 	code, msg := postServe(t, s.Handler(), map[string]any{"prompt": "a corgi", "steps": 2, "init_image": initB64, "mask": maskB64})
@@ -140,8 +142,23 @@ func TestServeUpsampleMatchesSample(t *testing.T) {
 	}
 
 	ri, err := serveModelInfo(ctx, o, log)
-	if err != nil || ri.ImageSize != 32 || ri.Name != info.Name || ri.Inpaint {
-		t.Errorf("serveModelInfo: %+v, %v; want %q at 32x32, not inpainting", ri, err, info.Name)
+	if err != nil || ri.ImageSize != 32 || ri.Name != info.Name || ri.Inpaint || ri.UpsampleSteps != 3 {
+		t.Errorf("serveModelInfo: %+v, %v; want %q at 32x32 with 3 upsampling steps, not inpainting", ri, err, info.Name)
+	}
+
+	// Progress: the base stage's 2 steps, then the upsampler's 3, out of 5.
+	var steps []int
+	if _, err := gen.Generate(ctx, server.Settings{Steps: 2, Sampler: diffusion.SamplerDDPM, Guidance: 3},
+		[]server.Item{{Seed: 5, Prompt: "a corgi", Class: -1}}, func(step, total int) {
+			steps = append(steps, step)
+			if total != 5 {
+				t.Errorf("progress total %d, want 2 + 3", total)
+			}
+		}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{1, 2, 3, 4, 5}; !slices.Equal(steps, want) {
+		t.Errorf("progress %v, want %v", steps, want)
 	}
 }
 
