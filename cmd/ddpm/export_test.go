@@ -210,3 +210,57 @@ func TestExportDiffusersTwin(t *testing.T) {
 		t.Fatalf("relative L2 %.3g > 1e-5", e)
 	}
 }
+
+// TestExportAverage: --average writes the mean of the sources' weights (a
+// model averaged with itself is itself; with a checkpoint of its doubled
+// weights, 1.5 times it); too few sources or another architecture are
+// usage errors.
+func TestExportAverage(t *testing.T) {
+	model := tinyModelFile(t)
+	src, err := weights.Open(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	doubled := src.Model
+	doubled.Tensors = map[string]weights.Tensor{}
+	for name, tn := range src.Tensors {
+		d := make([]float32, len(tn.Data))
+		for i, v := range tn.Data {
+			d[i] = 2 * v
+		}
+		doubled.Tensors[name] = weights.Tensor{Shape: tn.Shape, Data: d}
+	}
+	ckpt := filepath.Join(dir, "ckpt.safetensors")
+	c := &weights.Checkpoint{Model: doubled, Raw: doubled.Tensors, AdamM: doubled.Tensors, AdamV: doubled.Tensors, TrainState: []byte(`{"step":1}`)}
+	if err := weights.WriteCheckpoint(ckpt, c); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "soup.safetensors")
+	var so, se bytes.Buffer
+	if err := run(context.Background(), []string{"export", "--average", model, ckpt, out}, &so, &se); err != nil {
+		t.Fatal(err)
+	}
+	got, err := weights.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tn := range src.Tensors {
+		for i, v := range tn.Data {
+			if g := got.Tensors[name].Data[i]; g != (v+2*v)/2 {
+				t.Fatalf("%s[%d] = %v, want the mean %v", name, i, g, (v+2*v)/2)
+			}
+		}
+	}
+	for _, args := range [][]string{
+		{"export", "--average", model, out},                                // one source
+		{"export", "--average", model, tinyRGBModelFile(t, 8, false), out}, // another architecture
+		{"export", model, ckpt, out},                                       // several sources without --average
+	} {
+		if err := run(context.Background(), args, &so, &se); err == nil {
+			t.Errorf("%v: no error", args)
+		} else if _, ok := err.(usageError); !ok {
+			t.Errorf("%v: %v is not a usage error", args, err)
+		}
+	}
+}
