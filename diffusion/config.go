@@ -160,7 +160,7 @@ func (d *Diffusion) T() int { return d.s.T() }
 // DefaultSampling is the sampler and step count for a caller that names
 // neither (ddpm sample and ddpm serve): for a model that learned its
 // variance, ancestral sampling (the only sampler that uses the variance)
-// at 100 respaced steps, where Nichol & Dhariwal (2021, fig. 8) find the
+// at 100 respaced steps, where Nichol & Dhariwal (2021, section 4) find the
 // learned sigmas close to full-length quality and glide-text2im samples its
 // base model; otherwise DDIM at 50 steps, diffusers' pipeline default.
 // The count is at most T.

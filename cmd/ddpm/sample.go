@@ -304,7 +304,11 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			so.Steps = steps
 		}
 		if sampler == diffusion.SamplerDDPM {
-			fmt.Fprintf(stderr, "sample: ddpm, %d steps (ancestral sampling with the model's learned variance; --sampler and --steps override them)\n", so.Steps)
+			count := fmt.Sprintf("%d steps", so.Steps)
+			if o.respacing != "" {
+				count = "--respacing " + o.respacing
+			}
+			fmt.Fprintf(stderr, "sample: ddpm, %s (ancestral sampling with the model's learned variance; --sampler and --steps override them)\n", count)
 		}
 	}
 	if err := solverOptions(&so, o, m.Scheduler); err != nil {
