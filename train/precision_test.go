@@ -3,9 +3,12 @@ package train_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -56,23 +59,25 @@ func readCheckpoint(t *testing.T, dir string) *weights.Checkpoint {
 	return c
 }
 
-// sameTensors reports whether two tensor maps hold the same bits.
-func sameTensors(a, b map[string]weights.Tensor) bool {
+// tensorDiff describes the first place where two tensor maps differ in
+// their bits (a tensor missing or of another size, or an element and
+// both values), or returns "" when they hold the same bits.
+func tensorDiff(a, b map[string]weights.Tensor) string {
 	if len(a) != len(b) {
-		return false
+		return fmt.Sprintf("%d tensors against %d", len(a), len(b))
 	}
-	for k, ta := range a {
-		tb, ok := b[k]
-		if !ok || len(ta.Data) != len(tb.Data) {
-			return false
+	for _, k := range slices.Sorted(maps.Keys(a)) {
+		ta, tb := a[k], b[k]
+		if len(ta.Data) != len(tb.Data) {
+			return fmt.Sprintf("%s: %d values against %d", k, len(ta.Data), len(tb.Data))
 		}
 		for i := range ta.Data {
 			if math.Float32bits(ta.Data[i]) != math.Float32bits(tb.Data[i]) {
-				return false
+				return fmt.Sprintf("%s[%d]: %v against %v", k, i, ta.Data[i], tb.Data[i])
 			}
 		}
 	}
-	return true
+	return ""
 }
 
 // TestLossScalingExact: scaling by a power of two is exact in float32, so
@@ -89,8 +94,8 @@ func TestLossScalingExact(t *testing.T) {
 	a, b := readCheckpoint(t, plain), readCheckpoint(t, scaled)
 	for name, pair := range map[string][2]map[string]weights.Tensor{"ema": {a.Tensors, b.Tensors}, "raw": {a.Raw, b.Raw},
 		"adam_m": {a.AdamM, b.AdamM}, "adam_v": {a.AdamV, b.AdamV}} {
-		if !sameTensors(pair[0], pair[1]) {
-			t.Errorf("%s differs with loss scaling", name)
+		if d := tensorDiff(pair[0], pair[1]); d != "" {
+			t.Errorf("%s differs with loss scaling: %s", name, d)
 		}
 	}
 	_, lp := logLosses(t, plain)
@@ -123,8 +128,8 @@ func TestLossScalingOverflow(t *testing.T) {
 	a, b := readCheckpoint(t, two), readCheckpoint(t, three)
 	for name, pair := range map[string][2]map[string]weights.Tensor{"ema": {a.Tensors, b.Tensors}, "raw": {a.Raw, b.Raw},
 		"adam_m": {a.AdamM, b.AdamM}, "adam_v": {a.AdamV, b.AdamV}} {
-		if !sameTensors(pair[0], pair[1]) {
-			t.Errorf("%s changed in the skipped step", name)
+		if d := tensorDiff(pair[0], pair[1]); d != "" {
+			t.Errorf("%s changed in the skipped step: %s", name, d)
 		}
 	}
 	var st struct {
