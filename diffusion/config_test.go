@@ -331,3 +331,15 @@ func TestDefaultSampling(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressOf: model calls map onto the asked steps, rounding down,
+// ending at the step count whatever the calls per step.
+func TestProgressOf(t *testing.T) {
+	for _, c := range []struct{ step, total, n, want int }{
+		{1, 19, 10, 0}, {2, 19, 10, 1}, {19, 19, 10, 10}, {5, 5, 5, 5}, {3, 3, 27, 27}, {0, 0, 4, 0},
+	} {
+		if got := (Progress{Step: c.step, Total: c.total}).Of(c.n); got != c.want {
+			t.Errorf("call %d of %d onto %d steps: %d, want %d", c.step, c.total, c.n, got, c.want)
+		}
+	}
+}

@@ -18,6 +18,12 @@ type Progress struct {
 	Timestep float64
 }
 
+// Of maps the calls done onto a count of n steps (0..n, n when the run is
+// done): samplers that call the model more than once per step (Heun,
+// dpm2, PNDM's warm-up) report calls, and a caller that counts the steps
+// it asked for reports this.
+func (p Progress) Of(n int) int { return p.Step * n / max(p.Total, 1) }
+
 // Options configures one sampling run. The zero value (plus a shape)
 // samples with DDPM over all T steps, seed 0, no guidance.
 //

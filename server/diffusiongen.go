@@ -204,15 +204,13 @@ func (g *DiffusionGenerator) Samples(ctx context.Context, s Settings, items []It
 		model = m
 	}
 	gr := &group{inner: model, ctx: ctx, members: len(items)}
-	// The samplers count model calls (Heun and dpm2 make about two per
-	// step, PNDM a few more at the start); progress counts the request's
-	// steps, so calls are scaled onto 1..s.Steps.
+	// progress counts the request's steps, not the sampler's model calls.
 	var progMu sync.Mutex
 	best := 0
 	report := func(p diffusion.Progress) {
 		progMu.Lock()
 		defer progMu.Unlock()
-		step := p.Step * s.Steps / max(p.Total, 1)
+		step := p.Of(s.Steps)
 		if step > best {
 			best = step
 			if progress != nil {

@@ -225,7 +225,7 @@ func (g *upsampleGenerator) Generate(ctx context.Context, s server.Settings, ite
 		}
 	}
 	o.Seed = o.Seeds[0] // unused: every image has its seed
-	o.Progress = func(p diffusion.Progress) { report(s.Steps + p.Step*g.info.UpsampleSteps/max(p.Total, 1)) }
+	o.Progress = func(p diffusion.Progress) { report(s.Steps + p.Of(g.info.UpsampleSteps)) }
 	hi, err := pipeline.Upsample(ctx, g.up, low, o)
 	if err != nil {
 		return nil, fmt.Errorf("generate: upsample: %w", err)
