@@ -365,3 +365,44 @@ func BenchmarkGroupNormConv(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWinograd times bf16 convolutions on the Winograd kernels
+// against oneDNN's direct bf16 kernel, per shape (the DDPM CIFAR-10
+// UNet's at batch 4 and 1, the diffusers fixture's at batch 16); the
+// figures behind winoFaster:
+//
+//	go test -run '^$' -bench Winograd -benchtime 40x ./kernels
+func BenchmarkWinograd(b *testing.B) {
+	c, err := NewCPU(CPUOptions{BLAS: BLASDNNL, Conv: ConvDNNL, ConstWeights: true, BF16: true})
+	if err != nil || c.wino == nil {
+		b.Skipf("no bf16 Winograd kernels: %v", err)
+	}
+	wino := c.wino
+	for _, s := range [][4]int{ // N, C, K, H=W
+		{4, 128, 128, 32}, {4, 384, 128, 32}, {4, 256, 256, 16}, {4, 256, 256, 8}, {4, 512, 256, 8}, {4, 256, 256, 4},
+		{1, 128, 128, 32}, {1, 256, 256, 16}, {16, 32, 32, 32}, {16, 64, 64, 16}, {16, 96, 64, 16},
+	} {
+		d := ConvDims{N: s[0], C: s[1], H: s[3], W: s[3], K: s[2], R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1}
+		r := rand.New(rand.NewPCG(1, 2))
+		x, w := rnd(r, d.N*d.C*d.H*d.W), rnd(r, d.K*d.C*9)
+		y := make([]float32, d.N*d.K*d.H*d.W)
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("N%d_C%d_K%d_%dx%d/winograd=%v", d.N, d.C, d.K, d.H, d.W, on), func(b *testing.B) {
+				if on {
+					c.winoForward("bench", y, nil, w, nil, d, func(src []float32, lo, hi int) { blockImage(src, x, lo, hi, d.H, d.W) })
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						c.winoForward("bench", y, nil, w, nil, d, func(src []float32, lo, hi int) { blockImage(src, x, lo, hi, d.H, d.W) })
+					}
+				} else {
+					c.wino = nil
+					defer func() { c.wino = wino }()
+					for i := 0; i < b.N; i++ {
+						c.Conv2D(y, x, w, nil, d)
+					}
+				}
+				b.ReportMetric(2*float64(d.N*d.K*d.C*9*d.H*d.W)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}

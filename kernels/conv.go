@@ -31,6 +31,10 @@ func (c *CPU) Conv2D(y, x, w, b []float32, d ConvDims) {
 	if !c.has(op, "y", y, d.N*kohw) || !c.has(op, "x", x, d.N*chw) || !c.has(op, "w", w, d.K*crs) || !c.opt(op, "b", b, d.K) {
 		return
 	}
+	if c.winoFits(d) {
+		c.winoForward(op, y, nil, w, b, d, func(src []float32, lo, hi int) { blockImage(src, x, lo, hi, d.H, d.W) })
+		return
+	}
 	if c.dnnlForward(y, x, w, b, d) {
 		return
 	}

@@ -70,7 +70,7 @@ func (c *CPU) planDNNL(d ConvDims, pass convPass) (dnnlPlan, bool) {
 	p.omp = max(1, c.threads/p.w)
 	for i := 0; i < p.w; i++ {
 		cd, _, _ := p.chunk(d, i)
-		if c.dconv.get(cd, i, p.yStride(d)) == nil {
+		if c.dconv.get(cd, i, p.yStride(d), p.omp) == nil {
 			return dnnlPlan{}, false
 		}
 	}
@@ -120,7 +120,7 @@ func (c *CPU) dnnlRun(op string, d ConvDims, p dnnlPlan, fn func(i, lo, hi int, 
 	c.parallel(p.w, 1, func(_, clo, chi int) {
 		for i := clo; i < chi; i++ {
 			cd, lo, hi := p.chunk(d, i)
-			err := fn(i, lo, hi, c.dconv.get(cd, i, ys))
+			err := fn(i, lo, hi, c.dconv.get(cd, i, ys, p.omp))
 			if more != nil {
 				more[i] = err
 			} else {
@@ -220,7 +220,7 @@ func (c *CPU) blockedConv(d ConvDims, bias bool) (elem int, src, dst bool) {
 	ys := p.yStride(d)
 	for i := 0; i < p.w; i++ {
 		cd, _, _ := p.chunk(d, i)
-		s, o := c.dconv.get(cd, i, ys).blockedIO(bias)
+		s, o := c.dconv.get(cd, i, ys, p.omp).blockedIO(bias)
 		src, dst = src && s, dst && o
 	}
 	elem = 4

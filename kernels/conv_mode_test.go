@@ -77,7 +77,7 @@ func checkInferenceConv(t *testing.T, c *CPU, fwdTol float64, wantImpl string) (
 			t.Fatalf("case %d: oneDNN rejected the shape", ci)
 		}
 		cd, _, _ := p.chunk(d, 0)
-		impl := c.dconv.get(cd, 0, p.yStride(d)).impl
+		impl := c.dconv.get(cd, 0, p.yStride(d), p.omp).impl
 		t.Logf("case %d: forward %s, relative L2 error %.3g", ci, impl, e)
 		if strings.Contains(impl, "wino") {
 			wino++

@@ -151,7 +151,7 @@ func BF16Supported() error {
 		return fmt.Errorf("bf16 convolutions need oneDNN: %w", err)
 	}
 	d := ConvDims{N: 1, C: 16, H: 8, W: 8, K: 16, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1}
-	c, err := newDNNLConv(api, d, d.K, convMode{inference: true, bf16: true})
+	c, err := newDNNLConv(api, d, d.K, 1, convMode{inference: true, bf16: true})
 	if err != nil {
 		return fmt.Errorf("oneDNN offers no bf16 convolution on this CPU (is DNNL_MAX_CPU_ISA set below AVX512_CORE_BF16?): %w", err)
 	}
@@ -177,6 +177,7 @@ type CPU struct {
 	dconv   *dnnlConvs // oneDNN convolution primitives, or nil for im2col
 	constW  bool       // CPUOptions.ConstWeights
 	bf16    bool       // CPUOptions.BF16
+	wino    *winoCache // bf16 Winograd convolutions (winograd.go), or nil
 
 	mu  sync.Mutex
 	err error
@@ -229,6 +230,9 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 		return nil, fmt.Errorf("kernels: CPUOptions.BF16 needs oneDNN's convolutions (libdnnl.so.2, with BLAS auto or dnnl and Conv auto or dnnl)")
 	}
 	c.bf16 = opts.BF16
+	if c.bf16 && useAVX512BF16 && c.dconv.api.gemmBF16 != nil {
+		c.wino = &winoCache{m: map[weightKey]*winoWeight{}}
+	}
 	return c, nil
 }
 

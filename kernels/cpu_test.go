@@ -237,7 +237,7 @@ func TestDNNLConvUsed(t *testing.T) {
 				continue
 			}
 			cd, _, _ := p.chunk(d, 0)
-			t.Logf("case %d pass %d: %d chunks (by output channel %v): %s", i, pass, p.w, p.byK, c.dconv.get(cd, 0, p.yStride(d)).impl)
+			t.Logf("case %d pass %d: %d chunks (by output channel %v): %s", i, pass, p.w, p.byK, c.dconv.get(cd, 0, p.yStride(d), p.omp).impl)
 		}
 	}
 }

@@ -93,6 +93,10 @@ type dnnlAPI struct {
 	attrSetScrMode func(attr uintptr, mode int32) int32
 	mdGetSize      func(md unsafe.Pointer) uintptr
 	ompSetThreads  func(n int32)
+	// gemmBF16 is dnnl_gemm_bf16bf16f32 (row-major, like dnnl_sgemm:
+	// C = alpha*op(A)*op(B) + beta*C with A and B bf16, C fp32), or nil.
+	gemmBF16 func(ta, tb byte, m, n, k int64, alpha float32, a unsafe.Pointer, lda int64,
+		b unsafe.Pointer, ldb int64, beta float32, c unsafe.Pointer, ldc int64) int32
 
 	engine uintptr
 	// attr asks every primitive for a user-managed scratchpad. oneDNN's
@@ -151,6 +155,9 @@ func loadDNNLAPI() (*dnnlAPI, error) {
 				return
 			}
 			purego.RegisterFunc(f.p, sym)
+		}
+		if sym, err := dl.Sym(lib, "dnnl_gemm_bf16bf16f32"); err == nil {
+			purego.RegisterFunc(&a.gemmBF16, sym)
 		}
 		if gomp, err := dl.Open("libgomp.so.1"); err == nil {
 			if sym, err := dl.Sym(gomp, "omp_set_num_threads"); err == nil {
@@ -238,6 +245,7 @@ type dnnlConv struct {
 	strides, padL, padR        dims
 
 	mode    convMode
+	omp     int              // OpenMP threads its primitives are made for and run with
 	wcaches *[2]*weightCache // [bias]: shared by the workers' dnnlConv of one shape
 	fwdPD   [2]uintptr       // [bias]
 	hintPD  [2]uintptr       // [bias]: fp32 direct training forward, the backward passes' hint: fwdPD when the mode chose that, else made on first use
@@ -315,12 +323,30 @@ func winogradFaster(d ConvDims) bool {
 		d.C >= 32 && d.K >= 32 && d.N*d.OutH()*d.OutW() >= 512
 }
 
+// pinThreads locks the goroutine to its OS thread and sets that
+// thread's OpenMP thread count to c.omp until the returned func runs.
+// oneDNN sizes a primitive's work split, its scratchpad and (for the
+// Winograd kernels) the blocked layout of its weights by
+// omp_get_max_threads() on the thread that creates it, and the workers'
+// primitives of one shape share one cache of reordered weights, so every
+// one of them is made, and run, under the same count: made under
+// whatever count the thread had last, a Winograd primitive could read
+// another's weight layout, past its end.
+func (c *dnnlConv) pinThreads() func() {
+	runtime.LockOSThread()
+	if c.api.ompSetThreads != nil {
+		c.api.ompSetThreads(int32(c.omp))
+	}
+	return runtime.UnlockOSThread
+}
+
 // newDNNLConv prepares the user memory descriptors and the forward
 // primitive descriptor; it fails when oneDNN rejects the shape. yStrideK
 // is the channel count between images in the user's y (and dy) buffer:
 // d.K, or more when d covers a slice of a larger output's channels.
-func newDNNLConv(api *dnnlAPI, d ConvDims, yStrideK int, mode convMode) (*dnnlConv, error) {
-	c := &dnnlConv{api: api, d: d, mode: mode}
+func newDNNLConv(api *dnnlAPI, d ConvDims, yStrideK, omp int, mode convMode) (*dnnlConv, error) {
+	c := &dnnlConv{api: api, d: d, mode: mode, omp: max(omp, 1)}
+	defer c.pinThreads()()
 	if st := api.streamCreate(&c.stream, api.engine, dnnlStreamDefault); st != dnnlSuccess {
 		return nil, fmt.Errorf("dnnl_stream_create: status %d", st)
 	}
@@ -642,6 +668,7 @@ func (c *dnnlConv) fwdStep(bi int) (*dnnlStep, error) {
 func (c *dnnlConv) blockedIO(bias bool) (src, dst bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.pinThreads()()
 	bi := boolIndex(bias)
 	if c.blocked[bi] == 0 {
 		c.blocked[bi] = -1 // known, neither
@@ -686,6 +713,7 @@ func (c *dnnlConv) isBlocked(t *dnnlTensor, n, ch, h, w int, dt int32) bool {
 func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool, src, dst unsafe.Pointer) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.pinThreads()()
 	bi := 0
 	if b != nil {
 		bi = 1
@@ -755,6 +783,7 @@ func (c *dnnlConv) cachedWeights(s *dnnlStep, w []float32, threads int) (uintptr
 func (c *dnnlConv) backwardData(dx, dy, w []float32, threads int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.pinThreads()()
 	if c.bwdD == nil {
 		x, wd, y, err := c.anyDescs()
 		if err != nil {
@@ -787,6 +816,7 @@ func (c *dnnlConv) backwardData(dx, dy, w []float32, threads int) error {
 func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32, threads int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.pinThreads()()
 	bi := 0
 	if db != nil {
 		bi = 1
@@ -845,22 +875,23 @@ type dnnlKey struct {
 	d        ConvDims
 	worker   int
 	yStrideK int
+	omp      int
 }
 
 // get returns worker's primitives for d (y images yStrideK channels
-// apart), or nil when oneDNN cannot run it.
-func (p *dnnlConvs) get(d ConvDims, worker, yStrideK int) *dnnlConv {
+// apart, omp OpenMP threads), or nil when oneDNN cannot run it.
+func (p *dnnlConvs) get(d ConvDims, worker, yStrideK, omp int) *dnnlConv {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	k := dnnlKey{d, worker, yStrideK}
+	k := dnnlKey{d, worker, yStrideK, omp}
 	if c, ok := p.m[k]; ok {
 		return c
 	}
-	c, err := newDNNLConv(p.api, d, yStrideK, p.mode)
+	c, err := newDNNLConv(p.api, d, yStrideK, omp, p.mode)
 	if err != nil {
 		c = nil
 	} else {
-		wk := dnnlKey{d: d, yStrideK: yStrideK}
+		wk := dnnlKey{d: d, yStrideK: yStrideK, omp: omp}
 		if p.wcaches[wk] == nil {
 			if p.wcaches == nil {
 				p.wcaches = map[dnnlKey]*[2]*weightCache{}

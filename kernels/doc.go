@@ -52,7 +52,11 @@
 // where they measured faster (winogradFaster; about 1.5x on the DDPM
 // CIFAR-10 UNet's convolutions); never when training. CPUOptions{BF16:
 // true} (with ConstWeights, on CPUs with AVX512_BF16 or AMX) runs the
-// forward convolutions in bf16 with fp32 accumulation.
+// forward convolutions in bf16 with fp32 accumulation: oneDNN's direct
+// bf16 kernels, or, for 3x3 convolutions with at least 128 channels in
+// and out (winoFaster), this package's own Winograd F(2x2, 3x3) kernels
+// (winograd.go): AVX-512 transforms around oneDNN's bf16 GEMM, since
+// oneDNN 2.6 has no bf16 Winograd.
 //
 // # Fused inference kernels
 //

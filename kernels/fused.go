@@ -208,6 +208,15 @@ func (c *CPU) GroupNormConv2D(y, x, bias, ss, gamma, beta, w, b, res []float32, 
 	stats := c.ws.get(2 * ng)
 	defer c.ws.put(stats)
 	mean, rstd := stats[:ng], stats[ng:]
+	if c.winoFits(dc) {
+		c.groupNormStats(mean, rstd, x, bias, dn)
+		c.winoForward(op, y, res, w, b, dc, func(src []float32, lo, hi int) {
+			tile := c.ws.get(16 * blockPixels)
+			defer c.ws.put(tile)
+			normBlocked(tile, lo, hi, mean, rstd, x, bias, ss, gamma, beta, dn, putPadded(src, dc.H, dc.W))
+		})
+		return
+	}
 	elem, blkSrc, blkDst := c.blockedConv(dc, b != nil)
 	if !blkSrc {
 		h := c.ws.get(total)
@@ -239,10 +248,14 @@ func (c *CPU) GroupNormConv2D(y, x, bias, ss, gamma, beta, w, b, res []float32, 
 		buf16 = unsafe.Slice((*uint16)(unsafe.Pointer(&buf[0])), total)
 	}
 	c.groupNormStats(mean, rstd, x, bias, dn)
+	put := putBlocked(buf, dn.HW)
+	if buf16 != nil {
+		put = putBlockedBF16(buf16, dn.HW)
+	}
 	io := convIO{src: unsafe.Pointer(&buf[0]), elem: elem, fill: func(lo, hi int) {
 		tile := c.ws.get(16 * blockPixels)
 		defer c.ws.put(tile)
-		normBlocked(buf, buf16, false, tile, lo*dn.C/16, hi*dn.C/16, mean, rstd, x, bias, ss, gamma, beta, dn)
+		normBlocked(tile, lo*dn.C/16, hi*dn.C/16, mean, rstd, x, bias, ss, gamma, beta, dn, put)
 	}}
 	var out []float32
 	if blkDst && res != nil {
@@ -294,7 +307,7 @@ func (c *CPU) GroupNormTokens(y, x, gamma, beta []float32, d GroupNormDims) {
 	c.parallel(d.N*d.C/16, max(1, elemGrain/(16*d.HW)), func(_, lo, hi int) {
 		tile := c.ws.get(16 * blockPixels)
 		defer c.ws.put(tile)
-		normBlocked(y, nil, true, tile, lo, hi, mean, rstd, x, nil, nil, gamma, beta, d)
+		normBlocked(tile, lo, hi, mean, rstd, x, nil, nil, gamma, beta, d, putTokens(y, d))
 	})
 }
 
@@ -319,16 +332,15 @@ func (c *CPU) groupNormStats(mean, rstd, x, bias []float32, d GroupNormDims) {
 	})
 }
 
-// normBlocked writes blocks lo..hi-1 (block i: channels 16*(i%(C/16))..
-// +15 of image i/(C/16)) of GroupNorm(x + bias) (with the
-// scale-shift ss when not nil; SiLU when d.SiLU), from the statistics
-// mean and rstd, in oneDNN's nChw16c layout (C a multiple of 16): value
-// (n, c, p) at ((n*C/16 + c/16)*HW + p)*16 + c%16 of dst, or of dst16 in
-// bf16 when dst16 is not nil; or, when tokens, token-major (N, HW, C) in
-// dst. Each 16-channel block is normalised channel by channel into tile
-// (16 * blockPixels values; the vectorised affine+SiLU of GroupNorm) and
-// transposed from there into the block.
-func normBlocked(dst []float32, dst16 []uint16, tokens bool, tile []float32, lo, hi int, mean, rstd, x, bias, ss, gamma, beta []float32, d GroupNormDims) {
+// normBlocked normalises 16-channel blocks lo..hi-1 of x (block i:
+// channels 16*(i%(C/16)).. of image i/(C/16)): GroupNorm(x + bias)
+// (with the scale-shift ss when not nil; SiLU when d.SiLU) from the
+// statistics mean and rstd, channel by channel into tile (16 *
+// blockPixels values, rows blockPixels apart; the vectorised affine+SiLU
+// of GroupNorm), up to blockPixels pixels at a time; put(blk, p0, np,
+// tile) then moves pixels p0..p0+np-1 of block blk out of the tile
+// (into oneDNN's nChw16c, token order, ...: see the put* functions).
+func normBlocked(tile []float32, lo, hi int, mean, rstd, x, bias, ss, gamma, beta []float32, d GroupNormDims, put func(blk, p0, np int, tile []float32)) {
 	cg := d.C / d.Groups
 	var a, sh [16]float32
 	for blk := lo; blk < hi; blk++ {
@@ -360,15 +372,31 @@ func normBlocked(dst []float32, dst16 []uint16, tokens bool, tile []float32, lo,
 			for j := 0; j < 16; j++ {
 				affineRow(tile[j*blockPixels:j*blockPixels+np], xb[j*d.HW+p0:j*d.HW+p0+np], a[j], sh[j], d.SiLU)
 			}
-			off := (blk*d.HW + p0) * 16
-			switch {
-			case tokens:
-				blockRowsTo(dst[(n*d.HW+p0)*d.C+c0:], tile, np, blockPixels, d.C)
-			case dst16 != nil:
-				blockRowsBF16(dst16[off:], tile, np, blockPixels)
-			default:
-				blockRows(dst[off:], tile, np, blockPixels)
-			}
+			put(blk, p0, np, tile)
 		}
+	}
+}
+
+// putBlocked writes normBlocked's pixels into dst in nChw16c: value (n,
+// c, p) at ((n*C/16 + c/16)*HW + p)*16 + c%16.
+func putBlocked(dst []float32, hw int) func(blk, p0, np int, tile []float32) {
+	return func(blk, p0, np int, tile []float32) {
+		blockRows(dst[(blk*hw+p0)*16:], tile, np, blockPixels)
+	}
+}
+
+// putBlockedBF16 is putBlocked in bf16.
+func putBlockedBF16(dst []uint16, hw int) func(blk, p0, np int, tile []float32) {
+	return func(blk, p0, np int, tile []float32) {
+		blockRowsBF16(dst[(blk*hw+p0)*16:], tile, np, blockPixels)
+	}
+}
+
+// putTokens writes normBlocked's pixels into dst in token order (N, HW,
+// C).
+func putTokens(dst []float32, d GroupNormDims) func(blk, p0, np int, tile []float32) {
+	return func(blk, p0, np int, tile []float32) {
+		n, c0 := blk/(d.C/16), (blk%(d.C/16))*16
+		blockRowsTo(dst[(n*d.HW+p0)*d.C+c0:], tile, np, blockPixels, d.C)
 	}
 }

@@ -46,3 +46,12 @@ func blockRowsBF16AVX512(dst *uint16, src *float32, n, stride int)
 
 //go:noescape
 func unblockRowsAVX512(dst, src, res *float32, n, stride, ld int)
+
+//go:noescape
+func winoInAVX512(v, x *float32, n, xRow, vPos, vTile int)
+
+//go:noescape
+func winoInBF16AVX512(v *uint16, x *float32, n, xRow, vPos, vTile int)
+
+//go:noescape
+func winoOutAVX512(y, m, bias *float32, n, yRow, mPos, mTile int)
