@@ -48,9 +48,6 @@ func blockRowsBF16AVX512(dst *uint16, src *float32, n, stride int)
 func unblockRowsAVX512(dst, src, res *float32, n, stride, ld int)
 
 //go:noescape
-func winoInAVX512(v, x *float32, n, xRow, vPos, vTile int)
-
-//go:noescape
 func winoInBF16AVX512(v *uint16, x *float32, n, xRow, vPos, vTile int)
 
 //go:noescape

@@ -36,8 +36,6 @@ func blockRowsBF16AVX512(dst *uint16, src *float32, n, stride int) { panic("unre
 
 func unblockRowsAVX512(dst, src, res *float32, n, stride, ld int) { panic("unreachable") }
 
-func winoInAVX512(v, x *float32, n, xRow, vPos, vTile int) { panic("unreachable") }
-
 func winoInBF16AVX512(v *uint16, x *float32, n, xRow, vPos, vTile int) { panic("unreachable") }
 
 func winoOutAVX512(y, m, bias *float32, n, yRow, mPos, mTile int) { panic("unreachable") }

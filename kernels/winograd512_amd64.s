@@ -22,7 +22,7 @@
 	VSUBPS c, b, q; \
 	VSUBPS d, q, q
 
-// LOAD_PATCH loads the 4x4 pixels at SI (rows BX bytes apart, pixels 64
+// LOAD_TRANSFORM_PATCH loads the 4x4 pixels at SI (rows BX bytes apart, pixels 64
 // bytes apart) into Z0..Z15, pixel (r, j) in Z(4r+j); then the input
 // transform leaves V(i, j) in Z(4i+j).
 #define LOAD_TRANSFORM_PATCH \
@@ -55,65 +55,12 @@
 	WIN_IN(Z18, Z22, Z26, Z30, Z2, Z6, Z10, Z14); \
 	WIN_IN(Z19, Z23, Z27, Z31, Z3, Z7, Z11, Z15)
 
-// func winoInAVX512(v *float32, x *float32, n, xRow, vPos, vTile int)
+// func winoInBF16AVX512(v *uint16, x *float32, n, xRow, vPos, vTile int)
 // Input transform of n tiles side by side (each 2 pixels right of the
 // last): tile t's 4x4 patch starts at x + 128*t bytes, its rows xRow
-// bytes apart; its 16 transformed vectors go to v + t*vTile + p*vPos
-// bytes, p = 4i+j.
-TEXT ·winoInAVX512(SB), NOSPLIT, $0-48
-	MOVQ v+0(FP), DI
-	MOVQ x+8(FP), SI
-	MOVQ n+16(FP), CX
-	MOVQ xRow+24(FP), BX
-	MOVQ vPos+32(FP), R9
-	MOVQ vTile+40(FP), R11
-winoIn_loop:
-	TESTQ CX, CX
-	JZ winoIn_done
-	LOAD_TRANSFORM_PATCH
-	MOVQ DI, R10
-	VMOVUPS Z0, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z1, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z2, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z3, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z4, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z5, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z6, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z7, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z8, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z9, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z10, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z11, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z12, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z13, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z14, (R10)
-	ADDQ R9, R10
-	VMOVUPS Z15, (R10)
-	ADDQ $128, SI
-	ADDQ R11, DI
-	DECQ CX
-	JMP winoIn_loop
-winoIn_done:
-	VZEROUPPER
-	RET
-
-// func winoInBF16AVX512(v *uint16, x *float32, n, xRow, vPos, vTile int)
-// winoInAVX512 writing the transformed vectors as bf16 (VCVTNEPS2BF16,
-// round to nearest even; 32 bytes each).
+// bytes apart; its 16 transformed vectors go, as bf16 (VCVTNEPS2BF16,
+// round to nearest even; 32 bytes each), to v + t*vTile + p*vPos bytes,
+// p = 4i+j.
 TEXT ·winoInBF16AVX512(SB), NOSPLIT, $0-48
 	MOVQ v+0(FP), DI
 	MOVQ x+8(FP), SI
