@@ -374,10 +374,10 @@ func BenchmarkGroupNormConv(b *testing.B) {
 //	go test -run '^$' -bench Winograd -benchtime 40x ./kernels
 func BenchmarkWinograd(b *testing.B) {
 	c, err := NewCPU(CPUOptions{BLAS: BLASDNNL, Conv: ConvDNNL, ConstWeights: true, BF16: true})
-	if err != nil || c.wino == nil {
+	if err != nil || c.bf16w == nil {
 		b.Skipf("no bf16 Winograd kernels: %v", err)
 	}
-	wino := c.wino
+	wino := c.bf16w
 	for _, s := range [][4]int{ // N, C, K, H=W
 		{4, 128, 128, 32}, {4, 384, 128, 32}, {4, 256, 256, 16}, {4, 256, 256, 8}, {4, 512, 256, 8}, {4, 256, 256, 4},
 		{1, 128, 128, 32}, {1, 256, 256, 16}, {16, 32, 32, 32}, {16, 64, 64, 16}, {16, 96, 64, 16},
@@ -395,8 +395,8 @@ func BenchmarkWinograd(b *testing.B) {
 						c.winoForward("bench", y, nil, w, nil, d, func(src []float32, lo, hi int) { blockImage(src, x, lo, hi, d.H, d.W) })
 					}
 				} else {
-					c.wino = nil
-					defer func() { c.wino = wino }()
+					c.bf16w = nil
+					defer func() { c.bf16w = wino }()
 					for i := 0; i < b.N; i++ {
 						c.Conv2D(y, x, w, nil, d)
 					}

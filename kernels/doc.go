@@ -56,7 +56,8 @@
 // bf16 kernels, or, for 3x3 convolutions with at least 128 channels in
 // and out (winoFaster), this package's own Winograd F(2x2, 3x3) kernels
 // (winograd.go): AVX-512 transforms around oneDNN's bf16 GEMM, since
-// oneDNN 2.6 has no bf16 Winograd.
+// oneDNN 2.6 has no bf16 Winograd. Linear layers with at least 64 rows
+// (attention's projections) then also multiply in bf16 (bf16.go).
 //
 // # Fused inference kernels
 //

@@ -8,6 +8,9 @@ func (c *CPU) Linear(y, x, w, b []float32, m, in, out int) {
 		!c.has(op, "w", w, out*in) || !c.opt(op, "b", b, out) {
 		return
 	}
+	if c.linearBF16(y, x, w, b, m, in, out) {
+		return
+	}
 	beta := float32(0)
 	if b != nil {
 		for r := 0; r < m; r++ {

@@ -52,3 +52,6 @@ func winoInBF16AVX512(v *uint16, x *float32, n, xRow, vPos, vTile int)
 
 //go:noescape
 func winoOutAVX512(y, m, bias *float32, n, yRow, mPos, mTile int)
+
+//go:noescape
+func toBF16AVX512(dst *uint16, src *float32, n int)

@@ -39,3 +39,5 @@ func unblockRowsAVX512(dst, src, res *float32, n, stride, ld int) { panic("unrea
 func winoInBF16AVX512(v *uint16, x *float32, n, xRow, vPos, vTile int) { panic("unreachable") }
 
 func winoOutAVX512(y, m, bias *float32, n, yRow, mPos, mTile int) { panic("unreachable") }
+
+func toBF16AVX512(dst *uint16, src *float32, n int) { panic("unreachable") }

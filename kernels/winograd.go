@@ -2,8 +2,6 @@ package kernels
 
 import (
 	"fmt"
-	"runtime"
-	"sync"
 	"unsafe"
 )
 
@@ -51,26 +49,12 @@ import (
 // multiplies at a time (whole tile rows).
 const winoBlockTiles = 128
 
-// winoWeight is one weight buffer's transformed filters U_p, p = 0..15,
-// one (C, K) matrix after the other, in bf16.
-type winoWeight struct {
-	u16 []uint16
-	fp  [8]float32 // fingerprint of the source buffer
-}
-
-// winoCache maps weight buffers to their transforms. The mutex is held
-// while one is made, so a second worker waits for it.
-type winoCache struct {
-	mu sync.Mutex
-	m  map[weightKey]*winoWeight
-}
-
 // winoFits reports whether d runs on the Winograd kernels: bf16 mode on
 // a CPU with AVX-512 BF16 and oneDNN's bf16 GEMM, a shape they can take
 // (winoShape) and one where they measured faster than oneDNN's direct
 // bf16 kernel (winoFaster).
 func (c *CPU) winoFits(d ConvDims) bool {
-	return c.wino != nil && winoShape(d) && winoFaster(d)
+	return c.bf16w != nil && winoShape(d) && winoFaster(d)
 }
 
 // winoShape reports a 3x3 filter, stride 1, padding 1 on every side,
@@ -166,18 +150,9 @@ func winoInput(v []uint16, src []float32, r0, r1, nt int, d ConvDims) {
 func (c *CPU) winoGemms(m []float32, v, u []uint16, nt int, d ConvDims) error {
 	vp, mp := winoPos(nt*d.C), winoPos(nt*d.K)
 	_, _, _ = m[16*mp-1], v[16*vp-1], u[16*d.C*d.K-1]
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	api := c.dconv.api
-	if api.ompSetThreads != nil {
-		api.ompSetThreads(1)
-	}
 	for p := 0; p < 16; p++ {
-		st := api.gemmBF16('N', 'N', int64(nt), int64(d.K), int64(d.C), 1,
-			unsafe.Pointer(&v[p*vp]), int64(d.C), unsafe.Pointer(&u[p*d.C*d.K]), int64(d.K),
-			0, unsafe.Pointer(&m[p*mp]), int64(d.K))
-		if st != dnnlSuccess {
-			return fmt.Errorf("dnnl_gemm_bf16bf16f32(m=%d n=%d k=%d): status %d", nt, d.K, d.C, st)
+		if err := c.gemmBF16(false, false, nt, d.K, d.C, v[p*vp:], d.C, u[p*d.C*d.K:], d.K, 0, m[p*mp:], d.K); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -204,24 +179,18 @@ func winoOutput(out, m, b []float32, r0, r1, nt int, d ConvDims) {
 	}
 }
 
-// winoWeights returns w's transformed filters, making them on first use:
+// winoWeights returns w's transformed filters, made on first use:
 // U_p[c][k] = (G g_kc G^T)[i][j] for p = 4i+j, computed in float64 and
 // rounded to bf16.
 func (c *CPU) winoWeights(w []float32, d ConvDims) ([]uint16, error) {
 	if len(w) < d.K*d.C*9 {
 		return nil, fmt.Errorf("winograd: weights have %d values, want %d", len(w), d.K*d.C*9)
 	}
-	k := weightKey{&w[0], len(w)}
-	fp := fingerprint(w)
-	c.wino.mu.Lock()
-	defer c.wino.mu.Unlock()
-	if ww, ok := c.wino.m[k]; ok && ww.fp == fp {
-		return ww.u16, nil
-	}
-	u := make([]uint16, 16*d.C*d.K)
-	winoTransformWeights(u, w, d.C, d.K)
-	c.wino.m[k] = &winoWeight{u16: u, fp: fp}
-	return u, nil
+	return c.bf16w.get(w[:d.K*d.C*9], func() []uint16 {
+		u := make([]uint16, 16*d.C*d.K)
+		winoTransformWeights(u, w, d.C, d.K)
+		return u
+	}), nil
 }
 
 // winoG is F(2x2, 3x3)'s filter transform G (4x3).

@@ -203,3 +203,24 @@ winoOut_loop:
 winoOut_done:
 	VZEROUPPER
 	RET
+
+// func toBF16AVX512(dst *uint16, src *float32, n int)
+// dst[i] = bf16(src[i]) (VCVTNEPS2BF16, round to nearest even) for i < n,
+// n a multiple of 16.
+TEXT ·toBF16AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+toBF16_loop:
+	CMPQ CX, $16
+	JL toBF16_done
+	VMOVUPS (SI), Z0
+	BYTE $0x62; BYTE $0xe2; BYTE $0x7e; BYTE $0x48; BYTE $0x72; BYTE $0xc0 // VCVTNEPS2BF16 Z0, Y16
+	VMOVDQU32 Y16, (DI)
+	ADDQ $64, SI
+	ADDQ $32, DI
+	SUBQ $16, CX
+	JMP toBF16_loop
+toBF16_done:
+	VZEROUPPER
+	RET

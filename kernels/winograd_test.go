@@ -16,7 +16,7 @@ func bf16CPU(t *testing.T, threads int) *CPU {
 	if err != nil {
 		t.Skipf("bf16 backend: %v", err)
 	}
-	if c.wino == nil {
+	if c.bf16w == nil {
 		t.Skip("no Winograd kernels: the CPU lacks AVX512_BF16 or oneDNN lacks dnnl_gemm_bf16bf16f32")
 	}
 	return c
@@ -73,10 +73,10 @@ func TestWinograd(t *testing.T) {
 			t.Fatal(err)
 		}
 		e := relL2(y.v(), want)
-		c.wino = nil // oneDNN's direct bf16 kernel on the same inputs, for the log
+		c.bf16w = nil // oneDNN's direct bf16 kernel on the same inputs, for the log
 		direct := newOut(len(want))
 		c.Conv2D(direct.v(), x, w, b, d)
-		c.wino = &winoCache{m: map[weightKey]*winoWeight{}}
+		c.bf16w = newBF16Weights()
 		t.Logf("%+v: relative L2 error %.3g (oneDNN direct bf16: %.3g)", d, e, relL2(direct.v(), want))
 		if e > tol {
 			t.Errorf("%+v Conv2D: relative L2 error %.3g > %.3g", d, e, tol)
