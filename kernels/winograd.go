@@ -79,10 +79,12 @@ func winoFaster(d ConvDims) bool {
 	return d.C >= 128 && d.K >= 128 && d.H*d.W >= 64
 }
 
-// winoConv sets out (nChw16c, N*K*H*W) to the convolution of src
-// (zero-padded nChw16c, see winoPadded) with w (K, C, 3, 3) plus b (K, or nil). d must
-// satisfy winoFits.
-func (c *CPU) winoConv(out, src, w, b []float32, d ConvDims) error {
+// winoConv sets y (NCHW, N*K*H*W) to the convolution of src
+// (winoPadded) with w (K, C, 3, 3) plus b (K, or nil) plus res (like y,
+// or nil). d must satisfy winoShape. Each thread takes blocks of tile
+// rows through the three stages and moves their output pixels into y
+// (with res) while they are still in its cache.
+func (c *CPU) winoConv(y, res, src, w, b []float32, d ConvDims) error {
 	th, tw := d.H/2, d.W/2
 	rows := d.N * th
 	rb := max(1, winoBlockTiles/tw)
@@ -99,8 +101,10 @@ func (c *CPU) winoConv(out, src, w, b []float32, d ConvDims) error {
 	c.parallel(blocks, 1, func(worker, lo, hi int) {
 		v := c.ws.get((16*winoPos(maxT*d.C) + 1) / 2) // bf16
 		m := c.ws.get(16 * winoPos(maxT*d.K))
+		out := c.ws.get(maxT * 4 * d.K)
 		defer c.ws.put(v)
 		defer c.ws.put(m)
+		defer c.ws.put(out)
 		v16 := unsafe.Slice((*uint16)(unsafe.Pointer(&v[0])), 16*winoPos(maxT*d.C))
 		for blk := lo; blk < hi; blk++ {
 			r0, r1 := blk*rb, min(rows, (blk+1)*rb)
@@ -110,7 +114,7 @@ func (c *CPU) winoConv(out, src, w, b []float32, d ConvDims) error {
 				errs[worker%len(errs)] = err
 				return
 			}
-			winoOutput(out, m, b, r0, r1, nt, d)
+			winoOutput(y, res, out, m, b, r0, r1, nt, d)
 		}
 	})
 	for _, err := range errs {
@@ -159,22 +163,31 @@ func (c *CPU) winoGemms(m []float32, v, u []uint16, nt int, d ConvDims) error {
 }
 
 // winoOutput writes the output tiles of tile rows r0..r1-1 from M (value
-// (p, t, k) at p*winoPos(nt*K) + t*K + k) into out (nChw16c), adding b.
-func winoOutput(out, m, b []float32, r0, r1, nt int, d ConvDims) {
+// (p, t, k) at p*winoPos(nt*K) + t*K + k), plus b, into y (NCHW) with
+// res added: each tile row's two pixel rows, 16 channels at a time, go
+// to out (nChw16c strips of 2*W pixels, 2*W*K values per tile row) and
+// from there, transposed, to y.
+func winoOutput(y, res, out, m, b []float32, r0, r1, nt int, d ConvDims) {
 	th, tw, hw := d.H/2, d.W/2, d.H*d.W
 	mp := winoPos(nt * d.K)
 	_ = m[16*mp-1]
+	strip := 2 * d.W * 16 // values of one 16-channel strip
 	for r := r0; r < r1; r++ {
 		n, ty := r/th, r%th
 		t0 := (r - r0) * tw
 		for kb := 0; kb < d.K/16; kb++ {
-			y := (n*d.K/16+kb)*hw*16 + 2*ty*d.W*16
-			_ = out[y+(d.W+d.W-1)*16+15] // the tile row's last value
+			o := out[kb*strip : (kb+1)*strip]
 			var bias *float32
 			if b != nil {
 				bias = &b[kb*16]
 			}
-			winoOutAVX512(&out[y], &m[t0*d.K+kb*16], bias, tw, d.W*64, mp*4, d.K*4)
+			winoOutAVX512(&o[0], &m[t0*d.K+kb*16], bias, tw, d.W*64, mp*4, d.K*4)
+			at := (n*d.K+kb*16)*hw + 2*ty*d.W
+			var rs []float32
+			if res != nil {
+				rs = res[at:]
+			}
+			unblockRows(y[at:], o, rs, 2*d.W, hw)
 		}
 	}
 }
@@ -231,29 +244,16 @@ func winoTransformWeights(u []uint16, w []float32, cin, kout int) {
 func (c *CPU) winoForward(op string, y, res, w, b []float32, d ConvDims, fill func(src []float32, lo, hi int)) {
 	hw, phw := d.H*d.W, (d.H+2)*(d.W+2)
 	src := c.ws.get(d.N * d.C * phw)
-	out := c.ws.get(d.N * d.K * hw)
 	defer c.ws.put(src)
-	defer c.ws.put(out)
 	c.parallel(d.N*d.C/16, max(1, elemGrain/(16*hw)), func(_, lo, hi int) {
 		for blk := lo; blk < hi; blk++ {
 			clearBorder(src[blk*phw*16:(blk+1)*phw*16], d.H+2, d.W+2)
 		}
 		fill(src, lo, hi)
 	})
-	if err := c.winoConv(out, src, w, b, d); err != nil {
+	if err := c.winoConv(y, res, src, w, b, d); err != nil {
 		c.fail("%s (winograd): %v", op, err)
-		return
 	}
-	c.parallel(d.N*d.K/16, max(1, elemGrain/(16*hw)), func(_, lo, hi int) {
-		for blk := lo; blk < hi; blk++ {
-			at := (blk/(d.K/16))*d.K*hw + (blk%(d.K/16))*16*hw
-			var r []float32
-			if res != nil {
-				r = res[at:]
-			}
-			unblockRows(y[at:], out[blk*16*hw:], r, hw, hw)
-		}
-	})
 }
 
 // winoPadded is the Winograd kernels' source layout: nChw16c with a
