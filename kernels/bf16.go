@@ -61,13 +61,24 @@ func toBF16Slice(dst []uint16, src []float32) {
 // gemmBF16 computes C = op(A) op(B) + beta*C (row-major, as sgemm) with
 // A and B in bf16, on one OpenMP thread.
 func (c *CPU) gemmBF16(ta, tb bool, m, n, k int, a []uint16, lda int, b []uint16, ldb int, beta float32, cc []float32, ldc int) error {
-	api := c.dconv.api
+	defer c.pinOneThread()()
+	return c.gemmBF16Pinned(ta, tb, m, n, k, a, lda, b, ldb, beta, cc, ldc)
+}
+
+// pinOneThread locks the goroutine to its OS thread and sets that
+// thread's OpenMP count to 1 until the returned func runs, for a run of
+// gemmBF16Pinned calls.
+func (c *CPU) pinOneThread() func() {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if api.ompSetThreads != nil {
-		api.ompSetThreads(1)
+	if f := c.dconv.api.ompSetThreads; f != nil {
+		f(1)
 	}
-	st := api.gemmBF16(tch(ta), tch(tb), int64(m), int64(n), int64(k), 1, unsafe.Pointer(&a[0]), int64(lda),
+	return runtime.UnlockOSThread
+}
+
+// gemmBF16Pinned is gemmBF16 on a thread pinOneThread has prepared.
+func (c *CPU) gemmBF16Pinned(ta, tb bool, m, n, k int, a []uint16, lda int, b []uint16, ldb int, beta float32, cc []float32, ldc int) error {
+	st := c.dconv.api.gemmBF16(tch(ta), tch(tb), int64(m), int64(n), int64(k), 1, unsafe.Pointer(&a[0]), int64(lda),
 		unsafe.Pointer(&b[0]), int64(ldb), beta, unsafe.Pointer(&cc[0]), int64(ldc))
 	runtime.KeepAlive(a)
 	runtime.KeepAlive(b)

@@ -154,8 +154,9 @@ func winoInput(v []uint16, src []float32, r0, r1, nt int, d ConvDims) {
 func (c *CPU) winoGemms(m []float32, v, u []uint16, nt int, d ConvDims) error {
 	vp, mp := winoPos(nt*d.C), winoPos(nt*d.K)
 	_, _, _ = m[16*mp-1], v[16*vp-1], u[16*d.C*d.K-1]
+	defer c.pinOneThread()()
 	for p := 0; p < 16; p++ {
-		if err := c.gemmBF16(false, false, nt, d.K, d.C, v[p*vp:], d.C, u[p*d.C*d.K:], d.K, 0, m[p*mp:], d.K); err != nil {
+		if err := c.gemmBF16Pinned(false, false, nt, d.K, d.C, v[p*vp:], d.C, u[p*d.C*d.K:], d.K, 0, m[p*mp:], d.K); err != nil {
 			return err
 		}
 	}
