@@ -123,3 +123,52 @@ func TestWinoFaster(t *testing.T) {
 		}
 	}
 }
+
+// TestWinogradConcurrent: one bf16 CPU shared by goroutines (as the
+// server shares it between requests), each running the Winograd
+// convolution and a bf16 Linear on the same weights from their first
+// use on: every result equals the one computed alone, bit for bit.
+func TestWinogradConcurrent(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	d := ConvDims{N: 2, C: 128, H: 8, W: 8, K: 128, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1}
+	x, w, b := rnd(r, d.N*d.C*d.H*d.W), rnd(r, d.K*d.C*9), rnd(r, d.K)
+	lx, lw := rnd(r, 128*64), rnd(r, 32*64)
+	run := func(c *CPU) ([]float32, []float32) {
+		y, ly := make([]float32, d.N*d.K*d.H*d.W), make([]float32, 128*32)
+		c.Conv2D(y, x, w, b, d)
+		c.Linear(ly, lx, lw, nil, 128, 64, 32)
+		return y, ly
+	}
+	wantY, wantL := run(bf16CPU(t, 2))
+	c := bf16CPU(t, 2)
+	const goroutines = 4
+	got := make([][2][]float32, goroutines)
+	done := make(chan int)
+	for g := 0; g < goroutines; g++ {
+		go func() {
+			for rep := 0; rep < 3; rep++ {
+				y, ly := run(c)
+				got[g] = [2][]float32{y, ly}
+			}
+			done <- g
+		}()
+	}
+	for g := 0; g < goroutines; g++ {
+		<-done
+	}
+	if err := c.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for g, res := range got {
+		for i, v := range res[0] {
+			if v != wantY[i] {
+				t.Fatalf("goroutine %d: conv y[%d] = %v, alone %v", g, i, v, wantY[i])
+			}
+		}
+		for i, v := range res[1] {
+			if v != wantL[i] {
+				t.Fatalf("goroutine %d: linear y[%d] = %v, alone %v", g, i, v, wantL[i])
+			}
+		}
+	}
+}
