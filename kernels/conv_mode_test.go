@@ -4,8 +4,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/cpu"
 )
@@ -137,5 +139,51 @@ func TestBF16Options(t *testing.T) {
 	_, err = NewCPU(CPUOptions{BF16: true, ConstWeights: true, Conv: ConvIm2col})
 	if BF16Supported() == nil && (err == nil || !strings.Contains(err.Error(), "oneDNN")) {
 		t.Fatalf("NewCPU(BF16, im2col) = %v: want an error naming oneDNN", err)
+	}
+}
+
+// TestPrimitivesPinThreads: the workers' forward-inference primitives of
+// one Winograd shape, made on OS threads left with different OpenMP
+// counts, still agree on the weights' layout, which they share through
+// the weight cache (pinThreads; made under the leftover counts they did
+// not, and a run read past the cached weights).
+func TestPrimitivesPinThreads(t *testing.T) {
+	c, err := NewCPU(CPUOptions{BLAS: BLASDNNL, Conv: ConvDNNL, Threads: 2, ConstWeights: true})
+	if err != nil || !winogradAvailable() {
+		t.Skipf("oneDNN Winograd kernels not available: %v", err)
+	}
+	api := c.dconv.api
+	if api.ompSetThreads == nil {
+		t.Skip("no omp_set_num_threads")
+	}
+	d := ConvDims{N: 2, C: 32, H: 16, W: 16, K: 48, R: 3, S: 3, StrideH: 1, StrideW: 1, PadTop: 1, PadLeft: 1, PadBottom: 1, PadRight: 1}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var layouts []unsafe.Pointer
+	for worker, leftover := range []int32{1, 2, 4} {
+		api.ompSetThreads(leftover)
+		p := c.dconv.get(d, worker, 0, 1)
+		if p == nil {
+			t.Fatal("oneDNN rejected the shape")
+		}
+		p.mu.Lock()
+		s, err := p.fwdStep(0)
+		p.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(p.impl, "wino") {
+			t.Skipf("oneDNN picked %q, not a Winograd kernel", p.impl)
+		}
+		wt := s.tensors[dnnlArgWeights]
+		if wt == nil || wt.internalMD == nil {
+			t.Fatal("the Winograd primitive reads the weights in the user's layout")
+		}
+		layouts = append(layouts, wt.internalMD)
+	}
+	for i := 1; i < len(layouts); i++ {
+		if api.mdEqual(layouts[0], layouts[i]) == 0 {
+			t.Errorf("worker %d's primitive wants another weights layout than worker 0's", i)
+		}
 	}
 }

@@ -37,13 +37,18 @@ import (
 // terms lose a little more than a direct bf16 convolution: 4.0e-3
 // relative L2 per conv against oneDNN's 2.3e-3 (TestWinograd).
 //
-// Layouts: the source and the output are nChw16c (value (n, c, y, x) at
-// ((n*C/16 + c/16)*H + y)*W + x)*16 + c%16), so the input transform reads
-// and the output transform writes one ZMM register per pixel (16
-// channels; winograd512_amd64.s). The tiles are taken a block of tile
-// rows at a time (winoBlockTiles), each block's V and M staying in the
-// core's cache: V_p is (tiles, C) row-major, M_p (tiles, K), U_p (C, K),
-// prepared once per weight buffer (CPUOptions.ConstWeights) and cached.
+// Layouts: the source is a zero-padded nChw16c ("the padded layout":
+// value (n, c, y, x) at (((n*C/16 + c/16)*(H+2) + y+1)*(W+2) + x+1)*16 +
+// c%16, the one-pixel border zero), so that the input transform reads
+// every tile's patch in place, one ZMM register per pixel (16 channels;
+// winograd512_amd64.s); the GroupNorm before the convolution writes it
+// directly. The output transform writes each tile row's two pixel rows
+// as nChw16c strips, which are transposed into the NCHW output (with the
+// residual added) while still in cache. The tiles are taken a block of
+// tile rows at a time (winoBlockTiles), each block's V and M staying in
+// the core's cache: V_p is (tiles, C) row-major, M_p (tiles, K), U_p (C,
+// K), prepared once per weight buffer (CPUOptions.ConstWeights) and
+// cached.
 
 // winoBlockTiles is about how many tiles one block transforms and
 // multiplies at a time (whole tile rows).
@@ -80,7 +85,7 @@ func winoFaster(d ConvDims) bool {
 }
 
 // winoConv sets y (NCHW, N*K*H*W) to the convolution of src
-// (winoPadded) with w (K, C, 3, 3) plus b (K, or nil) plus res (like y,
+// (the padded layout) with w (K, C, 3, 3) plus b (K, or nil) plus res (like y,
 // or nil). d must satisfy winoShape. Each thread takes blocks of tile
 // rows through the three stages and moves their output pixels into y
 // (with res) while they are still in its cache.
@@ -134,7 +139,7 @@ func winoPos(n int) int { return n + 32 }
 // winoInput writes V_p for tile rows r0..r1-1 (row r: image r/(H/2),
 // tile row r%(H/2)) into v: value (p, t, c) at p*winoPos(nt*C) + t*C + c,
 // t counting the block's tiles from 0. src is zero-padded nChw16c
-// (winoPadded), so every tile's 4x4 patch is read in place.
+// (the padded layout), so every tile's 4x4 patch is read in place.
 func winoInput(v []uint16, src []float32, r0, r1, nt int, d ConvDims) {
 	th, tw, phw := d.H/2, d.W/2, (d.H+2)*(d.W+2)
 	_ = v[16*winoPos(nt*d.C)-1]
@@ -240,7 +245,7 @@ func winoTransformWeights(u []uint16, w []float32, cin, kout int) {
 // winoForward runs op's convolution d on the Winograd kernels between
 // NCHW tensors: fill(src, lo, hi) writes 16-channel blocks lo..hi-1
 // (block i: channels 16*(i%(C/16)).. of image i/(C/16)) of the source
-// into src (winoPadded, borders already zero), over the threads; the
+// into src (the padded layout, borders already zero), over the threads; the
 // output goes to y (NCHW) with res added when it is not nil.
 func (c *CPU) winoForward(op string, y, res, w, b []float32, d ConvDims, fill func(src []float32, lo, hi int)) {
 	hw, phw := d.H*d.W, (d.H+2)*(d.W+2)
@@ -257,10 +262,6 @@ func (c *CPU) winoForward(op string, y, res, w, b []float32, d ConvDims, fill fu
 	}
 }
 
-// winoPadded is the Winograd kernels' source layout: nChw16c with a
-// border of zeros one pixel wide, value (n, c, y, x) at ((n*C/16 +
-// c/16)*(H+2) + y+1)*(W+2) + x+1)*16 + c%16.
-
 // clearBorder zeroes the one-pixel border of a (h, w) image of 16-value
 // pixels.
 func clearBorder(img []float32, h, w int) {
@@ -272,7 +273,7 @@ func clearBorder(img []float32, h, w int) {
 	}
 }
 
-// putPadded writes normBlocked's pixels into dst in winoPadded layout for
+// putPadded writes normBlocked's pixels into dst in the padded layout for
 // (h, w) images.
 func putPadded(dst []float32, h, w int) func(blk, p0, np int, tile []float32) {
 	return func(blk, p0, np int, tile []float32) {
@@ -287,7 +288,7 @@ func putPadded(dst []float32, h, w int) func(blk, p0, np int, tile []float32) {
 }
 
 // blockImage writes 16-channel blocks lo..hi-1 of x (N, C, h*w) into dst
-// in winoPadded layout.
+// in the padded layout.
 func blockImage(dst, x []float32, lo, hi, h, w int) {
 	for blk := lo; blk < hi; blk++ {
 		base := blk * (h + 2) * (w + 2) * 16
