@@ -38,23 +38,27 @@ type benchOptions struct {
 
 // benchResult is the one JSON line `ddpm bench --json` prints.
 type benchResult struct {
-	Device            string  `json:"device"`
-	Model             string  `json:"model"`
-	Batch             int     `json:"batch"`
-	Params            int     `json:"params"`
-	ForwardMSMedian   float64 `json:"forward_ms_median"`
-	ImagesPerSec      float64 `json:"images_per_sec"`
-	TrainStepMSMedian float64 `json:"train_step_ms_median,omitempty"`
-	TrainImagesPerSec float64 `json:"train_images_per_sec,omitempty"`
-	Iters             int     `json:"iters"`
-	Warmup            int     `json:"warmup"`
-	TrainStepIncludes string  `json:"train_step_includes,omitempty"`
-	ConstWeights      bool    `json:"const_weights"`          // forward timed with kernels.CPUOptions.ConstWeights
-	Precision         string  `json:"precision,omitempty"`    // arithmetic of the GEMMs and convolutions (--precision)
-	Graphs            bool    `json:"graphs,omitempty"`       // GPU forward through cuda.GraphOps
-	SampleSteps       int     `json:"sample_steps,omitempty"` // --sample-steps: DDIM steps of the timed sampling run
-	SampleMS          float64 `json:"sample_ms,omitempty"`    // one sampling run of the batch
-	SampleImagesPerS  float64 `json:"sample_images_per_sec,omitempty"`
+	Device          string  `json:"device"`
+	Model           string  `json:"model"`
+	Batch           int     `json:"batch"`
+	Params          int     `json:"params"`
+	ForwardMSMedian float64 `json:"forward_ms_median"`
+	ImagesPerSec    float64 `json:"images_per_sec"`
+	// ForwardCPUMSMedian is the process's CPU time (user and system, all
+	// threads) per timed forward, median: the work a forward costs, which
+	// other load on a shared host disturbs far less than the wall time.
+	ForwardCPUMSMedian float64 `json:"forward_cpu_ms_median,omitempty"`
+	TrainStepMSMedian  float64 `json:"train_step_ms_median,omitempty"`
+	TrainImagesPerSec  float64 `json:"train_images_per_sec,omitempty"`
+	Iters              int     `json:"iters"`
+	Warmup             int     `json:"warmup"`
+	TrainStepIncludes  string  `json:"train_step_includes,omitempty"`
+	ConstWeights       bool    `json:"const_weights"`          // forward timed with kernels.CPUOptions.ConstWeights
+	Precision          string  `json:"precision,omitempty"`    // arithmetic of the GEMMs and convolutions (--precision)
+	Graphs             bool    `json:"graphs,omitempty"`       // GPU forward through cuda.GraphOps
+	SampleSteps        int     `json:"sample_steps,omitempty"` // --sample-steps: DDIM steps of the timed sampling run
+	SampleMS           float64 `json:"sample_ms,omitempty"`    // one sampling run of the batch
+	SampleImagesPerS   float64 `json:"sample_images_per_sec,omitempty"`
 	// SampleOutsideModel is the share of the sampling run's time spent
 	// outside the UNet's Predict calls (the sampler's own arithmetic), in
 	// percent.
@@ -176,16 +180,24 @@ func benchOn[B any](ctx context.Context, ops kernels.Ops[B], o benchOptions, std
 	}
 	res := benchResult{Device: ops.Name(), Model: name, Batch: o.Batch, Params: m.NumParams(), Iters: o.Iters, Warmup: o.Warmup, ConstWeights: !o.Train}
 	times := make([]time.Duration, 0, o.Iters)
+	cpuTimes := make([]time.Duration, 0, o.Iters)
 	for i := 0; i < o.Warmup+o.Iters; i++ {
+		cpu0, cpuOK := processCPUTime()
 		start := time.Now()
 		if _, err := m.Predict(ctx, x, ts, ys); err != nil {
 			return fmt.Errorf("bench: forward: %w", err)
 		}
 		if i >= o.Warmup {
 			times = append(times, time.Since(start))
+			if cpu1, ok := processCPUTime(); ok && cpuOK {
+				cpuTimes = append(cpuTimes, cpu1-cpu0)
+			}
 		}
 	}
 	res.ForwardMSMedian = medianMS(times)
+	if len(cpuTimes) == len(times) {
+		res.ForwardCPUMSMedian = medianMS(cpuTimes)
+	}
 	res.ImagesPerSec = float64(o.Batch) / (res.ForwardMSMedian / 1000)
 	switch g := any(ops).(type) {
 	case interface{ Precision() cuda.Precision }:
@@ -219,7 +231,11 @@ func benchOn[B any](ctx context.Context, ops kernels.Ops[B], o benchOptions, std
 		fmt.Fprintln(stdout, string(b))
 		return nil
 	}
-	fmt.Fprintf(stdout, "%s on %s, batch %d: forward %.1f ms (%.1f images/s)", name, res.Device, o.Batch, res.ForwardMSMedian, res.ImagesPerSec)
+	fmt.Fprintf(stdout, "%s on %s, batch %d: forward %.1f ms (%.1f images/s", name, res.Device, o.Batch, res.ForwardMSMedian, res.ImagesPerSec)
+	if res.ForwardCPUMSMedian > 0 {
+		fmt.Fprintf(stdout, "; %.1f ms of CPU time", res.ForwardCPUMSMedian)
+	}
+	fmt.Fprint(stdout, ")")
 	if o.SampleSteps > 0 {
 		fmt.Fprintf(stdout, ", sampling %d DDIM steps %.1f ms (%.1f images/s, %.2f%% outside the UNet)", o.SampleSteps, res.SampleMS, res.SampleImagesPerS, res.SampleOutsideModel)
 	}

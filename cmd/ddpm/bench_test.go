@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,15 @@ func TestBenchJSON(t *testing.T) {
 	}
 	if r["batch"].(float64) != 2 {
 		t.Errorf("batch = %v, want 2", r["batch"])
+	}
+	if _, ok := processCPUTime(); ok {
+		// The process's CPU time per forward: more than nothing, and at
+		// most the wall time on every thread the process has.
+		cpu, _ := r["forward_cpu_ms_median"].(float64)
+		wall, _ := r["forward_ms_median"].(float64)
+		if cpu <= 0 || cpu > wall*float64(runtime.NumCPU())+1 {
+			t.Errorf("forward_cpu_ms_median = %v with forward_ms_median %v on %d CPUs", cpu, wall, runtime.NumCPU())
+		}
 	}
 }
 
