@@ -3,7 +3,6 @@ package kernels
 import (
 	"fmt"
 	"runtime"
-	"sync"
 	"unsafe"
 )
 
@@ -14,33 +13,10 @@ import (
 // with the constant weights rounded (and, for Winograd, transformed)
 // once and cached here.
 
-// bf16Weights maps weight buffers (address and length, as weightCache)
-// to their bf16 forms. The mutex is held while one is made, so a second
-// worker waits for it.
-type bf16Weights struct {
-	mu sync.Mutex
-	m  map[weightKey]*bf16Weight
-}
-
-type bf16Weight struct {
-	u  []uint16
-	fp [8]float32 // fingerprint of the source buffer
-}
-
-func newBF16Weights() *bf16Weights { return &bf16Weights{m: map[weightKey]*bf16Weight{}} }
-
-// get returns w's bf16 form, made by mk on first use, or again when w
-// changed in place (its fingerprint).
-func (c *bf16Weights) get(w []float32, mk func() []uint16) []uint16 {
-	k := weightKey{&w[0], len(w)}
-	fp := fingerprint(w)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.m[k]; ok && e.fp == fp {
-		return e.u
-	}
-	u := mk()
-	c.m[k] = &bf16Weight{u: u, fp: fp}
+// bf16Form returns the bf16 form of the constant weight buffer w, made
+// by mk on first use (bf16w caches it).
+func (c *CPU) bf16Form(w []float32, mk func() []uint16) []uint16 {
+	u, _ := c.bf16w.get(w, func([]uint16, bool) ([]uint16, error) { return mk(), nil }) // mk cannot fail
 	return u
 }
 
@@ -68,13 +44,7 @@ func (c *CPU) gemmBF16(ta, tb bool, m, n, k int, a []uint16, lda int, b []uint16
 // pinOneThread locks the goroutine to its OS thread and sets that
 // thread's OpenMP count to 1 until the returned func runs, for a run of
 // gemmBF16Pinned calls.
-func (c *CPU) pinOneThread() func() {
-	runtime.LockOSThread()
-	if f := c.dconv.api.ompSetThreads; f != nil {
-		f(1)
-	}
-	return runtime.UnlockOSThread
-}
+func (c *CPU) pinOneThread() func() { return c.dconv.api.pin(1) }
 
 // gemmBF16Pinned is gemmBF16 on a thread pinOneThread has prepared.
 func (c *CPU) gemmBF16Pinned(ta, tb bool, m, n, k int, a []uint16, lda int, b []uint16, ldb int, beta float32, cc []float32, ldc int) error {
@@ -102,41 +72,29 @@ func tch(t bool) byte {
 // not.
 const linearBF16Rows = 64
 
-// linearBF16 runs Linear in bf16 when the CPU is in bf16 mode and m is at
-// least linearBF16Rows, reporting whether it did: each thread rounds its
+// linearBF16 runs Linear's product in bf16 when the CPU is in bf16 mode
+// and m is at least linearBF16Rows, reporting whether it did: y = x w^T +
+// beta*y (y holds the bias rows when beta is 1); each thread rounds its
 // rows of x to bf16 and multiplies them by w's cached bf16 copy.
-func (c *CPU) linearBF16(y, x, w, b []float32, m, in, out int) bool {
+func (c *CPU) linearBF16(y, x, w []float32, beta float32, m, in, out int) bool {
 	if c.bf16w == nil || m < linearBF16Rows {
 		return false
 	}
 	w = w[:out*in]
-	wb := c.bf16w.get(w, func() []uint16 {
+	wb := c.bf16Form(w, func() []uint16 {
 		u := make([]uint16, len(w))
 		toBF16Slice(u, w)
 		return u
 	})
-	var errs [8]error
-	c.parallel(m, linearBF16Rows, func(worker, lo, hi int) {
+	err := c.parallelErr(m, linearBF16Rows, func(_, lo, hi int) error {
 		buf := c.ws.get(((hi-lo)*in + 1) / 2)
 		defer c.ws.put(buf)
 		xb := unsafe.Slice((*uint16)(unsafe.Pointer(&buf[0])), (hi-lo)*in)
 		toBF16Slice(xb, x[lo*in:hi*in])
-		beta := float32(0)
-		if b != nil {
-			for r := lo; r < hi; r++ {
-				copy(y[r*out:(r+1)*out], b[:out])
-			}
-			beta = 1
-		}
-		if err := c.gemmBF16(false, true, hi-lo, out, in, xb, in, wb, in, beta, y[lo*out:], out); err != nil {
-			errs[worker%len(errs)] = err
-		}
+		return c.gemmBF16(false, true, hi-lo, out, in, xb, in, wb, in, beta, y[lo*out:], out)
 	})
-	for _, err := range errs {
-		if err != nil {
-			c.fail("Linear (bf16): %v", err)
-			break
-		}
+	if err != nil {
+		c.fail("Linear (bf16): %v", err)
 	}
 	return true
 }

@@ -109,33 +109,22 @@ func yChunk(y []float32, d ConvDims, lo, hi int) []float32 {
 }
 
 // dnnlRun runs fn(chunk, lo, hi, prims) for each chunk of p on its own
-// goroutine (the caller's for the last) and records the first error.
+// goroutine (the caller's for the last) and records the first chunk's
+// error.
 func (c *CPU) dnnlRun(op string, d ConvDims, p dnnlPlan, fn func(i, lo, hi int, prims *dnnlConv) error) {
-	var errs [8]error
-	var more []error
-	if p.w > len(errs) {
-		more = make([]error, p.w)
-	}
 	ys := p.yStride(d)
-	c.parallel(p.w, 1, func(_, clo, chi int) {
+	err := c.parallelErr(p.w, 1, func(_, clo, chi int) error {
+		var first error
 		for i := clo; i < chi; i++ {
 			cd, lo, hi := p.chunk(d, i)
-			err := fn(i, lo, hi, c.dconv.get(cd, i, ys, p.omp))
-			if more != nil {
-				more[i] = err
-			} else {
-				errs[i] = err
+			if err := fn(i, lo, hi, c.dconv.get(cd, i, ys, p.omp)); err != nil && first == nil {
+				first = err
 			}
 		}
+		return first
 	})
-	if more == nil {
-		more = errs[:p.w]
-	}
-	for _, err := range more {
-		if err != nil {
-			c.fail("%s (oneDNN): %v", op, err)
-			return
-		}
+	if err != nil {
+		c.fail("%s (oneDNN): %v", op, err)
 	}
 }
 

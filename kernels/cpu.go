@@ -174,10 +174,10 @@ type CPU struct {
 	gemm    blas.Sgemm
 	threads int
 	ws      wsPool
-	dconv   *dnnlConvs   // oneDNN convolution primitives, or nil for im2col
-	constW  bool         // CPUOptions.ConstWeights
-	bf16    bool         // CPUOptions.BF16
-	bf16w   *bf16Weights // bf16 mode with bf16 GEMMs (bf16.go): the weights' bf16 forms, or nil
+	dconv   *dnnlConvs            // oneDNN convolution primitives, or nil for im2col
+	constW  bool                  // CPUOptions.ConstWeights
+	bf16    bool                  // CPUOptions.BF16
+	bf16w   *constCache[[]uint16] // bf16 mode with bf16 GEMMs (bf16.go): the weights' bf16 forms, or nil
 
 	mu  sync.Mutex
 	err error
@@ -231,7 +231,7 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 	}
 	c.bf16 = opts.BF16
 	if c.bf16 && useAVX512BF16 && c.dconv.api.gemmBF16 != nil {
-		c.bf16w = newBF16Weights()
+		c.bf16w = &constCache[[]uint16]{}
 	}
 	return c, nil
 }

@@ -245,10 +245,10 @@ type dnnlConv struct {
 	strides, padL, padR        dims
 
 	mode    convMode
-	omp     int              // OpenMP threads its primitives are made for and run with
-	wcaches *[2]*weightCache // [bias]: shared by the workers' dnnlConv of one shape
-	fwdPD   [2]uintptr       // [bias]
-	hintPD  [2]uintptr       // [bias]: fp32 direct training forward, the backward passes' hint: fwdPD when the mode chose that, else made on first use
+	omp     int                      // OpenMP threads its primitives are made for and run with
+	wcaches *[2]*constCache[uintptr] // [bias]: shared by the workers' dnnlConv of one shape
+	fwdPD   [2]uintptr               // [bias]
+	hintPD  [2]uintptr               // [bias]: fp32 direct training forward, the backward passes' hint: fwdPD when the mode chose that, else made on first use
 	fwd     [2]*dnnlStep
 	blocked [2]int8 // [bias]: fwd's nChw16c source (bit 1) and destination (bit 2) (see blockedIO); -1 neither; 0 not asked yet
 	bwdD    *dnnlStep
@@ -263,38 +263,7 @@ type dnnlStep struct {
 	// wcache holds reordered copies of constant weight buffers
 	// (CPUOptions.ConstWeights), shared by the workers' primitives of one
 	// chunk shape, which want the same layout.
-	wcache *weightCache
-}
-
-// weightCache maps a weight buffer (address and length; the key keeps the
-// Go buffer alive, so its address cannot be reused) to its reordered
-// copy. The mutex is held while a copy is made, so a second worker waits
-// for it instead of making its own: oneDNN's Winograd weight transform is
-// reference code (70 ms per DDPM CIFAR-10 conv).
-type weightCache struct {
-	mu sync.Mutex
-	m  map[weightKey]cachedWeight
-}
-
-type cachedWeight struct {
-	mem uintptr
-	fp  [8]float32 // fingerprint: 8 values spread over the buffer
-}
-
-// fingerprint samples 8 values spread over w: a safety net that notices
-// a cached weight buffer changed in place (any optimiser step changes
-// them all), although the contract is that it does not change.
-func fingerprint(w []float32) [8]float32 {
-	var f [8]float32
-	for i := range f {
-		f[i] = w[i*(len(w)-1)/7]
-	}
-	return f
-}
-
-type weightKey struct {
-	ptr *float32
-	n   int
+	wcache *constCache[uintptr]
 }
 
 // convMode is how forward convolutions compute (the backward passes are
@@ -332,10 +301,15 @@ func winogradFaster(d ConvDims) bool {
 // one of them is made, and run, under the same count: made under
 // whatever count the thread had last, a Winograd primitive could read
 // another's weight layout, past its end.
-func (c *dnnlConv) pinThreads() func() {
+func (c *dnnlConv) pinThreads() func() { return c.api.pin(c.omp) }
+
+// pin locks the goroutine to its OS thread and sets that thread's OpenMP
+// thread count to n (libgomp keeps it per thread) until the returned
+// func runs: oneDNN calls from goroutines go through it.
+func (a *dnnlAPI) pin(n int) func() {
 	runtime.LockOSThread()
-	if c.api.ompSetThreads != nil {
-		c.api.ompSetThreads(int32(c.omp))
+	if a.ompSetThreads != nil {
+		a.ompSetThreads(int32(n))
 	}
 	return runtime.UnlockOSThread
 }
@@ -574,11 +548,7 @@ func (c *dnnlConv) step(pd uintptr, specs []argSpec) (*dnnlStep, error) {
 // blockedIO), bound without reordering.
 func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, threads int, wmem uintptr, direct map[int32]unsafe.Pointer) error {
 	api := c.api
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if api.ompSetThreads != nil {
-		api.ompSetThreads(int32(threads))
-	}
+	defer api.pin(threads)()
 	pre := func(arg int32) bool {
 		return (arg == dnnlArgWeights && wmem != 0) || direct[arg] != nil
 	}
@@ -746,37 +716,25 @@ func (c *dnnlConv) cachedWeights(s *dnnlStep, w []float32, threads int) (uintptr
 	if t == nil || t.reorder.p == 0 {
 		return 0, nil
 	}
-	k := weightKey{&w[0], len(w)}
-	fp := fingerprint(w)
-	s.wcache.mu.Lock()
-	defer s.wcache.mu.Unlock()
-	cw, ok := s.wcache.m[k]
-	if ok && cw.fp == fp {
-		return cw.mem, nil
-	}
-	api := c.api
-	m := cw.mem // changed in place after all: reorder again into the same memory
-	if !ok {
-		if st := api.memCreate(&m, t.internalMD, api.engine, dnnlMemoryAllocate); st != dnnlSuccess {
-			return 0, fmt.Errorf("dnnl_memory_create(weights cache): status %d", st)
+	return s.wcache.get(w, func(m uintptr, had bool) (uintptr, error) {
+		api := c.api
+		if !had { // else w changed in place after all: reorder again into the same memory
+			if st := api.memCreate(&m, t.internalMD, api.engine, dnnlMemoryAllocate); st != dnnlSuccess {
+				return 0, fmt.Errorf("dnnl_memory_create(weights cache): status %d", st)
+			}
 		}
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if api.ompSetThreads != nil {
-		api.ompSetThreads(int32(threads))
-	}
-	api.memSetHandle(t.user, unsafe.Pointer(&w[0]))
-	ra := []execArg{{arg: dnnlArgSrc, mem: t.user}, {arg: dnnlArgDst, mem: m}}
-	if st := api.exec(t.reorder, c.stream, ra); st != dnnlSuccess {
-		return 0, fmt.Errorf("reorder weights: status %d", st)
-	}
-	if st := api.streamWait(c.stream); st != dnnlSuccess {
-		return 0, fmt.Errorf("dnnl_stream_wait: status %d", st)
-	}
-	runtime.KeepAlive(w)
-	s.wcache.m[k] = cachedWeight{mem: m, fp: fp}
-	return m, nil
+		defer api.pin(threads)()
+		api.memSetHandle(t.user, unsafe.Pointer(&w[0]))
+		ra := []execArg{{arg: dnnlArgSrc, mem: t.user}, {arg: dnnlArgDst, mem: m}}
+		if st := api.exec(t.reorder, c.stream, ra); st != dnnlSuccess {
+			return 0, fmt.Errorf("reorder weights: status %d", st)
+		}
+		if st := api.streamWait(c.stream); st != dnnlSuccess {
+			return 0, fmt.Errorf("dnnl_stream_wait: status %d", st)
+		}
+		runtime.KeepAlive(w)
+		return m, nil
+	})
 }
 
 // backwardData runs dx = conv^T(dy, w).
@@ -868,7 +826,7 @@ type dnnlConvs struct {
 	mode    convMode
 	mu      sync.Mutex
 	m       map[dnnlKey]*dnnlConv // nil value: oneDNN rejected the shape
-	wcaches map[dnnlKey]*[2]*weightCache
+	wcaches map[dnnlKey]*[2]*constCache[uintptr]
 }
 
 type dnnlKey struct {
@@ -894,9 +852,9 @@ func (p *dnnlConvs) get(d ConvDims, worker, yStrideK, omp int) *dnnlConv {
 		wk := dnnlKey{d: d, yStrideK: yStrideK, omp: omp}
 		if p.wcaches[wk] == nil {
 			if p.wcaches == nil {
-				p.wcaches = map[dnnlKey]*[2]*weightCache{}
+				p.wcaches = map[dnnlKey]*[2]*constCache[uintptr]{}
 			}
-			p.wcaches[wk] = &[2]*weightCache{{m: map[weightKey]cachedWeight{}}, {m: map[weightKey]cachedWeight{}}}
+			p.wcaches[wk] = &[2]*constCache[uintptr]{{}, {}}
 		}
 		c.wcaches = p.wcaches[wk]
 	}

@@ -211,9 +211,7 @@ func (c *CPU) GroupNormConv2D(y, x, bias, ss, gamma, beta, w, b, res []float32, 
 	if c.winoFits(dc) {
 		c.groupNormStats(mean, rstd, x, bias, dn)
 		c.winoForward(op, y, res, w, b, dc, func(src []float32, lo, hi int) {
-			tile := c.ws.get(16 * blockPixels)
-			defer c.ws.put(tile)
-			normBlocked(tile, lo, hi, mean, rstd, x, bias, ss, gamma, beta, dn, putPadded(src, dc.H, dc.W))
+			c.normBlocked(lo, hi, mean, rstd, x, bias, ss, gamma, beta, dn, putPadded(src, dc.H, dc.W))
 		})
 		return
 	}
@@ -253,9 +251,7 @@ func (c *CPU) GroupNormConv2D(y, x, bias, ss, gamma, beta, w, b, res []float32, 
 		put = putBlockedBF16(buf16, dn.HW)
 	}
 	io := convIO{src: unsafe.Pointer(&buf[0]), elem: elem, fill: func(lo, hi int) {
-		tile := c.ws.get(16 * blockPixels)
-		defer c.ws.put(tile)
-		normBlocked(tile, lo*dn.C/16, hi*dn.C/16, mean, rstd, x, bias, ss, gamma, beta, dn, put)
+		c.normBlocked(lo*dn.C/16, hi*dn.C/16, mean, rstd, x, bias, ss, gamma, beta, dn, put)
 	}}
 	var out []float32
 	if blkDst && res != nil {
@@ -305,9 +301,7 @@ func (c *CPU) GroupNormTokens(y, x, gamma, beta []float32, d GroupNormDims) {
 	}
 	c.groupNormStats(mean, rstd, x, nil, d)
 	c.parallel(d.N*d.C/16, max(1, elemGrain/(16*d.HW)), func(_, lo, hi int) {
-		tile := c.ws.get(16 * blockPixels)
-		defer c.ws.put(tile)
-		normBlocked(tile, lo, hi, mean, rstd, x, nil, nil, gamma, beta, d, putTokens(y, d))
+		c.normBlocked(lo, hi, mean, rstd, x, nil, nil, gamma, beta, d, putTokens(y, d))
 	})
 }
 
@@ -335,12 +329,15 @@ func (c *CPU) groupNormStats(mean, rstd, x, bias []float32, d GroupNormDims) {
 // normBlocked normalises 16-channel blocks lo..hi-1 of x (block i:
 // channels 16*(i%(C/16)).. of image i/(C/16)): GroupNorm(x + bias)
 // (with the scale-shift ss when not nil; SiLU when d.SiLU) from the
-// statistics mean and rstd, channel by channel into tile (16 *
-// blockPixels values, rows blockPixels apart; the vectorised affine+SiLU
-// of GroupNorm), up to blockPixels pixels at a time; put(blk, p0, np,
-// tile) then moves pixels p0..p0+np-1 of block blk out of the tile
-// (into oneDNN's nChw16c, token order, ...: see the put* functions).
-func normBlocked(tile []float32, lo, hi int, mean, rstd, x, bias, ss, gamma, beta []float32, d GroupNormDims, put func(blk, p0, np int, tile []float32)) {
+// statistics mean and rstd, channel by channel into a tile (16 *
+// blockPixels values from the scratch pool, rows blockPixels apart; the
+// vectorised affine+SiLU of GroupNorm), up to blockPixels pixels at a
+// time; put(blk, p0, np, tile) then moves pixels p0..p0+np-1 of block
+// blk out of the tile (into oneDNN's nChw16c, token order, ...: see the
+// put* functions).
+func (c *CPU) normBlocked(lo, hi int, mean, rstd, x, bias, ss, gamma, beta []float32, d GroupNormDims, put func(blk, p0, np int, tile []float32)) {
+	tile := c.ws.get(16 * blockPixels)
+	defer c.ws.put(tile)
 	cg := d.C / d.Groups
 	var a, sh [16]float32
 	for blk := lo; blk < hi; blk++ {

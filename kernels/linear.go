@@ -8,15 +8,15 @@ func (c *CPU) Linear(y, x, w, b []float32, m, in, out int) {
 		!c.has(op, "w", w, out*in) || !c.opt(op, "b", b, out) {
 		return
 	}
-	if c.linearBF16(y, x, w, b, m, in, out) {
-		return
-	}
 	beta := float32(0)
 	if b != nil {
 		for r := 0; r < m; r++ {
 			copy(y[r*out:(r+1)*out], b[:out])
 		}
 		beta = 1
+	}
+	if c.linearBF16(y, x, w, beta, m, in, out) {
+		return
 	}
 	c.mm(true, false, true, m, out, in, 1, x, in, w, in, beta, y, out)
 }

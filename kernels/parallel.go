@@ -32,6 +32,19 @@ func (c *CPU) parallel(n, grain int, fn func(worker, lo, hi int)) {
 	wg.Wait()
 }
 
+// parallelErr is parallel with fn returning an error: every worker runs
+// its chunk, and the error of the lowest worker that had one comes back.
+func (c *CPU) parallelErr(n, grain int, fn func(worker, lo, hi int) error) error {
+	errs := make([]error, max(c.threads, 1))
+	c.parallel(n, grain, func(worker, lo, hi int) { errs[worker] = fn(worker, lo, hi) })
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // wsPool keeps scratch buffers for reuse; get and put are safe for
 // concurrent use. Buffers come back with stale contents.
 type wsPool struct {

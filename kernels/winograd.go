@@ -1,9 +1,6 @@
 package kernels
 
-import (
-	"fmt"
-	"unsafe"
-)
+import "unsafe"
 
 // Winograd F(2x2, 3x3) convolutions for inference (Lavin & Gray, "Fast
 // Algorithms for Convolutional Neural Networks", 2016), used in bf16 mode
@@ -97,13 +94,9 @@ func (c *CPU) winoConv(y, res, src, w, b []float32, d ConvDims) error {
 		rb = per // at least one block per thread
 	}
 	blocks := (rows + rb - 1) / rb
-	u, err := c.winoWeights(w, d)
-	if err != nil {
-		return err
-	}
+	u := c.winoWeights(w, d)
 	maxT := rb * tw
-	var errs [8]error
-	c.parallel(blocks, 1, func(worker, lo, hi int) {
+	return c.parallelErr(blocks, 1, func(_, lo, hi int) error {
 		v := c.ws.get((16*winoPos(maxT*d.C) + 1) / 2) // bf16
 		m := c.ws.get(16 * winoPos(maxT*d.K))
 		out := c.ws.get(maxT * 4 * d.K)
@@ -116,18 +109,12 @@ func (c *CPU) winoConv(y, res, src, w, b []float32, d ConvDims) error {
 			nt := (r1 - r0) * tw
 			winoInput(v16, src, r0, r1, nt, d)
 			if err := c.winoGemms(m, v16, u, nt, d); err != nil {
-				errs[worker%len(errs)] = err
-				return
+				return err
 			}
 			winoOutput(y, res, out, m, b, r0, r1, nt, d)
 		}
+		return nil
 	})
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // winoPos is the distance in values between V_p and V_p+1 (or M_p and
@@ -200,16 +187,13 @@ func winoOutput(y, res, out, m, b []float32, r0, r1, nt int, d ConvDims) {
 
 // winoWeights returns w's transformed filters, made on first use:
 // U_p[c][k] = (G g_kc G^T)[i][j] for p = 4i+j, computed in float64 and
-// rounded to bf16.
-func (c *CPU) winoWeights(w []float32, d ConvDims) ([]uint16, error) {
-	if len(w) < d.K*d.C*9 {
-		return nil, fmt.Errorf("winograd: weights have %d values, want %d", len(w), d.K*d.C*9)
-	}
-	return c.bf16w.get(w[:d.K*d.C*9], func() []uint16 {
+// rounded to bf16. w holds at least K*C*9 values (the ops check).
+func (c *CPU) winoWeights(w []float32, d ConvDims) []uint16 {
+	return c.bf16Form(w[:d.K*d.C*9], func() []uint16 {
 		u := make([]uint16, 16*d.C*d.K)
 		winoTransformWeights(u, w, d.C, d.K)
 		return u
-	}), nil
+	})
 }
 
 // winoG is F(2x2, 3x3)'s filter transform G (4x3).
