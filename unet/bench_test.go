@@ -2,6 +2,7 @@ package unet
 
 import (
 	"context"
+	"math"
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion"
@@ -90,4 +91,50 @@ func BenchmarkCIFAR10Predict(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkCIFAR10BF16 is the ddpm-cifar10 preset's bf16 forward at
+// batch 4 (random weights, seed 5), reporting its relative L2 error
+// against the fp32 forward of the same weights (relL2; bench/RESULTS.md:
+// 1.14e-2 with the Winograd kernels):
+//
+//	go test -run '^$' -bench CIFAR10BF16 -benchtime 1x ./unet
+func BenchmarkCIFAR10BF16(b *testing.B) {
+	if err := kernels.BF16Supported(); err != nil {
+		b.Skipf("no bf16: %v", err)
+	}
+	cfg, err := Preset("ddpm-cifar10")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Dropout = 0
+	x := diffusion.NewBatch(4, 3, 32, 32)
+	for i := range x.Data {
+		x.Data[i] = float32(math.Sin(float64(i) * 0.37))
+	}
+	ts := []float64{1, 300, 600, 999}
+	ctx := context.Background()
+	var m *Model
+	var outs [2][]float32
+	for i, o := range []kernels.CPUOptions{{ConstWeights: true}, {ConstWeights: true, BF16: true}} {
+		c, err := kernels.NewCPU(o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if m, err = New(cfg, c, 5); err != nil {
+			b.Fatal(err)
+		}
+		out, err := m.Predict(ctx, x, ts, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		outs[i] = out.Data
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := m.Predict(ctx, x, ts, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(relL2(outs[1], outs[0]), "relL2")
 }
