@@ -406,3 +406,26 @@ func BenchmarkWinograd(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLinearBF16 times an attention projection (1024 tokens, 256 to
+// 256) on one thread in fp32 and in bf16 mode:
+//
+//	go test -run '^$' -bench LinearBF16 -benchtime 200x ./kernels
+func BenchmarkLinearBF16(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	m, in, out := 1024, 256, 256
+	x, w, bb := rnd(r, m*in), rnd(r, out*in), rnd(r, out)
+	y := make([]float32, m*out)
+	for _, bf16 := range []bool{false, true} {
+		c, err := NewCPU(CPUOptions{BLAS: BLASDNNL, Conv: ConvDNNL, ConstWeights: true, BF16: bf16, Threads: 1})
+		if err != nil {
+			b.Logf("bf16 %v: %v", bf16, err)
+			continue
+		}
+		b.Run(fmt.Sprintf("bf16=%v", bf16), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				c.Linear(y, x, w, bb, m, in, out)
+			}
+		})
+	}
+}
