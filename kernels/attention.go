@@ -67,21 +67,6 @@ func softmaxRow(r []float32) {
 	}
 }
 
-// maxOf returns the largest value of r (len(r) >= 1), with four running
-// maxima so the comparisons do not wait on each other.
-func maxOf(r []float32) float32 {
-	m0 := r[0]
-	m1, m2, m3 := m0, m0, m0
-	i := 0
-	for ; i+4 <= len(r); i += 4 {
-		m0, m1, m2, m3 = max(m0, r[i]), max(m1, r[i+1]), max(m2, r[i+2]), max(m3, r[i+3])
-	}
-	for ; i < len(r); i++ {
-		m0 = max(m0, r[i])
-	}
-	return max(max(m0, m1), max(m2, m3))
-}
-
 // AttentionBackward computes dq, dk, dv of Attention given do, recomputing
 // P = softmax(Scale q k^T) per (batch, head):
 //

@@ -89,6 +89,38 @@ func siluBwdGo(dz, x, dy []float32, mu, rs, ga, be float32) (float32, float32) {
 	return s1, s2
 }
 
+// maxOf returns the largest value of r (len(r) >= 1). A NaN in r may be
+// missed; the softmax that follows turns it into NaN anyway.
+func maxOf(r []float32) float32 { return maxOfAt(simdLevel, r) }
+
+func maxOfAt(level int, r []float32) float32 {
+	n := len(r)
+	if level >= levelAVX512 && n >= 16 {
+		i := n &^ 15
+		m := maxAVX512(&r[0], i)
+		if i == n {
+			return m
+		}
+		return max(m, maxOfGo(r[i:]))
+	}
+	return maxOfGo(r)
+}
+
+// maxOfGo is maxOf with four running maxima, so the comparisons do not
+// wait on each other.
+func maxOfGo(r []float32) float32 {
+	m0 := r[0]
+	m1, m2, m3 := m0, m0, m0
+	i := 0
+	for ; i+4 <= len(r); i += 4 {
+		m0, m1, m2, m3 = max(m0, r[i]), max(m1, r[i+1]), max(m2, r[i+2]), max(m3, r[i+3])
+	}
+	for ; i < len(r); i++ {
+		m0 = max(m0, r[i])
+	}
+	return max(max(m0, m1), max(m2, m3))
+}
+
 // expSum sets r[i] = e^(r[i]-m) (m >= every r[i]) and returns the sum.
 func expSum(r []float32, m float32) float32 { return expSumAt(simdLevel, r, m) }
 

@@ -339,3 +339,46 @@ exp16_done:
 	VZEROUPPER
 	MOVSS X14, ret+24(FP)
 	RET
+
+// func maxAVX512(r *float32, n int) float32
+// n a multiple of 16, at least 16. Four running maxima, so that the
+// VMAXPS (latency 2-4) do not wait on each other.
+TEXT ·maxAVX512(SB), NOSPLIT, $0-20
+	MOVQ r+0(FP), DI
+	MOVQ n+8(FP), CX
+	VMOVUPS (DI), Z0
+	VMOVAPS Z0, Z1
+	VMOVAPS Z0, Z2
+	VMOVAPS Z0, Z3
+max64_loop:
+	CMPQ CX, $64
+	JL max16_loop
+	VMAXPS (DI), Z0, Z0
+	VMAXPS 64(DI), Z1, Z1
+	VMAXPS 128(DI), Z2, Z2
+	VMAXPS 192(DI), Z3, Z3
+	ADDQ $256, DI
+	SUBQ $64, CX
+	JMP max64_loop
+max16_loop:
+	CMPQ CX, $16
+	JL max_done
+	VMAXPS (DI), Z0, Z0
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JMP max16_loop
+max_done:
+	VMAXPS Z1, Z0, Z0
+	VMAXPS Z3, Z2, Z2
+	VMAXPS Z2, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VMAXPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0x4e, X0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0xb1, X0, X1
+	VMAXPS X1, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+16(FP)
+	RET

@@ -35,6 +35,9 @@ func siluBwdAVX512(dz, x, dy *float32, n int, mu, rs, ga, be float32) (sdz, sdzx
 //go:noescape
 func expSumAVX512(r *float32, n int, m float32) float32
 
+//go:noescape
+func maxAVX512(r *float32, n int) float32
+
 // useAVX512BF16 says whether blockRowsBF16AVX512 (VCVTNEPS2BF16) may run.
 var useAVX512BF16 = useAVX512 && cpu.X86.HasAVX512BF16
 

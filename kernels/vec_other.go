@@ -28,6 +28,8 @@ func siluBwdAVX512(dz, x, dy *float32, n int, mu, rs, ga, be float32) (float32, 
 
 func expSumAVX512(r *float32, n int, m float32) float32 { panic("unreachable") }
 
+func maxAVX512(r *float32, n int) float32 { panic("unreachable") }
+
 const useAVX512BF16 = false
 
 func blockRowsAVX512(dst, src *float32, n, stride, ld int) { panic("unreachable") }

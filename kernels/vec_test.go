@@ -82,6 +82,18 @@ func TestVecKernels(t *testing.T) {
 					for _, v := range xf {
 						m = max(m, v)
 					}
+					// maxOf, with the largest value also moved to the end
+					// (the scalar tail) and into each 16-lane block.
+					if got := maxOfAt(level, xf); got != m {
+						t.Fatalf("maxOf = %v, want %v", got, m)
+					}
+					for p := n - 1; p >= 0; p -= 13 {
+						xm := append([]float32(nil), xf...)
+						xm[p] = 500
+						if got := maxOfAt(level, xm); got != 500 {
+							t.Fatalf("maxOf with 500 at %d = %v", p, got)
+						}
+					}
 					e1, e2 := append([]float32(nil), xf...), append([]float32(nil), xf...)
 					se := expSumAt(level, e1, m)
 					sw := expSumGo(e2, m)
