@@ -37,7 +37,7 @@ func relL2NPY(t *testing.T, got, want string) float64 {
 		num += d * d
 		den += float64(ws[i]) * float64(ws[i])
 	}
-	return math.Sqrt(num / den)
+	return notNaN(math.Sqrt(num / den))
 }
 
 func runCLI(t *testing.T, args ...string) (string, error) {
