@@ -1,6 +1,10 @@
 package kernels
 
-import "unsafe"
+import (
+	"iter"
+	"sync/atomic"
+	"unsafe"
+)
 
 // Convolutions through oneDNN, planned so that no OpenMP team spans the
 // cores: each chunk of the work runs its own primitives on its own OS
@@ -13,7 +17,9 @@ import "unsafe"
 // With more threads than chunks, each chunk runs an OpenMP team of
 // Threads/chunks threads.
 //
-// The passes split the batch over the threads, or the output channels
+// The passes split the batch over the threads (in the forward pass of a
+// convolution with small weights, into chunks of two images that the
+// threads take in turn: smallChunkWeights), or the output channels
 // when there is one image or the images are small (see planDNNL); split by
 // output channels, each chunk sees the whole batch and, in the backward
 // filter pass, owns its rows of dw (no reduction), while the backward data
@@ -26,10 +32,25 @@ import "unsafe"
 
 // dnnlPlan says how one convolution is split.
 type dnnlPlan struct {
-	w   int  // chunks, one per goroutine
+	w   int  // chunks
+	g   int  // goroutines, each taking the next chunk until none is left
 	byK bool // split output channels, not images
 	omp int  // OpenMP threads per chunk
 }
+
+// smallChunkWeights is the most weight bytes a forward convolution may
+// have to run in chunks of two images (at most four chunks per thread,
+// each goroutine taking the next chunk left) instead of one chunk per
+// thread. The small chunk's normalised source and output stay in its
+// core's L2 between the norm, the convolution and the copy out, and a
+// core slowed by another tenant takes fewer chunks: the diffusers
+// fixture's UNet at batch 16, alternating rounds on this shared 2-core
+// host, 38-55 ms per forward (median 50.0) with a chunk per thread and
+// 38-40 ms (median 39.3, one round 54) in chunks of two images. With
+// larger weights (>= 128 channels in and out) each chunk rereads them,
+// oneDNN's Winograd kernels want more tiles per call, and one-image
+// chunks measured up to 2x slower (256 channels at 16x16, batch 4).
+const smallChunkWeights = 512 << 10
 
 // convPass names the three convolution passes.
 type convPass int
@@ -64,17 +85,38 @@ func (c *CPU) planDNNL(d ConvDims, pass convPass) (dnnlPlan, bool) {
 	}
 	if c.threads > 1 && d.K >= 32 && (d.N == 1 || small) {
 		p = dnnlPlan{w: min(c.threads, d.K/16), byK: true}
+	} else if pass == passForward && 4*d.K*d.C*d.R*d.S <= smallChunkWeights {
+		p.w = max(p.w, min(d.N/2, 4*c.threads))
 	}
+	p.g = min(p.w, c.threads)
 	// Fewer chunks than threads (many cores, small batch): each chunk gets
 	// an OpenMP team of the threads left over.
 	p.omp = max(1, c.threads/p.w)
 	for i := 0; i < p.w; i++ {
 		cd, _, _ := p.chunk(d, i)
-		if c.dconv.get(cd, i, p.yStride(d), p.omp) == nil {
-			return dnnlPlan{}, false
+		for g := range p.runners(i) {
+			if c.dconv.get(cd, g, p.yStride(d), p.omp) == nil {
+				return dnnlPlan{}, false
+			}
 		}
 	}
 	return p, true
+}
+
+// runners returns the goroutines that may run chunk i: goroutine i when
+// there is a chunk per goroutine, else any (each has its own primitives).
+func (p dnnlPlan) runners(i int) iter.Seq[int] {
+	return func(yield func(int) bool) {
+		if p.w == p.g {
+			yield(i)
+			return
+		}
+		for g := 0; g < p.g; g++ {
+			if !yield(g) {
+				return
+			}
+		}
+	}
 }
 
 // yStride is the channel distance between images in a chunk's y or dy.
@@ -108,16 +150,19 @@ func yChunk(y []float32, d ConvDims, lo, hi int) []float32 {
 	return y[lo*ohw : (d.N-1)*d.K*ohw+hi*ohw]
 }
 
-// dnnlRun runs fn(chunk, lo, hi, prims) for each chunk of p on its own
-// goroutine (the caller's for the last) and records the first chunk's
-// error.
+// dnnlRun runs fn(chunk, lo, hi, prims) for each chunk of p on p.g
+// goroutines (the caller's one of them), each starting with its own chunk
+// and then taking the next one not yet taken, and records the first
+// chunk's error.
 func (c *CPU) dnnlRun(op string, d ConvDims, p dnnlPlan, fn func(i, lo, hi int, prims *dnnlConv) error) {
 	ys := p.yStride(d)
-	err := c.parallelErr(p.w, 1, func(_, clo, chi int) error {
+	var next atomic.Int64 // the chunks after the first p.g, taken in turn
+	next.Store(int64(p.g))
+	err := c.parallelErr(p.g, 1, func(g, _, _ int) error {
 		var first error
-		for i := clo; i < chi; i++ {
+		for i := g; i < p.w; i = int(next.Add(1) - 1) {
 			cd, lo, hi := p.chunk(d, i)
-			if err := fn(i, lo, hi, c.dconv.get(cd, i, ys, p.omp)); err != nil && first == nil {
+			if err := fn(i, lo, hi, c.dconv.get(cd, g, ys, p.omp)); err != nil && first == nil {
 				first = err
 			}
 		}
@@ -209,8 +254,10 @@ func (c *CPU) blockedConv(d ConvDims, bias bool) (elem int, src, dst bool) {
 	ys := p.yStride(d)
 	for i := 0; i < p.w; i++ {
 		cd, _, _ := p.chunk(d, i)
-		s, o := c.dconv.get(cd, i, ys, p.omp).blockedIO(bias)
-		src, dst = src && s, dst && o
+		for g := range p.runners(i) {
+			s, o := c.dconv.get(cd, g, ys, p.omp).blockedIO(bias)
+			src, dst = src && s, dst && o
+		}
 	}
 	elem = 4
 	if c.bf16 {

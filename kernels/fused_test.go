@@ -144,6 +144,8 @@ func TestGroupNormConv2D(t *testing.T) {
 		conv(2, 32, 8, 8, 16, 1, 1, 0),   // 1x1
 		conv(2, 32, 9, 9, 32, 3, 2, 0),   // stride 2
 		conv(2, 24, 6, 6, 16, 3, 1, 1),   // 24 channels: the unfused path
+		conv(7, 16, 6, 6, 16, 3, 1, 1),   // chunks of 2, 2 and 3 images taken in turn by 2 goroutines
+		conv(10, 32, 8, 8, 32, 3, 1, 1),  // 5 chunks of 2 images
 	}
 	blkDst, sawDNNL := 0, false
 	for _, cf := range cfgs {
@@ -209,6 +211,9 @@ func TestGroupNormConv2D(t *testing.T) {
 				t.Errorf("%s %+v: nChw16c output with one image (split by output channels) or %d output channels", c.Name(), dc, dc.K)
 			}
 			blkDst += boolIndex(dst)
+			if p, ok := c.planDNNL(dc, passForward); ok && dc.N >= 6 && p.w <= p.g {
+				t.Errorf("%s %+v: %d chunks on %d goroutines: want more chunks than goroutines (smallChunkWeights)", c.Name(), dc, p.w, p.g)
+			}
 		}
 	}
 	if blkDst == 0 && sawDNNL {
