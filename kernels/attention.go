@@ -41,9 +41,7 @@ func (c *CPU) Attention(o, q, k, v []float32, d AttnDims) {
 			c.mm(serial, false, false, d.T, d.HeadDim, d.T, 1, p, d.T, v[off:], hd, 0, o[off:], hd)
 			for t := 0; t < d.T; t++ {
 				row := o[off+t*hd : off+t*hd+d.HeadDim]
-				for j := range row {
-					row[j] *= inv[t]
-				}
+				axbyc(row, row, inv[t], 0, 0)
 			}
 		}
 	})
