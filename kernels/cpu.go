@@ -174,6 +174,7 @@ type CPU struct {
 	gemm    blas.Sgemm
 	threads int
 	ws      wsPool
+	team    *team // helpers for parallel
 	dconv   *dnnlConvs            // oneDNN convolution primitives, or nil for im2col
 	constW  bool                  // CPUOptions.ConstWeights
 	bf16    bool                  // CPUOptions.BF16
@@ -207,7 +208,7 @@ func NewCPU(opts CPUOptions) (*CPU, error) {
 			return nil, fmt.Errorf("kernels: CPUOptions.BF16: %w", err)
 		}
 	}
-	c := &CPU{gemm: g, threads: th, constW: opts.ConstWeights}
+	c := &CPU{gemm: g, threads: th, constW: opts.ConstWeights, team: newTeam(th - 1)}
 	mode := convMode{inference: opts.ConstWeights, bf16: opts.BF16}
 	switch opts.Conv {
 	case ConvAuto:
@@ -244,7 +245,7 @@ func NewCPUWith(g blas.Sgemm, threads int) *CPU {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	g.SetThreads(1)
-	return &CPU{gemm: g, threads: threads}
+	return &CPU{gemm: g, threads: threads, team: newTeam(threads - 1)}
 }
 
 // Name returns "cpu (<blas>[, dnnl conv | dnnl bf16 conv], <n> threads)".

@@ -19,17 +19,12 @@ func (c *CPU) parallel(n, grain int, fn func(worker, lo, hi int)) {
 		fn(0, 0, n)
 		return
 	}
-	var wg sync.WaitGroup
-	for i := 0; i < w-1; i++ {
+	fns := make([]func(), w)
+	for i := range fns {
 		lo, hi := i*n/w, (i+1)*n/w
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(i, lo, hi)
-		}()
+		fns[i] = func() { fn(i, lo, hi) }
 	}
-	fn(w-1, (w-1)*n/w, n)
-	wg.Wait()
+	c.team.run(fns)
 }
 
 // parallelErr is parallel with fn returning an error: every worker runs
