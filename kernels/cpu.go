@@ -174,7 +174,7 @@ type CPU struct {
 	gemm    blas.Sgemm
 	threads int
 	ws      wsPool
-	team    *team // helpers for parallel
+	team    *team                 // helpers for parallel
 	dconv   *dnnlConvs            // oneDNN convolution primitives, or nil for im2col
 	constW  bool                  // CPUOptions.ConstWeights
 	bf16    bool                  // CPUOptions.BF16
