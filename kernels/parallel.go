@@ -3,9 +3,10 @@ package kernels
 import "sync"
 
 // parallel runs fn over [0, n) split into contiguous chunks, one per
-// worker (worker ids 0..workers-1), on up to c.threads goroutines; the
-// caller's goroutine runs the last chunk. grain is the least number of
-// items worth giving a goroutine of its own.
+// worker (worker ids 0..workers-1), on up to c.threads goroutines: the
+// caller's runs the last chunk, the team's spinning helpers the others
+// (team.go). grain is the least number of items worth giving a goroutine
+// of its own.
 func (c *CPU) parallel(n, grain int, fn func(worker, lo, hi int)) {
 	if n <= 0 {
 		return
