@@ -23,15 +23,18 @@
 // # CPU
 //
 // NewCPU(CPUOptions{BLAS, Threads, Conv}) builds the host backend. Work is
-// split over Threads goroutines (default GOMAXPROCS), and every BLAS or
-// oneDNN call inside runs one thread (OpenMP teams only where a
-// convolution has fewer pieces than threads), so goroutines and library
-// threads never oversubscribe the cores:
+// split over Threads goroutines (default GOMAXPROCS): the caller's and a
+// team of helpers that spin briefly for their next piece of work instead
+// of parking (team.go). Every BLAS or oneDNN call inside runs one thread
+// (OpenMP teams only where a convolution has fewer pieces than threads),
+// so goroutines and library threads never oversubscribe the cores:
 //
 //   - Convolutions: with oneDNN (libdnnl.so.2, chosen by BLAS "auto" or
 //     "dnnl", or Conv "dnnl") through its convolution primitives (JIT
 //     direct kernels, the ones PyTorch uses here), the batch split into one
-//     chunk per thread, each on its own primitives with one OpenMP thread;
+//     chunk per thread (chunks of two images taken in turn for forward
+//     convolutions with small weights), each goroutine on its own
+//     primitives with one OpenMP thread;
 //     NCHW/OIHW buffers are reordered to the primitives' blocked layouts
 //     and back inside the call (see conv_dnnl.go for the split rules).
 //     Otherwise im2col + GEMM per image (1x1 convolutions as a direct
