@@ -2,7 +2,6 @@ package unet
 
 import (
 	"context"
-	"math"
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion"
@@ -108,33 +107,15 @@ func BenchmarkCIFAR10BF16(b *testing.B) {
 		b.Fatal(err)
 	}
 	cfg.Dropout = 0
-	x := diffusion.NewBatch(4, 3, 32, 32)
-	for i := range x.Data {
-		x.Data[i] = float32(math.Sin(float64(i) * 0.37))
-	}
-	ts := []float64{1, 300, 600, 999}
+	x, ts := sinBatch(4, 32), []float64{1, 300, 600, 999}
+	fp32, bf16, m := fp32AndBF16(b, cfg, 5, x, ts)
+	defer m.Close()
 	ctx := context.Background()
-	var m *Model
-	var outs [2][]float32
-	for i, o := range []kernels.CPUOptions{{ConstWeights: true}, {ConstWeights: true, BF16: true}} {
-		c, err := kernels.NewCPU(o)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if m, err = New(cfg, c, 5); err != nil {
-			b.Fatal(err)
-		}
-		out, err := m.Predict(ctx, x, ts, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		outs[i] = out.Data
-	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := m.Predict(ctx, x, ts, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(relL2(outs[1], outs[0]), "relL2")
+	b.ReportMetric(relL2(bf16, fp32), "relL2")
 }

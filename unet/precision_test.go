@@ -71,31 +71,48 @@ func TestWideInference(t *testing.T) {
 	cfg.BlockOutChannels = []int{128, 128}
 	cfg.DownBlockTypes = []string{"DownBlock2D", "AttnDownBlock2D"}
 	cfg.UpBlockTypes = []string{"AttnUpBlock2D", "UpBlock2D"}
-	x := diffusion.NewBatch(2, 3, 16, 16)
-	for i := range x.Data {
-		x.Data[i] = float32(math.Sin(float64(i) * 0.37))
-	}
-	ts := []float64{10, 700}
-	var outs [2][]float32
-	for i, opts := range []kernels.CPUOptions{{ConstWeights: true}, {ConstWeights: true, BF16: true}} {
-		c, err := kernels.NewCPU(opts)
-		if err != nil {
-			t.Skipf("%+v: %v", opts, err)
-		}
-		m, err := New(cfg, c, 3)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := m.Predict(context.Background(), x, ts, nil)
-		m.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		outs[i] = out.Data
-	}
-	e := relL2(outs[1], outs[0])
+	fp32, bf16, m := fp32AndBF16(t, cfg, 3, sinBatch(2, 16), []float64{10, 700})
+	m.Close()
+	e := relL2(bf16, fp32)
 	t.Logf("bf16 against fp32: relative L2 %.3g", e)
 	if e > 2e-2 {
 		t.Fatalf("bf16 against fp32: relative L2 %.3g > 2e-2", e)
 	}
+}
+
+// sinBatch is n RGB images of size x size holding sin(0.37 i): a smooth,
+// reproducible input.
+func sinBatch(n, size int) diffusion.Batch {
+	x := diffusion.NewBatch(n, 3, size, size)
+	for i := range x.Data {
+		x.Data[i] = float32(math.Sin(float64(i) * 0.37))
+	}
+	return x
+}
+
+// fp32AndBF16 builds cfg with seed's random weights on an fp32 and a bf16
+// CPU (both with constant weights) and returns their forwards of x at ts,
+// and the bf16 model, still open (the caller closes it). It skips where
+// either CPU cannot be made.
+func fp32AndBF16(tb testing.TB, cfg Config, seed uint64, x diffusion.Batch, ts []float64) (fp32, bf16 []float32, m *Model) {
+	tb.Helper()
+	var outs [2][]float32
+	for i, opts := range []kernels.CPUOptions{{ConstWeights: true}, {ConstWeights: true, BF16: true}} {
+		c, err := kernels.NewCPU(opts)
+		if err != nil {
+			tb.Skipf("%+v: %v", opts, err)
+		}
+		if m != nil {
+			m.Close()
+		}
+		if m, err = New(cfg, c, seed); err != nil {
+			tb.Fatal(err)
+		}
+		out, err := m.Predict(context.Background(), x, ts, nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		outs[i] = out.Data
+	}
+	return outs[0], outs[1], m
 }
