@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"runtime"
 	"unsafe"
+
+	"github.com/ddpm-go/ddpm/kernels/internal/blas"
 )
 
 // bf16 GEMMs of the inference path in bf16 mode (CPUOptions.BF16): the
@@ -48,7 +50,7 @@ func (c *CPU) pinOneThread() func() { return c.dconv.api.pin(1) }
 
 // gemmBF16Pinned is gemmBF16 on a thread pinOneThread has prepared.
 func (c *CPU) gemmBF16Pinned(ta, tb bool, m, n, k int, a []uint16, lda int, b []uint16, ldb int, beta float32, cc []float32, ldc int) error {
-	st := c.dconv.api.gemmBF16(tch(ta), tch(tb), int64(m), int64(n), int64(k), 1, unsafe.Pointer(&a[0]), int64(lda),
+	st := c.dconv.api.gemmBF16(blas.TransChar(ta), blas.TransChar(tb), int64(m), int64(n), int64(k), 1, unsafe.Pointer(&a[0]), int64(lda),
 		unsafe.Pointer(&b[0]), int64(ldb), beta, unsafe.Pointer(&cc[0]), int64(ldc))
 	runtime.KeepAlive(a)
 	runtime.KeepAlive(b)
@@ -57,13 +59,6 @@ func (c *CPU) gemmBF16Pinned(ta, tb bool, m, n, k int, a []uint16, lda int, b []
 		return fmt.Errorf("dnnl_gemm_bf16bf16f32(m=%d n=%d k=%d): status %d", m, n, k, st)
 	}
 	return nil
-}
-
-func tch(t bool) byte {
-	if t {
-		return 'T'
-	}
-	return 'N'
 }
 
 // linearBF16Rows is the fewest rows a Linear layer needs to run in bf16:

@@ -141,7 +141,7 @@ func (d *DNNL) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 	if d.f.ompSetNumThreads != nil {
 		d.f.ompSetNumThreads(d.threads.Load())
 	}
-	st := d.f.sgemm(tch(transA), tch(transB), int64(m), int64(n), int64(k), alpha,
+	st := d.f.sgemm(TransChar(transA), TransChar(transB), int64(m), int64(n), int64(k), alpha,
 		unsafe.Pointer(&a[0]), int64(lda), unsafe.Pointer(&b[0]), int64(ldb), beta,
 		unsafe.Pointer(&c[0]), int64(ldc))
 	runtime.UnlockOSThread()
@@ -154,7 +154,8 @@ func (d *DNNL) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 	return nil
 }
 
-func tch(t bool) byte {
+// TransChar is a BLAS transpose argument: 'T' when t, else 'N'.
+func TransChar(t bool) byte {
 	if t {
 		return 'T'
 	}
