@@ -214,7 +214,7 @@ func (c *CPU) dnnlForwardIO(y, x, wt, b []float32, d ConvDims, io convIO) bool {
 			if io.src == nil {
 				xs = x[:d.N*chw]
 			}
-			return prims.forward(yChunk(y, d, lo, hi), xs, wt[lo*crs:hi*crs], bk, p.omp, c.constW, io.src, nil)
+			return prims.forward(yChunk(y, d, lo, hi), xs, wt[lo*crs:hi*crs], bk, c.constW, io.src, nil)
 		}
 		var xs, ys []float32
 		var src, dst unsafe.Pointer
@@ -229,7 +229,7 @@ func (c *CPU) dnnlForwardIO(y, x, wt, b []float32, d ConvDims, io convIO) bool {
 		} else {
 			dst = unsafe.Add(io.dst, lo*kohw*4)
 		}
-		if err := prims.forward(ys, xs, wt, b, p.omp, c.constW, src, dst); err != nil {
+		if err := prims.forward(ys, xs, wt, b, c.constW, src, dst); err != nil {
 			return err
 		}
 		if io.dst != nil {
@@ -274,7 +274,7 @@ func (c *CPU) dnnlBackwardData(dx, dy, wt []float32, d ConvDims) bool {
 	chw, kohw, crs := d.C*d.H*d.W, d.K*d.OutH()*d.OutW(), d.C*d.R*d.S
 	if !p.byK {
 		c.dnnlRun("Conv2DBackwardData", d, p, func(_, lo, hi int, prims *dnnlConv) error {
-			return prims.backwardData(dx[lo*chw:hi*chw], dy[lo*kohw:hi*kohw], wt, p.omp)
+			return prims.backwardData(dx[lo*chw:hi*chw], dy[lo*kohw:hi*kohw], wt)
 		})
 		return true
 	}
@@ -291,7 +291,7 @@ func (c *CPU) dnnlBackwardData(dx, dy, wt []float32, d ConvDims) bool {
 		if i > 0 {
 			out = part[(i-1)*n : i*n]
 		}
-		return prims.backwardData(out, yChunk(dy, d, lo, hi), wt[lo*crs:hi*crs], p.omp)
+		return prims.backwardData(out, yChunk(dy, d, lo, hi), wt[lo*crs:hi*crs])
 	})
 	for i := 1; i < p.w; i++ {
 		for j, v := range part[(i-1)*n : i*n] {
@@ -313,7 +313,7 @@ func (c *CPU) dnnlBackwardFilter(dw, db, dy, x []float32, d ConvDims) bool {
 			if db != nil {
 				dbk = db[lo:hi]
 			}
-			return prims.backwardWeights(dw[lo*crs:hi*crs], dbk, yChunk(dy, d, lo, hi), x[:d.N*chw], p.omp)
+			return prims.backwardWeights(dw[lo*crs:hi*crs], dbk, yChunk(dy, d, lo, hi), x[:d.N*chw])
 		})
 		return true
 	}
@@ -334,7 +334,7 @@ func (c *CPU) dnnlBackwardFilter(dw, db, dy, x []float32, d ConvDims) bool {
 				pb = part[off+nw : off+nw+d.K]
 			}
 		}
-		return prims.backwardWeights(pw, pb, dy[lo*kohw:hi*kohw], x[lo*chw:hi*chw], p.omp)
+		return prims.backwardWeights(pw, pb, dy[lo*kohw:hi*kohw], x[lo*chw:hi*chw])
 	})
 	for i := 1; i < p.w; i++ {
 		off := (i - 1) * (nw + d.K)

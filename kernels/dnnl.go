@@ -545,10 +545,10 @@ func (c *dnnlConv) step(pd uintptr, specs []argSpec) (*dnnlStep, error) {
 // the primitive, reorders outputs out and waits. wmem, when not 0, is an
 // already reordered weights memory used instead of bufs' weights; direct
 // holds arguments given already in the primitive's layout (see
-// blockedIO), bound without reordering.
-func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, threads int, wmem uintptr, direct map[int32]unsafe.Pointer) error {
+// blockedIO), bound without reordering. The caller has pinned the
+// thread (pinThreads).
+func (c *dnnlConv) run(s *dnnlStep, bufs map[int32][]float32, outputs []int32, wmem uintptr, direct map[int32]unsafe.Pointer) error {
 	api := c.api
-	defer api.pin(threads)()
 	pre := func(arg int32) bool {
 		return (arg == dnnlArgWeights && wmem != 0) || direct[arg] != nil
 	}
@@ -680,7 +680,7 @@ func (c *dnnlConv) isBlocked(t *dnnlTensor, n, ch, h, w int, dt int32) bool {
 // src, when not nil, is the source in nChw16c (blockedIO must have said
 // yes) and x is not read; dst, when not nil, receives the output in
 // nChw16c and y is not written.
-func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool, src, dst unsafe.Pointer) error {
+func (c *dnnlConv) forward(y, x, w, b []float32, constW bool, src, dst unsafe.Pointer) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	defer c.pinThreads()()
@@ -698,7 +698,7 @@ func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool, src, 
 	}
 	var wmem uintptr
 	if constW {
-		if wmem, err = c.cachedWeights(s, w, threads); err != nil {
+		if wmem, err = c.cachedWeights(s, w); err != nil {
 			return err
 		}
 	}
@@ -706,12 +706,13 @@ func (c *dnnlConv) forward(y, x, w, b []float32, threads int, constW bool, src, 
 	if src != nil || dst != nil {
 		direct = map[int32]unsafe.Pointer{dnnlArgSrc: src, dnnlArgDst: dst}
 	}
-	return c.run(s, bufs, []int32{dnnlArgDst}, threads, wmem, direct)
+	return c.run(s, bufs, []int32{dnnlArgDst}, wmem, direct)
 }
 
 // cachedWeights returns s's reordered copy of the weight buffer w, making
 // it on first use; 0 when the primitive reads the user layout directly.
-func (c *dnnlConv) cachedWeights(s *dnnlStep, w []float32, threads int) (uintptr, error) {
+// The caller has pinned the thread (pinThreads).
+func (c *dnnlConv) cachedWeights(s *dnnlStep, w []float32) (uintptr, error) {
 	t := s.tensors[dnnlArgWeights]
 	if t == nil || t.reorder.p == 0 {
 		return 0, nil
@@ -723,7 +724,6 @@ func (c *dnnlConv) cachedWeights(s *dnnlStep, w []float32, threads int) (uintptr
 				return 0, fmt.Errorf("dnnl_memory_create(weights cache): status %d", st)
 			}
 		}
-		defer api.pin(threads)()
 		api.memSetHandle(t.user, unsafe.Pointer(&w[0]))
 		ra := []execArg{{arg: dnnlArgSrc, mem: t.user}, {arg: dnnlArgDst, mem: m}}
 		if st := api.exec(t.reorder, c.stream, ra); st != dnnlSuccess {
@@ -738,7 +738,7 @@ func (c *dnnlConv) cachedWeights(s *dnnlStep, w []float32, threads int) (uintptr
 }
 
 // backwardData runs dx = conv^T(dy, w).
-func (c *dnnlConv) backwardData(dx, dy, w []float32, threads int) error {
+func (c *dnnlConv) backwardData(dx, dy, w []float32) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	defer c.pinThreads()()
@@ -767,11 +767,11 @@ func (c *dnnlConv) backwardData(dx, dy, w []float32, threads int) error {
 		c.bwdD = s
 	}
 	return c.run(c.bwdD, map[int32][]float32{dnnlArgDiffDst: dy, dnnlArgWeights: w, dnnlArgDiffSrc: dx},
-		[]int32{dnnlArgDiffSrc}, threads, 0, nil)
+		[]int32{dnnlArgDiffSrc}, 0, nil)
 }
 
 // backwardWeights runs dw (and db when not nil) from dy and x.
-func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32, threads int) error {
+func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	defer c.pinThreads()()
@@ -817,7 +817,7 @@ func (c *dnnlConv) backwardWeights(dw, db, dy, x []float32, threads int) error {
 		bufs[dnnlArgDiffBias] = db
 		outs = append(outs, dnnlArgDiffBias)
 	}
-	return c.run(c.bwdW[bi], bufs, outs, threads, 0, nil)
+	return c.run(c.bwdW[bi], bufs, outs, 0, nil)
 }
 
 // dnnlConvs caches dnnlConv values by shape and worker for one CPU.
